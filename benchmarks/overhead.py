@@ -1,0 +1,172 @@
+"""Per-call overhead of tollgate on top of the real OpenAI SDK, over an in-process transport.
+
+Run: python benchmarks/overhead.py [calls]
+
+The SDK talks to ``httpx.MockTransport`` (no network, no server), so what is measured is the
+SDK's own work plus tollgate's: estimate, price lookup, ledger record, span (OpenTelemetry API,
+no SDK unless --otel-sdk). Prints the median per-call time of interleaved rounds, raw vs
+instrumented, sync and async, non-streaming and streaming, and the difference.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import statistics
+import time
+from collections.abc import Callable
+
+import httpx
+import openai
+
+import tollgate
+
+COMPLETION = json.dumps(
+    {
+        "id": "chatcmpl-bench",
+        "object": "chat.completion",
+        "created": 1763900000,
+        "model": "gpt-4o-mini-2024-07-18",
+        "choices": [
+            {"index": 0, "message": {"role": "assistant", "content": "Paris."}, "finish_reason": "stop"}
+        ],
+        "usage": {"prompt_tokens": 25, "completion_tokens": 2, "total_tokens": 27},
+    }
+).encode()
+CHUNKS = (
+    b"".join(
+        b"data: "
+        + json.dumps(
+            {
+                "id": "chatcmpl-bench",
+                "object": "chat.completion.chunk",
+                "created": 1763900000,
+                "model": "gpt-4o-mini-2024-07-18",
+                "choices": choices,
+                "usage": usage,
+            }
+        ).encode()
+        + b"\n\n"
+        for choices, usage in [
+            ([{"index": 0, "delta": {"role": "assistant", "content": ""}, "finish_reason": None}], None),
+            ([{"index": 0, "delta": {"content": "Paris"}, "finish_reason": None}], None),
+            ([{"index": 0, "delta": {"content": "."}, "finish_reason": "stop"}], None),
+            ([], {"prompt_tokens": 25, "completion_tokens": 2, "total_tokens": 27}),
+        ]
+    )
+    + b"data: [DONE]\n\n"
+)
+MESSAGES = [
+    {"role": "system", "content": "You are a terse assistant."},
+    {"role": "user", "content": "Name the capital of France in one word."},
+]
+
+
+def handler(request: httpx.Request) -> httpx.Response:
+    if b'"stream":true' in request.content or b'"stream": true' in request.content:
+        return httpx.Response(200, content=CHUNKS, headers={"content-type": "text/event-stream"})
+    return httpx.Response(200, content=COMPLETION, headers={"content-type": "application/json"})
+
+
+def sync_client() -> openai.OpenAI:
+    return openai.OpenAI(api_key="sk-bench", http_client=httpx.Client(transport=httpx.MockTransport(handler)))
+
+
+def async_client() -> openai.AsyncOpenAI:
+    return openai.AsyncOpenAI(
+        api_key="sk-bench", http_client=httpx.AsyncClient(transport=httpx.MockTransport(handler))
+    )
+
+
+def per_call(fn: Callable[[], object], calls: int) -> float:
+    start = time.perf_counter()
+    for _ in range(calls):
+        fn()
+    return (time.perf_counter() - start) / calls
+
+
+async def per_call_async(fn: Callable[[], object], calls: int) -> float:
+    start = time.perf_counter()
+    for _ in range(calls):
+        await fn()  # type: ignore[misc]
+    return (time.perf_counter() - start) / calls
+
+
+def compare(
+    name: str, raw: Callable[[int], float], gated: Callable[[int], float], calls: int, rounds: int
+) -> None:
+    raw(50), gated(50)  # warm up: imports, tokenizer load, connection set-up
+    raws, gateds = [], []
+    for _ in range(rounds):  # interleaved, so drift in machine load hits both alike
+        raws.append(raw(calls))
+        gateds.append(gated(calls))
+    r, g = statistics.median(raws) * 1e6, statistics.median(gateds) * 1e6
+    print(f"{name:<28} raw {r:8.1f} us   tollgate {g:8.1f} us   overhead {g - r:+7.1f} us")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("calls", nargs="?", type=int, default=500)
+    parser.add_argument("--rounds", type=int, default=7)
+    parser.add_argument("--ledger", default="memory://")
+    parser.add_argument("--otel-sdk", action="store_true", help="configure an SDK with a batching exporter")
+    args = parser.parse_args()
+    if args.otel_sdk:
+        from opentelemetry import trace
+        from opentelemetry.sdk.trace import TracerProvider
+        from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
+
+        class Discard(SpanExporter):
+            def export(self, spans: object) -> SpanExportResult:
+                return SpanExportResult.SUCCESS
+
+        provider = TracerProvider()
+        provider.add_span_processor(BatchSpanProcessor(Discard()))
+        trace.set_tracer_provider(provider)
+    tollgate.configure(ledger=args.ledger)
+    print(
+        f"ledger {args.ledger}, OpenTelemetry SDK: {'yes' if args.otel_sdk else 'no (API only)'}, "
+        f"{args.calls} calls x {args.rounds} rounds"
+    )
+
+    raw, gated = sync_client(), tollgate.instrument(sync_client())
+
+    def stream_all(client: openai.OpenAI) -> None:
+        for _ in client.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES, stream=True):  # type: ignore[arg-type]
+            pass
+
+    compare(
+        "sync create",
+        lambda n: per_call(lambda: raw.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES), n),  # type: ignore[arg-type]
+        lambda n: per_call(lambda: gated.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES), n),  # type: ignore[arg-type]
+        args.calls,
+        args.rounds,
+    )
+    compare(
+        "sync create stream=True",
+        lambda n: per_call(lambda: stream_all(raw), n),
+        lambda n: per_call(lambda: stream_all(gated), n),
+        args.calls,
+        args.rounds,
+    )
+
+    araw, agated = async_client(), tollgate.instrument(async_client())
+    loop = asyncio.new_event_loop()
+    compare(
+        "async create",
+        lambda n: loop.run_until_complete(
+            per_call_async(lambda: araw.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES), n)  # type: ignore[arg-type]
+        ),
+        lambda n: loop.run_until_complete(
+            per_call_async(lambda: agated.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES), n)  # type: ignore[arg-type]
+        ),
+        args.calls,
+        args.rounds,
+    )
+    report = tollgate.report()
+    print(f"ledger holds {report.total['calls']} records, ${report.total['usd']:.6f}")
+
+
+if __name__ == "__main__":
+    main()

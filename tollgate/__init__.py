@@ -1,0 +1,104 @@
+"""tollgate: budgets, rate limits and cost attribution for LLM calls, as composable middleware.
+
+>>> import tollgate
+>>> tollgate.estimate("gpt-4o", [{"role": "user", "content": "hello world"}], max_tokens=100).input_tokens
+9
+
+Importing tollgate imports no LLM SDK, LangChain or LiteLLM; each adapter imports its own
+SDK when a client of that SDK is instrumented.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Collection, Mapping, Sequence
+from datetime import datetime, timedelta
+from typing import Any
+
+from tollgate.config import configure, reset, settings
+from tollgate.errors import (
+    BudgetExceeded,
+    RateLimited,
+    StoreUnavailable,
+    TollgateError,
+    UnpricedModelError,
+    UnpricedModelWarning,
+)
+from tollgate.gate import estimate_request
+from tollgate.instrument import instrument, uninstrument
+from tollgate.ledger import Report, build_report, parse_time
+from tollgate.request import CallRecord, Estimate, LLMRequest, Usage
+from tollgate.tags import current_tags, propagate, track
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "BudgetExceeded",
+    "CallRecord",
+    "Estimate",
+    "LLMRequest",
+    "RateLimited",
+    "Report",
+    "StoreUnavailable",
+    "TollgateError",
+    "UnpricedModelError",
+    "UnpricedModelWarning",
+    "Usage",
+    "configure",
+    "current_tags",
+    "estimate",
+    "instrument",
+    "propagate",
+    "report",
+    "reset",
+    "track",
+    "uninstrument",
+]
+
+TimeArg = float | int | str | datetime | timedelta | None
+
+
+def estimate(
+    model: str,
+    messages: Sequence[Mapping[str, Any]],
+    max_tokens: int | None = None,
+    *,
+    provider: str | None = None,
+    tools: Sequence[Any] = (),
+) -> Estimate:
+    """Worst-case tokens and USD of a chat call, with no network call.
+
+    ``output_tokens`` is ``max_tokens`` or, when not given, the model's maximum output.
+
+    >>> e = estimate("gpt-4o-mini", [{"role": "user", "content": "hi"}], max_tokens=10)
+    >>> (e.input_tokens, e.output_tokens, e.usd > 0)
+    (8, 10, True)
+    """
+    price = settings().prices.lookup(model, provider)
+    request = LLMRequest(
+        provider=provider or (price.provider if price else "unknown"),
+        operation="chat",
+        model=model,
+        messages=messages,
+        max_output_tokens=max_tokens,
+        tools=tools,
+    )
+    return estimate_request(request, price)
+
+
+def report(
+    group_by: str | Sequence[str] | None = None,
+    since: TimeArg = None,
+    until: TimeArg = None,
+    where: Mapping[str, str | Collection[str]] | Callable[[CallRecord], bool] | None = None,
+) -> Report:
+    """Spend and usage from the configured ledger, grouped by tags (or model, provider...).
+
+    ``since`` / ``until``: epoch seconds, ``datetime``, ``timedelta`` ("that long ago") or
+    strings like ``"7d"``, ``"24h"``; ``where``: tag values to keep, or a predicate.
+
+    >>> import tollgate
+    >>> tollgate.report(group_by="feature").total["calls"]
+    0
+    """
+    records = settings().ledger.records(parse_time(since), parse_time(until))
+    return build_report(records, group_by=group_by, where=where)

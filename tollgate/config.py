@@ -1,0 +1,124 @@
+"""Process-wide configuration: where records go, how prices resolve, what to do when unpriced.
+
+:func:`configure` validates every value when it is called, so a typo fails at start-up, not
+on the first LLM call at 3 a.m. The settings object is immutable and replaced as a whole,
+so a call in flight on another thread always sees one consistent configuration.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Literal
+
+from tollgate.ledger import Ledger, open_ledger
+from tollgate.pricing import PriceTable, default_table
+
+if TYPE_CHECKING:
+    from tollgate.request import CallRecord
+
+log = logging.getLogger("tollgate")
+
+OnUnpriced = Literal["warn", "raise", "ignore"]
+_ON_UNPRICED = ("warn", "raise", "ignore")
+_UNSET: Any = object()
+
+
+@dataclass(frozen=True)
+class Settings:
+    """The configuration in force; read it with :func:`settings`, change it with :func:`configure`."""
+
+    ledger: Ledger
+    prices: PriceTable
+    on_unpriced: OnUnpriced = "warn"
+    capture_content: bool = False
+    on_record: tuple[Callable[[CallRecord], object], ...] = ()
+    # Models already warned about, so UnpricedModelWarning is issued once per model.
+    warned_unpriced: set[str] = field(default_factory=set, compare=False)
+
+
+def _defaults() -> Settings:
+    return Settings(ledger=open_ledger("memory://"), prices=default_table())
+
+
+_settings: Settings | None = None
+
+
+def settings() -> Settings:
+    """The settings in force (created with defaults on first use, not at import)."""
+    global _settings
+    if _settings is None:
+        _settings = _defaults()
+    return _settings
+
+
+def configure(
+    *,
+    ledger: str | Ledger = _UNSET,
+    on_unpriced: OnUnpriced = _UNSET,
+    prices: Mapping[str, Mapping[str, float]] | None = _UNSET,
+    capture_content: bool = _UNSET,
+    on_record: Callable[[CallRecord], object] | None = _UNSET,
+) -> Settings:
+    """Change tollgate's process-wide settings; arguments not given keep their value.
+
+    - ``ledger``: ``"memory://"`` (bounded ring buffer, the default), ``"sqlite:///path.db"``,
+      or a :class:`~tollgate.ledger.Ledger` instance.
+    - ``on_unpriced``: ``"warn"`` (once per model, the default), ``"raise"``
+      (:class:`~tollgate.UnpricedModelError` pre-flight) or ``"ignore"``.
+    - ``prices``: per-token USD overrides, ``{"my-model": {"input": 1e-6, "output": 2e-6}}``.
+    - ``capture_content``: put prompts and completions on spans (off by default).
+    - ``on_record``: called with every :class:`~tollgate.CallRecord` after it is written.
+
+    >>> import tollgate
+    >>> tollgate.configure(on_unpriced="ignore").on_unpriced
+    'ignore'
+    >>> tollgate.configure(on_unpriced="loud")
+    Traceback (most recent call last):
+    ...
+    ValueError: on_unpriced='loud' is not one of 'warn', 'raise', 'ignore'
+    >>> _ = tollgate.reset()
+    """
+    global _settings
+    current = settings()
+    changes: dict[str, Any] = {}
+    if on_unpriced is not _UNSET:
+        if on_unpriced not in _ON_UNPRICED:
+            raise ValueError(f"on_unpriced={on_unpriced!r} is not one of 'warn', 'raise', 'ignore'")
+        changes["on_unpriced"] = on_unpriced
+    if capture_content is not _UNSET:
+        if not isinstance(capture_content, bool):
+            raise ValueError(f"capture_content={capture_content!r} must be True or False")
+        changes["capture_content"] = capture_content
+    if on_record is not _UNSET:
+        if on_record is not None and not callable(on_record):
+            raise ValueError(f"on_record={on_record!r} is not callable")
+        changes["on_record"] = () if on_record is None else (on_record,)
+    if prices is not _UNSET:
+        changes["prices"] = default_table() if not prices else default_table().with_overrides(prices)
+    if ledger is not _UNSET:
+        if isinstance(ledger, str):
+            changes["ledger"] = open_ledger(ledger)
+        elif isinstance(ledger, Ledger):
+            changes["ledger"] = ledger
+        else:
+            raise ValueError(f"ledger={ledger!r} is neither a ledger URI nor a Ledger")
+    new = dataclasses.replace(current, **changes)
+    if "ledger" in changes and current.ledger is not new.ledger:
+        current.ledger.close()
+    _settings = new
+    return new
+
+
+def reset() -> Settings:
+    """Back to the defaults: an empty in-memory ledger, bundled prices, ``on_unpriced="warn"``.
+
+    Meant for tests. A SQLite ledger that was configured is closed (its file is kept).
+    """
+    global _settings
+    if _settings is not None:
+        _settings.ledger.close()
+    _settings = _defaults()
+    return _settings

@@ -1,0 +1,202 @@
+"""The one pipeline every call goes through, whatever door it came in by.
+
+    call = preflight(request)      # estimate, price, decide; may raise before any traffic
+    ... the adapter applies call.decision to the native request and makes the call ...
+    settle(call, usage, ...)       # exact cost, one CallRecord in the ledger, one span
+    fail(call, exc)                # the call raised: a record with the error, zero cost
+
+Each step is a small function over plain dataclasses; the only I/O is the ledger write and
+the span, at the end. ``settle`` and ``fail`` never raise into the caller's code path: a
+problem in tollgate's own bookkeeping is logged, not turned into a failed LLM call.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+import warnings
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Literal
+
+from tollgate import telemetry
+from tollgate.config import Settings, settings
+from tollgate.errors import UnpricedModelError, UnpricedModelWarning
+from tollgate.pricing import ModelPrice, cost, estimate_cost
+from tollgate.pricing.tokens import count_messages
+from tollgate.request import CallRecord, Estimate, LLMRequest, Status, Usage
+from tollgate.tags import current_tags
+
+if TYPE_CHECKING:
+    from opentelemetry.trace import Span
+
+log = logging.getLogger("tollgate")
+
+Action = Literal["proceed", "block", "downgrade", "clamp", "truncate"]
+
+#: Output cap assumed for the worst case when neither the caller nor the price table gives one.
+DEFAULT_MAX_OUTPUT_TOKENS = 4096
+
+
+@dataclass(slots=True)
+class Decision:
+    """What pre-flight decided; the adapter turns it into edits of the native request.
+
+    ``model`` is the model to call (another one after a downgrade), ``max_output_tokens`` a
+    cap to set (after a clamp), ``messages`` replacement messages (after a truncate).
+    """
+
+    action: Action
+    model: str
+    max_output_tokens: int | None = None
+    messages: Sequence[Mapping[str, Any]] | None = None
+    notes: tuple[Mapping[str, Any], ...] = ()
+
+
+@dataclass(slots=True, eq=False)
+class Call:
+    """A call in flight: what pre-flight found and decided, and what settling needs."""
+
+    id: str
+    request: LLMRequest
+    decision: Decision
+    estimate: Estimate
+    price: ModelPrice | None
+    tags: Mapping[str, str]
+    started_at: float
+    span: Span
+    settings: Settings
+    settled: bool = field(default=False)
+
+
+def estimate_request(request: LLMRequest, price: ModelPrice | None) -> Estimate:
+    """Worst-case tokens and USD of ``request``: its prompt, and the most output it may get."""
+    input_tokens = count_messages(request.messages, request.model, request.provider, request.tools)
+    cap = request.max_output_tokens
+    if cap is None:
+        cap = (price.max_output_tokens if price else None) or DEFAULT_MAX_OUTPUT_TOKENS
+    output_tokens = cap * max(1, request.n)
+    if price is None:
+        return Estimate(input_tokens, output_tokens, 0.0, priced=False)
+    return Estimate(input_tokens, output_tokens, estimate_cost(price, input_tokens, output_tokens))
+
+
+def _warn_unpriced(call: Call, model: str) -> None:
+    s = call.settings
+    if s.on_unpriced != "warn" or model in s.warned_unpriced:
+        return
+    s.warned_unpriced.add(model)
+    warnings.warn(
+        f"tollgate has no price for model {model!r} (provider {call.request.provider}); its calls are "
+        f"recorded with their tokens and $0. Add a price with tollgate.configure(prices=...).",
+        UnpricedModelWarning,
+        stacklevel=2,
+    )
+
+
+def preflight(request: LLMRequest) -> Call:
+    """Estimate and price ``request`` and decide what to do with it.
+
+    Raises :class:`~tollgate.UnpricedModelError` (with ``on_unpriced="raise"``) before any
+    traffic; a record of the refused call is written first, so nothing goes unrecorded.
+    """
+    s = settings()
+    started = time.time()
+    tags = current_tags()
+    price = s.prices.lookup(request.model, request.provider)
+    estimate = estimate_request(request, price)
+    decision = Decision("proceed", request.model)
+    call = Call(
+        id=uuid.uuid4().hex,
+        request=request,
+        decision=decision,
+        estimate=estimate,
+        price=price,
+        tags=tags,
+        started_at=started,
+        span=telemetry.start_span(request, tags),
+        settings=s,
+    )
+    if price is None and s.on_unpriced == "raise":
+        exc = UnpricedModelError(request.model, request.provider)
+        fail(call, exc)
+        raise exc
+    return call
+
+
+def _price_for(call: Call, response_model: str | None) -> ModelPrice | None:
+    # The model that answered is the one billed (a dated snapshot may cost more than its alias).
+    if response_model and response_model != call.request.model:
+        price = call.settings.prices.lookup(response_model, call.request.provider)
+        if price is not None:
+            return price
+    return call.price
+
+
+def settle(
+    call: Call,
+    usage: Usage,
+    *,
+    response_model: str | None = None,
+    response_id: str | None = None,
+    estimated: bool = False,
+    status: Status = "ok",
+    error: str | None = None,
+) -> CallRecord | None:
+    """Close ``call`` with its usage: price it, write one CallRecord, end its span.
+
+    Idempotent (a second settle of the same call is ignored and returns None) and never
+    raises: bookkeeping trouble is logged on the ``tollgate`` logger.
+    """
+    if call.settled:
+        return None
+    call.settled = True
+    try:
+        price = _price_for(call, response_model)
+        if price is None and usage.total_tokens:
+            # Warned here, not pre-flight: an Azure deployment name is unpriced until the
+            # response names the model behind it.
+            _warn_unpriced(call, response_model or call.request.model)
+        record = CallRecord(
+            id=call.id,
+            started_at=call.started_at,
+            ended_at=time.time(),
+            provider=call.request.provider,
+            operation=call.request.operation,
+            request_model=call.request.model,
+            response_model=response_model,
+            usage=usage,
+            usd=cost(price, usage) if price is not None else 0.0,
+            priced=price is not None,
+            estimated=estimated,
+            stream=call.request.stream,
+            status=status,
+            error=error,
+            response_id=response_id,
+            tags=call.tags,
+            decisions=call.decision.notes,
+        )
+        call.settings.ledger.write(record)
+        telemetry.end_span(call.span, record)
+    except Exception:
+        log.exception("tollgate could not settle call %s", call.id)
+        return None
+    for hook in call.settings.on_record:
+        try:
+            hook(record)
+        except Exception:
+            log.exception("tollgate on_record hook %r failed", hook)
+    return record
+
+
+def describe_error(exc: BaseException) -> str:
+    """``"Type: message"`` for a record, with the HTTP status when the exception carries one."""
+    status = getattr(exc, "status_code", None)
+    name = type(exc).__name__
+    return f"{name}: HTTP {status}: {exc}" if status else f"{name}: {exc}"
+
+
+def fail(call: Call, exc: BaseException, usage: Usage | None = None, *, estimated: bool = False) -> None:
+    """Close ``call`` as failed: a record with the error and the cost of ``usage`` (zero if none)."""
+    settle(call, usage or Usage(), status="error", error=describe_error(exc), estimated=estimated)

@@ -1,0 +1,61 @@
+"""The ledger: where every call's :class:`~tollgate.request.CallRecord` goes, and what reports read.
+
+Pick a backend by URI with :func:`open_ledger`: ``"memory://"`` (a bounded in-process ring
+buffer, the default) or ``"sqlite:///path.db"`` (a file shared by the processes of one machine).
+"""
+
+from __future__ import annotations
+
+from urllib.parse import parse_qsl
+
+from tollgate.ledger.base import Ledger
+from tollgate.ledger.memory import MemoryLedger
+from tollgate.ledger.report import Report, ReportRow, build_report, parse_time
+from tollgate.ledger.sqlite import SQLiteLedger
+
+__all__ = [
+    "Ledger",
+    "MemoryLedger",
+    "Report",
+    "ReportRow",
+    "SQLiteLedger",
+    "build_report",
+    "open_ledger",
+    "parse_time",
+]
+
+_SCHEMES = "'memory://' (optionally '?maxlen=N') or 'sqlite:///path.db' ('sqlite:////abs/path.db')"
+
+
+def open_ledger(uri: str) -> Ledger:
+    """The ledger a URI names.
+
+    ``memory://`` (``memory://?maxlen=N`` to bound it differently); ``sqlite:///rel/path.db``
+    for a path relative to the working directory, ``sqlite:////abs/path.db`` for an absolute
+    one, ``sqlite:///:memory:`` for a private in-memory database.
+
+    >>> open_ledger("memory://?maxlen=10").maxlen
+    10
+    >>> open_ledger("ftp://x")
+    Traceback (most recent call last):
+    ...
+    ValueError: unknown ledger URI 'ftp://x': use 'memory://' (optionally '?maxlen=N') or 'sqlite:///path.db' ('sqlite:////abs/path.db')
+    """
+    if not isinstance(uri, str):
+        raise ValueError(f"ledger URI must be a string like {_SCHEMES}, got {uri!r}")
+    if uri == "memory://" or uri.startswith("memory://?"):
+        options = dict(parse_qsl(uri.partition("?")[2], keep_blank_values=True))
+        unknown = set(options) - {"maxlen"}
+        if unknown:
+            names = ", ".join(sorted(unknown))
+            raise ValueError(f"ledger URI {uri!r}: unknown option(s) {names}; only maxlen is accepted")
+        if "maxlen" not in options:
+            return MemoryLedger()
+        try:
+            maxlen = int(options["maxlen"])
+        except ValueError:
+            raise ValueError(f"ledger URI {uri!r}: maxlen must be an integer") from None
+        return MemoryLedger(maxlen=maxlen)
+    if uri.startswith("sqlite:///") and len(uri) > len("sqlite:///"):
+        return SQLiteLedger(uri[len("sqlite:///") :])
+    raise ValueError(f"unknown ledger URI {uri!r}: use {_SCHEMES}")

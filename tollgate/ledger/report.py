@@ -1,0 +1,372 @@
+"""Cost reports over call records: grouping, filtering, totals, and ``assert_under`` for tests.
+
+``build_report`` aggregates a list of :class:`~tollgate.request.CallRecord` (usually what a
+ledger's ``records(since, until)`` returned) into rows; ``parse_time`` reads the ``since`` /
+``until`` values users type (``"7d"``, a datetime, an ISO string).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+import re
+import time
+from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
+from datetime import UTC, date, datetime, timedelta
+from typing import Any, TypedDict
+
+from tollgate.request import CallRecord
+
+#: ``group_by`` / ``where`` names that read a record field instead of a tag.
+FIELDS: dict[str, Callable[[CallRecord], str]] = {
+    "model": lambda r: r.request_model,
+    "provider": lambda r: r.provider,
+    "operation": lambda r: r.operation,
+    "status": lambda r: r.status,
+}
+
+#: The numeric columns of a row, in display order.
+COUNTERS = (
+    "calls",
+    "input_tokens",
+    "output_tokens",
+    "cache_read_tokens",
+    "cache_write_tokens",
+    "reasoning_tokens",
+    "usd",
+    "unpriced_calls",
+    "blocked_calls",
+    "errors",
+    "estimated_calls",
+)
+
+Where = Mapping[str, Any] | Callable[[CallRecord], bool]
+
+
+class ReportRow(TypedDict):
+    """One group's totals; ``tags`` holds the grouping values (``None`` where a record lacked the tag)."""
+
+    tags: dict[str, str | None]
+    calls: int
+    input_tokens: int
+    output_tokens: int
+    cache_read_tokens: int
+    cache_write_tokens: int
+    reasoning_tokens: int
+    usd: float
+    unpriced_calls: int
+    blocked_calls: int
+    errors: int
+    estimated_calls: int
+
+
+class Report:
+    """Aggregated calls: iterable over rows (dicts, most expensive first), plus ``total``.
+
+    ``records`` keeps the records the report was built from, so ``assert_under`` can filter
+    on any tag, grouped or not.
+
+    >>> recs = [CallRecord(id=str(i), started_at=0.0, ended_at=1.0, provider="openai", operation="chat",
+    ...                    request_model="gpt-4o", usd=0.01 * i, tags={"feature": f})
+    ...         for i, f in enumerate(["search", "search", "chat"])]
+    >>> report = build_report(recs, group_by="feature")
+    >>> [(row["tags"]["feature"], row["calls"]) for row in report]
+    [('chat', 1), ('search', 2)]
+    >>> report.assert_under(usd=0.05, feature="search").total["calls"]
+    3
+    """
+
+    def __init__(
+        self,
+        rows: list[ReportRow],
+        total: ReportRow,
+        group_by: tuple[str, ...],
+        records: list[CallRecord],
+    ) -> None:
+        self.rows = rows
+        self.total = total
+        self.group_by = group_by
+        self.records = records
+
+    def __iter__(self) -> Iterator[ReportRow]:
+        return iter(self.rows)
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def __getitem__(self, index: int) -> ReportRow:
+        return self.rows[index]
+
+    def __repr__(self) -> str:
+        return (
+            f"<Report group_by={list(self.group_by)} rows={len(self.rows)} "
+            f"calls={self.total['calls']} usd={_fmt_usd(self.total['usd'])}>"
+        )
+
+    def assert_under(
+        self,
+        usd: float | None = None,
+        tokens: int | None = None,
+        calls: int | None = None,
+        **tag_match: Any,
+    ) -> Report:
+        """Raise ``AssertionError`` if the matching calls spent more than a limit; return self.
+
+        ``tokens`` counts input plus output tokens. ``tag_match`` selects records by tag (or
+        by ``model``/``provider``/``operation``/``status``); a value may be a collection
+        meaning "any of". Limits are inclusive: spending exactly the limit passes.
+
+        >>> rec = CallRecord(id="1", started_at=0.0, ended_at=1.0, provider="openai",
+        ...                  operation="chat", request_model="gpt-4o", usd=0.08, tags={"feature": "search"})
+        >>> build_report([rec]).assert_under(usd=0.05, feature="search")
+        Traceback (most recent call last):
+        ...
+        AssertionError: spend over limit for feature='search': usd $0.08 > limit $0.05 (1 call)
+        """
+        if usd is None and tokens is None and calls is None:
+            raise ValueError("assert_under needs at least one limit: usd=, tokens= or calls=")
+        records = [r for r in self.records if _matches(r, tag_match)] if tag_match else self.records
+        total = _aggregate(records, {})
+        used_tokens = total["input_tokens"] + total["output_tokens"]
+        over: list[str] = []
+        # Float sums drift (0.1 + 0.2 > 0.3): spend within a rounding error of the limit passes.
+        if usd is not None and total["usd"] > usd and not math.isclose(total["usd"], usd, rel_tol=1e-9):
+            over.append(f"usd {_fmt_usd(total['usd'])} > limit {_fmt_usd(usd)}")
+        if tokens is not None and used_tokens > tokens:
+            over.append(f"tokens {used_tokens:,} > limit {tokens:,}")
+        if calls is not None and total["calls"] > calls:
+            over.append(f"calls {total['calls']:,} > limit {calls:,}")
+        if over:
+            scope = ", ".join(f"{k}={v!r}" for k, v in tag_match.items()) or "all calls"
+            n = total["calls"]
+            detail = f"{n:,} call{'s' if n != 1 else ''}"
+            if total["unpriced_calls"]:
+                detail += f", {total['unpriced_calls']:,} unpriced and not in usd"
+            raise AssertionError(f"spend over limit for {scope}: {'; '.join(over)} ({detail})")
+        return self
+
+    def to_json(self, indent: int | None = None) -> str:
+        """``{"group_by": [...], "rows": [...], "total": {...}}`` as JSON text."""
+        data = {"group_by": list(self.group_by), "rows": self.rows, "total": self.total}
+        return json.dumps(data, indent=indent)
+
+    def to_csv(self) -> str:
+        """One line per row: the grouping names, then the counters (no total line)."""
+        out = io.StringIO()
+        writer = csv.writer(out, lineterminator="\n")
+        writer.writerow([*self.group_by, *COUNTERS])
+        for row in self.rows:
+            tags = [row["tags"].get(name) for name in self.group_by]
+            writer.writerow(["" if v is None else v for v in tags] + [row[c] for c in COUNTERS])  # type: ignore[literal-required]
+        return out.getvalue()
+
+    def __str__(self) -> str:
+        # Optional counters are shown only when some call has them, to keep the table narrow.
+        always = {"calls", "input_tokens", "output_tokens", "usd"}
+        counters = [c for c in COUNTERS if c in always or self.total[c]]  # type: ignore[literal-required]
+        labels = list(self.group_by) or [""]
+        header = labels + [_HEADERS[c] for c in counters]
+        lines: list[list[str]] = []
+        for row in self.rows if self.group_by else []:
+            tags = [_fmt_tag(row["tags"].get(name)) for name in self.group_by]
+            lines.append(tags + [_fmt_counter(c, row[c]) for c in counters])  # type: ignore[literal-required]
+        total = ["TOTAL"] + [""] * (len(labels) - 1)
+        lines.append(total + [_fmt_counter(c, self.total[c]) for c in counters])  # type: ignore[literal-required]
+        widths = [max(len(cells[i]) for cells in [header, *lines]) for i in range(len(header))]
+
+        def render(cells: list[str]) -> str:
+            parts = [
+                cell.ljust(width) if i < len(labels) else cell.rjust(width)
+                for i, (cell, width) in enumerate(zip(cells, widths, strict=True))
+            ]
+            return "  ".join(parts).rstrip()
+
+        rule = "-" * len(render(header))
+        body = [render(cells) for cells in lines[:-1]]
+        return "\n".join([render(header), rule, *body, *([rule] if body else []), render(lines[-1])])
+
+
+_HEADERS = {
+    "calls": "calls",
+    "input_tokens": "input",
+    "output_tokens": "output",
+    "cache_read_tokens": "cache read",
+    "cache_write_tokens": "cache write",
+    "reasoning_tokens": "reasoning",
+    "usd": "usd",
+    "unpriced_calls": "unpriced",
+    "blocked_calls": "blocked",
+    "errors": "errors",
+    "estimated_calls": "estimated",
+}
+
+
+def build_report(
+    records: Sequence[CallRecord],
+    group_by: str | Sequence[str] | None = None,
+    where: Where | None = None,
+) -> Report:
+    """Aggregate ``records`` into a :class:`Report`, one row per distinct ``group_by`` value.
+
+    ``group_by`` is a tag name, a list of them, or ``"model"`` (the requested model),
+    ``"provider"``, ``"operation"``, ``"status"``; a record without a tag groups under
+    ``None``. Without ``group_by`` there is one row (none when there are no records).
+    ``where`` keeps the records matching a dict of name -> value (a collection value means
+    "any of") or a callable returning true. Rows are sorted by usd, highest first.
+
+    >>> rec = CallRecord(id="1", started_at=0.0, ended_at=1.0, provider="openai",
+    ...                  operation="chat", request_model="gpt-4o", usd=0.5, priced=True)
+    >>> build_report([rec], group_by=["model", "tenant"]).rows[0]["tags"]
+    {'model': 'gpt-4o', 'tenant': None}
+    """
+    names = _group_names(group_by)
+    if where is None:
+        selected = list(records)
+    elif callable(where):
+        selected = [r for r in records if where(r)]
+    elif isinstance(where, Mapping):
+        selected = [r for r in records if _matches(r, where)]
+    else:
+        raise ValueError(f"where must be a dict of tag -> value or a callable, got {where!r}")
+
+    groups: dict[tuple[str | None, ...], list[CallRecord]] = {}
+    for record in selected:
+        groups.setdefault(tuple(_value(record, name) for name in names), []).append(record)
+    rows = [_aggregate(members, dict(zip(names, key, strict=True))) for key, members in groups.items()]
+    rows.sort(key=lambda row: (-row["usd"], -row["calls"], [_sort_key(row["tags"][n]) for n in names]))
+    return Report(rows, _aggregate(selected, {}), names, selected)
+
+
+def parse_time(value: Any, *, now: float | None = None) -> float | None:
+    """Read a ``since``/``until`` value as Unix epoch seconds (``None`` stays ``None``).
+
+    Accepts epoch seconds (int, float, or a numeric string), a ``datetime`` (naive means
+    UTC), a ``date`` (midnight UTC), a ``timedelta`` or a duration string meaning "that long
+    before now" (``"90s"``, ``"30m"``, ``"24h"``, ``"7d"``, ``"2w"``), or an ISO-8601 string.
+
+    >>> parse_time("2024-01-01T00:00:00Z")
+    1704067200.0
+    >>> parse_time("2h", now=10_000.0)
+    2800.0
+    >>> parse_time(timedelta(minutes=1), now=100.0)
+    40.0
+    """
+    if value is None:
+        return None
+    current = time.time() if now is None else now
+    if isinstance(value, bool):
+        pass  # bool is an int, but True is surely not a timestamp
+    elif isinstance(value, int | float):
+        if math.isfinite(value):
+            return float(value)
+    elif isinstance(value, datetime):
+        return (value if value.tzinfo else value.replace(tzinfo=UTC)).timestamp()
+    elif isinstance(value, date):
+        return datetime(value.year, value.month, value.day, tzinfo=UTC).timestamp()
+    elif isinstance(value, timedelta):
+        return current - value.total_seconds()
+    elif isinstance(value, str):
+        text = value.strip()
+        match = _DURATION.fullmatch(text)
+        if match:
+            return current - float(match[1]) * _UNIT_SECONDS[match[2].lower()]
+        try:
+            number = float(text)
+        except ValueError:
+            pass
+        else:
+            if math.isfinite(number):
+                return number
+        try:
+            parsed = datetime.fromisoformat(text)
+        except ValueError:
+            pass
+        else:
+            return parse_time(parsed)
+    raise ValueError(
+        f"cannot read {value!r} as a time: expected epoch seconds, a datetime, a timedelta, "
+        f"a duration like '90s', '30m', '24h', '7d', '2w', or an ISO-8601 date-time"
+    )
+
+
+_DURATION = re.compile(r"(\d+(?:\.\d+)?)\s*([smhdwSMHDW])")
+_UNIT_SECONDS = {"s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, "w": 604800.0}
+
+
+def _group_names(group_by: str | Sequence[str] | None) -> tuple[str, ...]:
+    if group_by is None:
+        return ()
+    names = (group_by,) if isinstance(group_by, str) else tuple(group_by)
+    for name in names:
+        if not isinstance(name, str) or not name:
+            raise ValueError(f"group_by must be a tag name or a list of them, got {group_by!r}")
+    return tuple(dict.fromkeys(names))
+
+
+def _value(record: CallRecord, name: str) -> str | None:
+    field = FIELDS.get(name)
+    return field(record) if field is not None else record.tags.get(name)
+
+
+def _matches(record: CallRecord, wanted: Mapping[str, Any]) -> bool:
+    for name, expected in wanted.items():
+        actual = _value(record, name)
+        options = expected if _is_collection(expected) else (expected,)
+        if not any(actual == option or (option is not None and actual == str(option)) for option in options):
+            return False
+    return True
+
+
+def _is_collection(value: Any) -> bool:
+    return isinstance(value, Collection) and not isinstance(value, str | bytes | Mapping)
+
+
+def _aggregate(records: Sequence[CallRecord], tags: dict[str, str | None]) -> ReportRow:
+    row = ReportRow(
+        tags=tags,
+        calls=len(records),
+        input_tokens=0,
+        output_tokens=0,
+        cache_read_tokens=0,
+        cache_write_tokens=0,
+        reasoning_tokens=0,
+        usd=0.0,
+        unpriced_calls=0,
+        blocked_calls=0,
+        errors=0,
+        estimated_calls=0,
+    )
+    usd: list[float] = []
+    for r in records:
+        u = r.usage
+        row["input_tokens"] += u.input_tokens
+        row["output_tokens"] += u.output_tokens
+        row["cache_read_tokens"] += u.cache_read_tokens
+        row["cache_write_tokens"] += u.cache_write_tokens
+        row["reasoning_tokens"] += u.reasoning_tokens
+        usd.append(r.usd)
+        row["unpriced_calls"] += not r.priced
+        row["blocked_calls"] += r.status == "blocked"
+        row["errors"] += r.status == "error"
+        row["estimated_calls"] += r.estimated
+    row["usd"] = math.fsum(usd)  # exact sum: totals must not depend on record order
+    return row
+
+
+def _sort_key(value: str | None) -> tuple[bool, str]:
+    return (value is None, "" if value is None else str(value))
+
+
+def _fmt_usd(value: float) -> str:
+    text = f"{value:,.6f}".rstrip("0").rstrip(".")
+    return f"${text}" if value else "$0"
+
+
+def _fmt_tag(value: str | None) -> str:
+    return "(none)" if value is None else str(value)
+
+
+def _fmt_counter(name: str, value: float) -> str:
+    return f"${value:,.6f}" if name == "usd" else f"{int(value):,}"

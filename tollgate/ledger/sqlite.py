@@ -1,0 +1,447 @@
+"""A ledger in an SQLite file: survives the process and is shared by the processes of one machine.
+
+``write()`` only appends to an in-memory queue; a daemon thread inserts the queue in batches,
+one transaction each, so no call waits on the disk. The file is in WAL mode with
+``synchronous=NORMAL``: commits do not sync, and a crash of the *machine* may lose the last
+batches, but a crash of the process loses at most the queue (``flush_interval`` worth of
+records), and a normal exit loses nothing (the queue is flushed on ``close()`` and at exit).
+
+The table is plain so reports are possible by hand::
+
+    sqlite3 tollgate.db "select json_extract(tags, '$.feature') as feature, sum(usd)
+                         from calls group by feature"
+
+Schema version 1 (``PRAGMA user_version``): one ``calls`` table with the record's scalar
+fields, the usage fields (``units`` as a JSON object), ``priced``/``estimated``/``stream`` as
+0/1, ``tags`` as a JSON object and ``decisions`` as a JSON array; indexed on ``started_at``.
+"""
+
+from __future__ import annotations
+
+import atexit
+import json
+import os
+import sqlite3
+import sys
+import threading
+import time
+from collections import deque
+from pathlib import Path
+from typing import Any, cast
+
+from tollgate.ledger.base import Ledger, logger
+from tollgate.request import CallRecord, Status, Usage
+
+SCHEMA_VERSION = 1
+
+_COLUMNS: tuple[tuple[str, str], ...] = (
+    ("id", "TEXT NOT NULL"),
+    ("started_at", "REAL NOT NULL"),
+    ("ended_at", "REAL NOT NULL"),
+    ("provider", "TEXT NOT NULL"),
+    ("operation", "TEXT NOT NULL"),
+    ("request_model", "TEXT NOT NULL"),
+    ("response_model", "TEXT"),
+    ("input_tokens", "INTEGER NOT NULL"),
+    ("output_tokens", "INTEGER NOT NULL"),
+    ("cache_read_tokens", "INTEGER NOT NULL"),
+    ("cache_write_tokens", "INTEGER NOT NULL"),
+    ("reasoning_tokens", "INTEGER NOT NULL"),
+    ("audio_input_tokens", "INTEGER NOT NULL"),
+    ("audio_output_tokens", "INTEGER NOT NULL"),
+    ("units", "TEXT NOT NULL"),
+    ("usd", "REAL NOT NULL"),
+    ("priced", "INTEGER NOT NULL"),
+    ("estimated", "INTEGER NOT NULL"),
+    ("stream", "INTEGER NOT NULL"),
+    ("status", "TEXT NOT NULL"),
+    ("error", "TEXT"),
+    ("response_id", "TEXT"),
+    ("tags", "TEXT NOT NULL"),
+    ("decisions", "TEXT NOT NULL"),
+)
+_NAMES = tuple(name for name, _ in _COLUMNS)
+_CREATE_TABLE = "CREATE TABLE calls (" + ", ".join(f"{n} {t}" for n, t in _COLUMNS) + ")"
+_CREATE_INDEX = "CREATE INDEX calls_started_at ON calls (started_at)"
+_INSERT = f"INSERT INTO calls ({', '.join(_NAMES)}) VALUES ({', '.join('?' * len(_NAMES))})"
+_SELECT = f"SELECT {', '.join(_NAMES)} FROM calls"
+
+# Errors that belong to one row (a value SQLite cannot store), as opposed to the database.
+_ROW_ERRORS = (
+    sqlite3.IntegrityError,
+    sqlite3.InterfaceError,
+    sqlite3.ProgrammingError,
+    ValueError,
+    TypeError,
+    OverflowError,
+)
+_LOG_EVERY = 10.0  # seconds between two "records lost" log lines, so a stuck writer cannot flood the log
+
+_OPEN: set[SQLiteLedger] = set()  # strong references: atexit must flush ledgers the app forgot to close
+_OPEN_LOCK = threading.Lock()
+_ABANDONED: list[sqlite3.Connection] = []  # see _reset_after_fork
+
+
+class SQLiteLedger(Ledger):
+    """Records in an SQLite file (WAL mode), written in batches by a background thread.
+
+    ``write()`` costs a queue append. Records reach the file within ``flush_interval``
+    seconds, at ``flush()``/``close()``/``records()``, and at a normal interpreter exit. Up to
+    ``max_pending`` records wait in memory; beyond that, writes are dropped and counted.
+    Several processes may use the same file (``timeout`` is how long one waits for another's
+    write lock). Opening a file that is not a tollgate ledger raises ``ValueError``.
+
+    >>> import tempfile, os
+    >>> path = os.path.join(tempfile.mkdtemp(), "calls.db")
+    >>> with SQLiteLedger(path) as ledger:
+    ...     ledger.write(CallRecord(id="c1", started_at=1.0, ended_at=2.0, provider="openai",
+    ...                             operation="chat", request_model="gpt-4o", usd=0.25))
+    ...     [(r.id, r.usd) for r in ledger.records()]
+    [('c1', 0.25)]
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        flush_interval: float = 0.05,
+        batch_size: int = 5_000,
+        max_pending: int = 100_000,
+        timeout: float = 10.0,
+    ) -> None:
+        self.path = os.fspath(path)
+        for name, value in (("flush_interval", flush_interval), ("timeout", timeout)):
+            if not value > 0:
+                raise ValueError(f"SQLiteLedger {name} must be > 0, got {value!r}")
+        for name, count in (("batch_size", batch_size), ("max_pending", max_pending)):
+            if isinstance(count, bool) or not isinstance(count, int) or count < 1:
+                raise ValueError(f"SQLiteLedger {name} must be a positive int, got {count!r}")
+        self._flush_interval = flush_interval
+        self._batch_size = batch_size
+        self._max_pending = max_pending
+        self._timeout = timeout
+        self._closed = False
+        self._dropped = 0
+        self._last_log = -_LOG_EVERY
+        self._pending: deque[CallRecord] = deque()
+        self._lock = threading.Lock()  # owns the connection; held for a whole batch or query
+        self._drop_lock = threading.Lock()
+        self._conn: sqlite3.Connection | None = self._connect()
+        self._start_writer()
+        with _OPEN_LOCK:
+            _OPEN.add(self)
+
+    # -- the hot path -------------------------------------------------------------------------
+
+    def write(self, record: CallRecord) -> None:
+        # No lock: deque.append is atomic, and the bound may be overshot by a few racing threads.
+        if self._closed or len(self._pending) >= self._max_pending:
+            self._lose(1, "the ledger is closed" if self._closed else "the write queue is full")
+            return
+        self._pending.append(record)
+
+    # -- reading and housekeeping -------------------------------------------------------------
+
+    def records(self, since: float | None = None, until: float | None = None) -> list[CallRecord]:
+        self._check_open()
+        self.flush()
+        clauses: list[str] = []
+        params: list[float] = []
+        if since is not None:
+            clauses.append("started_at >= ?")
+            params.append(since)
+        if until is not None:
+            clauses.append("started_at < ?")
+            params.append(until)
+        where = f" WHERE {' AND '.join(clauses)}" if clauses else ""
+        query = f"{_SELECT}{where} ORDER BY started_at, rowid"
+        with self._lock:
+            rows = self._connection().execute(query, params).fetchall()
+        return [_from_row(row) for row in rows]
+
+    def dropped(self) -> int:
+        return self._dropped
+
+    def flush(self) -> None:
+        """Insert everything queued so far before returning; failures are logged and counted."""
+        self._drain()
+
+    def clear(self) -> None:
+        """Delete every record in the file (every process's) and reset the ``dropped()`` count."""
+        self._check_open()
+        with self._lock:
+            self._pending.clear()
+            self._connection().execute("DELETE FROM calls")
+        with self._drop_lock:
+            self._dropped = 0
+
+    def close(self) -> None:
+        """Stop the writer, insert what is queued, and close the file. Idempotent."""
+        if self._closed:
+            return
+        self._closed = True
+        self._stop.set()
+        if self._thread is not threading.current_thread():
+            self._thread.join()
+        self._drain()
+        with self._lock:
+            if self._conn is not None:
+                self._conn.close()
+                self._conn = None
+            if self._pending:  # appended by a write() that raced this close()
+                self._lose(len(self._pending), "written while the ledger was closing")
+                self._pending.clear()
+        with _OPEN_LOCK:
+            _OPEN.discard(self)
+
+    def __repr__(self) -> str:
+        state = "closed" if self._closed else f"pending={len(self._pending)}"
+        return f"SQLiteLedger({self.path!r}, {state}, dropped={self._dropped})"
+
+    # -- internals ----------------------------------------------------------------------------
+
+    def _connect(self) -> sqlite3.Connection:
+        if self.path != ":memory:":
+            Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+        try:
+            conn = sqlite3.connect(
+                self.path, timeout=self._timeout, isolation_level=None, check_same_thread=False
+            )
+        except sqlite3.Error as exc:
+            raise ValueError(f"cannot open ledger file {self.path!r}: {exc}") from exc
+        try:
+            _prepare(conn, self.path)
+        except BaseException:
+            conn.close()
+            raise
+        return conn
+
+    def _connection(self) -> sqlite3.Connection:
+        """The open connection (opened lazily in a forked child); call with ``_lock`` held."""
+        if self._conn is None:
+            self._conn = self._connect()
+        return self._conn
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise ValueError(f"ledger {self.path!r} is closed")
+
+    def _start_writer(self) -> None:
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="tollgate-ledger-writer", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.wait(self._flush_interval):
+            self._drain()
+
+    def _drain(self) -> None:
+        try:
+            with self._lock:
+                while self._pending:
+                    batch: list[CallRecord] = []
+                    popleft = self._pending.popleft
+                    try:
+                        for _ in range(self._batch_size):
+                            batch.append(popleft())
+                    except IndexError:
+                        pass
+                    self._insert(batch)
+        except Exception:  # the writer thread must survive anything
+            logger.exception("tollgate ledger %s: unexpected error while writing", self.path)
+
+    def _insert(self, batch: list[CallRecord]) -> None:
+        rows: list[tuple[Any, ...]] = []
+        for record in batch:
+            try:
+                rows.append(_to_row(record))
+            except Exception as exc:
+                self._lose(1, f"record {getattr(record, 'id', None)!r} cannot be stored: {exc!r}")
+        if not rows:
+            return
+        rejected = 0
+        try:
+            conn = self._connection()
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                conn.executemany(_INSERT, rows)
+            except _ROW_ERRORS:
+                # One bad row failed the statement: start over row by row, keeping the good ones.
+                conn.execute("ROLLBACK")
+                conn.execute("BEGIN IMMEDIATE")
+                for row in rows:
+                    try:
+                        conn.execute(_INSERT, row)
+                    except _ROW_ERRORS as exc:
+                        rejected += 1
+                        self._lose(1, f"record {row[0]!r} rejected by SQLite: {exc!r}")
+            conn.execute("COMMIT")
+        except (sqlite3.Error, ValueError, OSError) as exc:
+            try:
+                if self._conn is not None and self._conn.in_transaction:
+                    self._conn.execute("ROLLBACK")
+            except sqlite3.Error:
+                pass
+            self._lose(len(rows) - rejected, f"batch insert failed: {exc!r}")
+
+    def _lose(self, count: int, reason: str) -> None:
+        with self._drop_lock:
+            self._dropped += count
+            total = self._dropped
+            now = time.monotonic()
+            should_log = now - self._last_log >= _LOG_EVERY
+            if should_log:
+                self._last_log = now
+        if should_log:
+            logger.error(
+                "tollgate ledger %s lost %d record(s): %s (%d lost so far)", self.path, count, reason, total
+            )
+
+    def _reset_after_fork(self) -> None:
+        # The parent's writer thread did not survive the fork and its lock may be held forever.
+        # SQLite forbids using a connection across fork: abandon it without closing (closing
+        # could disturb the parent's locks and WAL) and reopen lazily. The queued records are
+        # the parent's to write.
+        if self._conn is not None:
+            _ABANDONED.append(self._conn)
+        self._conn = None
+        self._lock = threading.Lock()
+        self._drop_lock = threading.Lock()
+        self._pending = deque()
+        self._dropped = 0
+        if not self._closed:
+            self._start_writer()
+
+
+def _prepare(conn: sqlite3.Connection, path: str) -> None:
+    """Check the file is a tollgate ledger (or empty), switch it to WAL, create the table."""
+    try:
+        _check_schema(conn, path)
+    except sqlite3.OperationalError:
+        raise
+    except sqlite3.DatabaseError as exc:  # "file is not a database", "malformed", ...
+        raise ValueError(f"{path!r} is not a tollgate ledger: {exc}") from exc
+    # Only after the check: switching a foreign database to WAL would change it for good.
+    mode = conn.execute("PRAGMA journal_mode=WAL").fetchone()[0]
+    if str(mode).lower() != "wal" and path != ":memory:":
+        logger.warning("tollgate ledger %s: WAL journal not available (mode %s)", path, mode)
+    conn.execute("PRAGMA synchronous=NORMAL")
+    if _check_schema(conn, path) == SCHEMA_VERSION:
+        return
+    # Two processes may create the same new file at once: check again under the write lock.
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        version = _check_schema(conn, path)
+        if version is None:
+            conn.execute(_CREATE_TABLE)
+            conn.execute(_CREATE_INDEX)
+        if version != SCHEMA_VERSION:
+            conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+        conn.execute("COMMIT")
+    except BaseException:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+        raise
+
+
+def _check_schema(conn: sqlite3.Connection, path: str) -> int | None:
+    """The ledger's schema version, ``None`` when there is no ledger yet; raises if foreign."""
+    version = int(conn.execute("PRAGMA user_version").fetchone()[0])
+    columns = {row[1] for row in conn.execute("PRAGMA table_info(calls)")}
+    if not columns:
+        if version != 0:
+            raise ValueError(
+                f"{path!r} is not a tollgate ledger: it has no 'calls' table but its "
+                f"user_version is {version} (set by another application)"
+            )
+        return None
+    missing = [name for name in _NAMES if name not in columns]
+    if missing:
+        raise ValueError(
+            f"{path!r} is not a tollgate ledger: its 'calls' table lacks the columns {', '.join(missing)}"
+        )
+    if version > SCHEMA_VERSION:
+        raise ValueError(
+            f"{path!r} is a tollgate ledger of schema version {version}, newer than this tollgate "
+            f"reads ({SCHEMA_VERSION}); upgrade tollgate"
+        )
+    return version
+
+
+# default=str: a decision holding an odd object is better stored as text than lost. One shared
+# encoder: json.dumps with options builds a new one per call, which tripled the cost of a row.
+_json = json.JSONEncoder(default=str, separators=(",", ":")).encode
+
+
+def _to_row(r: CallRecord) -> tuple[Any, ...]:
+    u = r.usage
+    return (
+        r.id, r.started_at, r.ended_at, r.provider, r.operation, r.request_model, r.response_model,
+        u.input_tokens, u.output_tokens, u.cache_read_tokens, u.cache_write_tokens, u.reasoning_tokens,
+        u.audio_input_tokens, u.audio_output_tokens, _json(dict(u.units)) if u.units else "{}",
+        r.usd, r.priced, r.estimated, r.stream, r.status, r.error, r.response_id,
+        _json(dict(r.tags)) if r.tags else "{}",
+        _json([dict(d) for d in r.decisions]) if r.decisions else "[]",
+    )  # fmt: skip
+
+
+def _from_row(row: tuple[Any, ...]) -> CallRecord:
+    (id_, started_at, ended_at, provider, operation, request_model, response_model,
+     input_tokens, output_tokens, cache_read, cache_write, reasoning, audio_in, audio_out, units,
+     usd, priced, estimated, stream, status, error, response_id, tags, decisions) = row  # fmt: skip
+    usage = Usage(
+        input_tokens=input_tokens,
+        output_tokens=output_tokens,
+        cache_read_tokens=cache_read,
+        cache_write_tokens=cache_write,
+        reasoning_tokens=reasoning,
+        audio_input_tokens=audio_in,
+        audio_output_tokens=audio_out,
+        units=json.loads(units),
+    )
+    return CallRecord(
+        id=id_,
+        started_at=started_at,
+        ended_at=ended_at,
+        provider=provider,
+        operation=operation,
+        request_model=request_model,
+        response_model=response_model,
+        usage=usage,
+        usd=usd,
+        priced=bool(priced),
+        estimated=bool(estimated),
+        stream=bool(stream),
+        status=cast(Status, status),
+        error=error,
+        response_id=response_id,
+        tags=json.loads(tags),
+        decisions=tuple(json.loads(decisions)),
+    )
+
+
+def _close_all() -> None:
+    with _OPEN_LOCK:
+        ledgers = list(_OPEN)
+    for ledger in ledgers:
+        try:
+            ledger.close()
+        except Exception:
+            logger.exception("tollgate ledger %s: could not close at exit", ledger.path)
+
+
+def _after_fork_in_child() -> None:
+    global _OPEN_LOCK
+    _OPEN_LOCK = threading.Lock()
+    for ledger in list(_OPEN):
+        ledger._reset_after_fork()
+    mp_util = sys.modules.get("multiprocessing.util")
+    if _OPEN and mp_util is not None:
+        # A multiprocessing child leaves through os._exit, skipping atexit, but runs its own
+        # exit finalizers; those are reset after this hook, so register from its after-fork hook.
+        mp_util.register_after_fork(_close_all, lambda _: mp_util.Finalize(None, _close_all, exitpriority=0))
+
+
+atexit.register(_close_all)
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)

@@ -1,0 +1,160 @@
+"""Provider-neutral data: what a call asks for, what it used, and what is recorded of it.
+
+These are plain dataclasses; adapters translate each SDK's native shapes to and from them,
+and the gate, the pricing and the ledger only ever see these.
+
+Token convention (one for every provider)
+-----------------------------------------
+``Usage.input_tokens`` counts every prompt token the provider processed, cache reads and
+cache writes included; ``cache_read_tokens`` and ``cache_write_tokens`` are parts of it.
+``Usage.output_tokens`` counts every generated token, reasoning ("thinking") included;
+``reasoning_tokens`` is a part of it. This is OpenAI's convention. Anthropic reports
+``input_tokens`` without the cache tokens and Gemini reports ``candidatesTokenCount``
+without the thoughts, so their adapters add them in. The cost is then
+
+    (input - cache_read - cache_write) x input price + cache_read x cache-read price
+    + cache_write x cache-write price + output x output price
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+Status = Literal["ok", "error", "blocked", "abandoned"]
+
+
+@dataclass(frozen=True, slots=True)
+class Usage:
+    """Tokens (and other billable units) one call used; see the module doc for the convention.
+
+    >>> u = Usage(input_tokens=1200, output_tokens=300, cache_read_tokens=1024)
+    >>> u.uncached_input_tokens
+    176
+    >>> (u + Usage(input_tokens=10)).input_tokens
+    1210
+    """
+
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cache_read_tokens: int = 0
+    cache_write_tokens: int = 0
+    reasoning_tokens: int = 0
+    audio_input_tokens: int = 0
+    audio_output_tokens: int = 0
+    #: Non-token units, e.g. ``{"audio_seconds": 12.5, "images": 2, "characters": 340}``.
+    units: Mapping[str, float] = field(default_factory=dict)
+
+    @property
+    def uncached_input_tokens(self) -> int:
+        """Input tokens billed at the plain input rate (neither read from nor written to a cache)."""
+        return max(0, self.input_tokens - self.cache_read_tokens - self.cache_write_tokens)
+
+    @property
+    def total_tokens(self) -> int:
+        return self.input_tokens + self.output_tokens
+
+    def __add__(self, other: Usage) -> Usage:
+        units = dict(self.units)
+        for k, v in other.units.items():
+            units[k] = units.get(k, 0) + v
+        return Usage(
+            input_tokens=self.input_tokens + other.input_tokens,
+            output_tokens=self.output_tokens + other.output_tokens,
+            cache_read_tokens=self.cache_read_tokens + other.cache_read_tokens,
+            cache_write_tokens=self.cache_write_tokens + other.cache_write_tokens,
+            reasoning_tokens=self.reasoning_tokens + other.reasoning_tokens,
+            audio_input_tokens=self.audio_input_tokens + other.audio_input_tokens,
+            audio_output_tokens=self.audio_output_tokens + other.audio_output_tokens,
+            units=units,
+        )
+
+
+@dataclass(slots=True)
+class LLMRequest:
+    """What a call asks for, in provider-neutral terms.
+
+    ``messages`` keeps the OpenAI chat shape (``{"role": ..., "content": ...}``); adapters
+    for other APIs convert to it for estimation. ``max_output_tokens`` is the caller's own
+    output cap (``None`` when unset).
+
+    >>> LLMRequest(provider="openai", operation="chat", model="gpt-4o",
+    ...            messages=[{"role": "user", "content": "hi"}]).model
+    'gpt-4o'
+    """
+
+    provider: str
+    operation: str
+    model: str
+    messages: Sequence[Mapping[str, Any]] = ()
+    max_output_tokens: int | None = None
+    stream: bool = False
+    n: int = 1
+    tools: Sequence[Any] = ()
+    server_address: str | None = None
+    server_port: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Estimate:
+    """A pre-flight estimate of one call: tokens and USD (``usd`` is 0.0 when unpriced).
+
+    ``output_tokens`` is the worst case: the caller's cap, or the model's maximum output.
+    """
+
+    input_tokens: int
+    output_tokens: int
+    usd: float
+    priced: bool = True
+
+
+@dataclass(slots=True)
+class CallRecord:
+    """One ledger line: everything known about one call once it has ended.
+
+    ``status`` is ``"ok"``, ``"error"`` (the provider or the network failed; zero cost unless
+    usage was reported), ``"blocked"`` (a budget stopped it before any traffic) or
+    ``"abandoned"`` (a stream the caller stopped reading; usage estimated). ``estimated`` is
+    true when the usage was not reported by the provider but estimated by tollgate.
+    Times are Unix epoch seconds.
+    """
+
+    id: str
+    started_at: float
+    ended_at: float
+    provider: str
+    operation: str
+    request_model: str
+    response_model: str | None = None
+    usage: Usage = field(default_factory=Usage)
+    usd: float = 0.0
+    priced: bool = True
+    estimated: bool = False
+    stream: bool = False
+    status: Status = "ok"
+    error: str | None = None
+    response_id: str | None = None
+    tags: Mapping[str, str] = field(default_factory=dict)
+    decisions: Sequence[Mapping[str, Any]] = ()
+
+    @property
+    def duration(self) -> float:
+        return self.ended_at - self.started_at
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready dict (usage flattened into ``usage``; tags and decisions as plain data)."""
+        d = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        d["usage"] = {f.name: getattr(self.usage, f.name) for f in dataclasses.fields(Usage)}
+        d["usage"]["units"] = dict(self.usage.units)
+        d["tags"] = dict(self.tags)
+        d["decisions"] = [dict(x) for x in self.decisions]
+        return d
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> CallRecord:
+        data = dict(d)
+        data["usage"] = Usage(**data.get("usage") or {})
+        data["decisions"] = tuple(data.get("decisions") or ())
+        return cls(**data)
