@@ -41,6 +41,7 @@ FIELDS = {
     "batch_output": "output_cost_per_token_batches",
     "batch_cache_read": "cache_read_input_token_cost_batches",
     "batch_cache_write": "cache_creation_input_token_cost_batches",
+    "batch_audio_input": "input_cost_per_audio_token_batches",
     "input_per_second": "input_cost_per_second",
     "output_per_second": "output_cost_per_second",
     "input_per_character": "input_cost_per_character",

@@ -34,10 +34,16 @@ REASONING = Usage(input_tokens=3000, output_tokens=2500, reasoning_tokens=1800)
 REASONING_CACHED = Usage(input_tokens=9000, output_tokens=4000, cache_read_tokens=6144, reasoning_tokens=3000)
 ANTHROPIC = Usage(input_tokens=12000, output_tokens=900, cache_read_tokens=8000, cache_write_tokens=3000)
 ANTHROPIC_THINKING = Usage(
-    input_tokens=20000, output_tokens=5000, cache_read_tokens=15000, cache_write_tokens=2000, reasoning_tokens=3500
+    input_tokens=20000,
+    output_tokens=5000,
+    cache_read_tokens=15000,
+    cache_write_tokens=2000,
+    reasoning_tokens=3500,
 )
 LONG = Usage(input_tokens=250_000, output_tokens=4000, cache_read_tokens=100_000, reasoning_tokens=2000)
-LONG_ANTHROPIC = Usage(input_tokens=250_000, output_tokens=3000, cache_read_tokens=120_000, cache_write_tokens=30_000)
+LONG_ANTHROPIC = Usage(
+    input_tokens=250_000, output_tokens=3000, cache_read_tokens=120_000, cache_write_tokens=30_000
+)
 VERY_LONG = Usage(input_tokens=300_000, output_tokens=5000, cache_read_tokens=200_000, reasoning_tokens=1000)
 AT_200K = Usage(input_tokens=200_000, output_tokens=1000, cache_read_tokens=50_000)
 JUST_200K = Usage(input_tokens=200_000, output_tokens=1000, cache_read_tokens=50_000, reasoning_tokens=400)
@@ -155,6 +161,22 @@ CASES: list[tuple[str, str, Usage]] = [
     ("volcengine/doubao-seed-2-0-pro-260215", "volcengine", TIER_2),
 ]
 
+# Batch API calls, priced by litellm's batch_cost_calculator (call_type="retrieve_batch"):
+# listed batch prices, tiered ones, and half the standard price where none is listed.
+BATCH_CASES: list[tuple[str, str, Usage]] = [
+    ("gpt-4o", "openai", CACHED),
+    ("gpt-4o-mini", "openai", PLAIN),
+    ("gpt-5", "openai", REASONING_CACHED),
+    ("gpt-5.4", "openai", VERY_LONG),
+    ("claude-sonnet-4-5", "anthropic", ANTHROPIC),
+    ("claude-haiku-5-5", "anthropic", LONG_ANTHROPIC),
+    ("gemini/gemini-2.5-pro", "gemini", LONG),
+    ("gemini/gemini-2.5-flash", "gemini", AUDIO_THINKING),
+    ("xai/grok-4.20-0309-reasoning", "xai", JUST_200K),
+    ("deepseek-chat", "deepseek", CACHED),
+    ("mistral/mistral-large-latest", "mistral", CACHED),
+]
+
 _ANTHROPIC_STYLE = ("anthropic", "bedrock", "vertex_ai")
 
 
@@ -162,12 +184,18 @@ def _litellm_usage(model: str, provider: str, usage: Usage) -> Any:
     prompt_details: dict[str, int] = {}
     extra: dict[str, int] = {}
     if provider in _ANTHROPIC_STYLE and "claude" in model:
-        extra = {"cache_read_input_tokens": usage.cache_read_tokens, "cache_creation_input_tokens": usage.cache_write_tokens}
+        extra = {
+            "cache_read_input_tokens": usage.cache_read_tokens,
+            "cache_creation_input_tokens": usage.cache_write_tokens,
+        }
     else:
         prompt_details["cached_tokens"] = usage.cache_read_tokens
     if usage.audio_input_tokens:
         prompt_details["audio_tokens"] = usage.audio_input_tokens
-    completion_details = {"reasoning_tokens": usage.reasoning_tokens, "audio_tokens": usage.audio_output_tokens}
+    completion_details = {
+        "reasoning_tokens": usage.reasoning_tokens,
+        "audio_tokens": usage.audio_output_tokens,
+    }
     return litellm.Usage(
         prompt_tokens=usage.input_tokens,
         completion_tokens=usage.output_tokens,
@@ -178,13 +206,14 @@ def _litellm_usage(model: str, provider: str, usage: Usage) -> Any:
     )
 
 
-def litellm_cost(model: str, provider: str, usage: Usage) -> float:
+def litellm_cost(model: str, provider: str, usage: Usage, *, batch: bool = False) -> float:
     prompt, completion = litellm.cost_per_token(
         model=model,
         custom_llm_provider=provider,
         prompt_tokens=usage.input_tokens,
         completion_tokens=usage.output_tokens,
         usage_object=_litellm_usage(model, provider, usage),
+        call_type="retrieve_batch" if batch else "completion",
     )
     return float(prompt + completion)
 
@@ -194,10 +223,23 @@ def test_enough_cases() -> None:
     assert len({(m, p, repr(u)) for m, p, u in CASES}) == len(CASES)
 
 
-@pytest.mark.parametrize(("model", "provider", "usage"), CASES, ids=[f"{m}-{i}" for i, (m, _, _) in enumerate(CASES)])
+@pytest.mark.parametrize(
+    ("model", "provider", "usage"), CASES, ids=[f"{m}-{i}" for i, (m, _, _) in enumerate(CASES)]
+)
 def test_cost_agrees_with_litellm(model: str, provider: str, usage: Usage) -> None:
     price = default_table().lookup(model, provider)
     assert price is not None, model
     expected = litellm_cost(model, provider, usage)
     assert expected > 0
     assert cost(price, usage) == pytest.approx(expected, rel=0, abs=TOLERANCE)
+
+
+@pytest.mark.parametrize(
+    ("model", "provider", "usage"), BATCH_CASES, ids=[f"{m}-{i}" for i, (m, _, _) in enumerate(BATCH_CASES)]
+)
+def test_batch_cost_agrees_with_litellm(model: str, provider: str, usage: Usage) -> None:
+    price = default_table().lookup(model, provider)
+    assert price is not None, model
+    expected = litellm_cost(model, provider, usage, batch=True)
+    assert 0 < expected < litellm_cost(model, provider, usage)
+    assert cost(price, usage, batch=True) == pytest.approx(expected, rel=0, abs=TOLERANCE)

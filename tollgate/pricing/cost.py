@@ -69,10 +69,10 @@ def cost(price: ModelPrice, usage: Usage, *, batch: bool = False) -> float:
     cache_write = max(usage.cache_write_tokens, 0)
     uncached = usage.uncached_input_tokens
     output = max(usage.output_tokens, 0)
-    if batch:
-        return _batch_cost(r, uncached, cache_read, cache_write, output)
-
     audio_in = min(max(usage.audio_input_tokens, 0), uncached)
+    if batch:
+        return _batch_cost(price, r, uncached - audio_in, audio_in, cache_read, cache_write, output)
+
     reasoning = min(max(usage.reasoning_tokens, 0), output)
     audio_out = min(max(usage.audio_output_tokens, 0), output - reasoning)
     return (
@@ -86,10 +86,12 @@ def cost(price: ModelPrice, usage: Usage, *, batch: bool = False) -> float:
     )
 
 
-def _batch_cost(r: _Rates, uncached: int, cache_read: int, cache_write: int, output: int) -> float:
+def _batch_cost(
+    price: ModelPrice, r: _Rates, text_in: int, audio_in: int, cache_read: int, cache_write: int, output: int
+) -> float:
     # As litellm bills batches: a listed batch price, else half the standard one. When the
     # model lists a batch input price but no batch cache price, cached tokens bill at the
-    # batch input price. Audio and reasoning have no batch prices of their own.
+    # batch input price. All output, reasoning and audio included, bills at the output rate.
     input_rate = r.input or 0.0
     listed_input = r.batch_input
     batch_input = listed_input if listed_input is not None else input_rate / 2
@@ -100,7 +102,13 @@ def _batch_cost(r: _Rates, uncached: int, cache_read: int, cache_write: int, out
         read_rate = _or(r.batch_cache_read, _or(r.cache_read, input_rate) / 2)
         write_rate = _or(r.batch_cache_write, _or(r.cache_write, input_rate) / 2)
     output_rate = _or(r.batch_output, (r.output or 0.0) / 2)
-    return uncached * batch_input + cache_read * read_rate + cache_write * write_rate + output * output_rate
+    return (
+        text_in * batch_input
+        + audio_in * _or(price.batch_audio_input, batch_input)
+        + cache_read * read_rate
+        + cache_write * write_rate
+        + output * output_rate
+    )
 
 
 def estimate_cost(price: ModelPrice, input_tokens: int, output_tokens: int) -> float:

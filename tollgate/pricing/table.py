@@ -77,6 +77,7 @@ class ModelPrice:
     batch_output: float | None = None
     batch_cache_read: float | None = None
     batch_cache_write: float | None = None
+    batch_audio_input: float | None = None
     max_input_tokens: int | None = None
     max_output_tokens: int | None = None
     input_per_second: float | None = None
