@@ -126,8 +126,8 @@ def main() -> None:
     print(tollgate.report(group_by="model"))
     total = tollgate.report().total
     print(
-        f"\n{total['calls']} calls, {total['input_tokens']:,} input + {total['output_tokens']:,} output tokens, "
-        f"${total['usd']:.6f} in all"
+        f"\n{total['calls']} calls, {total['input_tokens']:,} input + "
+        f"{total['output_tokens']:,} output tokens, ${total['usd']:.6f} in all"
     )
 
 

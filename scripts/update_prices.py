@@ -69,11 +69,11 @@ _BATCH_THRESHOLD_KEY = re.compile(rf"^({_RATE_KEYS})_above_(\d+k?)_tokens_batche
 _INCLUSIVE_THRESHOLD_PROVIDERS = frozenset({"xai"})
 
 
-def find_source() -> Path:
+def find_source() -> Path | None:
     """The cost map inside the installed litellm, located without importing it."""
     spec = importlib.util.find_spec("litellm")
     if spec is None or not spec.submodule_search_locations:
-        raise SystemExit("litellm is not installed; pass --source PATH")
+        return None
     return Path(next(iter(spec.submodule_search_locations))) / SOURCE_NAME
 
 
@@ -231,12 +231,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--output", type=Path, default=DEFAULT_OUTPUT, help="default: %(default)s")
     args = parser.parse_args(argv)
 
-    source_path: Path = args.source or find_source()
+    installed = find_source()
+    source_path: Path | None = args.source or installed
+    if source_path is None:
+        raise SystemExit("litellm is not installed; pass --source PATH")
     source = json.loads(source_path.read_text(encoding="utf-8"))
     models = build(source)
     metadata = {
         "source": f"litellm/{SOURCE_NAME}",
-        "litellm_version": litellm_version() if args.source is None else None,
+        # A --source file's version is unknown unless it is the installed package's own.
+        "litellm_version": litellm_version()
+        if installed and source_path.resolve() == installed.resolve()
+        else None,
         "generated": dt.date.today().isoformat(),
         "entries": len(models),
         "units": "USD per token, unless the field name says per second, character or image",

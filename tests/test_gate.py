@@ -109,7 +109,7 @@ def test_unpriced_warns_once_per_model_at_settle() -> None:
 
 def test_unpriced_raise_records_the_refusal() -> None:
     tollgate.configure(on_unpriced="raise")
-    with pytest.raises(tollgate.UnpricedModelError, match="'house-model'.*configure\\(prices="):
+    with pytest.raises(tollgate.UnpricedModelError, match=r"'house-model'.*configure\(prices="):
         gate.preflight(request("house-model"))
     (record,) = settings().ledger.records()
     assert record.status == "error" and "UnpricedModelError" in (record.error or "")

@@ -237,19 +237,16 @@ def test_override_adds_an_unknown_model(table: PriceTable) -> None:
     assert custom.with_overrides({"other": {"input": 0.0, "output": 0.0}}).lookup("my-finetune") == added
 
 
-def test_override_replaces_the_rate_in_every_tier_and_drops_its_batch_price() -> None:
-    tier = PriceTier(above_input_tokens=200_000, input=2.5e-06, output=1.5e-05, batch_input=1.25e-06)
-    base = PriceTable(
-        [ModelPrice("g", "gemini", input=1.25e-06, output=1e-05, batch_input=6e-07, tiers=(tier,))]
-    )
-    custom = base.with_overrides({"g": {"input": 1e-06}}).lookup("g")
+def test_override_replaces_the_rate_in_every_tier_and_drops_batch_prices() -> None:
+    tier = PriceTier(above_input_tokens=200_000, input=2.5e-06, output=1.5e-05, batch_output=7e-06)
+    listed = ModelPrice("g", "gemini", input=1.25e-06, output=1e-05, batch_output=5e-06, tiers=(tier,))
+    custom = PriceTable([listed]).with_overrides({"g": {"input": 1e-06}}).lookup("g")
     assert custom is not None
-    assert (custom.input, custom.batch_input, custom.output) == (1e-06, None, 1e-05)
-    assert (custom.tiers[0].input, custom.tiers[0].batch_input, custom.tiers[0].output) == (
-        1e-06,
-        None,
-        1.5e-05,
-    )
+    assert (custom.input, custom.output, custom.batch_output) == (1e-06, 1e-05, None)
+    (custom_tier,) = custom.tiers
+    assert (custom_tier.input, custom_tier.output, custom_tier.batch_output) == (1e-06, 1.5e-05, None)
+    limits_only = PriceTable([listed]).with_overrides({"g": {"max_output_tokens": 10}}).lookup("g")
+    assert limits_only is not None and limits_only.batch_output == 5e-06
 
 
 @pytest.mark.parametrize(

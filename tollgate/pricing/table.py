@@ -91,7 +91,7 @@ class ModelPrice:
 _PRICE_OVERRIDES = ("input", "output", "cache_read", "cache_write", "reasoning")
 _LIMIT_OVERRIDES = ("max_input_tokens", "max_output_tokens")
 OVERRIDE_KEYS = _PRICE_OVERRIDES + _LIMIT_OVERRIDES
-_BATCH_FIELDS = frozenset({"batch_input", "batch_output", "batch_cache_read", "batch_cache_write"})
+_BATCH_FIELDS = ("batch_input", "batch_output", "batch_cache_read", "batch_cache_write")
 
 # Provider names as callers spell them (litellm's variants, OpenTelemetry's gen_ai.provider.name
 # values) -> the name the table files the provider's models under.
@@ -221,7 +221,8 @@ class PriceTable:
         Keys per model: ``input``, ``output``, ``cache_read``, ``cache_write``, ``reasoning``
         (USD per token) and ``max_input_tokens``, ``max_output_tokens``. Fields left out keep
         the model's listed values. An overridden price holds at every prompt size (it replaces
-        that rate in the model's long-prompt tiers) and halves for batch calls. An override
+        that rate in the model's long-prompt tiers), and batch calls of a model with any price
+        overridden cost half its standard prices, not the listed batch prices. An override
         also prices the model's dated snapshots (``gpt-4o`` covers ``gpt-4o-2024-08-06``, the
         name responses report). A model named without a provider prefix is overridden for
         every provider, ``openai/gpt-4o`` only for OpenAI. Overriding a name the table does
@@ -345,11 +346,14 @@ def _check_override(model: str, fields: Mapping[str, float]) -> None:
 
 def _overridden(base: ModelPrice, model: str, fields: Mapping[str, float]) -> ModelPrice:
     rates: dict[str, Any] = {k: float(v) for k, v in fields.items() if k in _PRICE_OVERRIDES}
-    # The listed batch rate of an overridden price no longer applies; batch falls back to half.
-    rates.update({f"batch_{k}": None for k in list(rates) if f"batch_{k}" in _BATCH_FIELDS})
+    if rates:
+        # Listed batch prices derive from the list prices being replaced; batch calls then
+        # cost half the overridden ones instead.
+        rates.update(dict.fromkeys(_BATCH_FIELDS))
     limits: dict[str, Any] = {k: int(v) for k, v in fields.items() if k in _LIMIT_OVERRIDES}
     tiers = tuple(dataclasses.replace(t, **rates) for t in base.tiers)
-    return dataclasses.replace(base, model=model, tiers=tiers, **rates, **limits)
+    batch_audio: dict[str, Any] = {"batch_audio_input": None} if rates else {}
+    return dataclasses.replace(base, model=model, tiers=tiers, **rates, **batch_audio, **limits)
 
 
 def _from_json(text: str) -> PriceTable:
