@@ -23,7 +23,7 @@ from tollgate.errors import (
     UnpricedModelError,
     UnpricedModelWarning,
 )
-from tollgate.gate import estimate_request
+from tollgate.gate import estimate_request, lookup_price
 from tollgate.instrument import instrument, uninstrument
 from tollgate.ledger import Report, build_report, parse_time
 from tollgate.request import CallRecord, Estimate, LLMRequest, Usage
@@ -73,7 +73,7 @@ def estimate(
     >>> (e.input_tokens, e.output_tokens, e.usd > 0)
     (8, 10, True)
     """
-    price = settings().prices.lookup(model, provider)
+    price = lookup_price(settings(), model, provider)
     request = LLMRequest(
         provider=provider or (price.provider if price else "unknown"),
         operation="chat",

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from tollgate import telemetry
 from tollgate.config import Settings, settings
 from tollgate.errors import UnpricedModelError, UnpricedModelWarning
-from tollgate.pricing import ModelPrice, cost, estimate_cost
+from tollgate.pricing import ModelPrice, cost, estimate_cost, has_price
 from tollgate.pricing.tokens import count_messages
 from tollgate.request import CallRecord, Estimate, LLMRequest, Status, Usage
 from tollgate.tags import current_tags
@@ -104,7 +104,7 @@ def preflight(request: LLMRequest) -> Call:
     s = settings()
     started = time.time()
     tags = current_tags()
-    price = s.prices.lookup(request.model, request.provider)
+    price = lookup_price(s, request.model, request.provider)
     estimate = estimate_request(request, price)
     decision = Decision("proceed", request.model)
     call = Call(
@@ -125,10 +125,19 @@ def preflight(request: LLMRequest) -> Call:
     return call
 
 
+def lookup_price(s: Settings, model: str, provider: str | None) -> ModelPrice | None:
+    """The price ``model`` is billed at, or None when unpriced.
+
+    Some table entries list only token limits (subscription products): for cost they are unpriced.
+    """
+    entry = s.prices.lookup(model, provider)
+    return entry if entry is not None and has_price(entry) else None
+
+
 def _price_for(call: Call, response_model: str | None) -> ModelPrice | None:
     # The model that answered is the one billed (a dated snapshot may cost more than its alias).
     if response_model and response_model != call.request.model:
-        price = call.settings.prices.lookup(response_model, call.request.provider)
+        price = lookup_price(call.settings, response_model, call.request.provider)
         if price is not None:
             return price
     return call.price

@@ -12,6 +12,14 @@ True
 """
 
 from tollgate.pricing.cost import cost, estimate_cost
-from tollgate.pricing.table import ModelPrice, PriceTable, PriceTier, default_table
+from tollgate.pricing.table import ModelPrice, PriceTable, PriceTier, default_table, has_price
 
-__all__ = ["ModelPrice", "PriceTable", "PriceTier", "cost", "default_table", "estimate_cost"]
+__all__ = [
+    "ModelPrice",
+    "PriceTable",
+    "PriceTier",
+    "cost",
+    "default_table",
+    "estimate_cost",
+    "has_price",
+]

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from importlib import resources
 from typing import Any
 
-__all__ = ["ModelPrice", "PriceTable", "PriceTier", "default_table"]
+__all__ = ["ModelPrice", "PriceTable", "PriceTier", "default_table", "has_price"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -176,7 +176,7 @@ class PriceTable:
         self.metadata: Mapping[str, Any] = dict(metadata or {})
         self._prices = {p.model.lower(): p for p in prices}
         self._overrides = {p.model.strip().lower(): p for p in overrides}
-        entries = [(key, (provider_family(p.provider), _has_price(p), p)) for key, p in self._prices.items()]
+        entries = [(key, (provider_family(p.provider), has_price(p), p)) for key, p in self._prices.items()]
         self._families = frozenset(family for _, (family, _, _) in entries)
         self._prefixes = self._families | {p.provider.lower() for p in self._prices.values()}
         # name -> [(provider family, priced?, price)]: the entry filed under exactly that name
@@ -319,7 +319,8 @@ class PriceTable:
         return None
 
 
-def _has_price(p: ModelPrice) -> bool:
+def has_price(p: ModelPrice) -> bool:
+    """True when the entry lists any price (some list only token limits, e.g. subscription models)."""
     prices = (
         p.input,
         p.output,
