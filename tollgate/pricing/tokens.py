@@ -92,6 +92,15 @@ IMAGE_TOKENS_LOW = 85
 IMAGE_TOKENS_DEFAULT = 765
 
 
+# Tool use, fitted on OpenAI's recorded prompt_tokens: each tool call an assistant made is
+# framed by about 12 tokens (recipient, channel, end marker), each tool result by about 3.
+TOOL_CALL_TOKENS = 12
+TOOL_RESULT_TOKENS = 3
+# Tool definitions, after OpenAI's cookbook ("How to count tokens with tiktoken"): the schema is
+# rendered as "name:description" and one "key:type:description" line per parameter.
+_TOOL_FRAMING = {"o200k_base": (7, 3, 3, -3, 3, 12), "cl100k_base": (10, 3, 3, -3, 3, 12)}
+
+
 class _Encoder(Protocol):
     def encode_ordinary(self, text: str) -> list[int]: ...
 
@@ -156,6 +165,34 @@ def encoder(name: str) -> _Encoder | None:
             if name not in _encoders:
                 _encoders[name] = _load(name)
         return _encoders[name]
+
+
+def _count_tools(tools: Sequence[Any], encoding: str, count: Any) -> int:
+    """Tokens of function-tool definitions, per OpenAI's documented rendering."""
+    func_init, prop_init, prop_key, enum_init, enum_item, func_end = _TOOL_FRAMING[encoding]
+    total = func_end
+    for tool in tools:
+        fn = tool.get("function") if isinstance(tool, Mapping) else None
+        if not isinstance(fn, Mapping):  # a built-in or custom tool: count its JSON
+            total += count(json.dumps(tool, separators=(",", ":"), default=str))
+            continue
+        total += func_init + count(f"{fn.get('name', '')}:{str(fn.get('description') or '').rstrip('.')}")
+        properties = (fn.get("parameters") or {}).get("properties") or {}
+        if properties:
+            total += prop_init
+        for key, prop in properties.items():
+            total += prop_key
+            if not isinstance(prop, Mapping):
+                continue
+            if "enum" in prop:
+                total += enum_init + sum(enum_item + count(str(item)) for item in prop["enum"])
+            description = str(prop.get("description") or "").rstrip(".")
+            total += count(f"{key}:{prop.get('type', '')}:{description}")
+            # Nested schemas (objects, arrays of objects) are rendered too; their JSON is a fair proxy.
+            nested = {k: v for k, v in prop.items() if k in ("properties", "items", "anyOf", "oneOf")}
+            if nested:
+                total += count(json.dumps(nested, separators=(",", ":"), default=str))
+    return total
 
 
 @functools.lru_cache(maxsize=8192)
@@ -226,11 +263,12 @@ def count_messages(
         total += extra + count(text)
         if message.get("name"):
             total += TOKENS_PER_NAME + count(str(message["name"]))
+        if message.get("role") == "tool":
+            total += TOOL_RESULT_TOKENS
         for call in message.get("tool_calls") or ():
             fn = (call.get("function") or {}) if isinstance(call, Mapping) else {}
+            total += TOOL_CALL_TOKENS
             total += count(str(fn.get("name") or "")) + count(str(fn.get("arguments") or ""))
     if tools:
-        # Tool schemas are rendered into the prompt in a compact TypeScript-like form about as
-        # long as their JSON; counting the JSON errs slightly high, which is the safe side.
-        total += count(json.dumps(list(tools), separators=(",", ":"), default=str))
+        total += _count_tools(tools, name, count)
     return total if exact else math.ceil(total * PROVIDER_FACTORS.get(provider or "", DEFAULT_FACTOR))
