@@ -15,8 +15,8 @@ import sys
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent.parent))
 
-import tollgate  # noqa: E402
-from tests.providers.shared_cassettes import exchanges, openai_chat_cassettes  # noqa: E402
+import tollgate
+from tests.providers.shared_cassettes import exchanges, openai_chat_cassettes
 
 
 def main() -> None:

@@ -38,7 +38,7 @@ def test_settle_writes_one_record_and_is_idempotent() -> None:
     record = gate.settle(call, usage, response_model="gpt-4o-mini-2024-07-18", response_id="r1")
     assert record is not None
     assert gate.settle(call, usage) is None
-    gate.fail(call, RuntimeError("late"))
+    gate.release(call, RuntimeError("late"))
     records = settings().ledger.records()
     assert records == [record]
     p = settings().prices.lookup("gpt-4o-mini-2024-07-18")
@@ -61,7 +61,7 @@ def test_fail_records_error_with_http_status() -> None:
         status_code = 503
 
     call = gate.preflight(request())
-    gate.fail(call, APIStatusError("overloaded"))
+    gate.release(call, APIStatusError("overloaded"))
     (record,) = settings().ledger.records()
     assert record.status == "error" and record.usd == 0.0
     assert record.error == "APIStatusError: HTTP 503: overloaded"

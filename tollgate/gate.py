@@ -3,10 +3,10 @@
     call = preflight(request)      # estimate, price, decide; may raise before any traffic
     ... the adapter applies call.decision to the native request and makes the call ...
     settle(call, usage, ...)       # exact cost, one CallRecord in the ledger, one span
-    fail(call, exc)                # the call raised: a record with the error, zero cost
+    release(call, exc)             # the call failed or was cancelled: a record with the error
 
 Each step is a small function over plain dataclasses; the only I/O is the ledger write and
-the span, at the end. ``settle`` and ``fail`` never raise into the caller's code path: a
+the span, at the end. ``settle`` and ``release`` never raise into the caller's code path: a
 problem in tollgate's own bookkeeping is logged, not turned into a failed LLM call.
 """
 
@@ -120,7 +120,7 @@ def preflight(request: LLMRequest) -> Call:
     )
     if price is None and s.on_unpriced == "raise":
         exc = UnpricedModelError(request.model, request.provider)
-        fail(call, exc)
+        release(call, exc)
         raise exc
     return call
 
@@ -206,6 +206,9 @@ def describe_error(exc: BaseException) -> str:
     return f"{name}: HTTP {status}: {exc}" if status else f"{name}: {exc}"
 
 
-def fail(call: Call, exc: BaseException, usage: Usage | None = None, *, estimated: bool = False) -> None:
-    """Close ``call`` as failed: a record with the error and the cost of ``usage`` (zero if none)."""
+def release(call: Call, exc: BaseException, usage: Usage | None = None, *, estimated: bool = False) -> None:
+    """Close ``call`` as failed or cancelled: a record with the error and the cost of ``usage``.
+
+    ``usage`` is what the provider billed before the failure (none for an HTTP error: zero cost).
+    """
     settle(call, usage or Usage(), status="error", error=describe_error(exc), estimated=estimated)

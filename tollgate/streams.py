@@ -72,7 +72,7 @@ class _Settling:
         if call.settled:
             return
         if exc is not None:
-            gate.fail(call, exc, _estimated_usage(call, acc), estimated=True)
+            gate.release(call, exc, _estimated_usage(call, acc), estimated=True)
         elif abandoned or acc.usage is None:
             gate.settle(
                 call,

@@ -46,9 +46,9 @@ def _int(value: Any) -> int:
 
 
 def _field(obj: Any, name: str) -> Any:
-    if obj is None:
-        return None
-    if isinstance(obj, Mapping):
+    # SDK objects are read by attribute, JSON dicts by key. type() rather than an ABC
+    # isinstance check: this runs several times per stream chunk.
+    if type(obj) is dict:
         return obj.get(name)
     return getattr(obj, name, None)
 
@@ -102,23 +102,25 @@ class ChatStreamAccountant:
 
     def observe(self, chunk: Any) -> bool:
         try:
-            self.response_model = _field(chunk, "model") or self.response_model
-            self.response_id = _field(chunk, "id") or self.response_id
-            choices = _field(chunk, "choices") or ()
-            for choice in choices:
-                index = _int(_field(choice, "index"))
-                delta = _field(choice, "delta")
-                if _field(choice, "finish_reason"):
-                    self._open_choices.discard(index)
-                else:
-                    self._open_choices.add(index)
-                content = _field(delta, "content")
-                if content:
-                    self._text.append(content)
-                for tool_call in _field(delta, "tool_calls") or ():
-                    fn = _field(tool_call, "function")
-                    self._text.append((_field(fn, "name") or "") + (_field(fn, "arguments") or ""))
+            if self.response_id is None:
+                self.response_model = _field(chunk, "model")
+                self.response_id = _field(chunk, "id")
+            choices = _field(chunk, "choices")
             if choices:
+                for choice in choices:
+                    delta = _field(choice, "delta")
+                    content = _field(delta, "content")
+                    if content:
+                        self._text.append(content)
+                    tool_calls = _field(delta, "tool_calls")
+                    if tool_calls:
+                        for tool_call in tool_calls:
+                            fn = _field(tool_call, "function")
+                            self._text.append((_field(fn, "name") or "") + (_field(fn, "arguments") or ""))
+                    if _field(choice, "finish_reason"):
+                        self._open_choices.discard(_field(choice, "index"))
+                    else:
+                        self._open_choices.add(_field(choice, "index"))
                 self.done = not self._open_choices
             raw_usage = _field(chunk, "usage")
             if raw_usage is not None:
@@ -202,7 +204,7 @@ def gate_chat_create(create: Callable[..., Any], provider: str, client: Any) -> 
         try:
             response = create(*args, **kwargs)
         except BaseException as exc:
-            gate.fail(call, exc)
+            gate.release(call, exc)
             raise
         if call.request.stream:
             return GatedStream(response, call, ChatStreamAccountant(hide_usage_chunk=injected))
@@ -221,7 +223,7 @@ def gate_async_chat_create(create: Callable[..., Any], provider: str, client: An
         try:
             response = await create(*args, **kwargs)
         except BaseException as exc:
-            gate.fail(call, exc)
+            gate.release(call, exc)
             raise
         if call.request.stream:
             return AsyncGatedStream(response, call, ChatStreamAccountant(hide_usage_chunk=injected))
