@@ -36,3 +36,37 @@ def replay():  # type: ignore[no-untyped-def]
         return player.use_cassette(str(path if path.is_absolute() else CASSETTES / path), **options)
 
     return use
+
+
+class Sent(list):  # type: ignore[type-arg]
+    """JSON bodies of the requests an SDK client actually sent (captured by an httpx event hook)."""
+
+    def hook(self, request) -> None:  # type: ignore[no-untyped-def]
+        import json
+
+        self.append(json.loads(request.read()))
+
+    async def ahook(self, request) -> None:  # type: ignore[no-untyped-def]
+        self.hook(request)
+
+
+@pytest.fixture
+def sent() -> Sent:
+    return Sent()
+
+
+@pytest.fixture
+def openai_client(sent: Sent):  # type: ignore[no-untyped-def]
+    """An instrumented sync OpenAI client whose outgoing request bodies land in ``sent``."""
+    openai = pytest.importorskip("openai")
+    httpx = pytest.importorskip("httpx")
+    http = httpx.Client(event_hooks={"request": [sent.hook]})
+    return tollgate.instrument(openai.OpenAI(api_key="sk-test", max_retries=0, http_client=http))
+
+
+@pytest.fixture
+def async_openai_client(sent: Sent):  # type: ignore[no-untyped-def]
+    openai = pytest.importorskip("openai")
+    httpx = pytest.importorskip("httpx")
+    http = httpx.AsyncClient(event_hooks={"request": [sent.ahook]})
+    return tollgate.instrument(openai.AsyncOpenAI(api_key="sk-test", max_retries=0, http_client=http))

@@ -14,6 +14,7 @@ from collections.abc import Callable, Collection, Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
+from tollgate.budgets.scope import budget
 from tollgate.config import configure, reset, settings
 from tollgate.errors import (
     BudgetExceeded,
@@ -43,6 +44,7 @@ __all__ = [
     "UnpricedModelError",
     "UnpricedModelWarning",
     "Usage",
+    "budget",
     "configure",
     "current_tags",
     "estimate",

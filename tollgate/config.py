@@ -15,6 +15,8 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from tollgate.ledger import Ledger, open_ledger
 from tollgate.pricing import PriceTable, default_table
+from tollgate.stores.base import Store
+from tollgate.stores.memory import MemoryStore
 
 if TYPE_CHECKING:
     from tollgate.request import CallRecord
@@ -23,6 +25,7 @@ log = logging.getLogger("tollgate")
 
 OnUnpriced = Literal["warn", "raise", "ignore"]
 _ON_UNPRICED = ("warn", "raise", "ignore")
+OnStoreError = Literal["closed", "open"]
 _UNSET: Any = object()
 
 
@@ -32,7 +35,9 @@ class Settings:
 
     ledger: Ledger
     prices: PriceTable
+    store: Store
     on_unpriced: OnUnpriced = "warn"
+    on_store_error: OnStoreError = "closed"
     capture_content: bool = False
     on_record: tuple[Callable[[CallRecord], object], ...] = ()
     # Models already warned about, so UnpricedModelWarning is issued once per model.
@@ -40,7 +45,7 @@ class Settings:
 
 
 def _defaults() -> Settings:
-    return Settings(ledger=open_ledger("memory://"), prices=default_table())
+    return Settings(ledger=open_ledger("memory://"), prices=default_table(), store=MemoryStore())
 
 
 _settings: Settings | None = None
@@ -56,14 +61,22 @@ def settings() -> Settings:
 
 def configure(
     *,
+    store: str | Store = _UNSET,
     ledger: str | Ledger = _UNSET,
     on_unpriced: OnUnpriced = _UNSET,
     prices: Mapping[str, Mapping[str, float]] | None = _UNSET,
     capture_content: bool = _UNSET,
     on_record: Callable[[CallRecord], object] | None = _UNSET,
+    on_store_error: OnStoreError = _UNSET,
 ) -> Settings:
     """Change tollgate's process-wide settings; arguments not given keep their value.
 
+    - ``store``: where budget and rate-limit counters live: ``"memory://"`` (this process,
+      the default), ``"sqlite:///path.db"`` (processes of one machine), ``"redis://host:6379/0"``
+      (many machines), or a :class:`~tollgate.stores.base.Store`.
+    - ``on_store_error``: when the store cannot be reached, ``"closed"`` (the default: the call
+      is not made, :class:`~tollgate.StoreUnavailable`) or ``"open"`` (the call goes ahead
+      unbudgeted, and its record says so).
     - ``ledger``: ``"memory://"`` (bounded ring buffer, the default), ``"sqlite:///path.db"``,
       or a :class:`~tollgate.ledger.Ledger` instance.
     - ``on_unpriced``: ``"warn"`` (once per model, the default), ``"raise"``
@@ -96,6 +109,19 @@ def configure(
         if on_record is not None and not callable(on_record):
             raise ValueError(f"on_record={on_record!r} is not callable")
         changes["on_record"] = () if on_record is None else (on_record,)
+    if on_store_error is not _UNSET:
+        if on_store_error not in ("closed", "open"):
+            raise ValueError(f"on_store_error={on_store_error!r} is not one of 'closed', 'open'")
+        changes["on_store_error"] = on_store_error
+    if store is not _UNSET:
+        if isinstance(store, Store):
+            changes["store"] = store
+        elif isinstance(store, str):
+            from tollgate.stores import open_store
+
+            changes["store"] = open_store(store)
+        else:
+            raise ValueError(f"store={store!r} is neither a store URI nor a Store")
     if prices is not _UNSET:
         changes["prices"] = default_table() if not prices else default_table().with_overrides(prices)
     if ledger is not _UNSET:
@@ -108,17 +134,20 @@ def configure(
     new = dataclasses.replace(current, **changes)
     if "ledger" in changes and current.ledger is not new.ledger:
         current.ledger.close()
+    if "store" in changes and current.store is not new.store:
+        current.store.close()
     _settings = new
     return new
 
 
 def reset() -> Settings:
-    """Back to the defaults: an empty in-memory ledger, bundled prices, ``on_unpriced="warn"``.
+    """Back to the defaults: empty in-memory ledger and store, bundled prices, ``on_unpriced="warn"``.
 
-    Meant for tests. A SQLite ledger that was configured is closed (its file is kept).
+    Meant for tests. A SQLite ledger or store that was configured is closed (its file is kept).
     """
     global _settings
     if _settings is not None:
         _settings.ledger.close()
+        _settings.store.close()
     _settings = _defaults()
     return _settings

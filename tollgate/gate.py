@@ -4,9 +4,10 @@
     ... the adapter applies call.decision to the native request and makes the call ...
     settle(call, usage, ...)       # exact cost, one CallRecord in the ledger, one span
     release(call, exc)             # the call failed or was cancelled: a record with the error
+    raise_if_overrun(call)         # on_exceed="raise" budgets: the cap was crossed post-flight
 
-Each step is a small function over plain dataclasses; the only I/O is the ledger write and
-the span, at the end. ``settle`` and ``release`` never raise into the caller's code path: a
+Each step is a small function over plain dataclasses; the I/O is the store (reserve at
+pre-flight, settle or release after), the ledger write and the span. ``settle`` and ``release`` never raise into the caller's code path: a
 problem in tollgate's own bookkeeping is logged, not turned into a failed LLM call.
 """
 
@@ -18,14 +19,18 @@ import uuid
 import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, NoReturn
 
 from tollgate import telemetry
+from tollgate.budgets.enforce import Check, checks_for, resolve
+from tollgate.budgets.scope import active_budgets
 from tollgate.config import Settings, settings
-from tollgate.errors import UnpricedModelError, UnpricedModelWarning
+from tollgate.errors import BudgetExceeded, StoreUnavailable, UnpricedModelError, UnpricedModelWarning
 from tollgate.pricing import ModelPrice, cost, estimate_cost, has_price
 from tollgate.pricing.tokens import count_messages
 from tollgate.request import CallRecord, Estimate, LLMRequest, Status, Usage
+from tollgate.stores.base import CounterState, Hold
+from tollgate.stores.windows import now as store_clock
 from tollgate.tags import current_tags
 
 if TYPE_CHECKING:
@@ -68,6 +73,10 @@ class Call:
     span: Span
     settings: Settings
     settled: bool = field(default=False)
+    checks: Sequence[Check] = ()
+    holds: Sequence[Hold] = ()
+    states: Sequence[CounterState] = ()
+    overrun: BudgetExceeded | None = None
 
 
 def estimate_request(request: LLMRequest, price: ModelPrice | None) -> Estimate:
@@ -122,7 +131,74 @@ def preflight(request: LLMRequest) -> Call:
         exc = UnpricedModelError(request.model, request.provider)
         release(call, exc)
         raise exc
+    frames = active_budgets()
+    if frames:
+        _enforce(call, checks_for(frames, tags))
     return call
+
+
+def _estimator(s: Settings) -> Any:
+    def estimate(request: LLMRequest) -> tuple[Estimate, ModelPrice | None]:
+        price = lookup_price(s, request.model, request.provider)
+        return estimate_request(request, price), price
+
+    return estimate
+
+
+def _enforce(call: Call, checks: list[Check]) -> None:
+    """Reserve the call's estimate on every budget; on refusal, apply the budgets' actions or block."""
+    s = call.settings
+    now = store_clock()
+    try:
+        reservation = s.store.reserve([c.charge(call.estimate) for c in checks], now)
+        if not reservation.ok:
+            outcome = resolve(
+                call.request, call.estimate, checks, reservation.states, reservation.refused, _estimator(s)
+            )
+            if outcome.request is None or outcome.estimate is None:
+                assert outcome.blocking is not None and outcome.blocking_state is not None
+                _block(call, outcome.blocking, outcome.blocking_state, outcome.notes)
+            reservation = s.store.reserve([c.charge(outcome.estimate) for c in checks], now)
+            if not reservation.ok:  # another call took the room meanwhile
+                i = reservation.refused[0]
+                _block(call, checks[i], reservation.states[i], outcome.notes)
+            _apply(call, outcome.request, outcome.estimate, outcome.notes)
+    except StoreUnavailable as exc:
+        if s.on_store_error == "open":
+            call.decision.notes = (*call.decision.notes, {"store": "unavailable", "error": str(exc)})
+            return
+        release(call, exc)
+        raise
+    call.checks, call.holds, call.states = checks, reservation.holds, reservation.states
+
+
+def _apply(call: Call, request: LLMRequest, estimate: Estimate, notes: tuple[Mapping[str, Any], ...]) -> None:
+    actions = {n["action"] for n in notes}
+    call.decision = Decision(
+        action=notes[-1]["action"],
+        model=request.model,
+        max_output_tokens=request.max_output_tokens if "clamp" in actions else None,
+        messages=request.messages if "truncate" in actions else None,
+        notes=notes,
+    )
+    call.estimate = estimate
+    call.price = lookup_price(call.settings, request.model, request.provider)
+
+
+def _block(call: Call, check: Check, state: CounterState, notes: tuple[Mapping[str, Any], ...]) -> NoReturn:
+    exc = BudgetExceeded(
+        check.spec.name,
+        limit=check.limit,
+        spent=state.spent,
+        reserved=state.reserved,
+        requested=check.amount(call.estimate),
+        action="block",
+        unit=check.unit,
+        detail="; ".join(f"tried {n['action']}" for n in notes) if notes else "",
+    )
+    call.decision.notes = (*notes, {"action": "block", "budget": check.spec.name})
+    settle(call, Usage(), status="blocked", error=describe_error(exc))
+    raise exc
 
 
 def lookup_price(s: Settings, model: str, provider: str | None) -> ModelPrice | None:
@@ -186,6 +262,8 @@ def settle(
             tags=call.tags,
             decisions=call.decision.notes,
         )
+        if call.holds:
+            _settle_store(call, record)
         call.settings.ledger.write(record)
         telemetry.end_span(call.span, record)
     except Exception:
@@ -197,6 +275,30 @@ def settle(
         except Exception:
             log.exception("tollgate on_record hook %r failed", hook)
     return record
+
+
+def _settle_store(call: Call, record: CallRecord) -> None:
+    actuals = [record.usd if c.unit == "usd" else float(record.usage.total_tokens) for c in call.checks]
+    call.settings.store.settle(call.holds, actuals)
+    for check, state, actual in zip(call.checks, call.states, actuals, strict=True):
+        if check.post_flight and state.spent + state.reserved + actual > check.limit:
+            call.overrun = BudgetExceeded(
+                check.spec.name,
+                limit=check.limit,
+                spent=state.spent + actual,
+                reserved=state.reserved,
+                requested=actual,
+                action="raise",
+                unit=check.unit,
+                detail="the call ran; its cost crossed the cap",
+            )
+            break
+
+
+def raise_if_overrun(call: Call) -> None:
+    """Raise the :class:`~tollgate.BudgetExceeded` of an ``on_exceed="raise"`` budget the call crossed."""
+    if call.overrun is not None:
+        raise call.overrun
 
 
 def describe_error(exc: BaseException) -> str:

@@ -105,6 +105,7 @@ class GatedStream(_Settling):
                 chunk = next(self._tg_stream)
             except StopIteration:
                 self._finish()
+                gate.raise_if_overrun(self._tg_call)
                 raise
             except Exception as exc:
                 self._finish(exc)
@@ -153,6 +154,7 @@ class AsyncGatedStream(_Settling):
                 chunk = await self._tg_stream.__anext__()
             except StopAsyncIteration:
                 self._finish()
+                gate.raise_if_overrun(self._tg_call)
                 raise
             except Exception as exc:
                 self._finish(exc)

@@ -139,23 +139,22 @@ async def test_async_create(aclient, replay) -> None:  # type: ignore[no-untyped
     assert record.usd > 0
 
 
-def test_messages_given_as_a_generator(client, replay) -> None:  # type: ignore[no-untyped-def]
-    with replay("openai/chat_basic.yaml") as cassette:
-        client.chat.completions.create(model="gpt-4o-mini", messages=(m for m in QUESTION))
-    assert json.loads(cassette.requests[0].body)["messages"] == QUESTION
+def test_messages_given_as_a_generator(openai_client, replay, sent) -> None:  # type: ignore[no-untyped-def]
+    with replay("openai/chat_basic.yaml"):
+        openai_client.chat.completions.create(model="gpt-4o-mini", messages=(m for m in QUESTION))
+    assert sent[0]["messages"] == QUESTION
     assert only_record().usage.input_tokens > 0
 
 
 # -- streaming --------------------------------------------------------------------------------
 
 
-def test_stream_injects_include_usage_and_hides_the_usage_chunk(client, replay) -> None:  # type: ignore[no-untyped-def]
-    with replay("openai/chat_stream.yaml") as cassette:
-        stream = client.chat.completions.create(model="gpt-4o-mini", messages=COUNT, stream=True)
+def test_stream_injects_include_usage_and_hides_the_usage_chunk(openai_client, replay, sent) -> None:  # type: ignore[no-untyped-def]
+    with replay("openai/chat_stream.yaml"):
+        stream = openai_client.chat.completions.create(model="gpt-4o-mini", messages=COUNT, stream=True)
         assert isinstance(stream, openai.Stream)
         chunks = list(stream)
-    sent = json.loads(cassette.requests[0].body)
-    assert sent["stream_options"] == {"include_usage": True}
+    assert sent[0]["stream_options"] == {"include_usage": True}
     assert all(chunk.choices for chunk in chunks), "the injected usage-only chunk reached the caller"
     assert "".join(c.choices[0].delta.content or "" for c in chunks) == "One, two, three, four, five."
     record = only_record()
@@ -165,13 +164,17 @@ def test_stream_injects_include_usage_and_hides_the_usage_chunk(client, replay) 
     assert record.usd == pytest.approx(20 * p.input + 10 * p.output, abs=1e-15)
 
 
-def test_stream_caller_who_asked_for_usage_gets_the_usage_chunk(client, replay) -> None:  # type: ignore[no-untyped-def]
+def test_stream_caller_who_asked_for_usage_gets_the_usage_chunk(openai_client, replay, sent) -> None:  # type: ignore[no-untyped-def]
     with replay("openai/chat_stream.yaml"):
         chunks = list(
-            client.chat.completions.create(
-                model="gpt-4o-mini", messages=COUNT, stream=True, stream_options={"include_usage": True}
+            openai_client.chat.completions.create(
+                model="gpt-4o-mini",
+                messages=COUNT,
+                stream=True,
+                stream_options={"include_usage": True, "include_obfuscation": False},
             )
         )
+    assert sent[0]["stream_options"] == {"include_usage": True, "include_obfuscation": False}
     assert chunks[-1].choices == [] and chunks[-1].usage.prompt_tokens == 20
     assert only_record().usage.output_tokens == 10
 

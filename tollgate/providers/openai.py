@@ -154,6 +154,20 @@ def chat_request(kwargs: Mapping[str, Any], provider: str, client: Any) -> LLMRe
     )
 
 
+# Reasoning families take max_completion_tokens; max_tokens is rejected by them.
+_COMPLETION_CAP_PREFIXES = ("o1", "o3", "o4", "gpt-5")
+
+
+def _cap_parameter(kwargs: Mapping[str, Any], model: str) -> str:
+    """Which argument caps the output: the one the caller used, else the model family's."""
+    if _int(kwargs.get("max_completion_tokens")):
+        return "max_completion_tokens"
+    if _int(kwargs.get("max_tokens")):
+        return "max_tokens"
+    name = model.rsplit("/", 1)[-1].lower()
+    return "max_completion_tokens" if name.startswith(_COMPLETION_CAP_PREFIXES) else "max_tokens"
+
+
 def _prepare(kwargs: dict[str, Any], provider: str, client: Any) -> tuple[gate.Call, bool]:
     """Run pre-flight and edit ``kwargs`` in place; returns the call and whether usage was injected."""
     messages = kwargs.get("messages")
@@ -165,6 +179,8 @@ def _prepare(kwargs: dict[str, Any], provider: str, client: Any) -> tuple[gate.C
         kwargs["model"] = decision.model
     if decision.messages is not None:
         kwargs["messages"] = list(decision.messages)
+    if decision.max_output_tokens is not None:
+        kwargs[_cap_parameter(kwargs, decision.model)] = decision.max_output_tokens
     injected = False
     if call.request.stream:
         options = kwargs.get("stream_options")
@@ -209,6 +225,7 @@ def gate_chat_create(create: Callable[..., Any], provider: str, client: Any) -> 
         if call.request.stream:
             return GatedStream(response, call, ChatStreamAccountant(hide_usage_chunk=injected))
         _settle_response(call, response)
+        gate.raise_if_overrun(call)
         return response
 
     return gated
@@ -228,6 +245,7 @@ def gate_async_chat_create(create: Callable[..., Any], provider: str, client: An
         if call.request.stream:
             return AsyncGatedStream(response, call, ChatStreamAccountant(hide_usage_chunk=injected))
         _settle_response(call, response)
+        gate.raise_if_overrun(call)
         return response
 
     return gated

@@ -1,0 +1,98 @@
+"""Reservations under concurrency: many calls in flight at once cannot jointly overspend a cap."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import threading
+
+import pytest
+
+import tollgate
+from tollgate.config import settings
+
+openai = pytest.importorskip("openai")
+httpx = pytest.importorskip("httpx")
+
+MESSAGES = [{"role": "user", "content": "Say OK."}]
+
+
+def completion(request: httpx.Request) -> httpx.Response:
+    body = json.loads(request.content)
+    usage = {
+        "prompt_tokens": 10,
+        "completion_tokens": body["max_tokens"],
+        "total_tokens": 10 + body["max_tokens"],
+    }
+    return httpx.Response(
+        200,
+        json={
+            "id": "chatcmpl-r",
+            "object": "chat.completion",
+            "created": 0,
+            "model": "gpt-4o-mini-2024-07-18",
+            "choices": [
+                {"index": 0, "message": {"role": "assistant", "content": "OK"}, "finish_reason": "length"}
+            ],
+            "usage": usage,
+        },
+    )
+
+
+async def slow_completion(request: httpx.Request) -> httpx.Response:
+    await asyncio.sleep(0.01)  # every call is in flight at the same time
+    return completion(request)
+
+
+def per_call_usd() -> float:
+    price = settings().prices.lookup("gpt-4o-mini")
+    assert price is not None and price.input and price.output
+    return 10 * price.input + 20 * price.output
+
+
+async def test_1000_concurrent_async_calls_never_overspend() -> None:
+    client = tollgate.instrument(
+        openai.AsyncOpenAI(
+            api_key="sk-test", http_client=httpx.AsyncClient(transport=httpx.MockTransport(slow_completion))
+        )
+    )
+    cap = 100.5 * per_call_usd()  # room for 100 calls
+
+    async def one() -> bool:
+        try:
+            await client.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES, max_tokens=20)
+            return True
+        except tollgate.BudgetExceeded:
+            return False
+
+    with tollgate.budget(usd=cap, name="cap"):
+        results = await asyncio.gather(*(one() for _ in range(1000)))
+    spent = tollgate.report().total["usd"]
+    assert sum(results) == 100
+    assert spent <= cap
+    assert tollgate.report().total["blocked_calls"] == 900
+
+
+def test_threads_never_overspend() -> None:
+    client = tollgate.instrument(
+        openai.OpenAI(api_key="sk-test", http_client=httpx.Client(transport=httpx.MockTransport(completion)))
+    )
+    cap = 50.5 * per_call_usd()
+    granted = []
+
+    def worker() -> None:
+        for _ in range(25):
+            try:
+                client.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES, max_tokens=20)
+                granted.append(1)
+            except tollgate.BudgetExceeded:
+                pass
+
+    with tollgate.budget(usd=cap, name="cap"):
+        threads = [threading.Thread(target=tollgate.propagate(worker)) for _ in range(16)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    assert len(granted) == 50
+    assert tollgate.report().total["usd"] <= cap

@@ -1,0 +1,224 @@
+"""Pre-flight enforcement: which counters a call charges, and what to do when one refuses.
+
+Pure functions over plain data; the gate does the store I/O. When the store refuses a call,
+:func:`resolve` tries the actions the refusing budgets ask for, in a fixed order (downgrade,
+then clamp, then truncate), re-checking every budget after each step against the states the
+store returned. Every enclosing budget is re-checked, so an inner downgrade can never slip a
+call past an outer hard cap. If nothing makes the call fit, it is blocked.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from tollgate.budgets.scope import Frame
+from tollgate.budgets.spec import PREFLIGHT_ORDER, BudgetSpec
+from tollgate.pricing import ModelPrice
+from tollgate.pricing.tokens import count_messages
+from tollgate.request import Estimate, LLMRequest
+from tollgate.stores.base import Charge, CounterState, fits
+
+Unit = Literal["usd", "tokens"]
+
+
+@dataclass(frozen=True, slots=True)
+class Check:
+    """One limit of one budget, applied to one call."""
+
+    frame: Frame
+    unit: Unit
+    key: str
+
+    @property
+    def spec(self) -> BudgetSpec:
+        return self.frame.spec
+
+    @property
+    def limit(self) -> float:
+        value = self.spec.usd if self.unit == "usd" else self.spec.tokens
+        assert value is not None
+        return float(value)
+
+    @property
+    def post_flight(self) -> bool:
+        """``on_exceed="raise"`` budgets only count pre-flight; they are checked after the call."""
+        return self.spec.on_exceed == "raise"
+
+    def amount(self, estimate: Estimate) -> float:
+        return estimate.usd if self.unit == "usd" else float(estimate.input_tokens + estimate.output_tokens)
+
+    def charge(self, estimate: Estimate) -> Charge:
+        limit = None if self.post_flight else self.limit
+        return Charge(self.key, self.spec.window, limit, self.amount(estimate))
+
+
+def checks_for(frames: Sequence[Frame], tags: Mapping[str, str]) -> list[Check]:
+    """The checks a call under ``frames`` (outermost first) and ``tags`` must pass."""
+    checks = []
+    for frame in frames:
+        key = frame.counter(tags)
+        if frame.spec.usd is not None:
+            checks.append(Check(frame, "usd", key + ":usd"))
+        if frame.spec.tokens is not None:
+            checks.append(Check(frame, "tokens", key + ":tokens"))
+    return checks
+
+
+@dataclass(frozen=True, slots=True)
+class Context:
+    """What a callable ``on_exceed`` receives to decide an action."""
+
+    budget: BudgetSpec
+    request: LLMRequest
+    estimate: Estimate
+    state: CounterState
+    unit: Unit
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """What :func:`resolve` found: a request that fits (with its estimate), or the budget that blocks."""
+
+    request: LLMRequest | None
+    estimate: Estimate | None
+    notes: tuple[Mapping[str, Any], ...]
+    blocking: Check | None = None
+    blocking_state: CounterState | None = None
+
+
+Estimator = Callable[[LLMRequest], tuple[Estimate, ModelPrice | None]]
+
+
+def _action(check: Check, ctx: Context) -> str:
+    on_exceed = check.spec.on_exceed
+    if not callable(on_exceed):
+        return on_exceed
+    chosen = on_exceed(ctx)
+    if chosen not in ("block", "downgrade", "clamp", "truncate"):
+        raise ValueError(f"budget {check.spec.name!r}: on_exceed callable returned {chosen!r}")
+    return chosen
+
+
+def _all_fit(checks: Sequence[Check], states: Sequence[CounterState], estimate: Estimate) -> int | None:
+    """Index of the first check the estimate does not fit, or None when all fit."""
+    for i, (check, state) in enumerate(zip(checks, states, strict=True)):
+        if not check.post_flight and not fits(state, check.amount(estimate)):
+            return i
+    return None
+
+
+def resolve(
+    request: LLMRequest,
+    estimate: Estimate,
+    checks: Sequence[Check],
+    states: Sequence[CounterState],
+    refused: Sequence[int],
+    estimator: Estimator,
+) -> Outcome:
+    """Find the cheapest edit of ``request`` that every budget admits, or the budget that blocks."""
+    wanted: set[str] = set()
+    downgrades: dict[str, str] = {}
+    for i in refused:
+        check = checks[i]
+        action = _action(check, Context(check.spec, request, estimate, states[i], check.unit))
+        wanted.add(action)
+        if action == "downgrade":
+            for src, dst in check.spec.downgrade.items():
+                downgrades.setdefault(src, dst)  # the innermost refusing budget's map wins
+    floor = max((checks[i].spec.clamp_floor for i in refused), default=16)
+    notes: list[Mapping[str, Any]] = []
+    current, current_est, price = request, estimate, None
+    for action in PREFLIGHT_ORDER:
+        if action not in wanted:
+            continue
+        if action == "downgrade":
+            seen = {current.model}
+            while current.model in downgrades and downgrades[current.model] not in seen:
+                cheaper = dataclasses.replace(current, model=downgrades[current.model])
+                seen.add(cheaper.model)
+                notes.append({"action": "downgrade", "from": current.model, "to": cheaper.model})
+                current = cheaper
+                current_est, price = estimator(current)
+                if _all_fit(checks, states, current_est) is None:
+                    return Outcome(current, current_est, tuple(notes))
+        elif action == "clamp":
+            if price is None:
+                current_est, price = estimator(current)
+            cap = _affordable_output(checks, states, current_est, price, current.n)
+            if current.max_output_tokens is not None:
+                cap = min(cap, current.max_output_tokens)
+            if cap >= floor:
+                clamped = dataclasses.replace(current, max_output_tokens=cap)
+                clamped_est, price = estimator(clamped)
+                if _all_fit(checks, states, clamped_est) is None:
+                    was = current.max_output_tokens
+                    notes.append({"action": "clamp", "max_output_tokens": cap, "was": was})
+                    return Outcome(clamped, clamped_est, tuple(notes))
+        elif action == "truncate":
+            truncated = _truncate(current, checks, states, estimator)
+            if truncated is not None:
+                new, new_est, dropped = truncated
+                notes.append({"action": "truncate", "dropped_messages": dropped})
+                return Outcome(new, new_est, tuple(notes))
+    blocking = _all_fit(checks, states, current_est)
+    index = blocking if blocking is not None else refused[0]
+    return Outcome(None, None, tuple(notes), checks[index], states[index])
+
+
+def _affordable_output(
+    checks: Sequence[Check], states: Sequence[CounterState], est: Estimate, price: ModelPrice | None, n: int
+) -> int:
+    """The most output tokens every budget can still pay for, after the input."""
+    cap = math.inf
+    per_token_out = (price.output or 0.0) if price else 0.0
+    input_usd = est.usd - est.output_tokens * per_token_out if price else 0.0
+    for check, state in zip(checks, states, strict=True):
+        if check.post_flight:
+            continue
+        if check.unit == "tokens":
+            cap = min(cap, (state.remaining - est.input_tokens) / max(1, n))
+        elif per_token_out > 0:
+            cap = min(cap, (state.remaining - input_usd) / (per_token_out * max(1, n)))
+    return int(cap) if cap != math.inf else (est.output_tokens // max(1, n))
+
+
+def _truncate(
+    request: LLMRequest, checks: Sequence[Check], states: Sequence[CounterState], estimator: Estimator
+) -> tuple[LLMRequest, Estimate, int] | None:
+    """Drop the oldest turns until the call fits: keep system messages and the last user turn,
+    and drop an assistant tool call together with its tool results. O(n): each message is
+    counted once and subtracted as it is dropped."""
+    messages = list(request.messages)
+    full_est, price = estimator(request)
+    input_price = (price.input or 0.0) if price else 0.0
+    last_user = max((i for i, m in enumerate(messages) if m.get("role") == "user"), default=len(messages) - 1)
+    protected = [m.get("role") in ("system", "developer") or i >= last_user for i, m in enumerate(messages)]
+    # A message's share of the prompt: its count alone, less the reply priming counted once per prompt.
+    sizes = [count_messages([m], request.model, request.provider) - 3 for m in messages]
+    dropped = [False] * len(messages)
+    input_tokens, n_dropped, i = full_est.input_tokens, 0, 0
+    while i < len(messages):
+        if protected[i]:
+            i += 1
+            continue
+        j = i + 1
+        if messages[i].get("tool_calls"):  # a tool call goes with its results
+            while j < len(messages) and messages[j].get("role") == "tool" and not protected[j]:
+                j += 1
+        for k in range(i, j):
+            dropped[k] = True
+            input_tokens -= sizes[k]
+            n_dropped += 1
+        i = j
+        saved = full_est.input_tokens - input_tokens
+        usd = full_est.usd - saved * input_price
+        candidate = dataclasses.replace(full_est, input_tokens=input_tokens, usd=usd)
+        if _all_fit(checks, states, candidate) is None:
+            kept = [m for m, d in zip(messages, dropped, strict=True) if not d]
+            new = dataclasses.replace(request, messages=kept)
+            return new, estimator(new)[0], n_dropped
+    return None

@@ -1,0 +1,201 @@
+"""Ambient budgets: ``tollgate.budget(...)`` as a context manager or decorator.
+
+Active budgets live in a contextvar as a tuple, outermost first, so they nest, follow
+``await``, and never leak between tasks. A budget without ``per`` counts only what runs
+inside its own block (or one call of the decorated function): every entry gets a fresh
+counter. A windowed budget is one persistent counter in the store, named after the budget
+(and the values of its ``key`` tags), shared by every block and process using that store.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import functools
+import inspect
+import os
+from collections.abc import AsyncGenerator, Callable, Generator, Mapping
+from dataclasses import dataclass
+from datetime import timedelta
+from types import TracebackType
+from typing import Any, TypeVar
+
+from tollgate.budgets.spec import Action, BudgetSpec
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+@dataclass(frozen=True, slots=True)
+class Frame:
+    """One active budget: its spec, and the scope that owns a lifetime counter."""
+
+    spec: BudgetSpec
+    scope: str
+
+    def counter(self, tags: Mapping[str, str]) -> str:
+        """The store key of this budget's counter for a call with ``tags``."""
+        spec = self.spec
+        base = f"budget:{spec.name}" if spec.windowed else f"budget:{spec.name}:{self.scope}"
+        if not spec.key:
+            return base
+        # A call missing a key tag shares the counter of every other call missing it.
+        return base + ":" + "|".join(f"{k}={tags.get(k, '')}" for k in spec.key)
+
+
+_active: contextvars.ContextVar[tuple[Frame, ...]] = contextvars.ContextVar("tollgate_budgets", default=())
+
+
+def active_budgets() -> tuple[Frame, ...]:
+    """The budgets in force here, outermost first."""
+    return _active.get()
+
+
+class budget:  # lower case: used like a function, `with tollgate.budget(...)`
+    """Limit what the calls inside a block or function may spend.
+
+    >>> import tollgate
+    >>> with tollgate.budget(usd=0.50, on_exceed="downgrade", downgrade={"gpt-4o": "gpt-4o-mini"}):
+    ...     pass
+    >>> @tollgate.budget(tokens=20_000, on_exceed="clamp")
+    ... def answer(question): ...
+
+    ``per`` makes it a persistent windowed counter: ``"minute"``, ``"hour"``, ``"day"``,
+    ``"week"``, ``"month"`` (UTC calendar windows) or a ``timedelta`` (rolling). ``key``
+    names the tag(s) whose values select separate counters, e.g. ``key="tenant"``.
+    ``on_exceed``: ``"block"`` (raise :class:`~tollgate.BudgetExceeded` before the call),
+    ``"downgrade"`` (use ``downgrade[model]``, chains allowed), ``"clamp"`` (lower the output
+    cap to what the budget affords), ``"truncate"`` (drop the oldest turns), ``"raise"``
+    (let the call run, raise once the cap is crossed), or a callable that receives the
+    decision context and returns one of those.
+    """
+
+    __slots__ = ("_tokens", "spec")
+
+    def __init__(
+        self,
+        usd: float | None = None,
+        tokens: int | None = None,
+        *,
+        per: str | timedelta | None = None,
+        key: str | tuple[str, ...] = (),
+        on_exceed: Action | Callable[[Any], str] = "block",
+        downgrade: Mapping[str, str] | None = None,
+        name: str = "",
+        clamp_floor: int = 16,
+    ) -> None:
+        self.spec = BudgetSpec(
+            usd=usd,
+            tokens=tokens,
+            per=per,
+            key=key,  # type: ignore[arg-type]  # normalised to a tuple by BudgetSpec
+            on_exceed=on_exceed,
+            downgrade=dict(downgrade or {}),
+            name=name,
+            clamp_floor=clamp_floor,
+        )
+        self._tokens: list[contextvars.Token[tuple[Frame, ...]]] = []
+
+    def __repr__(self) -> str:
+        return f"tollgate.budget({self.spec.name!r}, on_exceed={self.spec.on_exceed!r})"
+
+    def _frame(self) -> Frame:
+        return Frame(self.spec, os.urandom(8).hex())
+
+    def __enter__(self) -> budget:
+        self._tokens.append(_active.set((*_active.get(), self._frame())))
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        _active.reset(self._tokens.pop())
+
+    async def __aenter__(self) -> budget:
+        return self.__enter__()
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.__exit__(exc_type, exc, tb)
+
+    def __call__(self, fn: F) -> F:
+        if inspect.isasyncgenfunction(fn):
+            return functools.wraps(fn)(self._wrap_async_gen(fn))  # type: ignore[return-value]
+        if inspect.isgeneratorfunction(fn):
+            return functools.wraps(fn)(self._wrap_gen(fn))  # type: ignore[return-value]
+        if inspect.iscoroutinefunction(fn):
+
+            @functools.wraps(fn)
+            async def run_async(*args: Any, **kwargs: Any) -> Any:
+                token = _active.set((*_active.get(), self._frame()))
+                try:
+                    return await fn(*args, **kwargs)
+                finally:
+                    _active.reset(token)
+
+            return run_async  # type: ignore[return-value]
+
+        @functools.wraps(fn)
+        def run(*args: Any, **kwargs: Any) -> Any:
+            token = _active.set((*_active.get(), self._frame()))
+            try:
+                return fn(*args, **kwargs)
+            finally:
+                _active.reset(token)
+
+        return run  # type: ignore[return-value]
+
+    # A generator runs in its caller's context, a step at a time: the budget is pushed for
+    # each step and popped before control returns to the caller, so it never leaks out.
+    def _wrap_gen(
+        self, fn: Callable[..., Generator[Any, Any, Any]]
+    ) -> Callable[..., Generator[Any, Any, Any]]:
+        def run(*args: Any, **kwargs: Any) -> Generator[Any, Any, Any]:
+            frame = self._frame()
+            gen = fn(*args, **kwargs)
+            send: Any = None
+            throw: BaseException | None = None
+            while True:
+                token = _active.set((*_active.get(), frame))
+                try:
+                    value = gen.throw(throw) if throw is not None else gen.send(send)
+                except StopIteration as stop:
+                    return stop.value
+                finally:
+                    _active.reset(token)
+                send, throw = None, None
+                try:
+                    send = yield value
+                except GeneratorExit:
+                    gen.close()
+                    raise
+                except BaseException as exc:
+                    throw = exc
+
+        return run
+
+    def _wrap_async_gen(
+        self, fn: Callable[..., AsyncGenerator[Any, Any]]
+    ) -> Callable[..., AsyncGenerator[Any, Any]]:
+        async def run(*args: Any, **kwargs: Any) -> AsyncGenerator[Any, Any]:
+            frame = self._frame()
+            agen = fn(*args, **kwargs)
+            send: Any = None
+            throw: BaseException | None = None
+            while True:
+                token = _active.set((*_active.get(), frame))
+                try:
+                    value = await (agen.athrow(throw) if throw is not None else agen.asend(send))
+                except StopAsyncIteration:
+                    return
+                finally:
+                    _active.reset(token)
+                send, throw = None, None
+                try:
+                    send = yield value
+                except GeneratorExit:
+                    await agen.aclose()
+                    raise
+                except BaseException as exc:
+                    throw = exc
+
+        return run

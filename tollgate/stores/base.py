@@ -1,0 +1,128 @@
+"""The store interface: atomic reserve / settle / release over windowed counters.
+
+A *charge* names a counter (``key``), its window and cap, and an amount (USD or tokens; the
+store does not care which). :meth:`Store.reserve` takes all the charges of one call and, in
+one atomic step, either holds every amount (when each counter's spent + reserved + amount
+stays within its limit) or holds nothing. Either way it returns every counter's state, so
+the gate can work out a downgrade or clamp without asking again. :meth:`Store.settle` then
+turns each hold into the actual amount; :meth:`Store.release` drops the holds of a call that
+failed or was cancelled. Holds expire with their slot, so a process that dies mid-call
+cannot pin a budget for longer than the window (or a day, for lifetime counters).
+
+Standing limits (``set_limit``) are stored as opaque JSON documents under an id, with a
+version number that changes on every write, so readers can cache them and notice changes.
+
+One backend per file: ``memory.py`` (in-process), ``sqlite.py`` (one machine),
+``redis.py`` (many machines). Each operation is one atomic step and, for Redis, one round trip.
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from tollgate.stores.windows import Window
+
+
+@dataclass(frozen=True, slots=True)
+class Charge:
+    """An amount to reserve against one counter. ``limit`` None means: count, never refuse."""
+
+    key: str
+    window: Window
+    limit: float | None
+    amount: float
+
+
+@dataclass(frozen=True, slots=True)
+class CounterState:
+    """A counter's state at reserve time, before this call's hold (if any) was added."""
+
+    spent: float
+    reserved: float
+    limit: float | None
+
+    @property
+    def remaining(self) -> float:
+        """What is left to spend (may be negative after post-flight overruns)."""
+        return float("inf") if self.limit is None else self.limit - self.spent - self.reserved
+
+
+@dataclass(frozen=True, slots=True)
+class Hold:
+    """One amount held in one slot, to be settled or released later."""
+
+    slot: str
+    amount: float
+    ttl: int
+
+
+@dataclass(frozen=True, slots=True)
+class Reservation:
+    """The outcome of :meth:`Store.reserve`: ``ok`` with holds, or refused with the states."""
+
+    ok: bool
+    states: tuple[CounterState, ...]
+    holds: tuple[Hold, ...] = ()
+    #: Indexes of the charges that did not fit (empty when ``ok``).
+    refused: tuple[int, ...] = ()
+
+
+class Store(abc.ABC):
+    """Budget and rate-limit state; one instance is shared by every thread of a process."""
+
+    @abc.abstractmethod
+    def reserve(self, charges: Sequence[Charge], now: float) -> Reservation:
+        """Hold every charge's amount, or none of them, atomically."""
+
+    @abc.abstractmethod
+    def settle(self, holds: Sequence[Hold], actuals: Sequence[float]) -> None:
+        """Replace each hold by the matching actual amount (spent)."""
+
+    @abc.abstractmethod
+    def release(self, holds: Sequence[Hold]) -> None:
+        """Drop holds without spending anything (the call failed or never happened)."""
+
+    @abc.abstractmethod
+    def read(self, charges: Sequence[Charge], now: float) -> tuple[CounterState, ...]:
+        """The counters' current states, changing nothing."""
+
+    @abc.abstractmethod
+    def put_limit(self, limit_id: str, document: str) -> None:
+        """Create or replace a standing limit (an opaque JSON document)."""
+
+    @abc.abstractmethod
+    def delete_limit(self, limit_id: str) -> bool:
+        """Remove a standing limit; True if it existed."""
+
+    @abc.abstractmethod
+    def limits(self) -> tuple[int, dict[str, str]]:
+        """The standing limits' version and documents, by id."""
+
+    @abc.abstractmethod
+    def limits_version(self) -> int:
+        """A number that changes whenever a standing limit is put or deleted."""
+
+    @abc.abstractmethod
+    def clear(self) -> None:
+        """Forget every counter and standing limit (tests)."""
+
+    def close(self) -> None:  # noqa: B027 - optional hook: only networked stores hold connections
+        """Release connections."""
+
+    # Async twins. Backends with real async I/O (Redis) override them; the in-process and
+    # SQLite stores answer in microseconds and are called directly.
+    async def areserve(self, charges: Sequence[Charge], now: float) -> Reservation:
+        return self.reserve(charges, now)
+
+    async def asettle(self, holds: Sequence[Hold], actuals: Sequence[float]) -> None:
+        self.settle(holds, actuals)
+
+    async def arelease(self, holds: Sequence[Hold]) -> None:
+        self.release(holds)
+
+
+def fits(state: CounterState, amount: float) -> bool:
+    """Whether ``amount`` more fits under the counter's limit."""
+    return state.limit is None or state.spent + state.reserved + amount <= state.limit * (1 + 1e-12)

@@ -1,0 +1,105 @@
+"""``memory://``: counters in this process, guarded by one lock (threads and asyncio alike)."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Sequence
+
+from tollgate.stores.base import Charge, CounterState, Hold, Reservation, Store, fits
+
+# Expired slots are swept every this many reserves, so memory stays bounded by live windows.
+_SWEEP_EVERY = 10_000
+
+
+class MemoryStore(Store):
+    """The default store: exact and fast, but private to one process.
+
+    >>> from tollgate.stores.windows import Lifetime
+    >>> store = MemoryStore()
+    >>> r = store.reserve([Charge("b", Lifetime(), limit=1.0, amount=0.6)], now=0.0)
+    >>> r.ok, store.reserve([Charge("b", Lifetime(), limit=1.0, amount=0.6)], now=0.0).ok
+    (True, False)
+    >>> store.settle(r.holds, [0.1])
+    >>> store.read([Charge("b", Lifetime(), limit=1.0, amount=0)], now=0.0)[0].spent
+    0.1
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._slots: dict[str, list[float]] = {}  # slot -> [spent, reserved, expires_at]
+        self._limits: dict[str, str] = {}
+        self._version = 0
+        self._ops = 0
+
+    def _state(self, charge: Charge, now: float) -> tuple[CounterState, Hold]:
+        slots = charge.window.slots(charge.key, now)
+        spent = reserved = 0.0
+        for name in slots.read:
+            slot = self._slots.get(name)
+            if slot is not None and slot[2] > now:
+                spent += slot[0]
+                reserved += slot[1]
+        return CounterState(spent, reserved, charge.limit), Hold(slots.write, charge.amount, slots.ttl)
+
+    def reserve(self, charges: Sequence[Charge], now: float) -> Reservation:
+        with self._lock:
+            looked = [self._state(c, now) for c in charges]
+            states = tuple(state for state, _ in looked)
+            pairs = zip(charges, states, strict=True)
+            refused = tuple(i for i, (c, s) in enumerate(pairs) if not fits(s, c.amount))
+            if refused:
+                return Reservation(False, states, refused=refused)
+            holds = tuple(hold for _, hold in looked)
+            for hold in holds:
+                slot = self._slots.get(hold.slot)
+                if slot is None or slot[2] <= now:
+                    slot = self._slots[hold.slot] = [0.0, 0.0, 0.0]
+                slot[1] += hold.amount
+                slot[2] = max(slot[2], now + hold.ttl)
+            self._ops += 1
+            if self._ops % _SWEEP_EVERY == 0:
+                self._slots = {k: v for k, v in self._slots.items() if v[2] > now}
+            return Reservation(True, states, holds)
+
+    def settle(self, holds: Sequence[Hold], actuals: Sequence[float]) -> None:
+        with self._lock:
+            for hold, actual in zip(holds, actuals, strict=True):
+                slot = self._slots.get(hold.slot)
+                if slot is not None:
+                    slot[1] = max(0.0, slot[1] - hold.amount)
+                    slot[0] += actual
+
+    def release(self, holds: Sequence[Hold]) -> None:
+        with self._lock:
+            for hold in holds:
+                slot = self._slots.get(hold.slot)
+                if slot is not None:
+                    slot[1] = max(0.0, slot[1] - hold.amount)
+
+    def read(self, charges: Sequence[Charge], now: float) -> tuple[CounterState, ...]:
+        with self._lock:
+            return tuple(self._state(c, now)[0] for c in charges)
+
+    def put_limit(self, limit_id: str, document: str) -> None:
+        with self._lock:
+            self._limits[limit_id] = document
+            self._version += 1
+
+    def delete_limit(self, limit_id: str) -> bool:
+        with self._lock:
+            existed = self._limits.pop(limit_id, None) is not None
+            self._version += existed
+            return existed
+
+    def limits(self) -> tuple[int, dict[str, str]]:
+        with self._lock:
+            return self._version, dict(self._limits)
+
+    def limits_version(self) -> int:
+        return self._version
+
+    def clear(self) -> None:
+        with self._lock:
+            self._slots.clear()
+            self._limits.clear()
+            self._version += 1
