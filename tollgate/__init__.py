@@ -15,6 +15,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from tollgate.budgets.scope import budget
+from tollgate.budgets.standing import remove_limit, set_limit
 from tollgate.config import configure, reset, settings
 from tollgate.errors import (
     BudgetExceeded,
@@ -50,8 +51,10 @@ __all__ = [
     "estimate",
     "instrument",
     "propagate",
+    "remove_limit",
     "report",
     "reset",
+    "set_limit",
     "track",
     "uninstrument",
 ]

@@ -7,7 +7,9 @@
     raise_if_overrun(call)         # on_exceed="raise" budgets: the cap was crossed post-flight
 
 Each step is a small function over plain dataclasses; the I/O is the store (reserve at
-pre-flight, settle or release after), the ledger write and the span. ``settle`` and ``release`` never raise into the caller's code path: a
+pre-flight, settle or release after), the ledger write and the span. The budget steps are
+I/O-free (:func:`_enforcement`), driven by :func:`preflight` and its async twin
+:func:`apreflight`. ``settle`` and ``release`` never raise into the caller's code path: a
 problem in tollgate's own bookkeeping is logged, not turned into a failed LLM call.
 """
 
@@ -17,19 +19,20 @@ import logging
 import time
 import uuid
 import warnings
-from collections.abc import Mapping, Sequence
+from collections.abc import Generator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal, NoReturn
 
 from tollgate import telemetry
 from tollgate.budgets.enforce import Check, checks_for, resolve
 from tollgate.budgets.scope import active_budgets
+from tollgate.budgets.standing import StandingLimits
 from tollgate.config import Settings, settings
 from tollgate.errors import BudgetExceeded, StoreUnavailable, UnpricedModelError, UnpricedModelWarning
 from tollgate.pricing import ModelPrice, cost, estimate_cost, has_price
 from tollgate.pricing.tokens import count_messages
 from tollgate.request import CallRecord, Estimate, LLMRequest, Status, Usage
-from tollgate.stores.base import CounterState, Hold
+from tollgate.stores.base import Charge, CounterState, Hold, Reservation
 from tollgate.stores.windows import now as store_clock
 from tollgate.tags import current_tags
 
@@ -104,26 +107,19 @@ def _warn_unpriced(call: Call, model: str) -> None:
     )
 
 
-def preflight(request: LLMRequest) -> Call:
-    """Estimate and price ``request`` and decide what to do with it.
-
-    Raises :class:`~tollgate.UnpricedModelError` (with ``on_unpriced="raise"``) before any
-    traffic; a record of the refused call is written first, so nothing goes unrecorded.
-    """
+def _begin(request: LLMRequest) -> Call:
+    """Estimate and price ``request``: everything pre-flight does before asking the store."""
     s = settings()
-    started = time.time()
     tags = current_tags()
     price = lookup_price(s, request.model, request.provider)
-    estimate = estimate_request(request, price)
-    decision = Decision("proceed", request.model)
     call = Call(
         id=uuid.uuid4().hex,
         request=request,
-        decision=decision,
-        estimate=estimate,
+        decision=Decision("proceed", request.model),
+        estimate=estimate_request(request, price),
         price=price,
         tags=tags,
-        started_at=started,
+        started_at=time.time(),
         span=telemetry.start_span(request, tags),
         settings=s,
     )
@@ -131,9 +127,61 @@ def preflight(request: LLMRequest) -> Call:
         exc = UnpricedModelError(request.model, request.provider)
         release(call, exc)
         raise exc
+    return call
+
+
+_standing = StandingLimits()
+
+
+def _checks(call: Call) -> list[Check]:
     frames = active_budgets()
-    if frames:
-        _enforce(call, checks_for(frames, tags))
+    try:
+        standing = _standing.frames(call.settings.store, call.tags)
+    except StoreUnavailable as exc:
+        _store_failed(call, exc)
+        standing = ()
+    return checks_for((*standing, *frames), call.tags) if frames or standing else []
+
+
+def preflight(request: LLMRequest) -> Call:
+    """Estimate, price and budget ``request``; decide what to do with it.
+
+    Raises :class:`~tollgate.BudgetExceeded` (a budget blocks it),
+    :class:`~tollgate.UnpricedModelError` (``on_unpriced="raise"``) or
+    :class:`~tollgate.StoreUnavailable` (the store is down and ``on_store_error="closed"``),
+    always before any traffic, and always after writing a record of the refused call.
+    """
+    call = _begin(request)
+    checks = _checks(call)
+    if checks:
+        store, now = call.settings.store, store_clock()
+        steps = _enforcement(call, checks)
+        try:
+            charges = next(steps)
+            while True:
+                charges = steps.send(store.reserve(charges, now))
+        except StopIteration:
+            pass
+        except StoreUnavailable as exc:
+            _store_failed(call, exc)
+    return call
+
+
+async def apreflight(request: LLMRequest) -> Call:
+    """The async twin of :func:`preflight`: the same steps, with the store awaited."""
+    call = _begin(request)
+    checks = _checks(call)
+    if checks:
+        store, now = call.settings.store, store_clock()
+        steps = _enforcement(call, checks)
+        try:
+            charges = next(steps)
+            while True:
+                charges = steps.send(await store.areserve(charges, now))
+        except StopIteration:
+            pass
+        except StoreUnavailable as exc:
+            _store_failed(call, exc)
     return call
 
 
@@ -145,31 +193,36 @@ def _estimator(s: Settings) -> Any:
     return estimate
 
 
-def _enforce(call: Call, checks: list[Check]) -> None:
-    """Reserve the call's estimate on every budget; on refusal, apply the budgets' actions or block."""
-    s = call.settings
-    now = store_clock()
-    try:
-        reservation = s.store.reserve([c.charge(call.estimate) for c in checks], now)
-        if not reservation.ok:
-            outcome = resolve(
-                call.request, call.estimate, checks, reservation.states, reservation.refused, _estimator(s)
-            )
-            if outcome.request is None or outcome.estimate is None:
-                assert outcome.blocking is not None and outcome.blocking_state is not None
-                _block(call, outcome.blocking, outcome.blocking_state, outcome.notes)
-            reservation = s.store.reserve([c.charge(outcome.estimate) for c in checks], now)
-            if not reservation.ok:  # another call took the room meanwhile
-                i = reservation.refused[0]
-                _block(call, checks[i], reservation.states[i], outcome.notes)
-            _apply(call, outcome.request, outcome.estimate, outcome.notes)
-    except StoreUnavailable as exc:
-        if s.on_store_error == "open":
-            call.decision.notes = (*call.decision.notes, {"store": "unavailable", "error": str(exc)})
-            return
-        release(call, exc)
-        raise
+def _enforcement(call: Call, checks: list[Check]) -> Generator[list[Charge], Reservation, None]:
+    """Reserve the call's estimate on every budget; on refusal, apply the budgets' actions or block.
+
+    I/O-free: it yields the charges to reserve and is sent the store's answer, so the sync and
+    async pre-flights drive the same steps.
+    """
+    reservation = yield [c.charge(call.estimate) for c in checks]
+    if not reservation.ok:
+        s = call.settings
+        outcome = resolve(
+            call.request, call.estimate, checks, reservation.states, reservation.refused, _estimator(s)
+        )
+        if outcome.request is None or outcome.estimate is None:
+            assert outcome.blocking is not None and outcome.blocking_state is not None
+            _block(call, outcome.blocking, outcome.blocking_state, outcome.notes)
+        reservation = yield [c.charge(outcome.estimate) for c in checks]
+        if not reservation.ok:  # another call took the room meanwhile
+            i = reservation.refused[0]
+            _block(call, checks[i], reservation.states[i], outcome.notes)
+        _apply(call, outcome.request, outcome.estimate, outcome.notes)
     call.checks, call.holds, call.states = checks, reservation.holds, reservation.states
+
+
+def _store_failed(call: Call, exc: StoreUnavailable) -> None:
+    """Fail closed (record and raise) or open (note it and go on), as configured."""
+    if call.settings.on_store_error == "open":
+        call.decision.notes = (*call.decision.notes, {"store": "unavailable", "error": str(exc)})
+        return
+    release(call, exc)
+    raise exc
 
 
 def _apply(call: Call, request: LLMRequest, estimate: Estimate, notes: tuple[Mapping[str, Any], ...]) -> None:

@@ -168,12 +168,15 @@ def _cap_parameter(kwargs: Mapping[str, Any], model: str) -> str:
     return "max_completion_tokens" if name.startswith(_COMPLETION_CAP_PREFIXES) else "max_tokens"
 
 
-def _prepare(kwargs: dict[str, Any], provider: str, client: Any) -> tuple[gate.Call, bool]:
-    """Run pre-flight and edit ``kwargs`` in place; returns the call and whether usage was injected."""
+def _request(kwargs: dict[str, Any], provider: str, client: Any) -> LLMRequest:
     messages = kwargs.get("messages")
     if messages is not None and not isinstance(messages, (list, tuple)):
         kwargs["messages"] = list(messages)  # a generator can be read once: keep what we read
-    call = gate.preflight(chat_request(kwargs, provider, client))
+    return chat_request(kwargs, provider, client)
+
+
+def _prepare(call: gate.Call, kwargs: dict[str, Any]) -> bool:
+    """Apply the gate's decision to ``kwargs`` in place; returns whether usage was injected."""
     decision = call.decision
     if decision.model != call.request.model:
         kwargs["model"] = decision.model
@@ -190,7 +193,7 @@ def _prepare(kwargs: dict[str, Any], provider: str, client: Any) -> tuple[gate.C
         elif "include_usage" not in options:
             kwargs["stream_options"] = {**options, "include_usage": True}
             injected = True
-    return call, injected
+    return injected
 
 
 def _settle_response(call: gate.Call, response: Any) -> None:
@@ -216,7 +219,8 @@ def gate_chat_create(create: Callable[..., Any], provider: str, client: Any) -> 
 
     @functools.wraps(create)
     def gated(*args: Any, **kwargs: Any) -> Any:
-        call, injected = _prepare(kwargs, provider, client)
+        call = gate.preflight(_request(kwargs, provider, client))
+        injected = _prepare(call, kwargs)
         try:
             response = create(*args, **kwargs)
         except BaseException as exc:
@@ -236,7 +240,8 @@ def gate_async_chat_create(create: Callable[..., Any], provider: str, client: An
 
     @functools.wraps(create)
     async def gated(*args: Any, **kwargs: Any) -> Any:
-        call, injected = _prepare(kwargs, provider, client)
+        call = await gate.apreflight(_request(kwargs, provider, client))
+        injected = _prepare(call, kwargs)
         try:
             response = await create(*args, **kwargs)
         except BaseException as exc:

@@ -1,0 +1,65 @@
+"""Standing limits: kept in the store, matched by tags, combined with ambient budgets."""
+
+from __future__ import annotations
+
+import pytest
+
+import tollgate
+from tests.budgets.helpers import request, run
+
+
+def test_standing_limit_applies_to_matching_tags_only() -> None:
+    tollgate.set_limit(usd=0.011, per="day", tenant="acme")
+    with tollgate.track(tenant="acme"):
+        run(request(cap=500), output_tokens=500)
+        run(request(cap=500), output_tokens=500)
+        with pytest.raises(tollgate.BudgetExceeded, match=r"limit\[tenant=acme\]"):
+            run(request(cap=500))
+    with tollgate.track(tenant="globex"):
+        for _ in range(3):
+            run(request(cap=500), output_tokens=500)
+
+
+def test_changing_a_limit_keeps_what_was_spent_and_applies_on_the_next_call() -> None:
+    tollgate.set_limit(usd=0.011, per="day", tenant="acme")
+    with tollgate.track(tenant="acme"):
+        run(request(cap=500), output_tokens=500)
+        run(request(cap=500), output_tokens=500)
+        tollgate.set_limit(usd=0.02, per="day", tenant="acme")  # the operator raises the cap
+        run(request(cap=500), output_tokens=500)  # fits under the new cap
+        with pytest.raises(tollgate.BudgetExceeded):  # ~$0.015 spent + $0.005: over $0.02
+            run(request(cap=500))
+        assert tollgate.remove_limit(tenant="acme") is True
+        run(request(cap=500))
+    assert tollgate.remove_limit(tenant="acme") is False
+
+
+def test_standing_limits_combine_with_ambient_budgets() -> None:
+    tollgate.set_limit(usd=1.0, per="month", tenant="acme")
+    with tollgate.track(tenant="acme"), tollgate.budget(usd=0.006), pytest.raises(tollgate.BudgetExceeded):
+        run(request(cap=500), output_tokens=500)
+        run(request(cap=500))  # the ambient budget refuses, though the standing one has room
+
+
+def test_standing_limit_keyed_per_api_key() -> None:
+    tollgate.set_limit(usd=0.006, per="day", key="api_key")
+    for api_key in ("k1", "k2"):
+        with tollgate.track(api_key=api_key):
+            run(request(cap=500), output_tokens=500)
+    with tollgate.track(api_key="k1"), pytest.raises(tollgate.BudgetExceeded):
+        run(request(cap=500))
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"usd": 1, "per": None, "tenant": "a"}, "needs a window"),
+        ({"usd": 1, "per": "day", "on_exceed": lambda c: "block", "tenant": "a"}, "cannot be stored"),
+        ({"usd": 1, "per": "day", "tenant": 5}, "tag values are strings"),
+        ({"usd": -1, "per": "day", "tenant": "a"}, "positive number"),
+        ({"usd": 1, "per": "day", "on_exceed": "blok", "tenant": "a"}, "on_exceed='blok'"),
+    ],
+)
+def test_invalid_standing_limits(kwargs: dict[str, object], message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        tollgate.set_limit(**kwargs)  # type: ignore[arg-type]

@@ -1,0 +1,134 @@
+"""Standing limits: budgets kept in the store, applied to every call whose tags match.
+
+``set_limit(usd=50, per="month", tenant="acme")`` writes one JSON document into the store;
+every process sharing that store applies it from its next call on (the store's limits
+version changes, and each process reloads its cached copy when it does). A standing limit is
+identified by its tag match, so changing its amount keeps what was already spent.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Mapping
+from datetime import timedelta
+from typing import Any
+
+from tollgate.budgets.scope import Frame
+from tollgate.budgets.spec import Action, BudgetSpec
+from tollgate.stores.base import Store
+
+
+def limit_id(match: Mapping[str, object]) -> str:
+    """The id of the standing limit for a tag match: ``limit[tenant=acme]``."""
+    return "limit[" + ",".join(f"{k}={match[k]}" for k in sorted(match)) + "]"
+
+
+def _per_to_json(per: str | timedelta | None) -> object:
+    return {"seconds": per.total_seconds()} if isinstance(per, timedelta) else per
+
+
+def _per_from_json(per: object) -> str | timedelta | None:
+    if isinstance(per, dict):
+        return timedelta(seconds=float(per["seconds"]))
+    return per  # type: ignore[return-value]
+
+
+def set_limit(
+    usd: float | None = None,
+    tokens: int | None = None,
+    *,
+    per: str | timedelta,
+    on_exceed: Action = "block",
+    downgrade: Mapping[str, str] | None = None,
+    key: str | tuple[str, ...] = (),
+    store: Store | None = None,
+    **match: str,
+) -> str:
+    """Create or change the standing limit for calls tagged ``match``; returns its id.
+
+    >>> import tollgate
+    >>> tollgate.set_limit(usd=50, per="month", tenant="acme")
+    'limit[tenant=acme]'
+    >>> tollgate.remove_limit(tenant="acme")
+    True
+
+    ``key`` gives one counter per value of other tags (``set_limit(usd=5, per="day",
+    key="api_key")`` caps every API key at $5 a day). Standing limits need a window (``per``),
+    and ``on_exceed`` must be an action name: a callable cannot be stored.
+    """
+    if per is None:
+        raise ValueError("set_limit needs a window: per='minute'|'hour'|'day'|'week'|'month' or a timedelta")
+    if callable(on_exceed):
+        raise ValueError("set_limit(on_exceed=...) must be an action name; a callable cannot be stored")
+    for name, value in match.items():
+        if not isinstance(value, str):
+            raise ValueError(f"set_limit {name}={value!r}: tag values are strings")
+    ident = limit_id(match)
+    spec = BudgetSpec(
+        usd=usd,
+        tokens=tokens,
+        per=per,
+        key=(key,) if isinstance(key, str) else key,
+        on_exceed=on_exceed,
+        downgrade=dict(downgrade or {}),
+        name=ident,
+    )  # validates
+    document = {
+        "usd": spec.usd,
+        "tokens": spec.tokens,
+        "per": _per_to_json(per),
+        "key": list(spec.key),
+        "on_exceed": spec.on_exceed,
+        "downgrade": dict(spec.downgrade),
+        "match": dict(match),
+    }
+    _store(store).put_limit(ident, json.dumps(document, sort_keys=True))
+    return ident
+
+
+def remove_limit(*, store: Store | None = None, **match: str) -> bool:
+    """Remove the standing limit for calls tagged ``match``; True if there was one."""
+    return _store(store).delete_limit(limit_id(match))
+
+
+def _store(store: Store | None) -> Store:
+    if store is not None:
+        return store
+    from tollgate.config import settings
+
+    return settings().store
+
+
+class StandingLimits:
+    """A process's cached copy of the store's standing limits, reloaded when their version moves."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._cache: tuple[int, int, tuple[tuple[Mapping[str, str], Frame], ...]] | None = None
+
+    def frames(self, store: Store, tags: Mapping[str, str]) -> tuple[Frame, ...]:
+        """The standing limits whose match the call's ``tags`` satisfy."""
+        version = store.limits_version()
+        cache = self._cache
+        if cache is None or cache[0] != id(store) or cache[1] != version:
+            with self._lock:
+                version, documents = store.limits()
+                cache = (id(store), version, tuple(_parse(doc) for _, doc in sorted(documents.items())))
+                self._cache = cache
+        return tuple(frame for match, frame in cache[2] if all(tags.get(k) == v for k, v in match.items()))
+
+
+def _parse(document: str) -> tuple[Mapping[str, str], Frame]:
+    d: dict[str, Any] = json.loads(document)
+    match = d.pop("match")
+    spec = BudgetSpec(
+        usd=d["usd"],
+        tokens=d["tokens"],
+        per=_per_from_json(d["per"]),
+        key=tuple(d["key"]),
+        on_exceed=d["on_exceed"],
+        downgrade=d["downgrade"],
+        name=limit_id(match),
+    )
+    return match, Frame(spec, "standing")
