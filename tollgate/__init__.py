@@ -14,6 +14,7 @@ from collections.abc import Callable, Collection, Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
+from tollgate.budgets.rates import limit
 from tollgate.budgets.scope import budget
 from tollgate.budgets.standing import remove_limit, set_limit
 from tollgate.config import configure, reset, settings
@@ -50,6 +51,7 @@ __all__ = [
     "current_tags",
     "estimate",
     "instrument",
+    "limit",
     "propagate",
     "remove_limit",
     "report",

@@ -19,6 +19,7 @@ from tollgate.stores.base import Store
 from tollgate.stores.memory import MemoryStore
 
 if TYPE_CHECKING:
+    from tollgate.budgets.rates import RateLimit
     from tollgate.request import CallRecord
 
 log = logging.getLogger("tollgate")
@@ -40,6 +41,7 @@ class Settings:
     on_store_error: OnStoreError = "closed"
     capture_content: bool = False
     on_record: tuple[Callable[[CallRecord], object], ...] = ()
+    rate_limits: tuple[RateLimit, ...] = ()
     # Models already warned about, so UnpricedModelWarning is issued once per model.
     warned_unpriced: set[str] = field(default_factory=set, compare=False)
 
@@ -138,6 +140,14 @@ def configure(
         current.store.close()
     _settings = new
     return new
+
+
+def add_rate_limit(rate: RateLimit) -> Settings:
+    """Add a rate limit to the settings in force (see :func:`tollgate.limit`)."""
+    global _settings
+    current = settings()
+    _settings = dataclasses.replace(current, rate_limits=(*current.rate_limits, rate))
+    return _settings
 
 
 def reset() -> Settings:

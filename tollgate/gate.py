@@ -15,6 +15,7 @@ problem in tollgate's own bookkeeping is logged, not turned into a failed LLM ca
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 import uuid
@@ -25,10 +26,17 @@ from typing import TYPE_CHECKING, Any, Literal, NoReturn
 
 from tollgate import telemetry
 from tollgate.budgets.enforce import Check, checks_for, resolve
+from tollgate.budgets.rates import RateCheck, rate_checks
 from tollgate.budgets.scope import active_budgets
 from tollgate.budgets.standing import StandingLimits
 from tollgate.config import Settings, settings
-from tollgate.errors import BudgetExceeded, StoreUnavailable, UnpricedModelError, UnpricedModelWarning
+from tollgate.errors import (
+    BudgetExceeded,
+    RateLimited,
+    StoreUnavailable,
+    UnpricedModelError,
+    UnpricedModelWarning,
+)
 from tollgate.pricing import ModelPrice, cost, estimate_cost, has_price
 from tollgate.pricing.tokens import count_messages
 from tollgate.request import CallRecord, Estimate, LLMRequest, Status, Usage
@@ -76,7 +84,7 @@ class Call:
     span: Span
     settings: Settings
     settled: bool = field(default=False)
-    checks: Sequence[Check] = ()
+    checks: Sequence[Check | RateCheck] = ()
     holds: Sequence[Hold] = ()
     states: Sequence[CounterState] = ()
     overrun: BudgetExceeded | None = None
@@ -131,16 +139,24 @@ def _begin(request: LLMRequest) -> Call:
 
 
 _standing = StandingLimits()
+# How waiting for a rate limit sleeps (module attributes, so tests can run a fake clock).
+sleep = time.sleep
+asleep = asyncio.sleep
 
 
-def _checks(call: Call) -> list[Check]:
+def _checks(call: Call) -> list[Check | RateCheck]:
     frames = active_budgets()
     try:
         standing = _standing.frames(call.settings.store, call.tags)
     except StoreUnavailable as exc:
         _store_failed(call, exc)
         standing = ()
-    return checks_for((*standing, *frames), call.tags) if frames or standing else []
+    checks: list[Check | RateCheck] = []
+    if frames or standing:
+        checks.extend(checks_for((*standing, *frames), call.tags))
+    if call.settings.rate_limits:
+        checks.extend(rate_checks(call.settings.rate_limits, call.request))
+    return checks
 
 
 def preflight(request: LLMRequest) -> Call:
@@ -154,12 +170,16 @@ def preflight(request: LLMRequest) -> Call:
     call = _begin(request)
     checks = _checks(call)
     if checks:
-        store, now = call.settings.store, store_clock()
+        store = call.settings.store
         steps = _enforcement(call, checks)
         try:
-            charges = next(steps)
+            step = next(steps)
             while True:
-                charges = steps.send(store.reserve(charges, now))
+                if isinstance(step, float):
+                    sleep(step)
+                    step = steps.send(None)
+                else:
+                    step = steps.send(store.reserve(step, store_clock()))
         except StopIteration:
             pass
         except StoreUnavailable as exc:
@@ -172,12 +192,16 @@ async def apreflight(request: LLMRequest) -> Call:
     call = _begin(request)
     checks = _checks(call)
     if checks:
-        store, now = call.settings.store, store_clock()
+        store = call.settings.store
         steps = _enforcement(call, checks)
         try:
-            charges = next(steps)
+            step = next(steps)
             while True:
-                charges = steps.send(await store.areserve(charges, now))
+                if isinstance(step, float):
+                    await asleep(step)
+                    step = steps.send(None)
+                else:
+                    step = steps.send(await store.areserve(step, store_clock()))
         except StopIteration:
             pass
         except StoreUnavailable as exc:
@@ -193,27 +217,68 @@ def _estimator(s: Settings) -> Any:
     return estimate
 
 
-def _enforcement(call: Call, checks: list[Check]) -> Generator[list[Charge], Reservation, None]:
-    """Reserve the call's estimate on every budget; on refusal, apply the budgets' actions or block.
+def _enforcement(
+    call: Call, checks: list[Check | RateCheck]
+) -> Generator[list[Charge] | float, Reservation | None, None]:
+    """Reserve the call's estimate on every budget and rate limit; when a rate limit is full,
+    wait (or raise RateLimited); when a budget refuses, apply its action or block.
 
-    I/O-free: it yields the charges to reserve and is sent the store's answer, so the sync and
-    async pre-flights drive the same steps.
+    I/O-free: it yields the charges to reserve (and is sent the store's answer) or a number of
+    seconds to wait, so the sync and async pre-flights drive the same steps.
     """
-    reservation = yield [c.charge(call.estimate) for c in checks]
-    if not reservation.ok:
-        s = call.settings
+    deadline: float | None = None
+    while True:
+        reservation = yield [c.charge(call.estimate) for c in checks]
+        assert reservation is not None
+        if reservation.ok:
+            break
+        waiting = [i for i in reservation.refused if isinstance(checks[i], RateCheck)]
+        if waiting:
+            rate_check = checks[waiting[0]]
+            assert isinstance(rate_check, RateCheck)
+            now = store_clock()
+            delay = rate_check.rate.retry_after(now)
+            if deadline is None:
+                deadline = now + min(c.rate.timeout for c in checks if isinstance(c, RateCheck))
+            if not rate_check.rate.wait or now + delay > deadline:
+                _rate_limited(call, rate_check, reservation.states[waiting[0]], delay)
+            yield delay
+            continue
+        budget = [i for i, c in enumerate(checks) if isinstance(c, Check)]
         outcome = resolve(
-            call.request, call.estimate, checks, reservation.states, reservation.refused, _estimator(s)
+            call.request,
+            call.estimate,
+            [checks[i] for i in budget],  # type: ignore[misc]
+            [reservation.states[i] for i in budget],
+            [budget.index(i) for i in reservation.refused],
+            _estimator(call.settings),
         )
         if outcome.request is None or outcome.estimate is None:
             assert outcome.blocking is not None and outcome.blocking_state is not None
             _block(call, outcome.blocking, outcome.blocking_state, outcome.notes)
-        reservation = yield [c.charge(outcome.estimate) for c in checks]
-        if not reservation.ok:  # another call took the room meanwhile
-            i = reservation.refused[0]
-            _block(call, checks[i], reservation.states[i], outcome.notes)
         _apply(call, outcome.request, outcome.estimate, outcome.notes)
+        reservation = yield [c.charge(call.estimate) for c in checks]
+        assert reservation is not None
+        if reservation.ok:
+            break
+        refused_budget = [i for i in reservation.refused if isinstance(checks[i], Check)]
+        if refused_budget:  # another call took the room meanwhile
+            blocking = checks[refused_budget[0]]
+            assert isinstance(blocking, Check)
+            _block(call, blocking, reservation.states[refused_budget[0]], outcome.notes)
+        # Only a rate limit refused the edited call: wait for it like any other.
     call.checks, call.holds, call.states = checks, reservation.holds, reservation.states
+
+
+def _rate_limited(call: Call, check: RateCheck, state: CounterState, delay: float) -> NoReturn:
+    exc = RateLimited(
+        f"rate limit {check.rate.name!r}: {state.spent + state.reserved:g} of {check.limit:g} {check.unit} "
+        f"used in the last {check.rate.per}; this call needs {check.amount(call.estimate):g}",
+        retry_after=delay,
+    )
+    call.decision.notes = (*call.decision.notes, {"action": "rate_limited", "limit": check.rate.name})
+    settle(call, Usage(), status="blocked", error=describe_error(exc))
+    raise exc
 
 
 def _store_failed(call: Call, exc: StoreUnavailable) -> None:
@@ -330,11 +395,22 @@ def settle(
     return record
 
 
+def _actual(unit: str, record: CallRecord) -> float:
+    if unit == "usd":
+        return record.usd
+    # A request counts once it was sent, whatever became of it; tokens are refunded to the actual.
+    return 1.0 if unit == "requests" else float(record.usage.total_tokens)
+
+
 def _settle_store(call: Call, record: CallRecord) -> None:
-    actuals = [record.usd if c.unit == "usd" else float(record.usage.total_tokens) for c in call.checks]
+    actuals = [_actual(c.unit, record) for c in call.checks]
     call.settings.store.settle(call.holds, actuals)
     for check, state, actual in zip(call.checks, call.states, actuals, strict=True):
-        if check.post_flight and state.spent + state.reserved + actual > check.limit:
+        if (
+            isinstance(check, Check)
+            and check.post_flight
+            and state.spent + state.reserved + actual > check.limit
+        ):
             call.overrun = BudgetExceeded(
                 check.spec.name,
                 limit=check.limit,

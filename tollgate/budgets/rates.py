@@ -1,0 +1,130 @@
+"""Rate limits: requests and tokens per rolling window, reserve-then-refund.
+
+``tollgate.limit(rpm=500, tpm=200_000, model="gpt-4o")`` keeps a call from starting while
+the last minute's requests or tokens are at the quota. Tokens are reserved at their
+worst case (prompt + output cap) and the unused part is refunded when the call settles.
+Rate limits share the budgets' store, so processes sharing a store share the quota.
+When a quota is full, async callers wait for room (up to ``timeout`` seconds); sync callers
+wait too, or raise :class:`~tollgate.RateLimited` at once with ``wait=False``.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import math
+import re
+from dataclasses import dataclass, field
+from datetime import timedelta
+from typing import Literal
+
+from tollgate.request import Estimate, LLMRequest
+from tollgate.stores.base import Charge
+from tollgate.stores.windows import Rolling
+
+_SNAPSHOT = re.compile(r"-(\d{4}-\d{2}-\d{2}|\d{8}|\d{4})$")
+
+
+@dataclass(frozen=True, slots=True)
+class RateLimit:
+    """A validated quota. ``model`` is a name or a glob (``"gpt-4o"`` also covers its dated
+    snapshots; ``"gpt-4*"`` a whole family); None applies to every model."""
+
+    requests: int | None = None
+    tokens: int | None = None
+    per: timedelta = timedelta(minutes=1)
+    model: str | None = None
+    provider: str | None = None
+    wait: bool = True
+    timeout: float = 60.0
+    window: Rolling = field(init=False)
+    name: str = field(init=False)
+
+    def __post_init__(self) -> None:
+        if self.requests is None and self.tokens is None:
+            raise ValueError("a rate limit needs rpm=... (requests) and/or tpm=... (tokens)")
+        for unit in ("requests", "tokens"):
+            value = getattr(self, unit)
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value <= 0):
+                raise ValueError(f"rate limit {unit}={value!r}: a quota must be a positive integer")
+        if not isinstance(self.per, timedelta) or self.per.total_seconds() <= 0:
+            raise ValueError(f"rate limit per={self.per!r}: a positive timedelta")
+        if not isinstance(self.timeout, (int, float)) or self.timeout < 0:
+            raise ValueError(f"rate limit timeout={self.timeout!r}: seconds, zero or more")
+        object.__setattr__(self, "window", Rolling(self.per.total_seconds()))
+        scope = "/".join(p for p in (self.provider, self.model) if p) or "all"
+        object.__setattr__(self, "name", f"rate[{scope}]/{self.per.total_seconds():g}s")
+
+    def matches(self, request: LLMRequest) -> bool:
+        if self.provider is not None and request.provider != self.provider:
+            return False
+        if self.model is None:
+            return True
+        model = request.model.lower()
+        pattern = self.model.lower()
+        return fnmatch.fnmatchcase(model, pattern) or fnmatch.fnmatchcase(_SNAPSHOT.sub("", model), pattern)
+
+    def retry_after(self, now: float) -> float:
+        """Seconds until the oldest sub-slot of the window drops out (when room may appear)."""
+        width = self.window.seconds / 30
+        return max(0.01, width - math.fmod(now, width))
+
+
+@dataclass(frozen=True, slots=True)
+class RateCheck:
+    """One quota of one rate limit, applied to one call."""
+
+    rate: RateLimit
+    unit: Literal["requests", "tokens"]
+    key: str
+    post_flight = False
+
+    @property
+    def limit(self) -> float:
+        value = self.rate.requests if self.unit == "requests" else self.rate.tokens
+        assert value is not None
+        return float(value)
+
+    def amount(self, estimate: Estimate) -> float:
+        return 1.0 if self.unit == "requests" else float(estimate.input_tokens + estimate.output_tokens)
+
+    def charge(self, estimate: Estimate) -> Charge:
+        return Charge(self.key, self.rate.window, self.limit, self.amount(estimate))
+
+
+def rate_checks(limits: tuple[RateLimit, ...], request: LLMRequest) -> list[RateCheck]:
+    checks = []
+    for rate in limits:
+        if rate.matches(request):
+            if rate.requests is not None:
+                checks.append(RateCheck(rate, "requests", f"{rate.name}:requests"))
+            if rate.tokens is not None:
+                checks.append(RateCheck(rate, "tokens", f"{rate.name}:tokens"))
+    return checks
+
+
+def limit(
+    rpm: int | None = None,
+    tpm: int | None = None,
+    *,
+    model: str | None = None,
+    provider: str | None = None,
+    per: timedelta = timedelta(minutes=1),
+    wait: bool = True,
+    timeout: float = 60.0,
+) -> RateLimit:
+    """Add a rate limit for this process (its counters live in the configured store).
+
+    >>> import tollgate
+    >>> tollgate.limit(rpm=500, tpm=200_000, model="gpt-4o").name
+    'rate[gpt-4o]/60s'
+    >>> _ = tollgate.reset()
+
+    ``rpm`` / ``tpm`` count requests and tokens per ``per`` (a rolling minute by default).
+    """
+    from tollgate.config import add_rate_limit
+
+    rate = RateLimit(
+        requests=rpm, tokens=tpm, per=per, model=model, provider=provider, wait=wait, timeout=timeout
+    )
+    add_rate_limit(rate)
+    return rate
