@@ -1,6 +1,6 @@
 """Per-call overhead counted in CPU instructions (valgrind callgrind): repeatable on a noisy VM.
 
-Run: python benchmarks/instructions.py [calls]
+Run: python benchmarks/instructions.py [calls] [create|stream ...]
 
 Wall-clock differences of a few tens of microseconds drown in the noise of a shared machine;
 instruction counts do not. Each variant (raw SDK, instrumented; sync create, stream) runs
@@ -12,6 +12,7 @@ valgrind.
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
 import subprocess
@@ -43,6 +44,7 @@ print((time.perf_counter() - t) / max(n, 1))
 
 
 def instructions(probe: Path, *args: str) -> int:
+    env = {**os.environ, "PYTHONHASHSEED": "0"}  # same dict layouts in every run
     with tempfile.NamedTemporaryFile(suffix=".out") as out:
         result = subprocess.run(
             [
@@ -56,6 +58,7 @@ def instructions(probe: Path, *args: str) -> int:
             capture_output=True,
             text=True,
             check=True,
+            env=env,
         )
     match = re.search(r"Collected : (\d+)", result.stderr)
     assert match, result.stderr[-2000:]
@@ -70,7 +73,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         probe = Path(tmp) / "probe.py"
         probe.write_text(PROBE.format(bench=bench))
-        for mode in ("create", "stream"):
+        for mode in sys.argv[2:] or ("create", "stream"):
             per_call = {}
             for variant in ("raw", "tollgate"):
                 base = instructions(probe, variant, mode, "0")
