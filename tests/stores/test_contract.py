@@ -8,18 +8,25 @@ from datetime import timedelta
 
 import pytest
 
+from tests.stores.conftest import redis_store, sqlite_store
 from tollgate.stores.base import Charge, Store
 from tollgate.stores.memory import MemoryStore
 from tollgate.stores.windows import Calendar, Lifetime, Rolling, Window, window_for
 
 # name -> factory; a factory may pytest.skip() (e.g. no Redis server reachable).
-STORES: dict[str, Callable[[pytest.TempPathFactory], Store]] = {"memory": lambda tmp: MemoryStore()}
+STORES: dict[str, Callable[[pytest.TempPathFactory], Store]] = {
+    "memory": lambda tmp: MemoryStore(),
+    "sqlite": sqlite_store,
+    "redis": redis_store,
+}
 
 T0 = 1_795_000_000.0  # a fixed instant: 2026-11-17 08:53:20 UTC
 
 
 @pytest.fixture(params=sorted(STORES))
 def store(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Store]:
+    if request.param == "redis":
+        request.getfixturevalue("redis_url")  # starts a server for the session, or skips
     s = STORES[request.param](tmp_path_factory)
     s.clear()
     yield s

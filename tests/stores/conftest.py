@@ -1,0 +1,92 @@
+"""Store fixtures: a Redis server for the Redis store's tests, and factories for the contract."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import tempfile
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tollgate.stores.base import Store
+from tollgate.stores.sqlite import SQLiteStore
+
+NO_REDIS = "no Redis server: set TOLLGATE_TEST_REDIS_URL or install redis-server"
+
+# The URL the session's `redis_url` fixture found, for factories that cannot take fixtures.
+_redis: dict[str, str] = {}
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def ping(port: int) -> bool:
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=0.5) as s:
+            s.sendall(b"PING\r\n")
+            return s.recv(16).startswith(b"+PONG")
+    except OSError:
+        return False
+
+
+@pytest.fixture(scope="session")
+def redis_url() -> Iterator[str]:
+    """``TOLLGATE_TEST_REDIS_URL``, or a private redis-server on loopback for this session."""
+    url = os.environ.get("TOLLGATE_TEST_REDIS_URL")
+    if url:
+        _redis["url"] = url
+        yield url
+        return
+    binary = shutil.which("redis-server")
+    if binary is None:
+        pytest.skip(NO_REDIS)
+    with tempfile.TemporaryDirectory(prefix="tollgate-redis-") as folder:
+        for _ in range(3):  # the free port may be taken between the probe and the server's bind
+            port = free_port()
+            args = [binary, "--bind", "127.0.0.1", "--port", str(port), "--save", "", "--appendonly", "no"]
+            server = subprocess.Popen(
+                [*args, "--dir", folder], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+            )
+            deadline = time.monotonic() + 10
+            while server.poll() is None and time.monotonic() < deadline and not ping(port):
+                time.sleep(0.02)
+            if server.poll() is None and ping(port):
+                break
+            server.kill()
+            server.wait()
+        else:
+            pytest.skip(f"{NO_REDIS} (redis-server {binary} did not start)")
+        _redis["url"] = f"redis://127.0.0.1:{port}/0"
+        try:
+            yield _redis["url"]
+        finally:
+            _redis.pop("url", None)
+            server.terminate()
+            server.wait(timeout=10)
+
+
+def unique_prefix() -> str:
+    """A key prefix of its own, so tests never meet each other's (or a shared server's) keys."""
+    return f"tollgate-test-{uuid.uuid4().hex[:12]}"
+
+
+def sqlite_store(tmp: pytest.TempPathFactory) -> Store:
+    return SQLiteStore(Path(tmp.mktemp("sqlite-store")) / "store.db")
+
+
+def redis_store(tmp: pytest.TempPathFactory) -> Store:
+    """A RedisStore on the session's server; the `store` fixture requests `redis_url` first."""
+    if "url" not in _redis:
+        pytest.skip(NO_REDIS)
+    from tollgate.stores.redis import RedisStore
+
+    return RedisStore(_redis["url"], prefix=unique_prefix())

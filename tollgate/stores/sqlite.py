@@ -1,0 +1,252 @@
+"""``sqlite:///path.db``: counters in an SQLite file, shared by the processes of one machine.
+
+Each reserve / settle / release is one ``BEGIN IMMEDIATE`` transaction: it takes the file's
+write lock first, so the check and the hold cannot interleave with another process's. The file
+is in WAL mode with ``synchronous=NORMAL`` (commits do not sync: a crash of the *machine* may
+lose the last few holds and spends, a crash of a process loses nothing). A process waits up to
+``timeout`` seconds for another's write lock, then raises :class:`~tollgate.StoreUnavailable`.
+
+Tables (prefixed, so a :class:`~tollgate.ledger.SQLiteLedger` can share the file; the store
+leaves ``PRAGMA user_version`` to the ledger):
+
+- ``tollgate_slots(slot, spent, reserved, expires_at)``: one row per counter slot (slot names
+  come from :mod:`tollgate.stores.windows`); an expired row counts as zero, starts again from
+  zero when next reserved, and is deleted by an occasional sweep.
+- ``tollgate_limits(id, document)``: standing limits; ``tollgate_meta``: their version.
+
+One connection per process, guarded by a lock. SQLite lets one writer at a time into the file
+anyway, and a mutex hands the turn to the next thread in microseconds, where connections per
+thread would queue on SQLite's busy handler, which polls in sleeps of 1 to 100 ms. A forked
+child opens its own connection (SQLite connections must not cross a fork).
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import threading
+import weakref
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+
+from tollgate.errors import StoreUnavailable
+from tollgate.stores.base import Charge, CounterState, Hold, Reservation, Store, fits
+
+# Expired slots are deleted every this many reserves (per process): they cost nothing but space.
+_SWEEP_EVERY = 1_000
+
+_SCHEMA = (
+    "CREATE TABLE IF NOT EXISTS tollgate_slots (slot TEXT PRIMARY KEY, spent REAL NOT NULL, "
+    "reserved REAL NOT NULL, expires_at REAL NOT NULL) WITHOUT ROWID",
+    "CREATE TABLE IF NOT EXISTS tollgate_limits (id TEXT PRIMARY KEY, document TEXT NOT NULL)",
+    "CREATE TABLE IF NOT EXISTS tollgate_meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL)",
+    "INSERT OR IGNORE INTO tollgate_meta VALUES ('limits_version', 0)",
+)
+_TABLES = ("tollgate_slots", "tollgate_limits", "tollgate_meta")
+
+# An expired row starts again from zero; SET expressions all see the row as it was.
+_HOLD = """
+INSERT INTO tollgate_slots (slot, spent, reserved, expires_at) VALUES (:slot, 0.0, :amount, :expires)
+ON CONFLICT (slot) DO UPDATE SET
+    spent = CASE WHEN expires_at > :now THEN spent ELSE 0.0 END,
+    reserved = CASE WHEN expires_at > :now THEN reserved ELSE 0.0 END + :amount,
+    expires_at = max(CASE WHEN expires_at > :now THEN expires_at ELSE 0.0 END, :expires)
+"""
+_SETTLE = "UPDATE tollgate_slots SET reserved = max(0.0, reserved - ?), spent = spent + ? WHERE slot = ?"
+_RELEASE = "UPDATE tollgate_slots SET reserved = max(0.0, reserved - ?) WHERE slot = ?"
+_BUMP = "UPDATE tollgate_meta SET value = value + 1 WHERE key = 'limits_version'"
+_VERSION = "SELECT value FROM tollgate_meta WHERE key = 'limits_version'"
+
+_LIVE: weakref.WeakSet[SQLiteStore] = weakref.WeakSet()
+_ABANDONED: list[sqlite3.Connection] = []  # see _connection()
+
+
+class SQLiteStore(Store):
+    """Counters in an SQLite file: exact across the processes (and threads) of one machine.
+
+    ``timeout``: how long to wait for another process's write lock before giving up.
+
+    >>> import os, tempfile
+    >>> from tollgate.stores.windows import Calendar
+    >>> store = SQLiteStore(os.path.join(tempfile.mkdtemp(), "budgets.db"))
+    >>> daily = Charge("team=ml", Calendar("day"), limit=1.0, amount=0.6)
+    >>> r = store.reserve([daily], now=0.0)
+    >>> r.ok, store.reserve([daily], now=0.0).ok
+    (True, False)
+    >>> store.settle(r.holds, [0.25])
+    >>> store.read([daily], now=0.0)[0].spent
+    0.25
+    >>> store.close()
+    """
+
+    def __init__(self, path: str | os.PathLike[str], *, timeout: float = 10.0) -> None:
+        if not timeout > 0:
+            raise ValueError(f"SQLiteStore timeout must be > 0, got {timeout!r}")
+        self.path = os.fspath(path)
+        self._timeout = timeout
+        self._lock = threading.Lock()
+        self._conn: sqlite3.Connection | None = None
+        self._pid = os.getpid()
+        self._reserves = 0
+        with self._lock:
+            self._connection()  # fail now, not at the first budgeted call, if the file is unusable
+        _LIVE.add(self)
+
+    def __repr__(self) -> str:
+        return f"SQLiteStore({self.path!r})"
+
+    def reserve(self, charges: Sequence[Charge], now: float) -> Reservation:
+        with self._transaction("reserve") as conn:
+            looked = [_state(conn, charge, now) for charge in charges]
+            states = tuple(state for state, _ in looked)
+            pairs = zip(charges, states, strict=True)
+            refused = tuple(i for i, (c, s) in enumerate(pairs) if not fits(s, c.amount))
+            if refused:
+                return Reservation(False, states, refused=refused)
+            holds = tuple(hold for _, hold in looked)
+            conn.executemany(
+                _HOLD,
+                [{"slot": h.slot, "amount": h.amount, "expires": now + h.ttl, "now": now} for h in holds],
+            )
+            self._reserves += 1
+            if self._reserves % _SWEEP_EVERY == 0:
+                conn.execute("DELETE FROM tollgate_slots WHERE expires_at <= ?", (now,))
+            return Reservation(True, states, holds)
+
+    def settle(self, holds: Sequence[Hold], actuals: Sequence[float]) -> None:
+        rows = [(h.amount, actual, h.slot) for h, actual in zip(holds, actuals, strict=True)]
+        if rows:
+            with self._transaction("settle") as conn:
+                conn.executemany(_SETTLE, rows)
+
+    def release(self, holds: Sequence[Hold]) -> None:
+        if holds:
+            with self._transaction("release") as conn:
+                conn.executemany(_RELEASE, [(h.amount, h.slot) for h in holds])
+
+    def read(self, charges: Sequence[Charge], now: float) -> tuple[CounterState, ...]:
+        with self._transaction("read", "BEGIN") as conn:  # one snapshot for every charge
+            return tuple(_state(conn, charge, now)[0] for charge in charges)
+
+    def put_limit(self, limit_id: str, document: str) -> None:
+        with self._transaction("put_limit") as conn:
+            conn.execute("INSERT OR REPLACE INTO tollgate_limits VALUES (?, ?)", (limit_id, document))
+            conn.execute(_BUMP)
+
+    def delete_limit(self, limit_id: str) -> bool:
+        with self._transaction("delete_limit") as conn:
+            existed = conn.execute("DELETE FROM tollgate_limits WHERE id = ?", (limit_id,)).rowcount > 0
+            if existed:
+                conn.execute(_BUMP)
+            return existed
+
+    def limits(self) -> tuple[int, dict[str, str]]:
+        with self._transaction("limits", "BEGIN") as conn:
+            version = int(conn.execute(_VERSION).fetchone()[0])
+            return version, dict(conn.execute("SELECT id, document FROM tollgate_limits").fetchall())
+
+    def limits_version(self) -> int:
+        with self._transaction("limits_version", None) as conn:
+            return int(conn.execute(_VERSION).fetchone()[0])
+
+    def clear(self) -> None:
+        with self._transaction("clear") as conn:
+            conn.execute("DELETE FROM tollgate_slots")
+            conn.execute("DELETE FROM tollgate_limits")
+            conn.execute(_BUMP)
+
+    def close(self) -> None:
+        """Close this process's connection; the store reopens it if used again."""
+        with self._lock:
+            if self._conn is not None and self._pid == os.getpid():
+                self._conn.close()
+            self._conn = None
+
+    @contextmanager
+    def _transaction(
+        self, operation: str, begin: str | None = "BEGIN IMMEDIATE"
+    ) -> Iterator[sqlite3.Connection]:
+        """The connection, inside one transaction (``begin`` None: autocommit, for one statement)."""
+        with self._lock:
+            try:
+                conn = self._connection()
+                if begin is None:
+                    yield conn
+                    return
+                conn.execute(begin)
+                try:
+                    yield conn
+                    conn.execute("COMMIT")
+                except BaseException:
+                    if conn.in_transaction:
+                        conn.execute("ROLLBACK")
+                    raise
+            except sqlite3.OperationalError as exc:  # locked past the timeout, disk full, I/O error
+                raise StoreUnavailable(
+                    f"SQLite store {self.path!r} unavailable during {operation}: {exc}"
+                ) from exc
+
+    def _connection(self) -> sqlite3.Connection:
+        """This process's connection, opened on first use; call with ``_lock`` held."""
+        if self._pid != os.getpid():
+            # Inherited from the parent across a fork: never use it, and never close it either
+            # (that could disturb the parent's locks); keep it referenced so GC cannot close it.
+            if self._conn is not None:
+                _ABANDONED.append(self._conn)
+            self._conn, self._pid = None, os.getpid()
+        if self._conn is None:
+            self._conn = self._connect()
+        return self._conn
+
+    def _connect(self) -> sqlite3.Connection:
+        if self.path != ":memory:" and not self.path.startswith("file:"):
+            Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+        try:
+            conn = sqlite3.connect(
+                self.path, timeout=self._timeout, isolation_level=None, check_same_thread=False
+            )
+        except sqlite3.Error as exc:
+            raise StoreUnavailable(f"SQLite store {self.path!r} cannot be opened: {exc}") from exc
+        try:
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute("PRAGMA synchronous=NORMAL")
+            names = {row[0] for row in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+            if not names.issuperset(_TABLES):
+                conn.execute("BEGIN IMMEDIATE")  # two processes may create the file at once
+                for statement in _SCHEMA:
+                    conn.execute(statement)
+                conn.execute("COMMIT")
+        except sqlite3.OperationalError as exc:
+            conn.close()
+            raise StoreUnavailable(f"SQLite store {self.path!r} cannot be opened: {exc}") from exc
+        except sqlite3.DatabaseError as exc:
+            conn.close()
+            raise ValueError(f"{self.path!r} cannot hold a tollgate store: {exc}") from exc
+        return conn
+
+
+def _state(conn: sqlite3.Connection, charge: Charge, now: float) -> tuple[CounterState, Hold]:
+    slots = charge.window.slots(charge.key, now)
+    marks = ",".join("?" * len(slots.read))
+    rows = conn.execute(
+        f"SELECT slot, spent, reserved FROM tollgate_slots WHERE slot IN ({marks}) AND expires_at > ?",
+        (*slots.read, now),
+    ).fetchall()
+    found = {slot: (spent, reserved) for slot, spent, reserved in rows}
+    spent = reserved = 0.0
+    for name in slots.read:  # summed in window order, as the other stores do, for identical floats
+        if name in found:
+            spent += found[name][0]
+            reserved += found[name][1]
+    return CounterState(spent, reserved, charge.limit), Hold(slots.write, charge.amount, slots.ttl)
+
+
+def _after_fork_in_child() -> None:
+    # A thread of the parent may have held a store's lock at the fork; it will never release it.
+    for store in list(_LIVE):
+        store._lock = threading.Lock()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
