@@ -32,6 +32,9 @@ lint: $(STAMP)
 bench: $(STAMP)
 	$(PY) benchmarks/import_time.py
 	$(PY) benchmarks/overhead.py
+	$(PY) benchmarks/stores.py
+	$(PY) benchmarks/overspend.py
+	$(PY) benchmarks/estimate_error.py
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

@@ -137,6 +137,12 @@ def main() -> None:
     parser.add_argument("calls", nargs="?", type=int, default=100, help="calls per batch")
     parser.add_argument("--rounds", type=int, default=60, help="paired batches")
     parser.add_argument("--ledger", default="memory://")
+    parser.add_argument(
+        "--store", default="memory://", help="budget store: memory://, sqlite:///..., redis://..."
+    )
+    parser.add_argument(
+        "--budget", action="store_true", help="run the gated calls under one ambient daily budget"
+    )
     parser.add_argument("--otel-sdk", action="store_true", help="configure an SDK with a batching exporter")
     args = parser.parse_args()
     if args.otel_sdk:
@@ -151,10 +157,15 @@ def main() -> None:
         provider = TracerProvider()
         provider.add_span_processor(BatchSpanProcessor(Discard()))
         trace.set_tracer_provider(provider)
-    tollgate.configure(ledger=args.ledger)
+    tollgate.configure(ledger=args.ledger, store=args.store)
+    tollgate.config.settings().store.clear()
+    if args.budget:
+        # A windowed budget large enough never to refuse: every call reserves and settles.
+        budget = tollgate.budget(usd=1e9, per="day", name="bench")
+        budget.__enter__()
     print(
-        f"ledger {args.ledger}, OpenTelemetry SDK: {'yes' if args.otel_sdk else 'no (API only)'}, "
-        f"{args.calls} calls x {args.rounds} rounds"
+        f"ledger {args.ledger}, store {args.store}, budget: {'one daily' if args.budget else 'none'}, "
+        f"OpenTelemetry SDK: {'yes' if args.otel_sdk else 'no (API only)'}"
     )
 
     raw, gated = sync_client(), tollgate.instrument(sync_client())
@@ -192,6 +203,12 @@ def main() -> None:
         args.rounds,
     )
     gate_only(args.calls * args.rounds)
+    store = tollgate.config.settings().store
+    if hasattr(store, "round_trips"):
+        before = store.round_trips
+        raw_call = gated.chat.completions.create
+        raw_call(model="gpt-4o-mini", messages=MESSAGES)  # type: ignore[arg-type]
+        print(f"Redis round trips for one gated call: {store.round_trips - before}")
     report = tollgate.report()
     print(f"ledger holds {report.total['calls']} records, ${report.total['usd']:.6f}")
 

@@ -3,10 +3,10 @@
 Run: python benchmarks/overspend.py [--store URI] [--processes N]
 
 Every call goes through the real OpenAI SDK (async, over ``httpx.MockTransport`` with a short
-delay so that all calls overlap) to gpt-4o-mini: 10 prompt tokens, ``max_tokens=20``, and the
-stand-in answers with a random 5..20 output tokens, so the actual cost is at or below the
-reservation. A ``$0.01`` budget admits about 300 calls of the ~$0.000012 worst case (the
-benchmark in issue 9 of the tracker uses the same cap). Scenarios: 1,000 concurrent async calls
+delay so that all calls overlap) to gpt-4o-mini with ``max_tokens=70``; the stand-in reports
+10 prompt tokens and a random 35..70 output tokens, so a call costs at most ~$0.000044, its
+reservation. A ``$0.01`` budget therefore admits ~228 calls at their worst case (more as
+settled calls hand back what they did not use). Scenarios: 1,000 concurrent async calls
 in one process; a pool of 32 threads making 1,000 sync calls; with ``--processes N`` (and a
 shared ``sqlite://`` or ``redis://`` store), N processes x 250 concurrent async calls.
 """
@@ -32,7 +32,7 @@ MESSAGES = [{"role": "user", "content": "Say OK."}]
 
 def answer(request: httpx.Request) -> httpx.Response:
     body = json.loads(request.content)
-    out = random.randint(5, body["max_tokens"])
+    out = random.randint(body["max_tokens"] // 2, body["max_tokens"])
     return httpx.Response(
         200,
         json={
@@ -62,7 +62,7 @@ async def async_calls(n: int) -> tuple[int, int]:
 
     async def one() -> bool:
         try:
-            await client.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES, max_tokens=20)  # type: ignore[arg-type]
+            await client.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES, max_tokens=70)  # type: ignore[arg-type]
             return True
         except tollgate.BudgetExceeded:
             return False
@@ -79,7 +79,7 @@ def thread_calls(n: int, workers: int) -> tuple[int, int]:
 
     def one(_: int) -> bool:
         try:
-            client.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES, max_tokens=20)  # type: ignore[arg-type]
+            client.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES, max_tokens=70)  # type: ignore[arg-type]
             return True
         except tollgate.BudgetExceeded:
             return False
@@ -127,8 +127,8 @@ def main() -> None:
         tollgate.reset()
         tollgate.configure(store=args.store)
         tollgate.config.settings().store.clear()
-        queue: multiprocessing.Queue = multiprocessing.Queue()  # type: ignore[type-arg]
         ctx = multiprocessing.get_context("spawn")
+        queue = ctx.Queue()
         t = time.perf_counter()
         procs = [ctx.Process(target=worker, args=(args.store, 250, queue)) for _ in range(args.processes)]
         for p in procs:

@@ -80,7 +80,8 @@ def estimate(
     >>> (e.input_tokens, e.output_tokens, e.usd > 0)
     (8, 10, True)
     """
-    price = lookup_price(settings(), model, provider)
+    s = settings()
+    price = lookup_price(s, model, provider)
     request = LLMRequest(
         provider=provider or (price.provider if price else "unknown"),
         operation="chat",
@@ -89,7 +90,7 @@ def estimate(
         max_output_tokens=max_tokens,
         tools=tools,
     )
-    return estimate_request(request, price)
+    return estimate_request(request, price, s.expected_output_tokens)
 
 
 def report(

@@ -39,6 +39,7 @@ class Settings:
     store: Store
     on_unpriced: OnUnpriced = "warn"
     on_store_error: OnStoreError = "closed"
+    expected_output_tokens: int | None = None
     capture_content: bool = False
     on_record: tuple[Callable[[CallRecord], object], ...] = ()
     rate_limits: tuple[RateLimit, ...] = ()
@@ -70,12 +71,17 @@ def configure(
     capture_content: bool = _UNSET,
     on_record: Callable[[CallRecord], object] | None = _UNSET,
     on_store_error: OnStoreError = _UNSET,
+    expected_output_tokens: int | None = _UNSET,
 ) -> Settings:
     """Change tollgate's process-wide settings; arguments not given keep their value.
 
     - ``store``: where budget and rate-limit counters live: ``"memory://"`` (this process,
       the default), ``"sqlite:///path.db"`` (processes of one machine), ``"redis://host:6379/0"``
       (many machines), or a :class:`~tollgate.stores.base.Store`.
+    - ``expected_output_tokens``: what a call that sets no output cap reserves for its answer.
+      None (the default) reserves the model's maximum output: a cap can never be overspent,
+      but uncapped calls hold a lot of budget while in flight. A number holds less, at the risk
+      of an answer longer than that pushing spend past a cap by the difference.
     - ``on_store_error``: when the store cannot be reached, ``"closed"`` (the default: the call
       is not made, :class:`~tollgate.StoreUnavailable`) or ``"open"`` (the call goes ahead
       unbudgeted, and its record says so).
@@ -111,6 +117,13 @@ def configure(
         if on_record is not None and not callable(on_record):
             raise ValueError(f"on_record={on_record!r} is not callable")
         changes["on_record"] = () if on_record is None else (on_record,)
+    if expected_output_tokens is not _UNSET:
+        bad = isinstance(expected_output_tokens, bool) or not isinstance(expected_output_tokens, int)
+        if expected_output_tokens is not None and (bad or expected_output_tokens < 1):
+            raise ValueError(
+                f"expected_output_tokens={expected_output_tokens!r}: a positive number of tokens"
+            )
+        changes["expected_output_tokens"] = expected_output_tokens
     if on_store_error is not _UNSET:
         if on_store_error not in ("closed", "open"):
             raise ValueError(f"on_store_error={on_store_error!r} is not one of 'closed', 'open'")

@@ -90,12 +90,18 @@ class Call:
     overrun: BudgetExceeded | None = None
 
 
-def estimate_request(request: LLMRequest, price: ModelPrice | None) -> Estimate:
-    """Worst-case tokens and USD of ``request``: its prompt, and the most output it may get."""
+def estimate_request(
+    request: LLMRequest, price: ModelPrice | None, expected_output: int | None = None
+) -> Estimate:
+    """Tokens and USD to reserve for ``request``: its prompt, and the most output it may get.
+
+    The output is the caller's cap; without one, ``expected_output`` (see
+    ``configure(expected_output_tokens=...)``), else the model's maximum output.
+    """
     input_tokens = count_messages(request.messages, request.model, request.provider, request.tools)
     cap = request.max_output_tokens
     if cap is None:
-        cap = (price.max_output_tokens if price else None) or DEFAULT_MAX_OUTPUT_TOKENS
+        cap = expected_output or (price.max_output_tokens if price else None) or DEFAULT_MAX_OUTPUT_TOKENS
     output_tokens = cap * max(1, request.n)
     if price is None:
         return Estimate(input_tokens, output_tokens, 0.0, priced=False)
@@ -124,7 +130,7 @@ def _begin(request: LLMRequest) -> Call:
         id=uuid.uuid4().hex,
         request=request,
         decision=Decision("proceed", request.model),
-        estimate=estimate_request(request, price),
+        estimate=estimate_request(request, price, s.expected_output_tokens),
         price=price,
         tags=tags,
         started_at=time.time(),
@@ -212,7 +218,7 @@ async def apreflight(request: LLMRequest) -> Call:
 def _estimator(s: Settings) -> Any:
     def estimate(request: LLMRequest) -> tuple[Estimate, ModelPrice | None]:
         price = lookup_price(s, request.model, request.provider)
-        return estimate_request(request, price), price
+        return estimate_request(request, price, s.expected_output_tokens), price
 
     return estimate
 
@@ -347,11 +353,55 @@ def settle(
     status: Status = "ok",
     error: str | None = None,
 ) -> CallRecord | None:
-    """Close ``call`` with its usage: price it, write one CallRecord, end its span.
+    """Close ``call`` with its usage: price it, settle its holds, write one CallRecord, end its span.
 
     Idempotent (a second settle of the same call is ignored and returns None) and never
-    raises: bookkeeping trouble is logged on the ``tollgate`` logger.
+    raises: bookkeeping trouble is logged on the ``tollgate`` logger, and the record is
+    written even when the store could not be settled.
     """
+    record = _record(call, usage, response_model, response_id, estimated, status, error)
+    if record is not None:
+        if call.holds:
+            try:
+                call.settings.store.settle(call.holds, _settle_amounts(call, record))
+            except Exception:
+                log.exception("tollgate could not settle call %s in the store", call.id)
+        _publish(call, record)
+    return record
+
+
+async def asettle(
+    call: Call,
+    usage: Usage,
+    *,
+    response_model: str | None = None,
+    response_id: str | None = None,
+    estimated: bool = False,
+    status: Status = "ok",
+    error: str | None = None,
+) -> CallRecord | None:
+    """The async twin of :func:`settle`: the store is awaited (one round trip for Redis)."""
+    record = _record(call, usage, response_model, response_id, estimated, status, error)
+    if record is not None:
+        if call.holds:
+            try:
+                await call.settings.store.asettle(call.holds, _settle_amounts(call, record))
+            except Exception:
+                log.exception("tollgate could not settle call %s in the store", call.id)
+        _publish(call, record)
+    return record
+
+
+def _record(
+    call: Call,
+    usage: Usage,
+    response_model: str | None,
+    response_id: str | None,
+    estimated: bool,
+    status: Status,
+    error: str | None,
+) -> CallRecord | None:
+    """The call's CallRecord, priced (None if the call was settled already or pricing failed)."""
     if call.settled:
         return None
     call.settled = True
@@ -361,7 +411,7 @@ def settle(
             # Warned here, not pre-flight: an Azure deployment name is unpriced until the
             # response names the model behind it.
             _warn_unpriced(call, response_model or call.request.model)
-        record = CallRecord(
+        return CallRecord(
             id=call.id,
             started_at=call.started_at,
             ended_at=time.time(),
@@ -380,19 +430,26 @@ def settle(
             tags=call.tags,
             decisions=call.decision.notes,
         )
-        if call.holds:
-            _settle_store(call, record)
-        call.settings.ledger.write(record)
-        telemetry.end_span(call.span, record)
     except Exception:
         log.exception("tollgate could not settle call %s", call.id)
         return None
+
+
+def _publish(call: Call, record: CallRecord) -> None:
+    """Ledger, span, hooks: each guarded, so one failing cannot stop the others."""
+    try:
+        call.settings.ledger.write(record)
+    except Exception:
+        log.exception("tollgate could not record call %s in the ledger", call.id)
+    try:
+        telemetry.end_span(call.span, record)
+    except Exception:
+        log.exception("tollgate could not end the span of call %s", call.id)
     for hook in call.settings.on_record:
         try:
             hook(record)
         except Exception:
             log.exception("tollgate on_record hook %r failed", hook)
-    return record
 
 
 def _actual(unit: str, record: CallRecord) -> float:
@@ -402,9 +459,9 @@ def _actual(unit: str, record: CallRecord) -> float:
     return 1.0 if unit == "requests" else float(record.usage.total_tokens)
 
 
-def _settle_store(call: Call, record: CallRecord) -> None:
+def _settle_amounts(call: Call, record: CallRecord) -> list[float]:
+    """What each hold becomes; notes an ``on_exceed="raise"`` budget the call crossed."""
     actuals = [_actual(c.unit, record) for c in call.checks]
-    call.settings.store.settle(call.holds, actuals)
     for check, state, actual in zip(call.checks, call.states, actuals, strict=True):
         if (
             isinstance(check, Check)
@@ -422,6 +479,7 @@ def _settle_store(call: Call, record: CallRecord) -> None:
                 detail="the call ran; its cost crossed the cap",
             )
             break
+    return actuals
 
 
 def raise_if_overrun(call: Call) -> None:
@@ -435,6 +493,13 @@ def describe_error(exc: BaseException) -> str:
     status = getattr(exc, "status_code", None)
     name = type(exc).__name__
     return f"{name}: HTTP {status}: {exc}" if status else f"{name}: {exc}"
+
+
+async def arelease(
+    call: Call, exc: BaseException, usage: Usage | None = None, *, estimated: bool = False
+) -> None:
+    """The async twin of :func:`release`."""
+    await asettle(call, usage or Usage(), status="error", error=describe_error(exc), estimated=estimated)
 
 
 def release(call: Call, exc: BaseException, usage: Usage | None = None, *, estimated: bool = False) -> None:

@@ -67,23 +67,30 @@ class _Settling:
     def __repr__(self) -> str:
         return f"<tollgate stream of {self._tg_stream!r}>"
 
-    def _finish(self, exc: BaseException | None = None, *, abandoned: bool = False) -> None:
+    def _closing(self, exc: BaseException | None, abandoned: bool) -> tuple[Usage, dict[str, Any]] | None:
+        """The usage and settle arguments for however the stream ended (None if settled already)."""
         call, acc = self._tg_call, self._tg_acc
         if call.settled:
-            return
+            return None
         if exc is not None:
-            gate.release(call, exc, _estimated_usage(call, acc), estimated=True)
-        elif abandoned or acc.usage is None:
-            gate.settle(
-                call,
-                acc.usage or _estimated_usage(call, acc),
-                response_model=acc.response_model,
-                response_id=acc.response_id,
-                estimated=acc.usage is None,
-                status="abandoned" if abandoned else "ok",
-            )
-        else:
-            gate.settle(call, acc.usage, response_model=acc.response_model, response_id=acc.response_id)
+            error = gate.describe_error(exc)
+            return _estimated_usage(call, acc), {"status": "error", "error": error, "estimated": True}
+        return acc.usage or _estimated_usage(call, acc), {
+            "response_model": acc.response_model,
+            "response_id": acc.response_id,
+            "estimated": acc.usage is None,
+            "status": "abandoned" if abandoned else "ok",
+        }
+
+    def _finish(self, exc: BaseException | None = None, *, abandoned: bool = False) -> None:
+        closing = self._closing(exc, abandoned)
+        if closing is not None:
+            gate.settle(self._tg_call, closing[0], **closing[1])
+
+    async def _afinish(self, exc: BaseException | None = None, *, abandoned: bool = False) -> None:
+        closing = self._closing(exc, abandoned)
+        if closing is not None:
+            await gate.asettle(self._tg_call, closing[0], **closing[1])
 
     def __del__(self) -> None:
         # Dropped without being read to the end or closed: still recorded, never lost.
@@ -153,14 +160,14 @@ class AsyncGatedStream(_Settling):
             try:
                 chunk = await self._tg_stream.__anext__()
             except StopAsyncIteration:
-                self._finish()
+                await self._afinish()
                 gate.raise_if_overrun(self._tg_call)
                 raise
             except Exception as exc:
-                self._finish(exc)
+                await self._afinish(exc)
                 raise
             except BaseException:  # cancelled, interrupted: the caller stopped reading
-                self._finish(abandoned=True)
+                self._finish(abandoned=True)  # no awaiting while being cancelled
                 raise
             if self._tg_acc.observe(chunk):
                 return chunk
@@ -177,7 +184,7 @@ class AsyncGatedStream(_Settling):
         try:
             await self._tg_stream.close()
         finally:
-            self._finish(abandoned=self._tg_acc.usage is None)
+            await self._afinish(abandoned=self._tg_acc.usage is None)
 
     async def __aenter__(self) -> AsyncGatedStream:
         return self

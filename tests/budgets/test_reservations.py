@@ -96,3 +96,17 @@ def test_threads_never_overspend() -> None:
             t.join()
     assert len(granted) == 50
     assert tollgate.report().total["usd"] <= cap
+
+
+def test_expected_output_tokens_sizes_the_reservation_of_uncapped_calls() -> None:
+    from tests.budgets.helpers import request
+
+    price = settings().prices.lookup("gpt-4o")
+    assert price is not None and price.max_output_tokens
+    uncapped = tollgate.gate.preflight(request(cap=None))
+    assert uncapped.estimate.output_tokens == price.max_output_tokens
+    tollgate.configure(expected_output_tokens=800)
+    assert tollgate.gate.preflight(request(cap=None)).estimate.output_tokens == 800
+    assert tollgate.gate.preflight(request(cap=50)).estimate.output_tokens == 50  # a cap always wins
+    with pytest.raises(ValueError, match="expected_output_tokens=0"):
+        tollgate.configure(expected_output_tokens=0)

@@ -196,22 +196,19 @@ def _prepare(call: gate.Call, kwargs: dict[str, Any]) -> bool:
     return injected
 
 
-def _settle_response(call: gate.Call, response: Any) -> None:
+def _outcome(call: gate.Call, response: Any) -> tuple[Usage, dict[str, Any]]:
+    """Usage and settle arguments from a response; an estimate when its usage is missing or malformed."""
     try:
         usage = usage_from(_field(response, "usage"))
-        model, rid = _field(response, "model"), _field(response, "id")
+        found: dict[str, Any] = {
+            "response_model": _field(response, "model"),
+            "response_id": _field(response, "id"),
+        }
     except Exception:  # malformed response: record an estimate, hand the response back untouched
-        usage, model, rid = None, None, None
+        usage, found = None, {}
     if usage is None:
-        gate.settle(
-            call,
-            Usage(input_tokens=call.estimate.input_tokens),
-            estimated=True,
-            response_model=model,
-            response_id=rid,
-        )
-    else:
-        gate.settle(call, usage, response_model=model, response_id=rid)
+        return Usage(input_tokens=call.estimate.input_tokens), {**found, "estimated": True}
+    return usage, found
 
 
 def gate_chat_create(create: Callable[..., Any], provider: str, client: Any) -> Callable[..., Any]:
@@ -228,7 +225,8 @@ def gate_chat_create(create: Callable[..., Any], provider: str, client: Any) -> 
             raise
         if call.request.stream:
             return GatedStream(response, call, ChatStreamAccountant(hide_usage_chunk=injected))
-        _settle_response(call, response)
+        usage, found = _outcome(call, response)
+        gate.settle(call, usage, **found)
         gate.raise_if_overrun(call)
         return response
 
@@ -245,11 +243,12 @@ def gate_async_chat_create(create: Callable[..., Any], provider: str, client: An
         try:
             response = await create(*args, **kwargs)
         except BaseException as exc:
-            gate.release(call, exc)
+            await gate.arelease(call, exc)
             raise
         if call.request.stream:
             return AsyncGatedStream(response, call, ChatStreamAccountant(hide_usage_chunk=injected))
-        _settle_response(call, response)
+        usage, found = _outcome(call, response)
+        await gate.asettle(call, usage, **found)
         gate.raise_if_overrun(call)
         return response
 
