@@ -32,6 +32,7 @@ class Exchange:
     body: dict[str, Any]
     provider: str
     api: str
+    model: str
     status: int
     input_tokens: str
     output_tokens: str
@@ -70,6 +71,7 @@ def exchanges(cassette: pathlib.Path) -> Iterator[Exchange]:
         for k in (
             "provider",
             "api",
+            "model",
             "http_status",
             "input_tokens",
             "output_tokens",
@@ -86,6 +88,7 @@ def exchanges(cassette: pathlib.Path) -> Iterator[Exchange]:
             body=json.loads(body if isinstance(body, (str, bytes)) else body["string"]),
             provider=cols["provider"][i],
             api=cols["api"][i],
+            model=cols["model"][i],
             status=int(cols["http_status"][i]),
             input_tokens=cols["input_tokens"][i],
             output_tokens=cols["output_tokens"][i],

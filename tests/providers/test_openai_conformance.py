@@ -46,6 +46,7 @@ def test_recorded_usage_matches_manifest(cassette: pathlib.Path, replay) -> None
             assert f"HTTP {exchange.status}" in (record.error or ""), where
             continue
         assert record.status == "ok", where
+        assert record.response_model == exchange.model, where  # the model billed is the one that answered
         if exchange.input_tokens == "":  # the server sent no usage: tollgate estimates and says so
             assert record.estimated, where
             assert record.usage.input_tokens > 0 and record.usage.output_tokens > 0, where

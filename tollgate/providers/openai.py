@@ -102,9 +102,9 @@ class ChatStreamAccountant:
 
     def observe(self, chunk: Any) -> bool:
         try:
-            if self.response_id is None:
-                self.response_model = _field(chunk, "model")
-                self.response_id = _field(chunk, "id")
+            if not self.response_model:  # Azure's first chunk (content filter results) has none
+                self.response_model = _field(chunk, "model") or None
+                self.response_id = _field(chunk, "id") or None
             choices = _field(chunk, "choices")
             if choices:
                 for choice in choices:
