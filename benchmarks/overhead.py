@@ -138,13 +138,16 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=60, help="paired batches")
     parser.add_argument("--ledger", default="memory://")
     parser.add_argument(
-        "--store", default="memory://", help="budget store: memory://, sqlite:///..., redis://..."
+        "--store",
+        action="append",
+        help="budget store(s) to compare, repeatable: memory://, sqlite:///..., redis://... (default memory://)",
     )
     parser.add_argument(
         "--budget", action="store_true", help="run the gated calls under one ambient daily budget"
     )
     parser.add_argument("--otel-sdk", action="store_true", help="configure an SDK with a batching exporter")
     args = parser.parse_args()
+    args.store = args.store or ["memory://"]
     if args.otel_sdk:
         from opentelemetry import trace
         from opentelemetry.sdk.trace import TracerProvider
@@ -157,14 +160,20 @@ def main() -> None:
         provider = TracerProvider()
         provider.add_span_processor(BatchSpanProcessor(Discard()))
         trace.set_tracer_provider(provider)
-    tollgate.configure(ledger=args.ledger, store=args.store)
+    for store_uri in args.store:
+        run_store(args, store_uri)
+
+
+def run_store(args: argparse.Namespace, store_uri: str) -> None:
+    """Raw SDK vs instrumented, side by side, with the budgets in ``store_uri``."""
+    tollgate.reset()
+    tollgate.configure(ledger=args.ledger, store=store_uri)
     tollgate.config.settings().store.clear()
+    budget = tollgate.budget(usd=1e9, per="day", name="bench")  # large enough never to refuse
     if args.budget:
-        # A windowed budget large enough never to refuse: every call reserves and settles.
-        budget = tollgate.budget(usd=1e9, per="day", name="bench")
         budget.__enter__()
     print(
-        f"ledger {args.ledger}, store {args.store}, budget: {'one daily' if args.budget else 'none'}, "
+        f"\nledger {args.ledger}, store {store_uri}, budget: {'one daily' if args.budget else 'none'}, "
         f"OpenTelemetry SDK: {'yes' if args.otel_sdk else 'no (API only)'}"
     )
 
@@ -211,6 +220,8 @@ def main() -> None:
         print(f"Redis round trips for one gated call: {store.round_trips - before}")
     report = tollgate.report()
     print(f"ledger holds {report.total['calls']} records, ${report.total['usd']:.6f}")
+    if args.budget:
+        budget.__exit__(None, None, None)
 
 
 if __name__ == "__main__":
