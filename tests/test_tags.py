@@ -67,3 +67,14 @@ def test_threads_do_not_inherit_without_propagate() -> None:
             results = list(pool.map(tollgate.propagate(lambda _: current_tags().get("tenant")), range(8)))
     assert seen["tags"] == {}
     assert results == ["acme"] * 8
+
+
+async def test_one_track_object_entered_by_interleaved_tasks() -> None:
+    shared = tollgate.track(feature="shared")
+
+    async def worker(delay: float) -> dict[str, str]:
+        async with shared:
+            await asyncio.sleep(delay)
+        return dict(current_tags())
+
+    assert await asyncio.gather(worker(0.0), worker(0.02)) == [{}, {}]

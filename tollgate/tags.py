@@ -60,17 +60,24 @@ class track:  # lower case: used like a function: `with tollgate.track(...)`
 
     def __init__(self, **tags: object) -> None:
         self._tags = {k: _tag_value(k, v) for k, v in tags.items()}
-        self._tokens: list[contextvars.Token[Mapping[str, str]]] = []
+        # Per-context stack of tokens: one track object may be entered by many threads or
+        # tasks at once (a module-level `with TRACK:`), each restoring only its own change.
+        self._tokens: contextvars.ContextVar[tuple[contextvars.Token[Mapping[str, str]], ...]] = (
+            contextvars.ContextVar("tollgate_track_tokens", default=())
+        )
 
     def __enter__(self) -> Mapping[str, str]:
         merged = MappingProxyType({**_tags.get(), **self._tags})
-        self._tokens.append(_tags.set(merged))
+        token = _tags.set(merged)
+        self._tokens.set((*self._tokens.get(), token))
         return merged
 
     def __exit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
-        _tags.reset(self._tokens.pop())
+        *rest, token = self._tokens.get()
+        self._tokens.set(tuple(rest))
+        _tags.reset(token)
 
     async def __aenter__(self) -> Mapping[str, str]:
         return self.__enter__()

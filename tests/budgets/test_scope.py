@@ -117,3 +117,17 @@ def test_budget_with_a_generator_blocks_a_runaway_agent_loop() -> None:
         for usd in agent():
             spent.append(usd)
     assert 0 < sum(spent) <= 0.02 and len(spent) == 3
+
+
+async def test_one_budget_object_entered_by_interleaved_tasks() -> None:
+    shared = tollgate.budget(usd=1, name="shared")
+
+    async def worker(delay: float) -> list[str]:
+        async with shared:
+            await asyncio.sleep(delay)
+            inside = names()
+        return inside + names()
+
+    # Task a enters first and leaves first: with one shared token stack it would undo b's entry.
+    assert await asyncio.gather(worker(0.0), worker(0.02)) == [["shared"], ["shared"]]
+    assert names() == []

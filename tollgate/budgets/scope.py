@@ -92,7 +92,11 @@ class budget:  # lower case: used like a function, `with tollgate.budget(...)`
             name=name,
             clamp_floor=clamp_floor,
         )
-        self._tokens: list[contextvars.Token[tuple[Frame, ...]]] = []
+        # Per-context stack of tokens, so one budget object can be entered by many threads or
+        # tasks at once, each undoing only its own entry.
+        self._tokens: contextvars.ContextVar[tuple[contextvars.Token[tuple[Frame, ...]], ...]] = (
+            contextvars.ContextVar("tollgate_budget_tokens", default=())
+        )
 
     def __repr__(self) -> str:
         return f"tollgate.budget({self.spec.name!r}, on_exceed={self.spec.on_exceed!r})"
@@ -101,13 +105,16 @@ class budget:  # lower case: used like a function, `with tollgate.budget(...)`
         return Frame(self.spec, os.urandom(8).hex())
 
     def __enter__(self) -> budget:
-        self._tokens.append(_active.set((*_active.get(), self._frame())))
+        token = _active.set((*_active.get(), self._frame()))
+        self._tokens.set((*self._tokens.get(), token))
         return self
 
     def __exit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
-        _active.reset(self._tokens.pop())
+        *rest, token = self._tokens.get()
+        self._tokens.set(tuple(rest))
+        _active.reset(token)
 
     async def __aenter__(self) -> budget:
         return self.__enter__()
