@@ -176,16 +176,13 @@ def preflight(request: LLMRequest) -> Call:
     call = _begin(request)
     checks = _checks(call)
     if checks:
-        store = call.settings.store
-        steps = _enforcement(call, checks)
+        store, steps = call.settings.store, _enforcement(call, checks)
         try:
             step = next(steps)
-            while True:
-                if isinstance(step, float):
-                    sleep(step)
-                    step = steps.send(None)
-                else:
-                    step = steps.send(store.reserve(step, store_clock()))
+            while True:  # a number is seconds to wait for a rate limit, a list charges to reserve
+                step = steps.send(
+                    sleep(step) if isinstance(step, float) else store.reserve(step, store_clock())
+                )
         except StopIteration:
             pass
         except StoreUnavailable as exc:
@@ -198,8 +195,7 @@ async def apreflight(request: LLMRequest) -> Call:
     call = _begin(request)
     checks = _checks(call)
     if checks:
-        store = call.settings.store
-        steps = _enforcement(call, checks)
+        store, steps = call.settings.store, _enforcement(call, checks)
         try:
             step = next(steps)
             while True:
