@@ -1,6 +1,6 @@
 """Per-call overhead counted in CPU instructions (valgrind callgrind): repeatable on a noisy VM.
 
-Run: python benchmarks/instructions.py [calls] [create|stream ...]
+Run: python benchmarks/instructions.py [calls] [create|stream ...] [--budget]
 
 Wall-clock differences of a few tens of microseconds drown in the noise of a shared machine;
 instruction counts do not. Each variant (raw SDK, instrumented; sync create, stream) runs
@@ -27,6 +27,8 @@ from overhead import MESSAGES, sync_client
 import tollgate
 tollgate.configure(ledger="memory://?maxlen=1000")
 variant, stream, n = sys.argv[1], sys.argv[2] == "stream", int(sys.argv[3])
+if {budget!r}:
+    tollgate.budget(usd=1e9, per="day", name="bench").__enter__()  # every call reserves and settles
 client = sync_client()
 create = (client if variant == "raw" else tollgate.instrument(client)).chat.completions.create
 def call():
@@ -68,12 +70,15 @@ def instructions(probe: Path, *args: str) -> int:
 def main() -> None:
     if not shutil.which("valgrind"):
         sys.exit("valgrind is not installed (Debian: apt-get install valgrind)")
-    calls = int(sys.argv[1]) if len(sys.argv) > 1 else 100
+    budget = "--budget" in sys.argv
+    args = [a for a in sys.argv[1:] if a != "--budget"]
+    calls = int(args[0]) if args else 100
     bench = str(Path(__file__).resolve().parent)
     with tempfile.TemporaryDirectory() as tmp:
         probe = Path(tmp) / "probe.py"
-        probe.write_text(PROBE.format(bench=bench))
-        for mode in sys.argv[2:] or ("create", "stream"):
+        probe.write_text(PROBE.format(bench=bench, budget=budget))
+        print(f"memory store, {'one daily budget' if budget else 'no budget'}")
+        for mode in args[1:] or ("create", "stream"):
             per_call = {}
             for variant in ("raw", "tollgate"):
                 base = instructions(probe, variant, mode, "0")

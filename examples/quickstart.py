@@ -34,8 +34,10 @@ def fake_openai(request: httpx.Request) -> httpx.Response:
     answer = ANSWERS[feature]
     usage = {
         "prompt_tokens": count_messages(body["messages"], model),
-        "completion_tokens": count_text(answer, model),
+        "completion_tokens": min(count_text(answer, model), body.get("max_tokens") or 10**9),
     }
+    if "agent" in body["messages"][0]["content"]:  # a verbose agent: it writes up to its cap every time
+        usage["completion_tokens"] = body.get("max_tokens") or 4096
     usage["total_tokens"] = usage["prompt_tokens"] + usage["completion_tokens"]
     created, rid = int(time.time()), f"chatcmpl-demo{os.urandom(4).hex()}"
     if body.get("stream"):
@@ -89,9 +91,47 @@ def agent_turns(client: openai.OpenAI, feature: str, turns: int, model: str) -> 
         history.append({"role": "assistant", "content": response.choices[0].message.content or ""})
 
 
+def budgets(client: openai.OpenAI) -> None:
+    """A runaway loop stopped by a budget; a downgrade and a clamp instead of a refusal."""
+    question = [
+        {"role": "system", "content": "search assistant"},
+        {"role": "user", "content": "Find the NDA."},
+    ]
+    agent_task = [{"role": "system", "content": "research agent"}, question[1]]
+
+    @tollgate.budget(usd=0.02)
+    def runaway_agent() -> int:
+        calls = 0
+        while True:  # a loop that would run (and bill) all night
+            client.chat.completions.create(model="gpt-4o", messages=agent_task, max_tokens=800)  # type: ignore[arg-type]
+            calls += 1
+            spent = tollgate.report(where={"feature": "agent"}).total["usd"]
+            print(f"  agent call {calls}: ${spent:.6f} so far")
+
+    print("A runaway agent loop under a $0.02 budget (each call may cost up to $0.008):")
+    with tollgate.track(tenant="acme", feature="agent"):
+        try:
+            runaway_agent()
+        except tollgate.BudgetExceeded as stopped:
+            print(f"  stopped before the next call: {stopped}")
+
+    with (
+        tollgate.track(tenant="acme", feature="cheap"),
+        tollgate.budget(usd=0.002, on_exceed="downgrade", downgrade={"gpt-4o": "gpt-4o-mini"}),
+    ):
+        response = client.chat.completions.create(model="gpt-4o", messages=question, max_tokens=800)  # type: ignore[arg-type]
+    print(f"\nA $0.002 budget with on_exceed='downgrade': gpt-4o was asked for, {response.model} answered")
+
+    with tollgate.track(tenant="acme", feature="short"), tollgate.budget(tokens=200, on_exceed="clamp"):
+        client.chat.completions.create(model="gpt-4o-mini", messages=question, max_tokens=800)  # type: ignore[arg-type]
+    clamp = tollgate.report(where={"feature": "short"}).records[0].decisions[0]
+    lowered = clamp["max_output_tokens"]
+    print(f"A 200-token budget with on_exceed='clamp': max_tokens 800 was lowered to {lowered}")
+
+
 def main() -> None:
     client = tollgate.instrument(make_client())
-    print("tollgate quick start: two tenants, two features, one streamed answer\n")
+    print("tollgate quick start: two tenants, several features, budgets, one streamed answer\n")
 
     estimate = tollgate.estimate(
         "gpt-4o", [{"role": "user", "content": "Summarise this contract."}], max_tokens=500
@@ -120,7 +160,9 @@ def main() -> None:
         streamed = "".join(chunk.choices[0].delta.content or "" for chunk in stream)
         print(f"streamed answer: {streamed.strip()!r} (usage reported in the stream's last chunk)\n")
 
-    print("Spend by tenant and feature:")
+    budgets(client)
+
+    print("\nSpend by tenant and feature:")
     print(tollgate.report(group_by=["tenant", "feature"]))
     print("\nSpend by model:")
     print(tollgate.report(group_by="model"))

@@ -31,4 +31,8 @@ def test_quickstart_demo_runs_offline() -> None:
     )
     assert out.returncode == 0, out.stderr
     assert "Spend by tenant and feature" in out.stdout
-    assert "TOTAL" in out.stdout and "19 calls" in out.stdout
+    assert "agent call 2:" in out.stdout and "agent call 3:" not in out.stdout  # the budget stopped it
+    assert "stopped before the next call: budget 'usd=0.02' exceeded" in out.stdout
+    assert "gpt-4o was asked for, gpt-4o-mini answered" in out.stdout
+    assert "max_tokens 800 was lowered to" in out.stdout
+    assert "24 calls" in out.stdout  # 19 + 2 agent calls + the blocked one + downgrade + clamp
