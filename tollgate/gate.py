@@ -150,19 +150,27 @@ sleep = time.sleep
 asleep = asyncio.sleep
 
 
-def _checks(call: Call) -> list[Check | RateCheck]:
+def _checks(call: Call, *, trust_cache: bool = True) -> tuple[list[Check | RateCheck], int | None]:
+    """The budgets and rate limits the call must pass, and the standing-limits version they
+    assume when they were built from the cache (None when just checked against the store)."""
     frames = active_budgets()
-    try:
-        standing = _standing.frames(call.settings.store, call.tags)
-    except StoreUnavailable as exc:
-        _store_failed(call, exc)
-        standing = ()
+    rates = rate_checks(call.settings.rate_limits, call.request) if call.settings.rate_limits else []
+    store = call.settings.store
+    cached = _standing.cached(store, call.tags) if trust_cache and (frames or rates) else None
+    assumed: int | None = None
+    if cached is not None:  # the call reserves anyway: the reservation will say if limits moved
+        assumed, standing = cached
+    else:
+        try:
+            standing = _standing.frames(store, call.tags)
+        except StoreUnavailable as exc:
+            _store_failed(call, exc)
+            standing = ()
     checks: list[Check | RateCheck] = []
     if frames or standing:
         checks.extend(checks_for((*standing, *frames), call.tags))
-    if call.settings.rate_limits:
-        checks.extend(rate_checks(call.settings.rate_limits, call.request))
-    return checks
+    checks.extend(rates)
+    return checks, assumed
 
 
 def preflight(request: LLMRequest) -> Call:
@@ -174,40 +182,56 @@ def preflight(request: LLMRequest) -> Call:
     always before any traffic, and always after writing a record of the refused call.
     """
     call = _begin(request)
-    checks = _checks(call)
-    if checks:
-        store, steps = call.settings.store, _enforcement(call, checks)
+    checks, assumed = _checks(call)
+    store = call.settings.store
+    while checks:
+        steps = _enforcement(call, checks, assumed)
         try:
             step = next(steps)
-            while True:  # a number is seconds to wait for a rate limit, a list charges to reserve
-                step = steps.send(
-                    sleep(step) if isinstance(step, float) else store.reserve(step, store_clock())
-                )
-        except StopIteration:
-            pass
+            while True:  # seconds to wait for a rate limit, holds to release, or charges to reserve
+                if isinstance(step, float):
+                    sleep(step)
+                    step = steps.send(None)
+                elif isinstance(step, tuple):
+                    store.release(step)
+                    step = steps.send(None)
+                else:
+                    step = steps.send(store.reserve(step, store_clock()))
+        except StopIteration as done:
+            if done.value == _STALE:  # standing limits changed since cached: start again
+                checks, assumed = _checks(call, trust_cache=False)
+                continue
         except StoreUnavailable as exc:
             _store_failed(call, exc)
+        break
     return call
 
 
 async def apreflight(request: LLMRequest) -> Call:
     """The async twin of :func:`preflight`: the same steps, with the store awaited."""
     call = _begin(request)
-    checks = _checks(call)
-    if checks:
-        store, steps = call.settings.store, _enforcement(call, checks)
+    checks, assumed = _checks(call)
+    store = call.settings.store
+    while checks:
+        steps = _enforcement(call, checks, assumed)
         try:
             step = next(steps)
             while True:
                 if isinstance(step, float):
                     await asleep(step)
                     step = steps.send(None)
+                elif isinstance(step, tuple):
+                    await store.arelease(step)
+                    step = steps.send(None)
                 else:
                     step = steps.send(await store.areserve(step, store_clock()))
-        except StopIteration:
-            pass
+        except StopIteration as done:
+            if done.value == _STALE:
+                checks, assumed = _checks(call, trust_cache=False)
+                continue
         except StoreUnavailable as exc:
             _store_failed(call, exc)
+        break
     return call
 
 
@@ -219,19 +243,29 @@ def _estimator(s: Settings) -> Any:
     return estimate
 
 
+_STALE = "stale"
+
+
 def _enforcement(
-    call: Call, checks: list[Check | RateCheck]
-) -> Generator[list[Charge] | float, Reservation | None, None]:
+    call: Call, checks: list[Check | RateCheck], assumed: int | None
+) -> Generator[list[Charge] | float | tuple[Hold, ...], Reservation | None, str | None]:
     """Reserve the call's estimate on every budget and rate limit; when a rate limit is full,
     wait (or raise RateLimited); when a budget refuses, apply its action or block.
 
-    I/O-free: it yields the charges to reserve (and is sent the store's answer) or a number of
-    seconds to wait, so the sync and async pre-flights drive the same steps.
+    I/O-free: it yields the charges to reserve (and is sent the store's answer), a number of
+    seconds to wait, or holds to release, so the sync and async pre-flights drive the same
+    steps. Returns ``_STALE`` when the checks were built from cached standing limits that
+    the store says have changed: the caller rebuilds them and starts again.
     """
     deadline: float | None = None
     while True:
         reservation = yield [c.charge(call.estimate) for c in checks]
         assert reservation is not None
+        if assumed is not None and reservation.limits_version not in (None, assumed):
+            if reservation.holds:
+                yield tuple(reservation.holds)
+            return _STALE
+        assumed = None  # verified: later reserves of this call need not check again
         if reservation.ok:
             break
         waiting = [i for i in reservation.refused if isinstance(checks[i], RateCheck)]
@@ -270,6 +304,7 @@ def _enforcement(
             _block(call, blocking, reservation.states[refused_budget[0]], outcome.notes)
         # Only a rate limit refused the edited call: wait for it like any other.
     call.checks, call.holds, call.states = checks, reservation.holds, reservation.states
+    return None
 
 
 def _rate_limited(call: Call, check: RateCheck, state: CounterState, delay: float) -> NoReturn:

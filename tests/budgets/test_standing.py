@@ -63,3 +63,31 @@ def test_standing_limit_keyed_per_api_key() -> None:
 def test_invalid_standing_limits(kwargs: dict[str, object], message: str) -> None:
     with pytest.raises(ValueError, match=message):
         tollgate.set_limit(**kwargs)  # type: ignore[arg-type]
+
+
+def test_a_new_limit_applies_at_once_to_calls_that_trust_the_cache() -> None:
+    # With an ambient budget the call reserves anyway and trusts the cached standing limits;
+    # the store's reply says they moved, so the reservation is redone under the new limit.
+    store = tollgate.config.settings().store
+    with tollgate.track(tenant="acme"), tollgate.budget(usd=1, per="day", name="ambient"):
+        run(request(cap=500))  # loads (and caches) the standing limits: none yet
+        tollgate.set_limit(usd=0.001, per="day", tenant="acme")  # as if from another process
+        before = store.read(
+            [
+                tollgate.stores.Charge(
+                    "budget:ambient:usd", tollgate.budget(usd=1, per="day").spec.window, 1, 0
+                )
+            ],
+            tollgate.gate.store_clock(),
+        )[0]
+        with pytest.raises(tollgate.BudgetExceeded, match=r"limit\[tenant=acme\]"):
+            run(request(cap=500))
+        after = store.read(
+            [
+                tollgate.stores.Charge(
+                    "budget:ambient:usd", tollgate.budget(usd=1, per="day").spec.window, 1, 0
+                )
+            ],
+            tollgate.gate.store_clock(),
+        )[0]
+    assert after.reserved == before.reserved == 0  # the stale first reservation was released

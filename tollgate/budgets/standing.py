@@ -108,7 +108,7 @@ class StandingLimits:
         self._cache: tuple[int, int, tuple[tuple[Mapping[str, str], Frame], ...]] | None = None
 
     def frames(self, store: Store, tags: Mapping[str, str]) -> tuple[Frame, ...]:
-        """The standing limits whose match the call's ``tags`` satisfy."""
+        """The standing limits whose match the call's ``tags`` satisfy, checked against the store."""
         version = store.limits_version()
         cache = self._cache
         if cache is None or cache[0] != id(store) or cache[1] != version:
@@ -116,7 +116,24 @@ class StandingLimits:
                 version, documents = store.limits()
                 cache = (id(store), version, tuple(_parse(doc) for _, doc in sorted(documents.items())))
                 self._cache = cache
-        return tuple(frame for match, frame in cache[2] if all(tags.get(k) == v for k, v in match.items()))
+        return _matching(cache[2], tags)
+
+    def cached(self, store: Store, tags: Mapping[str, str]) -> tuple[int, tuple[Frame, ...]] | None:
+        """The matching standing limits as last loaded, and their version: no I/O (None if never loaded).
+
+        A caller that reserves anyway checks the version the store reports with the
+        reservation, and reloads only when it moved: one round trip saved on every call.
+        """
+        cache = self._cache
+        if cache is None or cache[0] != id(store):
+            return None
+        return cache[1], _matching(cache[2], tags)
+
+
+def _matching(
+    limits: tuple[tuple[Mapping[str, str], Frame], ...], tags: Mapping[str, str]
+) -> tuple[Frame, ...]:
+    return tuple(frame for match, frame in limits if all(tags.get(k) == v for k, v in match.items()))
 
 
 def _parse(document: str) -> tuple[Mapping[str, str], Frame]:

@@ -67,6 +67,9 @@ class Reservation:
     holds: tuple[Hold, ...] = ()
     #: Indexes of the charges that did not fit (empty when ``ok``).
     refused: tuple[int, ...] = ()
+    #: The standing limits' version as the store saw it in the same atomic step, so a caller
+    #: that built its charges from cached limits learns, at no extra cost, that they moved.
+    limits_version: int | None = None
 
 
 class Store(abc.ABC):

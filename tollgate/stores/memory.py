@@ -48,7 +48,7 @@ class MemoryStore(Store):
             pairs = zip(charges, states, strict=True)
             refused = tuple(i for i, (c, s) in enumerate(pairs) if not fits(s, c.amount))
             if refused:
-                return Reservation(False, states, refused=refused)
+                return Reservation(False, states, refused=refused, limits_version=self._version)
             holds = tuple(hold for _, hold in looked)
             for hold in holds:
                 slot = self._slots.get(hold.slot)
@@ -59,7 +59,7 @@ class MemoryStore(Store):
             self._ops += 1
             if self._ops % _SWEEP_EVERY == 0:
                 self._slots = {k: v for k, v in self._slots.items() if v[2] > now}
-            return Reservation(True, states, holds)
+            return Reservation(True, states, holds, limits_version=self._version)
 
     def settle(self, holds: Sequence[Hold], actuals: Sequence[float]) -> None:
         with self._lock:

@@ -234,6 +234,7 @@ class RedisStore(Store):
             # "" is unlimited; so is +inf, which Lua's tonumber() cannot read.
             limit = "" if charge.limit is None or math.isinf(charge.limit) else repr(float(charge.limit))
             args += [str(len(slots.read)), limit, repr(float(charge.amount)), str(slots.ttl)]
+        keys.append(self._version_key)  # last: the script reports the standing limits' version
         return every, keys, args
 
     def _settle_args(self, holds: Sequence[Hold], actuals: Sequence[float]) -> tuple[list[str], list[str]]:
@@ -331,16 +332,19 @@ class RedisStore(Store):
 
 
 def _reservation(result: Any, charges: Sequence[Charge], slots: Sequence[Slots]) -> Reservation:
-    """Turn reserve.lua's ``{states, refused}`` into a :class:`Reservation`."""
-    numbers, refused = result
+    """Turn reserve.lua's ``{states, refused, limits version}`` into a :class:`Reservation`."""
+    numbers, refused, version = result
+    limits_version = int(version or 0)
     states = tuple(
         CounterState(float(numbers[2 * i]), float(numbers[2 * i + 1]), charge.limit)
         for i, charge in enumerate(charges)
     )
     if refused:
-        return Reservation(False, states, refused=tuple(int(i) for i in refused))
+        return Reservation(
+            False, states, refused=tuple(int(i) for i in refused), limits_version=limits_version
+        )
     holds = (Hold(s.write, c.amount, s.ttl) for c, s in zip(charges, slots, strict=True))
-    return Reservation(True, states, tuple(holds))
+    return Reservation(True, states, tuple(holds), limits_version=limits_version)
 
 
 def _text(value: bytes | str) -> str:

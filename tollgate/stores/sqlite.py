@@ -100,10 +100,11 @@ class SQLiteStore(Store):
         with self._transaction("reserve") as conn:
             looked = [_state(conn, charge, now) for charge in charges]
             states = tuple(state for state, _ in looked)
+            version = int(conn.execute(_VERSION).fetchone()[0])
             pairs = zip(charges, states, strict=True)
             refused = tuple(i for i, (c, s) in enumerate(pairs) if not fits(s, c.amount))
             if refused:
-                return Reservation(False, states, refused=refused)
+                return Reservation(False, states, refused=refused, limits_version=version)
             holds = tuple(hold for _, hold in looked)
             conn.executemany(
                 _HOLD,
@@ -112,7 +113,7 @@ class SQLiteStore(Store):
             self._reserves += 1
             if self._reserves % _SWEEP_EVERY == 0:
                 conn.execute("DELETE FROM tollgate_slots WHERE expires_at <= ?", (now,))
-            return Reservation(True, states, holds)
+            return Reservation(True, states, holds, limits_version=version)
 
     def settle(self, holds: Sequence[Hold], actuals: Sequence[float]) -> None:
         rows = [(h.amount, actual, h.slot) for h, actual in zip(holds, actuals, strict=True)]

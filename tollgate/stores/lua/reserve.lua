@@ -1,13 +1,15 @@
 -- Reserve every charge's amount, or none of them; or, in "read" mode, only report the states.
 -- Called by tollgate/stores/redis.py; mirrors MemoryStore.reserve in tollgate/stores/memory.py.
 --
--- KEYS: for each charge, its read slots, then its write slot (again, even if among the reads).
+-- KEYS: for each charge, its read slots, then its write slot (again, even if among the reads);
+--       last, the standing limits' version counter.
 -- ARGV: mode ("reserve" or "read"), now (the store clock, seconds),
 --       then for each charge: number of read slots, limit ("" = unlimited), amount, ttl (seconds).
 -- A slot is a hash {spent, reserved, expires}: `expires` is on the store clock, so an expired
 -- slot counts as zero exactly as in the other stores; the key's TTL only frees the memory.
--- Returns {states, refused}: states = {spent1, reserved1, spent2, reserved2, ...} as "%.17g"
--- strings (a Lua number would be truncated to an integer), refused = 0-based charge indexes.
+-- Returns {states, refused, version}: states = {spent1, reserved1, spent2, reserved2, ...} as
+-- "%.17g" strings (a Lua number would be truncated to an integer), refused = 0-based charge
+-- indexes, version = the standing limits' version (false when never set), read in the same step.
 
 local reserve = ARGV[1] == "reserve"
 local now = tonumber(ARGV[2])
@@ -53,4 +55,4 @@ if reserve and #refused == 0 then
     end
   end
 end
-return {states, refused}
+return {states, refused, redis.call("GET", KEYS[#KEYS])}
