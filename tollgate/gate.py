@@ -304,6 +304,9 @@ def _enforcement(
             _block(call, blocking, reservation.states[refused_budget[0]], outcome.notes)
         # Only a rate limit refused the edited call: wait for it like any other.
     call.checks, call.holds, call.states = checks, reservation.holds, reservation.states
+    for check, hold in zip(checks, reservation.holds, strict=True):
+        if isinstance(check, Check) and not check.spec.windowed:
+            check.frame.touched.add(hold.slot)  # dropped from the store when its block ends
     return None
 
 

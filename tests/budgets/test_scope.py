@@ -25,17 +25,17 @@ def test_nesting_pushes_and_pops() -> None:
 
 
 def test_every_enclosing_budget_is_charged() -> None:
-    with tollgate.budget(usd=1, name="outer") as outer, tollgate.budget(usd=1, name="inner") as inner:
-        run(request())
-        frames = active_budgets()
-    store = tollgate.config.settings().store
     from tollgate.stores.base import Charge
 
-    spent = [
-        store.read([Charge(f.counter({}) + ":usd", f.spec.window, 1.0, 0)], 0.0)[0].spent for f in frames
-    ]
+    store = tollgate.config.settings().store
+    with tollgate.budget(usd=1, name="outer"), tollgate.budget(usd=1, name="inner"):
+        run(request())
+        frames = active_budgets()
+        spent = [
+            store.read([Charge(f.counter({}) + ":usd", f.spec.window, 1.0, 0)], 0.0)[0].spent for f in frames
+        ]
+    assert [f.spec.name for f in frames] == ["outer", "inner"]
     assert spent[0] == spent[1] > 0
-    assert outer.spec.name == "outer" and inner.spec.name == "inner"
 
 
 async def test_async_tasks_do_not_share_budgets() -> None:
@@ -131,3 +131,23 @@ async def test_one_budget_object_entered_by_interleaved_tasks() -> None:
     # Task a enters first and leaves first: with one shared token stack it would undo b's entry.
     assert await asyncio.gather(worker(0.0), worker(0.02)) == [["shared"], ["shared"]]
     assert names() == []
+
+
+def test_lifetime_counters_are_dropped_when_their_block_ends() -> None:
+    store = tollgate.config.settings().store
+    assert isinstance(store, tollgate.stores.MemoryStore)
+    with tollgate.budget(usd=1):
+        run(request())
+        assert len(store._slots) == 1
+    assert store._slots == {}  # a per-request budget leaves nothing behind
+
+    @tollgate.budget(usd=1)
+    def handler() -> None:
+        run(request())
+
+    for _ in range(3):
+        handler()
+    assert store._slots == {}
+    with tollgate.budget(usd=1, per="day"):  # windowed: a persistent counter, kept
+        run(request())
+    assert len(store._slots) == 1

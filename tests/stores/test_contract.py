@@ -132,3 +132,12 @@ async def test_async_twins(store: Store) -> None:
     r2 = await store.areserve([charge(0.5)], T0)
     await store.arelease(r2.holds)
     assert store.read([charge(0)], T0)[0].spent == pytest.approx(0.25)
+
+
+def test_forget_drops_slots(store: Store) -> None:
+    r = store.reserve([charge(0.5, key="scoped")], T0)
+    store.settle(r.holds, [0.5])
+    store.forget([hold.slot for hold in r.holds])
+    assert store.read([charge(0, key="scoped")], T0)[0].spent == 0
+    store.settle(r.holds, [0.5])  # a late settle of a forgotten slot is harmless
+    store.forget([])

@@ -12,9 +12,10 @@ from __future__ import annotations
 import contextvars
 import functools
 import inspect
+import logging
 import os
 from collections.abc import AsyncGenerator, Callable, Generator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import timedelta
 from types import TracebackType
 from typing import Any, TypeVar
@@ -30,6 +31,8 @@ class Frame:
 
     spec: BudgetSpec
     scope: str
+    #: The store slots this scope's lifetime counters were written to, dropped when it ends.
+    touched: set[str] = field(default_factory=set, compare=False, hash=False)
 
     def counter(self, tags: Mapping[str, str]) -> str:
         """The store key of this budget's counter for a call with ``tags``."""
@@ -42,6 +45,18 @@ class Frame:
 
 
 _active: contextvars.ContextVar[tuple[Frame, ...]] = contextvars.ContextVar("tollgate_budgets", default=())
+log = logging.getLogger("tollgate")
+
+
+def _end(frame: Frame) -> None:
+    """A block or call ended: its lifetime counters are done with (windowed ones persist)."""
+    if frame.touched:
+        from tollgate.config import settings
+
+        try:
+            settings().store.forget(tuple(frame.touched))
+        except Exception:  # the counters then expire with their TTL; never fail the caller's block
+            log.warning("tollgate could not drop the counters of budget %r", frame.spec.name, exc_info=True)
 
 
 def active_budgets() -> tuple[Frame, ...]:
@@ -114,7 +129,9 @@ class budget:  # lower case: used like a function, `with tollgate.budget(...)`
     ) -> None:
         *rest, token = self._tokens.get()
         self._tokens.set(tuple(rest))
+        frame = _active.get()[-1]
         _active.reset(token)
+        _end(frame)
 
     async def __aenter__(self) -> budget:
         return self.__enter__()
@@ -133,21 +150,25 @@ class budget:  # lower case: used like a function, `with tollgate.budget(...)`
 
             @functools.wraps(fn)
             async def run_async(*args: Any, **kwargs: Any) -> Any:
-                token = _active.set((*_active.get(), self._frame()))
+                frame = self._frame()
+                token = _active.set((*_active.get(), frame))
                 try:
                     return await fn(*args, **kwargs)
                 finally:
                     _active.reset(token)
+                    _end(frame)
 
             return run_async  # type: ignore[return-value]
 
         @functools.wraps(fn)
         def run(*args: Any, **kwargs: Any) -> Any:
-            token = _active.set((*_active.get(), self._frame()))
+            frame = self._frame()
+            token = _active.set((*_active.get(), frame))
             try:
                 return fn(*args, **kwargs)
             finally:
                 _active.reset(token)
+                _end(frame)
 
         return run  # type: ignore[return-value]
 
@@ -161,22 +182,25 @@ class budget:  # lower case: used like a function, `with tollgate.budget(...)`
             gen = fn(*args, **kwargs)
             send: Any = None
             throw: BaseException | None = None
-            while True:
-                token = _active.set((*_active.get(), frame))
-                try:
-                    value = gen.throw(throw) if throw is not None else gen.send(send)
-                except StopIteration as stop:
-                    return stop.value
-                finally:
-                    _active.reset(token)
-                send, throw = None, None
-                try:
-                    send = yield value
-                except GeneratorExit:
-                    gen.close()
-                    raise
-                except BaseException as exc:
-                    throw = exc
+            try:
+                while True:
+                    token = _active.set((*_active.get(), frame))
+                    try:
+                        value = gen.throw(throw) if throw is not None else gen.send(send)
+                    except StopIteration as stop:
+                        return stop.value
+                    finally:
+                        _active.reset(token)
+                    send, throw = None, None
+                    try:
+                        send = yield value
+                    except GeneratorExit:
+                        gen.close()
+                        raise
+                    except BaseException as exc:
+                        throw = exc
+            finally:
+                _end(frame)
 
         return run
 
@@ -188,21 +212,24 @@ class budget:  # lower case: used like a function, `with tollgate.budget(...)`
             agen = fn(*args, **kwargs)
             send: Any = None
             throw: BaseException | None = None
-            while True:
-                token = _active.set((*_active.get(), frame))
-                try:
-                    value = await (agen.athrow(throw) if throw is not None else agen.asend(send))
-                except StopAsyncIteration:
-                    return
-                finally:
-                    _active.reset(token)
-                send, throw = None, None
-                try:
-                    send = yield value
-                except GeneratorExit:
-                    await agen.aclose()
-                    raise
-                except BaseException as exc:
-                    throw = exc
+            try:
+                while True:
+                    token = _active.set((*_active.get(), frame))
+                    try:
+                        value = await (agen.athrow(throw) if throw is not None else agen.asend(send))
+                    except StopAsyncIteration:
+                        return
+                    finally:
+                        _active.reset(token)
+                    send, throw = None, None
+                    try:
+                        send = yield value
+                    except GeneratorExit:
+                        await agen.aclose()
+                        raise
+                    except BaseException as exc:
+                        throw = exc
+            finally:
+                _end(frame)
 
         return run

@@ -88,6 +88,10 @@ class Store(abc.ABC):
         """Drop holds without spending anything (the call failed or never happened)."""
 
     @abc.abstractmethod
+    def forget(self, slots: Sequence[str]) -> None:
+        """Drop these slots now (a lifetime budget's block ended: its counter is done with)."""
+
+    @abc.abstractmethod
     def read(self, charges: Sequence[Charge], now: float) -> tuple[CounterState, ...]:
         """The counters' current states, changing nothing."""
 

@@ -76,6 +76,11 @@ class MemoryStore(Store):
                 if slot is not None:
                     slot[1] = max(0.0, slot[1] - hold.amount)
 
+    def forget(self, slots: Sequence[str]) -> None:
+        with self._lock:
+            for slot in slots:
+                self._slots.pop(slot, None)
+
     def read(self, charges: Sequence[Charge], now: float) -> tuple[CounterState, ...]:
         with self._lock:
             return tuple(self._state(c, now)[0] for c in charges)

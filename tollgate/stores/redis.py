@@ -150,6 +150,11 @@ class RedisStore(Store):
         if holds:
             self._eval("release", _RELEASE, *self._release_args(holds))
 
+    def forget(self, slots: Sequence[str]) -> None:
+        if slots:
+            keys = [self._key(slot) for slot in slots]
+            self._call("forget", lambda client: client.delete(*keys))
+
     def read(self, charges: Sequence[Charge], now: float) -> tuple[CounterState, ...]:
         slots, keys, args = self._reserve_args("read", charges, now)
         return _reservation(self._eval("read", _RESERVE, keys, args), charges, slots).states

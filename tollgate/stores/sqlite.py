@@ -126,6 +126,11 @@ class SQLiteStore(Store):
             with self._transaction("release") as conn:
                 conn.executemany(_RELEASE, [(h.amount, h.slot) for h in holds])
 
+    def forget(self, slots: Sequence[str]) -> None:
+        if slots:
+            with self._transaction("forget") as conn:
+                conn.executemany("DELETE FROM tollgate_slots WHERE slot = ?", [(slot,) for slot in slots])
+
     def read(self, charges: Sequence[Charge], now: float) -> tuple[CounterState, ...]:
         with self._transaction("read", "BEGIN") as conn:  # one snapshot for every charge
             return tuple(_state(conn, charge, now)[0] for charge in charges)
