@@ -1,4 +1,4 @@
-"""Per-call overhead counted in CPU instructions (valgrind callgrind): repeatable on a noisy VM.
+"""Per-call overhead counted in CPU instructions (valgrind callgrind), for when wall-clock is noisy.
 
 Run: python benchmarks/instructions.py [calls] [create|stream ...] [--budget]
 
@@ -8,6 +8,12 @@ twice under callgrind, with 0 and with N measured calls after the same warm-up, 
 cancels out: (count(N) - count(0)) / N is the per-call cost. The microsecond figure converts
 the difference at the raw call's own instructions-per-microsecond, measured here without
 valgrind.
+
+Caveat, measured: counts are not exactly repeatable for the SDK path (garbage-collection
+timing and address-dependent hashing move them): the raw call alone read 6.5M to 7.1M
+instructions across identical runs here, which swamps a difference of a few tens of
+microseconds. Compare several runs; for tollgate's own cost prefer overhead.py's
+"adapter + gate (no SDK)" line.
 """
 
 from __future__ import annotations

@@ -131,6 +131,17 @@ def gate_only(calls: int) -> None:
     best = min(per_call(one, calls // 5) for _ in range(5))
     print(f"{'gate alone (no SDK)':<26} preflight + settle {best * 1e6:.1f} us per call")
 
+    # The whole adapter (request translation, gate, usage extraction) around a create that
+    # returns a ready response at once: tollgate's own cost per call, without the SDK's.
+    from tollgate.providers.openai import gate_chat_create
+
+    client = sync_client()
+    response = client.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES)  # type: ignore[arg-type]
+    gated = gate_chat_create(lambda **kwargs: response, "openai", client)
+    gated(model="gpt-4o-mini", messages=MESSAGES)
+    best = min(per_call(lambda: gated(model="gpt-4o-mini", messages=MESSAGES), calls // 5) for _ in range(5))
+    print(f"{'adapter + gate (no SDK)':<26} chat.completions.create {best * 1e6:.1f} us per call")
+
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
