@@ -56,7 +56,7 @@ def sent() -> Sent:
 
 
 @pytest.fixture
-def openai_client(sent: Sent):  # type: ignore[no-untyped-def]
+def client(sent: Sent):  # type: ignore[no-untyped-def]
     """An instrumented sync OpenAI client whose outgoing request bodies land in ``sent``."""
     openai = pytest.importorskip("openai")
     httpx = pytest.importorskip("httpx")
@@ -65,8 +65,9 @@ def openai_client(sent: Sent):  # type: ignore[no-untyped-def]
 
 
 @pytest.fixture
-def async_openai_client(sent: Sent):  # type: ignore[no-untyped-def]
+def aclient(sent: Sent):  # type: ignore[no-untyped-def]
     openai = pytest.importorskip("openai")
     httpx = pytest.importorskip("httpx")
+    """The async twin of ``client``."""
     http = httpx.AsyncClient(event_hooks={"request": [sent.ahook]})
     return tollgate.instrument(openai.AsyncOpenAI(api_key="sk-test", max_retries=0, http_client=http))

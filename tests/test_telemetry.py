@@ -37,8 +37,7 @@ MESSAGES = [
 ]
 
 
-def test_chat_span_carries_genai_usage_cost_and_tags(replay, spans) -> None:  # type: ignore[no-untyped-def]
-    client = tollgate.instrument(openai.OpenAI(api_key="sk-test", max_retries=0))
+def test_chat_span_carries_genai_usage_cost_and_tags(client, replay, spans) -> None:  # type: ignore[no-untyped-def]
     parent_tracer = trace.get_tracer("app")
     with (
         replay("openai/chat_basic.yaml"),
@@ -65,8 +64,7 @@ def test_chat_span_carries_genai_usage_cost_and_tags(replay, spans) -> None:  # 
     assert a["server.address"] == "api.openai.com" and a["server.port"] == 443
 
 
-def test_failed_call_span_has_error_type(replay, spans) -> None:  # type: ignore[no-untyped-def]
-    client = tollgate.instrument(openai.OpenAI(api_key="sk-test", max_retries=0))
+def test_failed_call_span_has_error_type(client, replay, spans) -> None:  # type: ignore[no-untyped-def]
     with replay("openai/chat_error_429.yaml"), pytest.raises(openai.RateLimitError):
         client.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES)
     (span,) = [s for s in spans.get_finished_spans() if s.name == "chat gpt-4o-mini"]

@@ -3,51 +3,18 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import threading
 
 import pytest
 
 import tollgate
+from tests.budgets.helpers import SAY_OK, completion, per_call_usd, slow_completion
 from tollgate.config import settings
 
 openai = pytest.importorskip("openai")
 httpx = pytest.importorskip("httpx")
 
-MESSAGES = [{"role": "user", "content": "Say OK."}]
-
-
-def completion(request: httpx.Request) -> httpx.Response:
-    body = json.loads(request.content)
-    usage = {
-        "prompt_tokens": 10,
-        "completion_tokens": body["max_tokens"],
-        "total_tokens": 10 + body["max_tokens"],
-    }
-    return httpx.Response(
-        200,
-        json={
-            "id": "chatcmpl-r",
-            "object": "chat.completion",
-            "created": 0,
-            "model": "gpt-4o-mini-2024-07-18",
-            "choices": [
-                {"index": 0, "message": {"role": "assistant", "content": "OK"}, "finish_reason": "length"}
-            ],
-            "usage": usage,
-        },
-    )
-
-
-async def slow_completion(request: httpx.Request) -> httpx.Response:
-    await asyncio.sleep(0.01)  # every call is in flight at the same time
-    return completion(request)
-
-
-def per_call_usd() -> float:
-    price = settings().prices.lookup("gpt-4o-mini")
-    assert price is not None and price.input and price.output
-    return 10 * price.input + 20 * price.output
+MESSAGES = SAY_OK
 
 
 async def test_1000_concurrent_async_calls_never_overspend() -> None:

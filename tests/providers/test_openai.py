@@ -25,16 +25,6 @@ QUESTION = [
 COUNT = [{"role": "user", "content": "Count from one to five, in words, separated by commas."}]
 
 
-@pytest.fixture
-def client():  # type: ignore[no-untyped-def]
-    return tollgate.instrument(openai.OpenAI(api_key="sk-test", max_retries=0))
-
-
-@pytest.fixture
-def aclient():  # type: ignore[no-untyped-def]
-    return tollgate.instrument(openai.AsyncOpenAI(api_key="sk-test", max_retries=0))
-
-
 def only_record() -> tollgate.CallRecord:
     records = tollgate.config.settings().ledger.records()
     assert len(records) == 1, records
@@ -139,9 +129,9 @@ async def test_async_create(aclient, replay) -> None:  # type: ignore[no-untyped
     assert record.usd > 0
 
 
-def test_messages_given_as_a_generator(openai_client, replay, sent) -> None:  # type: ignore[no-untyped-def]
+def test_messages_given_as_a_generator(client, replay, sent) -> None:  # type: ignore[no-untyped-def]
     with replay("openai/chat_basic.yaml"):
-        openai_client.chat.completions.create(model="gpt-4o-mini", messages=(m for m in QUESTION))
+        client.chat.completions.create(model="gpt-4o-mini", messages=(m for m in QUESTION))
     assert sent[0]["messages"] == QUESTION
     assert only_record().usage.input_tokens > 0
 
@@ -149,9 +139,9 @@ def test_messages_given_as_a_generator(openai_client, replay, sent) -> None:  # 
 # -- streaming --------------------------------------------------------------------------------
 
 
-def test_stream_injects_include_usage_and_hides_the_usage_chunk(openai_client, replay, sent) -> None:  # type: ignore[no-untyped-def]
+def test_stream_injects_include_usage_and_hides_the_usage_chunk(client, replay, sent) -> None:  # type: ignore[no-untyped-def]
     with replay("openai/chat_stream.yaml"):
-        stream = openai_client.chat.completions.create(model="gpt-4o-mini", messages=COUNT, stream=True)
+        stream = client.chat.completions.create(model="gpt-4o-mini", messages=COUNT, stream=True)
         assert isinstance(stream, openai.Stream)
         chunks = list(stream)
     assert sent[0]["stream_options"] == {"include_usage": True}
@@ -164,10 +154,10 @@ def test_stream_injects_include_usage_and_hides_the_usage_chunk(openai_client, r
     assert record.usd == pytest.approx(20 * p.input + 10 * p.output, abs=1e-15)
 
 
-def test_stream_caller_who_asked_for_usage_gets_the_usage_chunk(openai_client, replay, sent) -> None:  # type: ignore[no-untyped-def]
+def test_stream_caller_who_asked_for_usage_gets_the_usage_chunk(client, replay, sent) -> None:  # type: ignore[no-untyped-def]
     with replay("openai/chat_stream.yaml"):
         chunks = list(
-            openai_client.chat.completions.create(
+            client.chat.completions.create(
                 model="gpt-4o-mini",
                 messages=COUNT,
                 stream=True,

@@ -14,11 +14,6 @@ QUESTION = [
 ]
 
 
-@pytest.fixture
-def client(openai_client):  # type: ignore[no-untyped-def]
-    return openai_client
-
-
 def test_block_sends_nothing(client, replay, sent) -> None:  # type: ignore[no-untyped-def]
     with replay("openai/chat_basic.yaml") as cassette, tollgate.budget(usd=0.00001):
         with pytest.raises(tollgate.BudgetExceeded):

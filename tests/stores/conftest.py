@@ -6,7 +6,9 @@ import os
 import shutil
 import socket
 import subprocess
+import sys
 import tempfile
+import textwrap
 import time
 import uuid
 from collections.abc import Iterator
@@ -72,6 +74,27 @@ def redis_url() -> Iterator[str]:
             _redis.pop("url", None)
             server.terminate()
             server.wait(timeout=10)
+
+
+ROOT = str(Path(__file__).resolve().parents[2])
+
+
+def run_child(prelude: str, code: str, **env: str) -> subprocess.Popen[str]:
+    """A Python child process running ``prelude`` then ``code``, with ``env`` added (stdin open)."""
+    return subprocess.Popen(
+        [sys.executable, "-c", prelude + textwrap.dedent(code)],
+        env={**os.environ, "PYTHONPATH": ROOT, **env},
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def finish(child: subprocess.Popen[str]) -> str:
+    out, err = child.communicate(timeout=60)
+    assert child.returncode == 0, err
+    return out
 
 
 def unique_prefix() -> str:

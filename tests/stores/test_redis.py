@@ -4,13 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import subprocess
 import sys
-import textwrap
 import time
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -20,15 +17,13 @@ pytest.importorskip("redis")
 import redis
 from redis.crc import key_slot
 
-import tollgate.stores
-from tests.stores.conftest import free_port, unique_prefix
+from tests.stores.conftest import ROOT, finish, free_port, run_child, unique_prefix
 from tollgate.errors import StoreUnavailable
 from tollgate.stores import open_store
 from tollgate.stores.base import Charge, Hold
 from tollgate.stores.redis import RedisStore
 from tollgate.stores.windows import LIFETIME_TTL, Calendar, Lifetime, Rolling
 
-ROOT = str(Path(tollgate.stores.__file__).parents[2])
 T0 = 1_795_000_000.0
 TWO = [  # a daily USD budget and a rolling-minute token limit: the usual pair
     Charge("usd:team=ml", Calendar("day"), 5.0, 0.02),
@@ -55,32 +50,20 @@ def store(redis_url: str) -> Iterator[RedisStore]:
     s.close()
 
 
-def run_child(url: str, prefix: str, code: str) -> subprocess.Popen[str]:
-    env = {**os.environ, "PYTHONPATH": ROOT, "URL": url, "PREFIX": prefix}
-    script = (
-        "import asyncio, os, sys\nfrom tollgate.stores.redis import RedisStore\n"
-        "from tollgate.stores.base import Charge\nfrom tollgate.stores.windows import Lifetime\n"
-        'store = RedisStore(os.environ["URL"], prefix=os.environ["PREFIX"])\n'
-    )
-    return subprocess.Popen(
-        [sys.executable, "-c", script + textwrap.dedent(code)],
-        env=env,
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+_PRELUDE = (
+    "import asyncio, os, sys\nfrom tollgate.stores.redis import RedisStore\n"
+    "from tollgate.stores.base import Charge\nfrom tollgate.stores.windows import Lifetime\n"
+    'store = RedisStore(os.environ["URL"], prefix=os.environ["PREFIX"])\n'
+)
 
 
-def finish(child: subprocess.Popen[str]) -> str:
-    out, err = child.communicate(timeout=60)
-    assert child.returncode == 0, err
-    return out
+def redis_child(url: str, prefix: str, code: str) -> subprocess.Popen[str]:
+    return run_child(_PRELUDE, code, URL=url, PREFIX=prefix)
 
 
 def test_another_process_sees_holds_and_standing_limits(store: RedisStore, redis_url: str) -> None:
     v0 = store.limits_version()
-    child = run_child(
+    child = redis_child(
         redis_url,
         store.prefix,
         """
@@ -98,7 +81,7 @@ def test_another_process_sees_holds_and_standing_limits(store: RedisStore, redis
 def test_processes_never_overspend(store: RedisStore, redis_url: str) -> None:
     # 4 processes x 100 concurrent asyncio reserves of $0.01 against one $1.00 cap.
     children = [
-        run_child(
+        redis_child(
             redis_url,
             store.prefix,
             """

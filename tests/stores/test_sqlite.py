@@ -6,8 +6,6 @@ import multiprocessing
 import os
 import sqlite3
 import subprocess
-import sys
-import textwrap
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,6 +14,7 @@ import pytest
 
 import tollgate.stores
 import tollgate.stores.sqlite
+from tests.stores.conftest import finish, run_child
 from tollgate.errors import StoreUnavailable
 from tollgate.ledger import SQLiteLedger
 from tollgate.request import CallRecord
@@ -24,7 +23,6 @@ from tollgate.stores.base import Charge
 from tollgate.stores.windows import Lifetime
 
 # The folder holding the `tollgate` package, for child interpreters.
-ROOT = str(Path(tollgate.stores.__file__).parents[2])
 T0 = 1_795_000_000.0
 
 
@@ -44,31 +42,19 @@ def store(path: Path) -> Iterator[SQLiteStore]:
     s.close()
 
 
-def run_child(path: Path, code: str) -> subprocess.Popen[str]:
-    env = {**os.environ, "PYTHONPATH": ROOT, "STORE": str(path)}
-    script = (
-        "import os, sys, threading\nfrom tollgate.stores import SQLiteStore\n"
-        "from tollgate.stores.base import Charge\nfrom tollgate.stores.windows import Lifetime\n"
-    )
-    return subprocess.Popen(
-        [sys.executable, "-c", script + textwrap.dedent(code)],
-        env=env,
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+_PRELUDE = (
+    "import os, sys, threading\nfrom tollgate.stores import SQLiteStore\n"
+    "from tollgate.stores.base import Charge\nfrom tollgate.stores.windows import Lifetime\n"
+)
 
 
-def finish(child: subprocess.Popen[str]) -> str:
-    out, err = child.communicate(timeout=60)
-    assert child.returncode == 0, err
-    return out
+def sqlite_child(path: Path, code: str) -> subprocess.Popen[str]:
+    return run_child(_PRELUDE, code, STORE=str(path))
 
 
 def test_another_process_sees_holds_and_standing_limits(store: SQLiteStore, path: Path) -> None:
     v0 = store.limits_version()
-    child = run_child(
+    child = sqlite_child(
         path,
         """
         store = SQLiteStore(os.environ["STORE"])
@@ -86,7 +72,7 @@ def test_another_process_sees_holds_and_standing_limits(store: SQLiteStore, path
 def test_processes_never_overspend(store: SQLiteStore, path: Path) -> None:
     # 4 processes x 5 threads x 20 attempts at $0.01 against one $1.00 cap: exactly 100 fit.
     children = [
-        run_child(
+        sqlite_child(
             path,
             """
             store = SQLiteStore(os.environ["STORE"])

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from tollgate.budgets.scope import Frame
-from tollgate.budgets.spec import PREFLIGHT_ORDER, BudgetSpec
+from tollgate.budgets.spec import CLAMP_FLOOR, PREFLIGHT_ORDER, BudgetSpec
 from tollgate.pricing import ModelPrice
 from tollgate.pricing.tokens import count_messages
 from tollgate.request import Estimate, LLMRequest
@@ -129,7 +129,7 @@ def resolve(
         if action == "downgrade":
             for src, dst in check.spec.downgrade.items():
                 downgrades.setdefault(src, dst)  # the innermost refusing budget's map wins
-    floor = max((checks[i].spec.clamp_floor for i in refused), default=16)
+    floor = max((checks[i].spec.clamp_floor for i in refused), default=CLAMP_FLOOR)
     notes: list[Mapping[str, Any]] = []
     current, current_est, price = request, estimate, None
     for action in PREFLIGHT_ORDER:

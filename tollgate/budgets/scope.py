@@ -20,7 +20,7 @@ from datetime import timedelta
 from types import TracebackType
 from typing import Any, TypeVar
 
-from tollgate.budgets.spec import Action, BudgetSpec
+from tollgate.budgets.spec import CLAMP_FLOOR, Action, BudgetSpec
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -95,7 +95,7 @@ class budget:  # lower case: used like a function, `with tollgate.budget(...)`
         on_exceed: Action | Callable[[Any], str] = "block",
         downgrade: Mapping[str, str] | None = None,
         name: str = "",
-        clamp_floor: int = 16,
+        clamp_floor: int = CLAMP_FLOOR,
     ) -> None:
         self.spec = BudgetSpec(
             usd=usd,
@@ -150,25 +150,15 @@ class budget:  # lower case: used like a function, `with tollgate.budget(...)`
 
             @functools.wraps(fn)
             async def run_async(*args: Any, **kwargs: Any) -> Any:
-                frame = self._frame()
-                token = _active.set((*_active.get(), frame))
-                try:
+                with self:  # a fresh frame per call: the context manager is reentrant per context
                     return await fn(*args, **kwargs)
-                finally:
-                    _active.reset(token)
-                    _end(frame)
 
             return run_async  # type: ignore[return-value]
 
         @functools.wraps(fn)
         def run(*args: Any, **kwargs: Any) -> Any:
-            frame = self._frame()
-            token = _active.set((*_active.get(), frame))
-            try:
+            with self:
                 return fn(*args, **kwargs)
-            finally:
-                _active.reset(token)
-                _end(frame)
 
         return run  # type: ignore[return-value]
 

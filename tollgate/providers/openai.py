@@ -135,9 +135,16 @@ class ChatStreamAccountant:
         return "".join(self._text)
 
 
-def chat_request(kwargs: Mapping[str, Any], provider: str, client: Any) -> LLMRequest:
-    """The provider-neutral view of ``chat.completions.create(**kwargs)``."""
+def server_of(client: Any) -> tuple[str | None, int | None]:
+    """The host and port a client talks to (``server.address`` / ``server.port``)."""
     url = urlsplit(str(getattr(client, "base_url", "") or ""))
+    return url.hostname, url.port or (443 if url.scheme == "https" else 80 if url.scheme == "http" else None)
+
+
+def chat_request(
+    kwargs: Mapping[str, Any], provider: str, server: tuple[str | None, int | None]
+) -> LLMRequest:
+    """The provider-neutral view of ``chat.completions.create(**kwargs)``."""
     cap = _int(kwargs.get("max_completion_tokens")) or _int(kwargs.get("max_tokens")) or None
     tools = kwargs.get("tools")
     return LLMRequest(
@@ -149,8 +156,8 @@ def chat_request(kwargs: Mapping[str, Any], provider: str, client: Any) -> LLMRe
         stream=kwargs.get("stream") is True,
         n=_int(kwargs.get("n")) or 1,
         tools=tools if isinstance(tools, (list, tuple)) else (),
-        server_address=url.hostname,
-        server_port=url.port or (443 if url.scheme == "https" else 80 if url.scheme == "http" else None),
+        server_address=server[0],
+        server_port=server[1],
     )
 
 
@@ -168,11 +175,11 @@ def _cap_parameter(kwargs: Mapping[str, Any], model: str) -> str:
     return "max_completion_tokens" if name.startswith(_COMPLETION_CAP_PREFIXES) else "max_tokens"
 
 
-def _request(kwargs: dict[str, Any], provider: str, client: Any) -> LLMRequest:
+def _request(kwargs: dict[str, Any], provider: str, server: tuple[str | None, int | None]) -> LLMRequest:
     messages = kwargs.get("messages")
     if messages is not None and not isinstance(messages, (list, tuple)):
         kwargs["messages"] = list(messages)  # a generator can be read once: keep what we read
-    return chat_request(kwargs, provider, client)
+    return chat_request(kwargs, provider, server)
 
 
 def _prepare(call: gate.Call, kwargs: dict[str, Any]) -> bool:
@@ -213,10 +220,11 @@ def _outcome(call: gate.Call, response: Any) -> tuple[Usage, dict[str, Any]]:
 
 def gate_chat_create(create: Callable[..., Any], provider: str, client: Any) -> Callable[..., Any]:
     """``chat.completions.create`` going through the gate (sync)."""
+    server = server_of(client)  # once per client, not on every call
 
     @functools.wraps(create)
     def gated(*args: Any, **kwargs: Any) -> Any:
-        call = gate.preflight(_request(kwargs, provider, client))
+        call = gate.preflight(_request(kwargs, provider, server))
         injected = _prepare(call, kwargs)
         try:
             response = create(*args, **kwargs)
@@ -235,10 +243,11 @@ def gate_chat_create(create: Callable[..., Any], provider: str, client: Any) -> 
 
 def gate_async_chat_create(create: Callable[..., Any], provider: str, client: Any) -> Callable[..., Any]:
     """``chat.completions.create`` going through the gate (async)."""
+    server = server_of(client)
 
     @functools.wraps(create)
     async def gated(*args: Any, **kwargs: Any) -> Any:
-        call = await gate.apreflight(_request(kwargs, provider, client))
+        call = await gate.apreflight(_request(kwargs, provider, server))
         injected = _prepare(call, kwargs)
         try:
             response = await create(*args, **kwargs)
