@@ -15,7 +15,6 @@ problem in tollgate's own bookkeeping is logged, not turned into a failed LLM ca
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import os
 import time
@@ -147,7 +146,14 @@ def _begin(request: LLMRequest) -> Call:
 _standing = StandingLimits()
 # How waiting for a rate limit sleeps (module attributes, so tests can run a fake clock).
 sleep = time.sleep
-asleep = asyncio.sleep
+
+
+async def asleep(seconds: float) -> None:
+    # asyncio is imported here, not at import time: it costs ~25 ms, and only async callers
+    # (who have imported it already) ever wait.
+    import asyncio
+
+    await asyncio.sleep(seconds)
 
 
 def _checks(call: Call, *, trust_cache: bool = True) -> tuple[list[Check | RateCheck], int | None]:
