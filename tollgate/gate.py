@@ -37,7 +37,7 @@ from tollgate.errors import (
     UnpricedModelWarning,
 )
 from tollgate.pricing import ModelPrice, cost, estimate_cost, has_price
-from tollgate.pricing.tokens import count_messages
+from tollgate.pricing.tokens import count_messages, count_prompt
 from tollgate.request import CallRecord, Estimate, LLMRequest, Status, Usage
 from tollgate.stores.base import Charge, CounterState, Hold, Reservation
 from tollgate.stores.windows import now as store_clock
@@ -87,6 +87,9 @@ class Call:
     holds: Sequence[Hold] = ()
     states: Sequence[CounterState] = ()
     overrun: BudgetExceeded | None = None
+    #: The most output tokens a stream may produce before a budget would be crossed, with the
+    #: budget that sets it (None when no budget applies): past it the stream is cut off.
+    output_room: tuple[float, Check, CounterState] | None = None
 
 
 def estimate_request(
@@ -95,11 +98,18 @@ def estimate_request(
     """Tokens and USD to reserve for ``request``: its prompt, and the most output it may get.
 
     The output is the caller's cap; without one, ``expected_output`` (see
-    ``configure(expected_output_tokens=...)``), else the model's maximum output.
+    ``configure(expected_output_tokens=...)``), else the model's maximum output. Embeddings
+    have no output.
     """
-    input_tokens = count_messages(request.messages, request.model, request.provider, request.tools)
+    input_tokens = 0
+    if request.messages or request.tools:
+        input_tokens = count_messages(request.messages, request.model, request.provider, request.tools)
+    if request.prompt:
+        input_tokens += count_prompt(request.prompt, request.model, request.provider)
     cap = request.max_output_tokens
-    if cap is None:
+    if request.operation == "embeddings":
+        cap = 0
+    elif cap is None:
         cap = expected_output or (price.max_output_tokens if price else None) or DEFAULT_MAX_OUTPUT_TOKENS
     output_tokens = cap * max(1, request.n)
     if price is None:
@@ -313,7 +323,74 @@ def _enforcement(
     for check, hold in zip(checks, reservation.holds, strict=True):
         if isinstance(check, Check) and not check.spec.windowed:
             check.frame.touched.add(hold.slot)  # dropped from the store when its block ends
+    call.output_room = _output_room(call)
     return None
+
+
+def _output_room(call: Call) -> tuple[float, Check, CounterState] | None:
+    """How many output tokens the call may produce before some budget's cap is crossed.
+
+    Counted from what the budgets had left at pre-flight (spent and others' holds), so a
+    stream that runs past the output it reserved (a provider ignoring a clamp) or an
+    ``on_exceed="raise"`` budget (which reserves nothing) is cut off before it overspends.
+    """
+    best: tuple[float, Check, CounterState] | None = None
+    est, price = call.estimate, call.price
+    per_token = (price.output or 0.0) if price is not None else 0.0
+    input_usd = est.usd - est.output_tokens * per_token
+    for check, state in zip(call.checks, call.states, strict=True):
+        if not isinstance(check, Check):
+            continue
+        left = check.limit - state.spent - state.reserved
+        if check.unit == "tokens":
+            room = left - est.input_tokens
+        elif per_token > 0:
+            room = (left - input_usd) / per_token
+        else:
+            continue
+        if best is None or room < best[0]:
+            best = (room, check, state)
+    return best
+
+
+def cut_off(call: Call, usage: Usage, response_model: str | None, response_id: str | None) -> BudgetExceeded:
+    """Settle a stream tollgate stops mid-way because its output passed :attr:`Call.output_room`.
+
+    The partial usage is settled (estimated); the returned error is raised to the reader.
+    """
+    assert call.output_room is not None
+    _, check, state = call.output_room
+    used = (
+        float(usage.total_tokens)
+        if check.unit == "tokens"
+        else cost(call.price, usage)
+        if call.price
+        else 0.0
+    )
+    exc = BudgetExceeded(
+        check.spec.name,
+        limit=check.limit,
+        spent=state.spent,
+        reserved=state.reserved,
+        requested=used,
+        action="cutoff",
+        unit=check.unit,
+        detail=f"the stream was closed after {usage.output_tokens} output tokens",
+    )
+    call.decision.notes = (
+        *call.decision.notes,
+        {"action": "cutoff", "budget": check.spec.name, "output_tokens": usage.output_tokens},
+    )
+    settle(
+        call,
+        usage,
+        response_model=response_model,
+        response_id=response_id,
+        estimated=True,
+        status="error",
+        error=describe_error(exc),
+    )
+    return exc
 
 
 def _rate_limited(call: Call, check: RateCheck, state: CounterState, delay: float) -> NoReturn:
@@ -392,14 +469,16 @@ def settle(
     estimated: bool = False,
     status: Status = "ok",
     error: str | None = None,
+    usd: float | None = None,
 ) -> CallRecord | None:
     """Close ``call`` with its usage: price it, settle its holds, write one CallRecord, end its span.
 
-    Idempotent (a second settle of the same call is ignored and returns None) and never
-    raises: bookkeeping trouble is logged on the ``tollgate`` logger, and the record is
-    written even when the store could not be settled.
+    ``usd`` is a cost the provider reported itself (OpenRouter's ``usage.cost``): it is
+    recorded instead of the price table's. Idempotent (a second settle of the same call is
+    ignored and returns None) and never raises: bookkeeping trouble is logged on the
+    ``tollgate`` logger, and the record is written even when the store could not be settled.
     """
-    record = _record(call, usage, response_model, response_id, estimated, status, error)
+    record = _record(call, usage, response_model, response_id, estimated, status, error, usd)
     if record is not None:
         if call.holds:
             try:
@@ -419,9 +498,10 @@ async def asettle(
     estimated: bool = False,
     status: Status = "ok",
     error: str | None = None,
+    usd: float | None = None,
 ) -> CallRecord | None:
     """The async twin of :func:`settle`: the store is awaited (one round trip for Redis)."""
-    record = _record(call, usage, response_model, response_id, estimated, status, error)
+    record = _record(call, usage, response_model, response_id, estimated, status, error, usd)
     if record is not None:
         if call.holds:
             try:
@@ -440,6 +520,7 @@ def _record(
     estimated: bool,
     status: Status,
     error: str | None,
+    usd: float | None = None,
 ) -> CallRecord | None:
     """The call's CallRecord, priced (None if the call was settled already or pricing failed)."""
     if call.settled:
@@ -447,7 +528,7 @@ def _record(
     call.settled = True
     try:
         price = _price_for(call, response_model)
-        if price is None and usage.total_tokens:
+        if price is None and usd is None and usage.total_tokens:
             # Warned here, not pre-flight: an Azure deployment name is unpriced until the
             # response names the model behind it.
             _warn_unpriced(call, response_model or call.request.model)
@@ -460,8 +541,8 @@ def _record(
             request_model=call.request.model,
             response_model=response_model,
             usage=usage,
-            usd=cost(price, usage) if price is not None else 0.0,
-            priced=price is not None,
+            usd=usd if usd is not None else cost(price, usage) if price is not None else 0.0,
+            priced=usd is not None or price is not None,
             estimated=estimated,
             stream=call.request.stream,
             status=status,

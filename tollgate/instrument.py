@@ -19,15 +19,24 @@ _CLIENT_FACTORIES = frozenset({"with_options", "copy"})
 
 
 def _routes_for(client: Any) -> Routes:
-    module = type(client).__module__.split(".", 1)[0]
-    if module == "openai":
+    module = type(client).__module__
+    if module.split(".", 1)[0] == "openai":
         from tollgate.providers import openai
 
         return openai.routes(client)
+    if module.split(".", 1)[0] == "anthropic":
+        from tollgate.providers import anthropic
+
+        return anthropic.routes(client)
+    if module.startswith("google.genai"):
+        from tollgate.providers import gemini
+
+        return gemini.routes(client)
     raise TypeError(
-        f"tollgate.instrument() does not know {type(client).__module__}.{type(client).__qualname__}; "
-        f"supported: openai.OpenAI, openai.AsyncOpenAI, openai.AzureOpenAI, openai.AsyncAzureOpenAI "
-        f"and OpenAI-compatible clients (base_url=...)"
+        f"tollgate.instrument() does not know {module}.{type(client).__qualname__}; supported: "
+        f"openai.OpenAI, openai.AsyncOpenAI, openai.AzureOpenAI, openai.AsyncAzureOpenAI and "
+        f"OpenAI-compatible clients (base_url=...), anthropic.Anthropic, anthropic.AsyncAnthropic, "
+        f"google.genai.Client"
     )
 
 

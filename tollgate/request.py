@@ -77,8 +77,10 @@ class LLMRequest:
     """What a call asks for, in provider-neutral terms.
 
     ``messages`` keeps the OpenAI chat shape (``{"role": ..., "content": ...}``); adapters
-    for other APIs convert to it for estimation. ``max_output_tokens`` is the caller's own
-    output cap (``None`` when unset).
+    for other APIs convert to it for estimation. ``prompt`` holds raw inputs counted with no
+    chat framing (a legacy completion's prompt, an embedding's inputs): strings, or token
+    arrays (lists of ints). ``max_output_tokens`` is the caller's own output cap (``None``
+    when unset).
 
     >>> LLMRequest(provider="openai", operation="chat", model="gpt-4o",
     ...            messages=[{"role": "user", "content": "hi"}]).model
@@ -93,6 +95,7 @@ class LLMRequest:
     stream: bool = False
     n: int = 1
     tools: Sequence[Any] = ()
+    prompt: Sequence[Any] = ()
     server_address: str | None = None
     server_port: int | None = None
 

@@ -6,63 +6,75 @@ settle exactly once, whichever way the stream ends:
 
 - read to the end: the provider's usage (or, if it sent none, an estimate flagged as such);
 - raised mid-way: status ``error``, usage estimated from what streamed;
-- closed early, or dropped unread: status ``abandoned``, usage estimated from what streamed.
+- closed early, or dropped unread: status ``abandoned``, usage estimated from what streamed;
+- cut off: when a budget applies and the output streamed so far passes what the budget can
+  still pay for (:attr:`tollgate.gate.Call.output_room`: a provider ignoring a clamp, or an
+  ``on_exceed="raise"`` budget), tollgate closes the stream, settles the partial usage and
+  raises :class:`~tollgate.BudgetExceeded` (action ``"cutoff"``) to the reader.
+
+SDK stream helpers that read the stream themselves (``until_done()``,
+``get_final_message()``, ``text_stream``, ...) are routed through the wrapper, so what they
+read is accounted too.
 """
 
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from types import TracebackType
 from typing import Any, Protocol
 
 from tollgate import gate
-from tollgate.pricing.tokens import count_text
+from tollgate.errors import BudgetExceeded
+from tollgate.pricing.tokens import RunningCount, count_text
 from tollgate.request import Usage
 
 # How many chunks past the last finish_reason close() reads to pick up a trailing usage chunk.
 _TRAILING_CHUNKS = 4
+# SDK stream methods that consume the stream: the wrapper reads it through itself first.
+_DRAINING = frozenset(
+    {"until_done", "get_final_completion", "get_final_response", "get_final_message", "get_final_text"}
+)
 
 
 class StreamAccountant(Protocol):
     """Reads a provider's stream chunks; one per stream, written by the provider adapter."""
 
     usage: Usage | None  # the provider's own figures, once a chunk carried them
+    usd: float | None  # a cost the provider reported itself (OpenRouter), else None
     response_model: str | None
     response_id: str | None
     done: bool  # every choice has finished; only trailing chunks (usage, end marker) may follow
+    text: list[str]  # the generated text so far, in the pieces it arrived in
 
     def observe(self, chunk: Any) -> bool:
         """Take note of ``chunk``; return False to keep it from the caller (e.g. an injected usage chunk)."""
         ...
 
-    def streamed_text(self) -> str:
-        """Everything generated so far, for estimating output tokens when no usage arrives."""
+    def text_of(self, chunk: Any) -> str | None:
+        """The text ``chunk`` adds for a ``text_stream`` reader (None when it adds none)."""
         ...
 
 
 def _estimated_usage(call: gate.Call, acc: StreamAccountant) -> Usage:
-    text = acc.streamed_text()
     return Usage(
         input_tokens=call.estimate.input_tokens,
-        output_tokens=count_text(text, call.request.model, call.request.provider),
+        output_tokens=count_text("".join(acc.text), call.decision.model, call.request.provider),
     )
 
 
 class _Settling:
-    __slots__ = ("_tg_acc", "_tg_call", "_tg_stream")
+    __slots__ = ("_tg_acc", "_tg_call", "_tg_count", "_tg_stream")
 
     def __init__(self, stream: Any, call: gate.Call, accountant: StreamAccountant) -> None:
         self._tg_stream = stream
         self._tg_call = call
         self._tg_acc = accountant
+        self._tg_count: tuple[RunningCount, list[int]] | None = None
 
     @property  # type: ignore[misc]
     def __class__(self) -> type:  # isinstance(s, openai.Stream) stays true for the caller
         return type(self._tg_stream)
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._tg_stream, name)
 
     def __repr__(self) -> str:
         return f"<tollgate stream of {self._tg_stream!r}>"
@@ -80,6 +92,7 @@ class _Settling:
             "response_id": acc.response_id,
             "estimated": acc.usage is None,
             "status": "abandoned" if abandoned else "ok",
+            "usd": acc.usd,
         }
 
     def _finish(self, exc: BaseException | None = None, *, abandoned: bool = False) -> None:
@@ -92,6 +105,26 @@ class _Settling:
         if closing is not None:
             await gate.asettle(self._tg_call, closing[0], **closing[1])
 
+    def _overrun(self) -> BudgetExceeded | None:
+        """Settle and return the cut-off error once the output passes the call's room (else None)."""
+        call, acc = self._tg_call, self._tg_acc
+        room = call.output_room
+        if room is None or call.settled:
+            return None
+        if self._tg_count is None:
+            self._tg_count = (RunningCount(call.decision.model, call.request.provider), [0])
+        counter, seen = self._tg_count
+        output = counter.add(acc.text[seen[0] :])
+        seen[0] = len(acc.text)
+        reported = acc.usage
+        if reported is not None:  # Anthropic's message_delta carries a running output count
+            output = max(output, reported.output_tokens)
+        if output <= room[0]:
+            return None
+        input_tokens = reported.input_tokens if reported is not None and reported.input_tokens else None
+        usage = Usage(input_tokens=input_tokens or call.estimate.input_tokens, output_tokens=output)
+        return gate.cut_off(call, usage, acc.response_model, acc.response_id)
+
     def __del__(self) -> None:
         # Dropped without being read to the end or closed: still recorded, never lost.
         with contextlib.suppress(Exception):  # nothing may escape a finaliser
@@ -99,9 +132,32 @@ class _Settling:
 
 
 class GatedStream(_Settling):
-    """A sync stream that settles its call when it ends, fails, or is closed early."""
+    """A sync stream that settles its call when it ends, fails, is closed early, or is cut off."""
 
     __slots__ = ()
+
+    def __getattr__(self, name: str) -> Any:
+        if name == "text_stream":
+            return self._text_stream()
+        value = getattr(self._tg_stream, name)
+        if name in _DRAINING and callable(value):
+            return self._draining(value)
+        return value
+
+    def _draining(self, method: Callable[..., Any]) -> Callable[..., Any]:
+        def drained(*args: Any, **kwargs: Any) -> Any:
+            for _ in self:
+                pass
+            result = method(*args, **kwargs)
+            return self if result is self._tg_stream else result
+
+        return drained
+
+    def _text_stream(self) -> Iterator[str]:
+        for chunk in self:
+            text = self._tg_acc.text_of(chunk)
+            if text:
+                yield text
 
     def __iter__(self) -> Iterator[Any]:
         return self
@@ -120,7 +176,14 @@ class GatedStream(_Settling):
             except BaseException:  # cancelled, interrupted: the caller stopped reading
                 self._finish(abandoned=True)
                 raise
-            if self._tg_acc.observe(chunk):
+            show = self._tg_acc.observe(chunk)
+            if self._tg_call.output_room is not None:
+                cut = self._overrun()
+                if cut is not None:
+                    with contextlib.suppress(Exception):
+                        self._tg_stream.close()
+                    raise cut
+            if show:
                 return chunk
 
     def close(self) -> None:
@@ -147,10 +210,42 @@ class GatedStream(_Settling):
         self.close()
 
 
+async def _aclose(stream: Any) -> None:
+    close = getattr(stream, "close", None)
+    if close is None:  # an async generator (google-genai's streams)
+        close = stream.aclose
+    result = close()
+    if result is not None and hasattr(result, "__await__"):
+        await result
+
+
 class AsyncGatedStream(_Settling):
     """The async twin of :class:`GatedStream`."""
 
     __slots__ = ()
+
+    def __getattr__(self, name: str) -> Any:
+        if name == "text_stream":
+            return self._text_stream()
+        value = getattr(self._tg_stream, name)
+        if name in _DRAINING and callable(value):
+            return self._draining(value)
+        return value
+
+    def _draining(self, method: Callable[..., Any]) -> Callable[..., Any]:
+        async def drained(*args: Any, **kwargs: Any) -> Any:
+            async for _ in self:
+                pass
+            result = await method(*args, **kwargs)
+            return self if result is self._tg_stream else result
+
+        return drained
+
+    async def _text_stream(self) -> AsyncIterator[str]:
+        async for chunk in self:
+            text = self._tg_acc.text_of(chunk)
+            if text:
+                yield text
 
     def __aiter__(self) -> AsyncIterator[Any]:
         return self
@@ -169,7 +264,14 @@ class AsyncGatedStream(_Settling):
             except BaseException:  # cancelled, interrupted: the caller stopped reading
                 self._finish(abandoned=True)  # no awaiting while being cancelled
                 raise
-            if self._tg_acc.observe(chunk):
+            show = self._tg_acc.observe(chunk)
+            if self._tg_call.output_room is not None:
+                cut = self._overrun()
+                if cut is not None:
+                    with contextlib.suppress(Exception):
+                        await _aclose(self._tg_stream)
+                    raise cut
+            if show:
                 return chunk
 
     async def close(self) -> None:
@@ -182,9 +284,11 @@ class AsyncGatedStream(_Settling):
         except Exception:  # draining is best effort; closing must go on
             pass
         try:
-            await self._tg_stream.close()
+            await _aclose(self._tg_stream)
         finally:
             await self._afinish(abandoned=self._tg_acc.usage is None)
+
+    aclose = close
 
     async def __aenter__(self) -> AsyncGatedStream:
         return self

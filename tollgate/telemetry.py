@@ -8,7 +8,8 @@ the table below, so the mapping to the GenAI semantic conventions lives in one p
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import TYPE_CHECKING
+from contextlib import AbstractContextManager, nullcontext
+from typing import TYPE_CHECKING, Any
 
 from opentelemetry import trace
 from opentelemetry.trace import SpanKind, Status, StatusCode
@@ -60,6 +61,14 @@ def start_span(request: LLMRequest, tags: Mapping[str, str]) -> Span:
         for name, value in tags.items():
             span.set_attribute(TAG_PREFIX + name, value)
     return span
+
+
+def current(span: Span) -> AbstractContextManager[Any]:
+    """Make ``span`` the current span while the SDK call runs, so spans the SDK itself emits
+    (the Anthropic SDK's ``anthropic.messages.create``) nest under tollgate's, as its children."""
+    if span.is_recording():
+        return trace.use_span(span, end_on_exit=False, record_exception=False, set_status_on_exception=False)
+    return nullcontext()
 
 
 def end_span(span: Span, record: CallRecord) -> None:

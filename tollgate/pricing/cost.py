@@ -52,7 +52,9 @@ def cost(price: ModelPrice, usage: Usage, *, batch: bool = False) -> float:
 
     Uncached input is billed at the input price, cache reads and writes at their prices (or
     the input price when the model lists none), audio at the audio prices when listed, and
-    reasoning tokens at the reasoning price when the model has a separate one. A prompt
+    reasoning tokens at the reasoning price when the model has a separate one. Cache writes
+    counted in ``usage.units["cache_write_1h_tokens"]`` (Anthropic's one-hour cache) are billed
+    at the one-hour write price. A prompt
     above a tier's threshold bills the whole call at that tier's rates. ``batch=True``
     uses the batch prices, or half the standard ones where none are listed.
 
@@ -75,11 +77,17 @@ def cost(price: ModelPrice, usage: Usage, *, batch: bool = False) -> float:
 
     reasoning = min(max(usage.reasoning_tokens, 0), output)
     audio_out = min(max(usage.audio_output_tokens, 0), output - reasoning)
+    # Anthropic's one-hour cache writes (a part of cache_write_tokens) have their own price.
+    write_1h = (
+        min(max(int(usage.units.get("cache_write_1h_tokens", 0)), 0), cache_write) if usage.units else 0
+    )
+    write_rate = _or(r.cache_write, input_rate)
     return (
         (uncached - audio_in) * input_rate
         + cache_read * _or(r.cache_read, input_rate)
         + audio_in * _or(price.audio_input, input_rate)
-        + cache_write * _or(r.cache_write, input_rate)
+        + (cache_write - write_1h) * write_rate
+        + write_1h * _or(price.cache_write_1h, write_rate)
         + (output - reasoning - audio_out) * output_rate
         + audio_out * _or(price.audio_output, output_rate)
         + reasoning * _or(r.reasoning, output_rate)

@@ -272,3 +272,46 @@ def count_messages(
     if tools:
         total += _count_tools(tools, name, count)
     return total if exact else math.ceil(total * PROVIDER_FACTORS.get(provider or "", DEFAULT_FACTOR))
+
+
+def count_prompt(prompt: Sequence[Any], model: str = "gpt-4o", provider: str | None = None) -> int:
+    """Tokens of raw inputs with no chat framing: strings, or token arrays (lists of ints).
+
+    >>> count_prompt(["hello world", [1, 2, 3]], "text-embedding-3-small")
+    5
+    """
+    total = 0
+    for item in prompt:
+        if isinstance(item, str):
+            total += count_text(item, model, provider)
+        elif isinstance(item, Sequence):
+            total += len(item)
+    return total
+
+
+class RunningCount:
+    """Tokens of text that arrives in pieces (a stream), counted piece by piece.
+
+    Each piece is tokenized on its own and the provider factor applied once to the sum, so a
+    stream's running count costs one cached lookup per piece, never a recount of the whole.
+
+    >>> c = RunningCount("gpt-4o")
+    >>> c.add(["Hello", " world"])
+    2
+    """
+
+    __slots__ = ("_encoding", "_factor", "_raw")
+
+    def __init__(self, model: str, provider: str | None = None) -> None:
+        self._encoding = encoding_for(model, provider)
+        self._factor = (
+            1.0 if is_exact(model, provider) else PROVIDER_FACTORS.get(provider or "", DEFAULT_FACTOR)
+        )
+        self._raw = 0
+
+    def add(self, pieces: Iterable[str]) -> int:
+        """Count ``pieces`` in; returns the running total."""
+        for piece in pieces:
+            if piece:
+                self._raw += _count_cached(self._encoding, piece)
+        return math.ceil(self._raw * self._factor)

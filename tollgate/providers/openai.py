@@ -1,20 +1,41 @@
 """Adapter for the OpenAI SDK (and OpenAI-compatible servers reached through it).
 
-Translation only: native keyword arguments -> :class:`~tollgate.request.LLMRequest`, a gate
-:class:`~tollgate.gate.Decision` -> edits of those arguments, and native responses or stream
-chunks -> :class:`~tollgate.request.Usage`. Budget logic lives in the gate, never here.
+Translation only, one :class:`~tollgate.providers.base.Surface` per API shape:
+
+- ``chat.completions.create`` / ``.parse`` (and ``.stream``, a stream manager);
+- ``responses.create`` / ``.parse`` (and ``.stream``);
+- ``completions.create`` (legacy text completions);
+- ``embeddings.create``;
+
+each also under ``with_raw_response`` and ``with_streaming_response``. Budget logic lives in
+the gate, never here.
+
+OpenAI-compatible providers are told apart by the client's base URL (:func:`provider_for`)
+and their usage dialects read here: DeepSeek's ``prompt_cache_hit_tokens``, Groq's
+``x_groq.usage`` on stream chunks, OpenRouter's ``usage.cost`` (the provider's own charge,
+recorded instead of the price table's).
 """
 
 from __future__ import annotations
 
-import functools
-from collections.abc import Callable, Mapping
+import json
+from collections.abc import Mapping
 from typing import Any
 from urllib.parse import urlsplit
 
 from tollgate import gate
+from tollgate.providers.base import (
+    NATIVE,
+    Found,
+    Server,
+    Surface,
+    as_int,
+    field,
+    native_items,
+    routes_for,
+    server_of,
+)
 from tollgate.request import LLMRequest, Usage
-from tollgate.streams import AsyncGatedStream, GatedStream
 
 # Hosts of OpenAI-compatible APIs -> provider name as the price table knows it.
 _HOST_PROVIDERS = (
@@ -24,33 +45,42 @@ _HOST_PROVIDERS = (
     ("openrouter.ai", "openrouter"),
     ("api.groq.com", "groq"),
     ("api.together.xyz", "together_ai"),
+    ("api.together.ai", "together_ai"),
     ("api.mistral.ai", "mistral"),
     ("api.fireworks.ai", "fireworks_ai"),
+    ("api.x.ai", "xai"),
+    ("api.perplexity.ai", "perplexity"),
+    ("api.cerebras.ai", "cerebras"),
+    ("generativelanguage.googleapis.com", "gemini"),
+    ("api.anthropic.com", "anthropic"),
 )
+# Local servers, told apart by their default ports.
+_LOCAL_PORTS = {11434: "ollama", 8000: "vllm", 1234: "lm_studio"}
+_LOCAL_HOSTS = frozenset({"localhost", "127.0.0.1", "::1", "0.0.0.0", "host.docker.internal"})
 
 
 def provider_for(client: Any) -> str:
-    """The provider behind an OpenAI SDK client, inferred from its base URL."""
+    """The provider behind an OpenAI SDK client, inferred from its base URL.
+
+    >>> import openai
+    >>> provider_for(openai.OpenAI(api_key="x", base_url="https://api.deepseek.com/v1"))
+    'deepseek'
+    >>> provider_for(openai.OpenAI(api_key="x", base_url="http://localhost:11434/v1"))
+    'ollama'
+    """
     if type(client).__name__ in ("AzureOpenAI", "AsyncAzureOpenAI"):
         return "azure"
-    host = (urlsplit(str(getattr(client, "base_url", "") or "")).hostname or "").lower()
+    url = urlsplit(str(getattr(client, "base_url", "") or ""))
+    host = (url.hostname or "").lower()
     for suffix, provider in _HOST_PROVIDERS:
         if host == suffix or host.endswith("." + suffix):
             return provider
+    if host in _LOCAL_HOSTS and url.port in _LOCAL_PORTS:
+        return _LOCAL_PORTS[url.port]
     return "openai" if not host else f"openai_compatible:{host}"
 
 
-def _int(value: Any) -> int:
-    # The SDK's Omit / NotGiven sentinels and None all mean "not given".
-    return value if isinstance(value, int) and not isinstance(value, bool) else 0
-
-
-def _field(obj: Any, name: str) -> Any:
-    # SDK objects are read by attribute, JSON dicts by key. type() rather than an ABC
-    # isinstance check: this runs several times per stream chunk.
-    if type(obj) is dict:
-        return obj.get(name)
-    return getattr(obj, name, None)
+# -- usage ------------------------------------------------------------------------------------
 
 
 def usage_from(raw: Any) -> Usage | None:
@@ -59,93 +89,82 @@ def usage_from(raw: Any) -> Usage | None:
     >>> usage_from({"prompt_tokens": 1370, "completion_tokens": 22,
     ...             "prompt_tokens_details": {"cached_tokens": 1280}}).cache_read_tokens
     1280
+    >>> deepseek = {"prompt_tokens": 10, "completion_tokens": 2, "prompt_cache_hit_tokens": 8}
+    >>> usage_from(deepseek).cache_read_tokens
+    8
     """
     if raw is None:
         return None
-    prompt_tokens, completion_tokens = _field(raw, "prompt_tokens"), _field(raw, "completion_tokens")
+    prompt_tokens, completion_tokens = field(raw, "prompt_tokens"), field(raw, "completion_tokens")
     if not isinstance(prompt_tokens, int) or not isinstance(completion_tokens, int):
         return None  # malformed (a broken proxy, a partial body): the caller estimates instead
-    prompt = _field(raw, "prompt_tokens_details")
-    completion = _field(raw, "completion_tokens_details")
+    prompt = field(raw, "prompt_tokens_details")
+    completion = field(raw, "completion_tokens_details")
     return Usage(
         input_tokens=prompt_tokens,
         output_tokens=completion_tokens,
-        cache_read_tokens=_int(_field(prompt, "cached_tokens")),
-        cache_write_tokens=_int(_field(prompt, "cache_write_tokens")),
-        reasoning_tokens=_int(_field(completion, "reasoning_tokens")),
-        audio_input_tokens=_int(_field(prompt, "audio_tokens")),
-        audio_output_tokens=_int(_field(completion, "audio_tokens")),
+        # DeepSeek reports its cache hits beside prompt_tokens, in its own field.
+        cache_read_tokens=as_int(field(prompt, "cached_tokens"))
+        or as_int(field(raw, "prompt_cache_hit_tokens")),
+        cache_write_tokens=as_int(field(prompt, "cache_write_tokens")),
+        reasoning_tokens=as_int(field(completion, "reasoning_tokens")),
+        audio_input_tokens=as_int(field(prompt, "audio_tokens")),
+        audio_output_tokens=as_int(field(completion, "audio_tokens")),
     )
 
 
-class ChatStreamAccountant:
-    """Reads ``ChatCompletionChunk``s: usage from the chunk that carries it, text for estimates."""
-
-    __slots__ = (
-        "_hide_usage_chunk",
-        "_open_choices",
-        "_text",
-        "done",
-        "response_id",
-        "response_model",
-        "usage",
+def responses_usage(raw: Any) -> Usage | None:
+    """Normalised usage from a Responses API ``usage`` (``input_tokens`` / ``output_tokens``)."""
+    if raw is None:
+        return None
+    input_tokens, output_tokens = field(raw, "input_tokens"), field(raw, "output_tokens")
+    if not isinstance(input_tokens, int) or not isinstance(output_tokens, int):
+        return None
+    return Usage(
+        input_tokens=input_tokens,
+        output_tokens=output_tokens,
+        cache_read_tokens=as_int(field(field(raw, "input_tokens_details"), "cached_tokens")),
+        reasoning_tokens=as_int(field(field(raw, "output_tokens_details"), "reasoning_tokens")),
     )
 
-    def __init__(self, *, hide_usage_chunk: bool) -> None:
-        self._hide_usage_chunk = hide_usage_chunk
-        self._text: list[str] = []
-        self._open_choices: set[int] = set()
-        self.usage: Usage | None = None
-        self.response_model: str | None = None
-        self.response_id: str | None = None
-        self.done = False
 
-    def observe(self, chunk: Any) -> bool:
-        try:
-            if not self.response_model:  # Azure's first chunk (content filter results) has none
-                self.response_model = _field(chunk, "model") or None
-                self.response_id = _field(chunk, "id") or None
-            choices = _field(chunk, "choices")
-            if choices:
-                for choice in choices:
-                    delta = _field(choice, "delta")
-                    content = _field(delta, "content")
-                    if content:
-                        self._text.append(content)
-                    tool_calls = _field(delta, "tool_calls")
-                    if tool_calls:
-                        for tool_call in tool_calls:
-                            fn = _field(tool_call, "function")
-                            self._text.append((_field(fn, "name") or "") + (_field(fn, "arguments") or ""))
-                    if _field(choice, "finish_reason"):
-                        self._open_choices.discard(_field(choice, "index"))
-                    else:
-                        self._open_choices.add(_field(choice, "index"))
-                self.done = not self._open_choices
-            raw_usage = _field(chunk, "usage")
-            if raw_usage is not None:
-                self.usage = usage_from(raw_usage)
-                # The usage-only chunk we asked for on the caller's behalf is not theirs to see.
-                return not (self._hide_usage_chunk and not choices)
-        except Exception:  # a malformed chunk must never break the caller's stream
-            return True
+def _reported_cost(raw: Any) -> float | None:
+    # OpenRouter puts what it charged in usage.cost: that, not a price table, is the truth.
+    value = field(raw, "cost")
+    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
+
+
+# -- chat completions -------------------------------------------------------------------------
+
+# Reasoning families take max_completion_tokens; max_tokens is rejected by them.
+_COMPLETION_CAP_PREFIXES = ("o1", "o3", "o4", "gpt-5")
+
+
+def _cap_parameter(kwargs: Mapping[str, Any], model: str) -> str:
+    """Which argument caps the output: the one the caller used, else the model family's."""
+    if as_int(kwargs.get("max_completion_tokens")):
+        return "max_completion_tokens"
+    if as_int(kwargs.get("max_tokens")):
+        return "max_tokens"
+    name = model.rsplit("/", 1)[-1].lower()
+    return "max_completion_tokens" if name.startswith(_COMPLETION_CAP_PREFIXES) else "max_tokens"
+
+
+def _inject_usage_option(kwargs: dict[str, Any]) -> bool:
+    """Ask a stream for its usage chunk (``stream_options.include_usage``) unless the caller chose."""
+    options = kwargs.get("stream_options")
+    if not isinstance(options, Mapping):
+        kwargs["stream_options"] = {"include_usage": True}
         return True
-
-    def streamed_text(self) -> str:
-        return "".join(self._text)
-
-
-def server_of(client: Any) -> tuple[str | None, int | None]:
-    """The host and port a client talks to (``server.address`` / ``server.port``)."""
-    url = urlsplit(str(getattr(client, "base_url", "") or ""))
-    return url.hostname, url.port or (443 if url.scheme == "https" else 80 if url.scheme == "http" else None)
+    if "include_usage" not in options:
+        kwargs["stream_options"] = {**options, "include_usage": True}
+        return True
+    return False
 
 
-def chat_request(
-    kwargs: Mapping[str, Any], provider: str, server: tuple[str | None, int | None]
-) -> LLMRequest:
+def chat_request(kwargs: Mapping[str, Any], provider: str, server: Server) -> LLMRequest:
     """The provider-neutral view of ``chat.completions.create(**kwargs)``."""
-    cap = _int(kwargs.get("max_completion_tokens")) or _int(kwargs.get("max_tokens")) or None
+    cap = as_int(kwargs.get("max_completion_tokens")) or as_int(kwargs.get("max_tokens")) or None
     tools = kwargs.get("tools")
     return LLMRequest(
         provider=provider,
@@ -154,120 +173,334 @@ def chat_request(
         messages=kwargs.get("messages") or (),
         max_output_tokens=cap,
         stream=kwargs.get("stream") is True,
-        n=_int(kwargs.get("n")) or 1,
+        n=as_int(kwargs.get("n")) or 1,
         tools=tools if isinstance(tools, (list, tuple)) else (),
         server_address=server[0],
         server_port=server[1],
     )
 
 
-# Reasoning families take max_completion_tokens; max_tokens is rejected by them.
-_COMPLETION_CAP_PREFIXES = ("o1", "o3", "o4", "gpt-5")
+class ChatStreamAccountant:
+    """Reads ``ChatCompletionChunk``s (and legacy ``Completion`` chunks): usage from the chunk
+    that carries it, text for estimates and cut-offs."""
 
+    __slots__ = (
+        "_hide_usage_chunk",
+        "_open_choices",
+        "done",
+        "response_id",
+        "response_model",
+        "text",
+        "usage",
+        "usd",
+    )
 
-def _cap_parameter(kwargs: Mapping[str, Any], model: str) -> str:
-    """Which argument caps the output: the one the caller used, else the model family's."""
-    if _int(kwargs.get("max_completion_tokens")):
-        return "max_completion_tokens"
-    if _int(kwargs.get("max_tokens")):
-        return "max_tokens"
-    name = model.rsplit("/", 1)[-1].lower()
-    return "max_completion_tokens" if name.startswith(_COMPLETION_CAP_PREFIXES) else "max_tokens"
+    def __init__(self, *, hide_usage_chunk: bool) -> None:
+        self._hide_usage_chunk = hide_usage_chunk
+        self._open_choices: set[int] = set()
+        self.text: list[str] = []
+        self.usage: Usage | None = None
+        self.usd: float | None = None
+        self.response_model: str | None = None
+        self.response_id: str | None = None
+        self.done = False
 
-
-def _request(kwargs: dict[str, Any], provider: str, server: tuple[str | None, int | None]) -> LLMRequest:
-    messages = kwargs.get("messages")
-    if messages is not None and not isinstance(messages, (list, tuple)):
-        kwargs["messages"] = list(messages)  # a generator can be read once: keep what we read
-    return chat_request(kwargs, provider, server)
-
-
-def _prepare(call: gate.Call, kwargs: dict[str, Any]) -> bool:
-    """Apply the gate's decision to ``kwargs`` in place; returns whether usage was injected."""
-    decision = call.decision
-    if decision.model != call.request.model:
-        kwargs["model"] = decision.model
-    if decision.messages is not None:
-        kwargs["messages"] = list(decision.messages)
-    if decision.max_output_tokens is not None:
-        kwargs[_cap_parameter(kwargs, decision.model)] = decision.max_output_tokens
-    injected = False
-    if call.request.stream:
-        options = kwargs.get("stream_options")
-        if not isinstance(options, Mapping):
-            kwargs["stream_options"] = {"include_usage": True}
-            injected = True
-        elif "include_usage" not in options:
-            kwargs["stream_options"] = {**options, "include_usage": True}
-            injected = True
-    return injected
-
-
-def _outcome(call: gate.Call, response: Any) -> tuple[Usage, dict[str, Any]]:
-    """Usage and settle arguments from a response; an estimate when its usage is missing or malformed."""
-    try:
-        usage = usage_from(_field(response, "usage"))
-        found: dict[str, Any] = {
-            "response_model": _field(response, "model"),
-            "response_id": _field(response, "id"),
-        }
-    except Exception:  # malformed response: record an estimate, hand the response back untouched
-        usage, found = None, {}
-    if usage is None:
-        return Usage(input_tokens=call.estimate.input_tokens), {**found, "estimated": True}
-    return usage, found
-
-
-def gate_chat_create(create: Callable[..., Any], provider: str, client: Any) -> Callable[..., Any]:
-    """``chat.completions.create`` going through the gate (sync)."""
-    server = server_of(client)  # once per client, not on every call
-
-    @functools.wraps(create)
-    def gated(*args: Any, **kwargs: Any) -> Any:
-        call = gate.preflight(_request(kwargs, provider, server))
-        injected = _prepare(call, kwargs)
+    def observe(self, chunk: Any) -> bool:
         try:
-            response = create(*args, **kwargs)
-        except BaseException as exc:
-            gate.release(call, exc)
-            raise
-        if call.request.stream:
-            return GatedStream(response, call, ChatStreamAccountant(hide_usage_chunk=injected))
-        usage, found = _outcome(call, response)
-        gate.settle(call, usage, **found)
-        gate.raise_if_overrun(call)
-        return response
+            if not self.response_model:  # Azure's first chunk (content filter results) has none
+                self.response_model = field(chunk, "model") or None
+                self.response_id = field(chunk, "id") or None
+            choices = field(chunk, "choices")
+            if choices:
+                for choice in choices:
+                    delta = field(choice, "delta")
+                    content = field(delta, "content") if delta is not None else field(choice, "text")
+                    if content:
+                        self.text.append(content)
+                    tool_calls = field(delta, "tool_calls")
+                    if tool_calls:
+                        for tool_call in tool_calls:
+                            fn = field(tool_call, "function")
+                            self.text.append((field(fn, "name") or "") + (field(fn, "arguments") or ""))
+                    if field(choice, "finish_reason"):
+                        self._open_choices.discard(field(choice, "index"))
+                    else:
+                        self._open_choices.add(field(choice, "index"))
+                self.done = not self._open_choices
+            raw_usage = field(chunk, "usage")
+            if raw_usage is None:  # Groq puts a stream's usage under x_groq
+                raw_usage = field(field(chunk, "x_groq"), "usage")
+            if raw_usage is not None:
+                self.usage = usage_from(raw_usage) or self.usage
+                self.usd = _reported_cost(raw_usage)
+                # The usage-only chunk we asked for on the caller's behalf is not theirs to see.
+                return not (self._hide_usage_chunk and not choices)
+        except Exception:  # a malformed chunk must never break the caller's stream
+            return True
+        return True
 
-    return gated
+    def text_of(self, chunk: Any) -> str | None:
+        return None
 
 
-def gate_async_chat_create(create: Callable[..., Any], provider: str, client: Any) -> Callable[..., Any]:
-    """``chat.completions.create`` going through the gate (async)."""
-    server = server_of(client)
+class ChatHelperAccountant(ChatStreamAccountant):
+    """Reads the events of ``chat.completions.stream()``: each ``chunk`` event holds a chunk."""
 
-    @functools.wraps(create)
-    async def gated(*args: Any, **kwargs: Any) -> Any:
-        call = await gate.apreflight(_request(kwargs, provider, server))
-        injected = _prepare(call, kwargs)
+    __slots__ = ()
+
+    def observe(self, chunk: Any) -> bool:
+        if field(chunk, "type") != "chunk":
+            return True
+        return super().observe(field(chunk, "chunk"))
+
+
+class ChatSurface(Surface):
+    """``chat.completions.create`` and ``.parse``."""
+
+    def request(self, kwargs: dict[str, Any]) -> LLMRequest:
+        messages = kwargs.get("messages")
+        if messages is not None and not isinstance(messages, (list, tuple)):
+            kwargs["messages"] = list(messages)  # a generator can be read once: keep what we read
+        return chat_request(kwargs, self.provider, self.server)
+
+    def apply(self, call: gate.Call, kwargs: dict[str, Any]) -> bool:
+        super().apply(call, kwargs)
+        decision = call.decision
+        if decision.messages is not None:
+            kwargs["messages"] = list(decision.messages)
+        if decision.max_output_tokens is not None:
+            kwargs[_cap_parameter(kwargs, decision.model)] = decision.max_output_tokens
+        return _inject_usage_option(kwargs) if self.streams(call) else False
+
+    def found(self, response: Any) -> Found:
+        raw = field(response, "usage")
+        return Found(usage_from(raw), field(response, "model"), field(response, "id"), _reported_cost(raw))
+
+    def accountant(self, injected: bool) -> ChatStreamAccountant:
+        return ChatStreamAccountant(hide_usage_chunk=injected)
+
+
+class ChatHelperSurface(ChatSurface):
+    """``chat.completions.stream()``: a stream manager yielding events."""
+
+    manager = True
+
+    def request(self, kwargs: dict[str, Any]) -> LLMRequest:
+        request = super().request(kwargs)
+        request.stream = True
+        return request
+
+    def accountant(self, injected: bool) -> ChatStreamAccountant:
+        return ChatHelperAccountant(hide_usage_chunk=injected)
+
+
+# -- legacy completions -----------------------------------------------------------------------
+
+
+class CompletionsSurface(Surface):
+    """``completions.create`` (legacy text completions): a ``prompt``, capped by ``max_tokens``."""
+
+    operation = "text_completion"
+
+    def request(self, kwargs: dict[str, Any]) -> LLMRequest:
+        prompt = kwargs.get("prompt")
+        prompts: list[Any] = [prompt] if isinstance(prompt, str) else list(prompt or ())
+        if prompts and all(isinstance(p, int) for p in prompts):
+            prompts = [prompts]  # one prompt given as a token array
+        return LLMRequest(
+            provider=self.provider,
+            operation=self.operation,
+            model=str(kwargs.get("model") or ""),
+            prompt=prompts,
+            max_output_tokens=as_int(kwargs.get("max_tokens")) or None,
+            stream=kwargs.get("stream") is True,
+            n=(as_int(kwargs.get("n")) or 1) * max(1, len(prompts)),
+            server_address=self.server[0],
+            server_port=self.server[1],
+        )
+
+    def apply(self, call: gate.Call, kwargs: dict[str, Any]) -> bool:
+        super().apply(call, kwargs)
+        if call.decision.max_output_tokens is not None:
+            kwargs["max_tokens"] = call.decision.max_output_tokens
+        return _inject_usage_option(kwargs) if self.streams(call) else False
+
+    def found(self, response: Any) -> Found:
+        raw = field(response, "usage")
+        return Found(usage_from(raw), field(response, "model"), field(response, "id"), _reported_cost(raw))
+
+    def accountant(self, injected: bool) -> ChatStreamAccountant:
+        return ChatStreamAccountant(hide_usage_chunk=injected)
+
+
+# -- embeddings -------------------------------------------------------------------------------
+
+
+class EmbeddingsSurface(Surface):
+    """``embeddings.create``: inputs in, no output; usage is ``prompt_tokens``."""
+
+    operation = "embeddings"
+
+    def request(self, kwargs: dict[str, Any]) -> LLMRequest:
+        value = kwargs.get("input")
+        inputs: list[Any] = [value] if isinstance(value, str) else list(value or ())
+        if inputs and all(isinstance(i, int) for i in inputs):
+            inputs = [inputs]  # one input given as a token array
+        return LLMRequest(
+            provider=self.provider,
+            operation=self.operation,
+            model=str(kwargs.get("model") or ""),
+            prompt=inputs,
+            server_address=self.server[0],
+            server_port=self.server[1],
+        )
+
+    def found(self, response: Any) -> Found:
+        raw = field(response, "usage")
+        tokens = field(raw, "prompt_tokens")
+        usage = Usage(input_tokens=tokens) if isinstance(tokens, int) else None
+        return Found(usage, field(response, "model"), None, _reported_cost(raw))
+
+
+# -- responses --------------------------------------------------------------------------------
+
+
+def _neutral_items(kwargs: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """Responses ``instructions`` + ``input`` as chat-shaped messages, each carrying its items.
+
+    Consecutive function calls become one assistant message with several tool calls, so a
+    truncate drops (or keeps) a batch of parallel calls together with their outputs.
+    """
+    out: list[dict[str, Any]] = []
+    instructions = kwargs.get("instructions")
+    if isinstance(instructions, str) and instructions:
+        out.append({"role": "system", "content": instructions, NATIVE: ()})
+    value = kwargs.get("input")
+    if isinstance(value, str):
+        out.append({"role": "user", "content": value, NATIVE: (value,)})
+        return out
+    for item in value or ():
+        kind = field(item, "type")
+        if kind == "function_call":
+            call = {"function": {"name": field(item, "name"), "arguments": field(item, "arguments")}}
+            previous = out[-1] if out else None
+            if previous is not None and previous.get("tool_calls") and previous.get("content") is None:
+                previous["tool_calls"].append(call)
+                previous[NATIVE] = (*previous[NATIVE], item)
+            else:
+                out.append({"role": "assistant", "content": None, "tool_calls": [call], NATIVE: (item,)})
+        elif kind == "function_call_output":
+            out.append({"role": "tool", "content": str(field(item, "output") or ""), NATIVE: (item,)})
+        elif field(item, "role"):
+            out.append({"role": field(item, "role"), "content": field(item, "content"), NATIVE: (item,)})
+        else:  # reasoning, built-in tool calls, item references: counted as their JSON
+            text = json.dumps(item, default=str) if isinstance(item, Mapping) else str(item)
+            out.append({"role": "assistant", "content": text, NATIVE: (item,)})
+    return out
+
+
+class ResponseStreamAccountant:
+    """Reads Responses stream events: text deltas, and the final response with its usage
+    (``response.completed``, or ``response.incomplete`` / ``response.failed``)."""
+
+    __slots__ = ("done", "response_id", "response_model", "text", "usage", "usd")
+
+    def __init__(self) -> None:
+        self.text: list[str] = []
+        self.usage: Usage | None = None
+        self.usd: float | None = None
+        self.response_model: str | None = None
+        self.response_id: str | None = None
+        self.done = False
+
+    def observe(self, event: Any) -> bool:
         try:
-            response = await create(*args, **kwargs)
-        except BaseException as exc:
-            await gate.arelease(call, exc)
-            raise
-        if call.request.stream:
-            return AsyncGatedStream(response, call, ChatStreamAccountant(hide_usage_chunk=injected))
-        usage, found = _outcome(call, response)
-        await gate.asettle(call, usage, **found)
-        gate.raise_if_overrun(call)
-        return response
+            kind = field(event, "type")
+            if kind in ("response.output_text.delta", "response.function_call_arguments.delta"):
+                delta = field(event, "delta")
+                if delta:
+                    self.text.append(delta)
+            elif kind in ("response.created", "response.completed", "response.incomplete", "response.failed"):
+                response = field(event, "response")
+                self.response_model = field(response, "model") or self.response_model
+                self.response_id = field(response, "id") or self.response_id
+                if kind != "response.created":
+                    self.usage = responses_usage(field(response, "usage")) or self.usage
+                    self.done = True
+        except Exception:  # a malformed event must never break the caller's stream
+            pass
+        return True
 
-    return gated
+    def text_of(self, event: Any) -> str | None:
+        return None
 
 
-def routes(client: Any) -> dict[tuple[str, ...], Callable[[Callable[..., Any]], Callable[..., Any]]]:
+class ResponsesSurface(Surface):
+    """``responses.create`` and ``.parse``: ``input`` items, capped by ``max_output_tokens``."""
+
+    def request(self, kwargs: dict[str, Any]) -> LLMRequest:
+        value = kwargs.get("input")
+        if value is not None and not isinstance(value, (str, list, tuple)):
+            kwargs["input"] = list(value)
+        tools = kwargs.get("tools")
+        return LLMRequest(
+            provider=self.provider,
+            operation=self.operation,
+            model=str(kwargs.get("model") or ""),
+            messages=_neutral_items(kwargs),
+            max_output_tokens=as_int(kwargs.get("max_output_tokens")) or None,
+            stream=kwargs.get("stream") is True,
+            tools=tools if isinstance(tools, (list, tuple)) else (),
+            server_address=self.server[0],
+            server_port=self.server[1],
+        )
+
+    def apply(self, call: gate.Call, kwargs: dict[str, Any]) -> bool:
+        super().apply(call, kwargs)
+        decision = call.decision
+        if decision.max_output_tokens is not None:
+            kwargs["max_output_tokens"] = decision.max_output_tokens
+        if decision.messages is not None and not isinstance(kwargs.get("input"), str):
+            kwargs["input"] = native_items(decision.messages)
+        return False
+
+    def found(self, response: Any) -> Found:
+        return Found(
+            responses_usage(field(response, "usage")), field(response, "model"), field(response, "id")
+        )
+
+    def accountant(self, injected: bool) -> ResponseStreamAccountant:
+        return ResponseStreamAccountant()
+
+
+class ResponsesHelperSurface(ResponsesSurface):
+    """``responses.stream()``: a stream manager yielding the same events."""
+
+    manager = True
+
+    def request(self, kwargs: dict[str, Any]) -> LLMRequest:
+        request = super().request(kwargs)
+        request.stream = True
+        return request
+
+
+def routes(client: Any) -> dict[tuple[str, ...], Any]:
     """Which attribute paths of ``client`` go through the gate, and how."""
     import openai
 
     provider = provider_for(client)
-    wrap = gate_async_chat_create if isinstance(client, openai.AsyncOpenAI) else gate_chat_create
-    return {("chat", "completions", "create"): lambda create: wrap(create, provider, client)}
+    server = server_of(getattr(client, "base_url", None))
+    chat = ChatSurface(provider, server)
+    responses = ResponsesSurface(provider, server)
+    surfaces: dict[tuple[str, ...], Surface] = {
+        ("chat", "completions", "create"): chat,
+        ("chat", "completions", "parse"): chat,
+        ("chat", "completions", "stream"): ChatHelperSurface(provider, server),
+        ("responses", "create"): responses,
+        ("responses", "parse"): responses,
+        ("responses", "stream"): ResponsesHelperSurface(provider, server),
+        ("completions", "create"): CompletionsSurface(provider, server),
+        ("embeddings", "create"): EmbeddingsSurface(provider, server),
+    }
+    raw = [p for p in surfaces if p[-1] in ("create", "parse")]
+    return routes_for(surfaces, is_async=isinstance(client, openai.AsyncOpenAI), raw=raw)
