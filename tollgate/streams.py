@@ -116,6 +116,8 @@ class _Settling:
         counter, seen = self._tg_count
         output = counter.add(acc.text[seen[0] :])
         seen[0] = len(acc.text)
+        if output > room[0]:  # piecewise counts run a little high: recount the whole text first
+            output = counter.recount("".join(acc.text))
         reported = acc.usage
         if reported is not None:  # Anthropic's message_delta carries a running output count
             output = max(output, reported.output_tokens)

@@ -310,8 +310,20 @@ class RunningCount:
         self._raw = 0
 
     def add(self, pieces: Iterable[str]) -> int:
-        """Count ``pieces`` in; returns the running total."""
+        """Count ``pieces`` in; returns the running total (a piece at a time counts a little
+        high: a word split across pieces may be one token when whole)."""
         for piece in pieces:
             if piece:
                 self._raw += _count_cached(self._encoding, piece)
+        return math.ceil(self._raw * self._factor)
+
+    def recount(self, text: str) -> int:
+        """Count all of ``text`` at once (exact for OpenAI models) and go on from there.
+
+        >>> c = RunningCount("gpt-4o")
+        >>> c.add(["Hel", "lo"]), c.recount("Hello")
+        (2, 1)
+        """
+        enc = encoder(self._encoding)
+        self._raw = len(enc.encode_ordinary(text)) if enc is not None else math.ceil(len(text) / 4)
         return math.ceil(self._raw * self._factor)
