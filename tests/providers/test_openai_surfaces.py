@@ -59,11 +59,13 @@ def test_chat_parse(client, replay) -> None:  # type: ignore[no-untyped-def]
 
 
 def test_chat_stream_helper_sync(client, replay, sent) -> None:  # type: ignore[no-untyped-def]
-    with replay("openai/chat_stream.yaml"):
-        with client.chat.completions.stream(model="gpt-4o-mini", messages=COUNT) as stream:
-            deltas = [e.delta for e in stream if e.type == "content.delta"]
-            # The usage chunk tollgate asked for is hidden: no chunk event without choices.
-            final = stream.get_final_completion()
+    with (
+        replay("openai/chat_stream.yaml"),
+        client.chat.completions.stream(model="gpt-4o-mini", messages=COUNT) as stream,
+    ):
+        deltas = [e.delta for e in stream if e.type == "content.delta"]
+        # The usage chunk tollgate asked for is hidden: no chunk event without choices.
+        final = stream.get_final_completion()
     assert "".join(deltas) == "One, two, three, four, five."
     assert sent[0]["stream_options"] == {"include_usage": True}
     record = only_record()
@@ -73,9 +75,11 @@ def test_chat_stream_helper_sync(client, replay, sent) -> None:  # type: ignore[
 
 
 def test_chat_stream_helper_get_final_completion_without_iterating(client, replay) -> None:  # type: ignore[no-untyped-def]
-    with replay("openai/chat_stream.yaml"):
-        with client.chat.completions.stream(model="gpt-4o-mini", messages=COUNT) as stream:
-            final = stream.get_final_completion()  # the SDK reads the stream itself: through tollgate
+    with (
+        replay("openai/chat_stream.yaml"),
+        client.chat.completions.stream(model="gpt-4o-mini", messages=COUNT) as stream,
+    ):
+        final = stream.get_final_completion()  # the SDK reads the stream itself: through tollgate
     assert final.choices[0].message.content == "One, two, three, four, five."
     assert only_record().usage.output_tokens == 10
 
@@ -91,9 +95,13 @@ async def test_chat_stream_helper_async(aclient, replay) -> None:  # type: ignor
 
 def test_chat_stream_helper_blocked_on_enter_sends_nothing(client, replay, sent) -> None:  # type: ignore[no-untyped-def]
     manager = client.chat.completions.stream(model="gpt-4o", messages=COUNT, max_tokens=1000)
-    with replay("openai/chat_stream.yaml") as cassette, tollgate.budget(usd=0.00001):
-        with pytest.raises(tollgate.BudgetExceeded), manager:
-            pass
+    with (
+        replay("openai/chat_stream.yaml") as cassette,
+        tollgate.budget(usd=0.00001),
+        pytest.raises(tollgate.BudgetExceeded),
+        manager,
+    ):
+        pass
         assert cassette.play_count == 0 and sent == []
     assert only_record().status == "blocked"
 
@@ -234,11 +242,12 @@ def test_embeddings_estimate_is_the_exact_input_count_and_no_output() -> None:
 
 
 async def test_embeddings_async_blocked_by_a_budget(aclient, replay, sent) -> None:  # type: ignore[no-untyped-def]
-    with replay("openai/embeddings.yaml") as cassette, tollgate.budget(tokens=5):
-        with pytest.raises(tollgate.BudgetExceeded):
-            await aclient.embeddings.create(
-                model="text-embedding-3-small", input=["a much longer input " * 5]
-            )
+    with (
+        replay("openai/embeddings.yaml") as cassette,
+        tollgate.budget(tokens=5),
+        pytest.raises(tollgate.BudgetExceeded),
+    ):
+        await aclient.embeddings.create(model="text-embedding-3-small", input=["a much longer input " * 5])
         assert cassette.play_count == 0 and sent == []
 
 
@@ -307,12 +316,12 @@ async def test_with_raw_response_async(aclient, replay) -> None:  # type: ignore
 
 
 def test_with_streaming_response_parse(client, replay) -> None:  # type: ignore[no-untyped-def]
-    with replay("openai/chat_basic.yaml"):
-        with client.chat.completions.with_streaming_response.create(
-            model="gpt-4o-mini", messages=QUESTION
-        ) as r:
-            assert r.headers["x-request-id"] == "req_constructed"
-            completion = r.parse()
+    with (
+        replay("openai/chat_basic.yaml"),
+        client.chat.completions.with_streaming_response.create(model="gpt-4o-mini", messages=QUESTION) as r,
+    ):
+        assert r.headers["x-request-id"] == "req_constructed"
+        completion = r.parse()
     assert completion.choices[0].message.content == "Paris."
     assert only_record().usage.input_tokens == 26
 
@@ -340,9 +349,11 @@ async def test_with_streaming_response_async_json(aclient, replay) -> None:  # t
 
 
 def test_with_streaming_response_unread_is_recorded(client, replay) -> None:  # type: ignore[no-untyped-def]
-    with replay("openai/chat_basic.yaml"):
-        with client.chat.completions.with_streaming_response.create(model="gpt-4o-mini", messages=QUESTION):
-            pass  # the body is never read
+    with (
+        replay("openai/chat_basic.yaml"),
+        client.chat.completions.with_streaming_response.create(model="gpt-4o-mini", messages=QUESTION),
+    ):
+        pass  # the body is never read
     record = only_record()
     assert record.status == "abandoned" and record.estimated
 

@@ -52,7 +52,7 @@ def test_raise_budget_cuts_a_runaway_stream_off(client, replay) -> None:  # type
 def test_clamp_the_provider_ignores_is_cut_off_at_the_reservation(client, replay, sent) -> None:  # type: ignore[no-untyped-def]
     limit = PROMPT + 30
     with replay("openai/chat_stream_long.yaml"), tollgate.budget(tokens=limit, on_exceed="clamp"):
-        text, exc = read(client.chat.completions.create(model="gpt-4o-mini", messages=SEA, stream=True))
+        _, exc = read(client.chat.completions.create(model="gpt-4o-mini", messages=SEA, stream=True))
     assert sent[0]["max_tokens"] <= 30
     assert isinstance(exc, tollgate.BudgetExceeded) and exc.action == "cutoff"
     record = only_record()
@@ -93,9 +93,11 @@ def test_windowed_counter_holds_only_the_partial_usage(client, replay) -> None: 
         _, exc = read(client.chat.completions.create(model="gpt-4o-mini", messages=SEA, stream=True))
     assert exc is not None
     record = only_record()
-    with tollgate.budget(tokens=PROMPT + 20, per="day", name="cutoff-daily"):
-        with pytest.raises(tollgate.BudgetExceeded) as blocked:
-            tollgate.gate.preflight(
-                tollgate.LLMRequest(provider="openai", operation="chat", model="gpt-4o-mini", messages=SEA)
-            )
+    with (
+        tollgate.budget(tokens=PROMPT + 20, per="day", name="cutoff-daily"),
+        pytest.raises(tollgate.BudgetExceeded) as blocked,
+    ):
+        tollgate.gate.preflight(
+            tollgate.LLMRequest(provider="openai", operation="chat", model="gpt-4o-mini", messages=SEA)
+        )
     assert blocked.value.spent == record.usage.total_tokens  # settled at what streamed, not the cap
