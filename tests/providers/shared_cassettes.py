@@ -7,6 +7,7 @@ folder is absent.
 from __future__ import annotations
 
 import csv
+import importlib
 import inspect
 import json
 import pathlib
@@ -45,26 +46,51 @@ def _split(value: str, n: int) -> list[str]:
     return parts if len(parts) == n else parts + [""] * (n - len(parts))
 
 
-def openai_chat_cassettes() -> list[pathlib.Path]:
+# Providers whose recordings the OpenAI SDK can replay (OpenAI-compatible APIs), and the APIs.
+OPENAI_SDK_PROVIDERS = frozenset(
+    {"openai", "azure-openai", "mistral", "api.together.ai", "groq", "deepseek", "openrouter"}
+)
+# Endpoint path suffix -> API, as ../shared/cassettes/parse.py classifies them (first match wins).
+OPENAI_ENDPOINTS = (
+    ("/chat/completions", "chat"),
+    ("/responses", "responses"),
+    ("/embeddings", "embeddings"),
+    ("/completions", "completions"),
+)
+
+
+def manifest_rows() -> list[dict[str, str]]:
     if not MANIFEST.exists():
         return []
     with MANIFEST.open() as f:
-        rows = list(csv.DictReader(f, delimiter="\t"))
+        return list(csv.DictReader(f, delimiter="\t"))
+
+
+def endpoint(uri: str) -> tuple[str, str] | None:
+    """(path suffix, API) of an OpenAI-style endpoint, or None for any other request."""
+    path = urlsplit(uri).path
+    for suffix, api in OPENAI_ENDPOINTS:
+        if path.endswith(suffix):
+            return suffix, api
+    return None
+
+
+def openai_sdk_cassettes() -> list[pathlib.Path]:
+    """Every recording of an OpenAI-compatible API (chat, responses, embeddings, completions)."""
     return [
         SHARED_CASSETTES / row["path"]
-        for row in rows
-        if set(row["provider"].split("|")) <= {"openai", "azure-openai"}
-        and all(api.startswith("chat") for api in row["api"].split("|"))
+        for row in manifest_rows()
+        if set(row["provider"].split("|")) <= OPENAI_SDK_PROVIDERS
+        and all(api.split("-")[0] in {a for _, a in OPENAI_ENDPOINTS} for api in row["api"].split("|"))
     ]
 
 
 def exchanges(cassette: pathlib.Path) -> Iterator[Exchange]:
-    with MANIFEST.open() as f:
-        row = next(r for r in csv.DictReader(f, delimiter="\t") if SHARED_CASSETTES / r["path"] == cassette)
+    row = next(r for r in manifest_rows() if SHARED_CASSETTES / r["path"] == cassette)
     data = yaml.load(
         cassette.read_text(), Loader=yaml.CSafeLoader if hasattr(yaml, "CSafeLoader") else yaml.SafeLoader
     )
-    chat = [i for i in data["interactions"] if "/chat/completions" in i["request"]["uri"]]
+    chat = [i for i in data["interactions"] if endpoint(i["request"]["uri"]) is not None]
     n = len(chat)
     cols = {
         k: _split(row[k], n)
@@ -99,6 +125,8 @@ def exchanges(cassette: pathlib.Path) -> Iterator[Exchange]:
 
 def client_for(openai: Any, uri: str, *, is_async: bool = False) -> Any:
     """An OpenAI SDK client whose requests land on the recorded ``uri``."""
+    found = endpoint(uri)
+    suffix = found[0] if found else "/chat/completions"
     url = urlsplit(uri)
     if url.hostname and url.hostname.endswith("openai.azure.com"):
         cls = openai.AsyncAzureOpenAI if is_async else openai.AzureOpenAI
@@ -107,13 +135,32 @@ def client_for(openai: Any, uri: str, *, is_async: bool = False) -> Any:
             api_key="test", azure_endpoint=f"{url.scheme}://{url.netloc}", api_version=version, max_retries=0
         )
     cls = openai.AsyncOpenAI if is_async else openai.OpenAI
-    base = f"{url.scheme}://{url.netloc}{url.path.rsplit('/chat/completions', 1)[0]}"
+    base = f"{url.scheme}://{url.netloc}{url.path.rsplit(suffix, 1)[0]}"
     return cls(api_key="test", base_url=base, max_retries=0)
 
 
+def resource(client: Any, exchange: Exchange) -> Any:
+    """The SDK resource whose ``create`` sends the recorded request."""
+    found = endpoint(exchange.uri)
+    api = found[1] if found else "chat"
+    return {
+        "chat": lambda: client.chat.completions,
+        "responses": lambda: client.responses,
+        "embeddings": lambda: client.embeddings,
+        "completions": lambda: client.completions,
+    }[api]()
+
+
 def create_kwargs(openai: Any, exchange: Exchange) -> dict[str, Any]:
-    """The recorded body as ``chat.completions.create`` keyword arguments (unknown keys in extra_body)."""
-    known = set(inspect.signature(openai.resources.chat.Completions.create).parameters)
+    """The recorded body as ``create`` keyword arguments of its resource (unknown keys in extra_body)."""
+    found = endpoint(exchange.uri)
+    method = {
+        "chat": openai.resources.chat.Completions.create,
+        "responses": importlib.import_module("openai.resources.responses").Responses.create,
+        "embeddings": openai.resources.Embeddings.create,
+        "completions": openai.resources.Completions.create,
+    }[found[1] if found else "chat"]
+    known = set(inspect.signature(method).parameters)
     kwargs = {k: v for k, v in exchange.body.items() if k in known}
     extra = {k: v for k, v in exchange.body.items() if k not in known}
     if extra:
