@@ -133,11 +133,13 @@ def gate_only(calls: int) -> None:
 
     # The whole adapter (request translation, gate, usage extraction) around a create that
     # returns a ready response at once: tollgate's own cost per call, without the SDK's.
-    from tollgate.providers.openai import gate_chat_create
+    from tollgate.providers.base import gated as gate_method
+    from tollgate.providers.openai import ChatSurface
 
     client = sync_client()
     response = client.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES)  # type: ignore[arg-type]
-    gated = gate_chat_create(lambda **kwargs: response, "openai", client)
+    surface = ChatSurface("openai", ("api.openai.com", 443))
+    gated = gate_method(lambda **kwargs: response, surface, is_async=False)
     gated(model="gpt-4o-mini", messages=MESSAGES)
     best = min(per_call(lambda: gated(model="gpt-4o-mini", messages=MESSAGES), calls // 5) for _ in range(5))
     print(f"{'adapter + gate (no SDK)':<26} chat.completions.create {best * 1e6:.1f} us per call")
