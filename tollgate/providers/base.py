@@ -72,6 +72,29 @@ class Found:
     usd: float | None = None  # a cost the provider reported (OpenRouter); None: priced by tollgate
 
 
+class Accountant:
+    """What every stream accountant keeps (see :class:`~tollgate.streams.StreamAccountant`).
+
+    A provider's accountant subclasses it and reads its chunks in ``observe``.
+    """
+
+    __slots__ = ("done", "response_id", "response_model", "text", "usage", "usd")
+
+    def __init__(self) -> None:
+        self.text: list[str] = []
+        self.usage: Usage | None = None
+        self.usd: float | None = None
+        self.response_model: str | None = None
+        self.response_id: str | None = None
+        self.done = False
+
+    def observe(self, chunk: Any) -> bool:
+        raise NotImplementedError
+
+    def text_of(self, chunk: Any) -> str | None:
+        return None
+
+
 class Surface(abc.ABC):
     """How one API method translates to and from the gate's terms. One instance per client."""
 

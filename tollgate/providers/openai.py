@@ -26,6 +26,7 @@ from urllib.parse import urlsplit
 from tollgate import gate
 from tollgate.providers.base import (
     NATIVE,
+    Accountant,
     Found,
     Server,
     Surface,
@@ -180,30 +181,16 @@ def chat_request(kwargs: Mapping[str, Any], provider: str, server: Server) -> LL
     )
 
 
-class ChatStreamAccountant:
+class ChatStreamAccountant(Accountant):
     """Reads ``ChatCompletionChunk``s (and legacy ``Completion`` chunks): usage from the chunk
     that carries it, text for estimates and cut-offs."""
 
-    __slots__ = (
-        "_hide_usage_chunk",
-        "_open_choices",
-        "done",
-        "response_id",
-        "response_model",
-        "text",
-        "usage",
-        "usd",
-    )
+    __slots__ = ("_hide_usage_chunk", "_open_choices")
 
     def __init__(self, *, hide_usage_chunk: bool) -> None:
+        super().__init__()
         self._hide_usage_chunk = hide_usage_chunk
         self._open_choices: set[int] = set()
-        self.text: list[str] = []
-        self.usage: Usage | None = None
-        self.usd: float | None = None
-        self.response_model: str | None = None
-        self.response_id: str | None = None
-        self.done = False
 
     def observe(self, chunk: Any) -> bool:
         try:
@@ -238,9 +225,6 @@ class ChatStreamAccountant:
         except Exception:  # a malformed chunk must never break the caller's stream
             return True
         return True
-
-    def text_of(self, chunk: Any) -> str | None:
-        return None
 
 
 class ChatHelperAccountant(ChatStreamAccountant):
@@ -399,19 +383,11 @@ def _neutral_items(kwargs: Mapping[str, Any]) -> list[dict[str, Any]]:
     return out
 
 
-class ResponseStreamAccountant:
+class ResponseStreamAccountant(Accountant):
     """Reads Responses stream events: text deltas, and the final response with its usage
     (``response.completed``, or ``response.incomplete`` / ``response.failed``)."""
 
-    __slots__ = ("done", "response_id", "response_model", "text", "usage", "usd")
-
-    def __init__(self) -> None:
-        self.text: list[str] = []
-        self.usage: Usage | None = None
-        self.usd: float | None = None
-        self.response_model: str | None = None
-        self.response_id: str | None = None
-        self.done = False
+    __slots__ = ()
 
     def observe(self, event: Any) -> bool:
         try:
@@ -430,9 +406,6 @@ class ResponseStreamAccountant:
         except Exception:  # a malformed event must never break the caller's stream
             pass
         return True
-
-    def text_of(self, event: Any) -> str | None:
-        return None
 
 
 class ResponsesSurface(Surface):
