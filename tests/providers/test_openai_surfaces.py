@@ -134,6 +134,17 @@ def test_responses_reasoning_tokens_recorded_and_priced(client, replay) -> None:
     assert record.usd == pytest.approx(priced("o4-mini-2025-04-16", record.usage))
 
 
+def test_responses_parse(client, replay) -> None:  # type: ignore[no-untyped-def]
+    with replay("openai/responses_parse.yaml"):
+        response = client.responses.parse(
+            model="gpt-4o-mini", instructions=INSTRUCTIONS, input=ASK, text_format=City
+        )
+    assert response.output_parsed == City(city="Paris", country="France")
+    record = only_record()
+    assert record.status == "ok" and record.usage.output_tokens == response.usage.output_tokens
+    assert record.response_id == "resp_tg0004"
+
+
 async def test_responses_create_async(aclient, replay) -> None:  # type: ignore[no-untyped-def]
     with replay("openai/responses_basic.yaml"):
         response = await aclient.responses.create(model="gpt-4o-mini", instructions=INSTRUCTIONS, input=ASK)
