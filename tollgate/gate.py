@@ -612,6 +612,9 @@ def raise_if_overrun(call: Call) -> None:
 def describe_error(exc: BaseException) -> str:
     """``"Type: message"`` for a record, with the HTTP status when the exception carries one."""
     status = getattr(exc, "status_code", None)
+    if status is None:  # google-genai's errors carry the HTTP status as .code
+        code = getattr(exc, "code", None)
+        status = code if isinstance(code, int) and 100 <= code < 600 else None
     name = type(exc).__name__
     return f"{name}: HTTP {status}: {exc}" if status else f"{name}: {exc}"
 

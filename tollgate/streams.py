@@ -20,6 +20,7 @@ read is accounted too.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 from collections.abc import AsyncIterator, Callable, Iterator
 from types import TracebackType
 from typing import Any, Protocol
@@ -64,12 +65,13 @@ def _estimated_usage(call: gate.Call, acc: StreamAccountant) -> Usage:
 
 
 class _Settling:
-    __slots__ = ("_tg_acc", "_tg_call", "_tg_count", "_tg_stream")
+    __slots__ = ("_tg_acc", "_tg_call", "_tg_count", "_tg_started", "_tg_stream")
 
     def __init__(self, stream: Any, call: gate.Call, accountant: StreamAccountant) -> None:
         self._tg_stream = stream
         self._tg_call = call
         self._tg_acc = accountant
+        self._tg_started = False  # a chunk has arrived
         self._tg_count: tuple[RunningCount, list[int]] | None = None
 
     @property  # type: ignore[misc]
@@ -86,11 +88,19 @@ class _Settling:
             return None
         if exc is not None:
             error = gate.describe_error(exc)
+            if not self._tg_started:  # failed before anything arrived (an HTTP error): nothing billed
+                return Usage(), {"status": "error", "error": error}
             return _estimated_usage(call, acc), {"status": "error", "error": error, "estimated": True}
-        return acc.usage or _estimated_usage(call, acc), {
+        usage = acc.usage
+        if usage is None:
+            usage = _estimated_usage(call, acc)
+        elif abandoned:  # a running count (Anthropic, Gemini) may lag the text already streamed
+            streamed = _estimated_usage(call, acc).output_tokens
+            usage = dataclasses.replace(usage, output_tokens=max(usage.output_tokens, streamed))
+        return usage, {
             "response_model": acc.response_model,
             "response_id": acc.response_id,
-            "estimated": acc.usage is None,
+            "estimated": acc.usage is None or abandoned,
             "status": "abandoned" if abandoned else "ok",
             "usd": acc.usd,
         }
@@ -178,6 +188,7 @@ class GatedStream(_Settling):
             except BaseException:  # cancelled, interrupted: the caller stopped reading
                 self._finish(abandoned=True)
                 raise
+            self._tg_started = True
             show = self._tg_acc.observe(chunk)
             if self._tg_call.output_room is not None:
                 cut = self._overrun()
@@ -201,7 +212,7 @@ class GatedStream(_Settling):
         try:
             self._tg_stream.close()
         finally:
-            self._finish(abandoned=self._tg_acc.usage is None)
+            self._finish(abandoned=not self._tg_acc.done or self._tg_acc.usage is None)
 
     def __enter__(self) -> GatedStream:
         return self
@@ -266,6 +277,7 @@ class AsyncGatedStream(_Settling):
             except BaseException:  # cancelled, interrupted: the caller stopped reading
                 self._finish(abandoned=True)  # no awaiting while being cancelled
                 raise
+            self._tg_started = True
             show = self._tg_acc.observe(chunk)
             if self._tg_call.output_room is not None:
                 cut = self._overrun()
@@ -288,7 +300,7 @@ class AsyncGatedStream(_Settling):
         try:
             await _aclose(self._tg_stream)
         finally:
-            await self._afinish(abandoned=self._tg_acc.usage is None)
+            await self._afinish(abandoned=not self._tg_acc.done or self._tg_acc.usage is None)
 
     aclose = close
 

@@ -85,6 +85,16 @@ def openai_sdk_cassettes() -> list[pathlib.Path]:
     ]
 
 
+def openai_chat_cassettes() -> list[pathlib.Path]:
+    """The OpenAI and Azure OpenAI chat recordings (for the token-estimate checks)."""
+    return [
+        SHARED_CASSETTES / row["path"]
+        for row in manifest_rows()
+        if set(row["provider"].split("|")) <= {"openai", "azure-openai"}
+        and all(api.startswith("chat") for api in row["api"].split("|"))
+    ]
+
+
 def exchanges(cassette: pathlib.Path) -> Iterator[Exchange]:
     row = next(r for r in manifest_rows() if SHARED_CASSETTES / r["path"] == cassette)
     data = yaml.load(

@@ -191,12 +191,15 @@ def _finish_sync(call: gate.Call, surface: Surface, injected: bool, result: Any,
 
 
 async def _finish_async(call: gate.Call, surface: Surface, injected: bool, result: Any, mode: Mode) -> Any:
-    if mode == "raw":  # the legacy raw response parses synchronously, for async clients too
+    if mode == "raw":
         proxy = ResponseProxy(result, call, surface, injected, is_async=True)
+        parsed = result.parse()  # synchronous for OpenAI's legacy raw response, a coroutine for Anthropic's
+        if hasattr(parsed, "__await__"):
+            parsed = await parsed  # the SDK caches it: the caller's own parse() gets the same object
         if surface.streams(call):
-            proxy._tg_take(result.parse())
+            proxy._tg_take(parsed)
         else:
-            await asettle_response(call, surface, result.parse())
+            await asettle_response(call, surface, parsed)
         return proxy
     if surface.streams(call):
         return AsyncGatedStream(result, call, surface.accountant(injected))

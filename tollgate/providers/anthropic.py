@@ -1,0 +1,477 @@
+"""Adapter for the Anthropic SDK (``anthropic.Anthropic`` / ``anthropic.AsyncAnthropic``).
+
+Translation only, one :class:`~tollgate.providers.base.Surface` per API shape:
+
+- ``messages.create`` / ``.parse`` (a ``Message``, or with ``stream=True`` a stream of raw
+  events) and ``messages.stream()`` (a stream manager: pre-flight runs when it is entered);
+- the same under ``beta.messages``;
+- ``completions.create`` (legacy Text Completions, ``/v1/complete``), for SDK versions that
+  still have it: its responses carry no usage, so tollgate estimates and flags ``estimated``;
+
+``create`` and ``parse`` also under ``with_raw_response`` / ``with_streaming_response``, at
+the resource (``client.messages.with_raw_response.create``) and at the client
+(``client.with_raw_response.messages.create``). ``messages.count_tokens`` is free and is not
+gated; neither are message batches (billed later, per result) nor the SDK's own loops
+(``beta.messages.tool_runner``, message threads), which call the API from inside the SDK.
+
+Requests. The top-level ``system`` prompt becomes a neutral system message (kept by a
+truncate, and never moved into ``messages``); each native message becomes one chat-shaped
+message carrying it under :data:`~tollgate.providers.base.NATIVE`. An assistant message's
+``tool_use`` blocks become ``tool_calls`` and a user message of ``tool_result`` blocks
+becomes a ``tool`` message, so a truncate drops a tool call together with its results.
+
+Edits. A clamp sets ``max_tokens``. Anthropic requires ``thinking.budget_tokens`` to be at
+least 1024 and below ``max_tokens``: when a clamp leaves the budget at or above the new cap,
+it is lowered to ``max_tokens - 1``, or, when that would be under 1024, thinking is turned
+off (``{"type": "disabled"}``) rather than sending a request the API rejects. A truncate
+rewrites ``messages``; when the caller's conversation opened with a user turn, leading
+assistant turns (and the tool results answering them) left at the front are dropped too,
+since Bedrock and Vertex reject a conversation that opens with an assistant turn (this only
+removes tokens, so the call still fits the budget).
+
+Usage. Anthropic's ``input_tokens`` excludes the cache: tollgate's ``input_tokens`` is
+``input_tokens + cache_read_input_tokens + cache_creation_input_tokens`` (see
+:mod:`tollgate.request`). One-hour cache writes are counted in
+``units["cache_write_1h_tokens"]`` and priced at their own rate; thinking tokens are
+``usage.output_tokens_details.thinking_tokens`` when the response has it. A stream starts
+from ``message_start.message.usage``; each ``message_delta.usage`` then replaces every
+field it carries (its counts are cumulative).
+
+OpenTelemetry. The Anthropic SDK emits its own CLIENT span per call
+(``anthropic.messages.create``). tollgate's span is the current span while the SDK call
+runs, so the SDK's span nests under tollgate's, as its child: tollgate's span is the one
+that carries the cost, budget and tag attributes, the SDK's the HTTP details. For one span
+per call, create the client with ``open_telemetry=False``.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from tollgate import gate
+from tollgate.providers.base import (
+    NATIVE,
+    Accountant,
+    Found,
+    Surface,
+    as_int,
+    field,
+    native_items,
+    routes_for,
+    server_of,
+)
+from tollgate.request import LLMRequest, Usage
+
+#: Anthropic's smallest ``thinking.budget_tokens``.
+MIN_THINKING_BUDGET = 1024
+
+# Client classes of the SDK that bill through another provider's price list.
+_CLOUD_PROVIDERS = (("Bedrock", "bedrock"), ("Vertex", "vertex_ai"))
+
+
+def provider_for(client: Any) -> str:
+    """The provider behind an Anthropic SDK client: ``"anthropic"``, or the cloud reselling it.
+
+    >>> import anthropic
+    >>> provider_for(anthropic.Anthropic(api_key="x"))
+    'anthropic'
+    """
+    name = type(client).__name__
+    for marker, provider in _CLOUD_PROVIDERS:
+        if marker in name:
+            return provider
+    return "anthropic"
+
+
+# -- usage ------------------------------------------------------------------------------------
+
+
+def _count(value: Any) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
+def usage_from(raw: Any) -> Usage | None:
+    """Normalised usage from a Messages ``usage`` object or dict (None when missing or malformed).
+
+    >>> u = usage_from({"input_tokens": 21, "output_tokens": 393, "cache_read_input_tokens": 1800,
+    ...                 "cache_creation_input_tokens": 248})
+    >>> (u.input_tokens, u.cache_read_tokens, u.cache_write_tokens)
+    (2069, 1800, 248)
+    """
+    if raw is None:
+        return None
+    input_tokens, output_tokens = _count(field(raw, "input_tokens")), _count(field(raw, "output_tokens"))
+    if input_tokens is None or output_tokens is None:
+        return None  # malformed (a broken proxy, a partial body): the caller estimates instead
+    cache_read = as_int(field(raw, "cache_read_input_tokens"))
+    cache_write = as_int(field(raw, "cache_creation_input_tokens"))
+    write_1h = as_int(field(field(raw, "cache_creation"), "ephemeral_1h_input_tokens"))
+    return Usage(
+        input_tokens=input_tokens + cache_read + cache_write,
+        output_tokens=output_tokens,
+        cache_read_tokens=cache_read,
+        cache_write_tokens=cache_write,
+        reasoning_tokens=as_int(field(field(raw, "output_tokens_details"), "thinking_tokens")),
+        units={"cache_write_1h_tokens": write_1h} if write_1h else {},
+    )
+
+
+# Fields of a stream's usage that later events replace (message_delta counts are cumulative).
+_USAGE_FIELDS = (
+    "input_tokens",
+    "output_tokens",
+    "cache_read_input_tokens",
+    "cache_creation_input_tokens",
+    "cache_creation",
+    "output_tokens_details",
+)
+
+# Which field of a content_block_delta holds the generated text, by delta type.
+_DELTA_TEXT = {"text_delta": "text", "input_json_delta": "partial_json", "thinking_delta": "thinking"}
+
+
+class MessageStreamAccountant(Accountant):
+    """Reads Messages stream events: SDK event objects (``create(stream=True)``, the events of
+    ``messages.stream()``) or their JSON dicts (``with_streaming_response.iter_lines()``).
+
+    ``usage`` is the running count: ``message_start`` gives the input (and a provisional
+    output), each ``message_delta`` the cumulative figures. The message is complete once a
+    ``message_delta`` carries its ``stop_reason`` (only ``message_stop`` follows); a stream
+    left before that is recorded as abandoned, its output the larger of the running count and
+    the text that streamed.
+    """
+
+    __slots__ = ("_usage",)
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._usage: dict[str, Any] = {}
+
+    def _merge(self, raw: Any) -> None:
+        for name in _USAGE_FIELDS:
+            value = field(raw, name)
+            if value is not None:
+                self._usage[name] = value
+
+    def observe(self, event: Any) -> bool:
+        try:
+            kind = field(event, "type")
+            if kind == "content_block_delta":
+                delta = field(event, "delta")
+                piece = field(delta, _DELTA_TEXT.get(field(delta, "type"), ""))
+                if piece:
+                    self.text.append(piece)
+            elif kind == "message_start":
+                message = field(event, "message")
+                self.response_model = field(message, "model") or self.response_model
+                self.response_id = field(message, "id") or self.response_id
+                self._merge(field(message, "usage"))
+                self.usage = usage_from(self._usage) or self.usage
+            elif kind == "message_delta":
+                self._merge(field(event, "usage"))
+                self.usage = usage_from(self._usage) or self.usage
+                if field(field(event, "delta"), "stop_reason"):
+                    self.done = True
+            elif kind == "message_stop":
+                self.done = True
+        except Exception:  # a malformed event must never break the caller's stream
+            pass
+        return True
+
+    def text_of(self, event: Any) -> str | None:
+        if field(event, "type") != "content_block_delta":
+            return None
+        delta = field(event, "delta")
+        text = field(delta, "text") if field(delta, "type") == "text_delta" else None
+        return text if isinstance(text, str) else None
+
+
+class CompletionStreamAccountant(Accountant):
+    """Reads legacy Text Completions stream events (``completion``): text only, no usage."""
+
+    __slots__ = ()
+
+    def observe(self, event: Any) -> bool:
+        try:
+            if field(event, "type") == "completion":
+                self.response_model = self.response_model or field(event, "model")
+                self.response_id = self.response_id or field(event, "id") or field(event, "log_id")
+                piece = field(event, "completion")
+                if piece:
+                    self.text.append(piece)
+                if field(event, "stop_reason"):
+                    self.done = True
+        except Exception:
+            pass
+        return True
+
+    def text_of(self, event: Any) -> str | None:
+        piece = field(event, "completion") if field(event, "type") == "completion" else None
+        return piece if isinstance(piece, str) else None
+
+
+# -- requests ---------------------------------------------------------------------------------
+
+
+def _json(value: Any) -> str:
+    if hasattr(value, "model_dump"):  # an SDK object (a content block copied from a response)
+        value = value.model_dump(exclude_none=True)
+    return json.dumps(value, default=str)
+
+
+def _text_of_blocks(content: Any) -> str:
+    if isinstance(content, str):
+        return content
+    if not isinstance(content, (list, tuple)):
+        return ""
+    return "\n".join(str(field(b, "text") or "") for b in content)
+
+
+def _part(block: Any) -> Any:
+    """A content block as a part the token counter understands (text or image)."""
+    if isinstance(block, str):
+        return block
+    kind = field(block, "type")
+    if kind == "text":
+        return {"type": "text", "text": str(field(block, "text") or "")}
+    if kind == "thinking":
+        return {"type": "text", "text": str(field(block, "thinking") or "")}
+    if kind == "redacted_thinking":
+        return {"type": "text", "text": ""}  # encrypted; its size says nothing of its tokens
+    if kind == "image":
+        return {"type": "image"}  # counted as an image of the common worst-case size
+    if kind == "document":
+        source = field(block, "source")
+        source_type = field(source, "type")
+        if source_type == "text":
+            return {"type": "text", "text": str(field(source, "data") or "")}
+        if source_type == "content":
+            return {"type": "text", "text": _text_of_blocks(field(source, "content"))}
+        return {"type": "image"}  # a PDF or file: counted like one page image, not its base64
+    if kind == "search_result":
+        title = str(field(block, "title") or "")
+        return {"type": "text", "text": f"{title}\n{_text_of_blocks(field(block, 'content'))}"}
+    return {"type": "text", "text": _json(block)}  # server tool calls and results, and the rest
+
+
+def _parts(content: Any) -> list[Any]:
+    if isinstance(content, str):
+        return [content]
+    if isinstance(content, (list, tuple)):
+        return [_part(b) for b in content]
+    return []
+
+
+def _neutral(message: Any) -> dict[str, Any]:
+    """One native message as a chat-shaped message that carries it."""
+    role = field(message, "role")
+    content = field(message, "content")
+    if isinstance(content, str):
+        return {"role": role, "content": content, NATIVE: (message,)}
+    parts: list[Any] = []
+    calls: list[dict[str, Any]] = []
+    results = False
+    for block in content if isinstance(content, (list, tuple)) else ():
+        kind = field(block, "type")
+        if kind == "tool_use":
+            name = str(field(block, "name") or "")
+            calls.append({"function": {"name": name, "arguments": _json(field(block, "input"))}})
+        elif kind == "tool_result":
+            results = True
+            parts.extend(_parts(field(block, "content")))
+        else:
+            parts.append(_part(block))
+    neutral: dict[str, Any] = {
+        "role": "tool" if results and role == "user" else role,
+        "content": parts,
+        NATIVE: (message,),
+    }
+    if calls:
+        neutral["tool_calls"] = calls
+    return neutral
+
+
+def _neutral_messages(kwargs: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """``system`` + ``messages`` as chat-shaped messages (the system prompt carries no native item)."""
+    out: list[dict[str, Any]] = []
+    system = kwargs.get("system")
+    if isinstance(system, str):
+        if system:
+            out.append({"role": "system", "content": system, NATIVE: ()})
+    elif isinstance(system, (list, tuple)) and system:
+        out.append({"role": "system", "content": _parts(system), NATIVE: ()})
+    messages = kwargs.get("messages")
+    out.extend(_neutral(m) for m in (messages if isinstance(messages, (list, tuple)) else ()))
+    return out
+
+
+def _neutral_tools(tools: Any) -> list[Any]:
+    """Custom tools in OpenAI's function shape (counted by their schema); server tools as they are."""
+    out: list[Any] = []
+    for tool in tools if isinstance(tools, (list, tuple)) else ():
+        schema = field(tool, "input_schema")
+        if isinstance(schema, Mapping):
+            function = {
+                "name": str(field(tool, "name") or ""),
+                "description": str(field(tool, "description") or ""),
+                "parameters": schema,
+            }
+            out.append({"type": "function", "function": function})
+        else:
+            out.append(tool if isinstance(tool, Mapping) else {"tool": _json(tool)})
+    return out
+
+
+def _listed(kwargs: dict[str, Any], name: str) -> None:
+    """Read an iterable argument (a generator can be read once) into a list, in ``kwargs``."""
+    value = kwargs.get(name)
+    if isinstance(value, Iterable) and not isinstance(value, (str, bytes, Mapping, list, tuple)):
+        kwargs[name] = list(value)
+
+
+def _cap(value: Any) -> int | None:
+    # 0 is a real cap (max_tokens=0 pre-warms the prompt cache and generates nothing).
+    return _count(value)
+
+
+def _opens(item: Any) -> bool:
+    """Whether a native message may open a conversation: a user turn that answers no tool call."""
+    if field(item, "role") != "user":
+        return False
+    content = field(item, "content")
+    blocks = content if isinstance(content, (list, tuple)) else ()
+    return not any(field(b, "type") == "tool_result" for b in blocks)
+
+
+def _user_first(items: list[Any]) -> list[Any]:
+    """``items`` without the assistant turns (and their tool results) a truncate left in front."""
+    start = 0
+    while start < len(items) - 1 and not _opens(items[start]):
+        start += 1
+    return items[start:]
+
+
+def _fit_thinking(kwargs: dict[str, Any], max_tokens: int) -> None:
+    """Keep ``thinking.budget_tokens`` below a clamped ``max_tokens`` (see the module doc)."""
+    thinking = kwargs.get("thinking")
+    if field(thinking, "type") != "enabled" or as_int(field(thinking, "budget_tokens")) < max_tokens:
+        return
+    if max_tokens - 1 >= MIN_THINKING_BUDGET:
+        base = dict(thinking) if isinstance(thinking, Mapping) else {"type": "enabled"}
+        kwargs["thinking"] = {**base, "budget_tokens": max_tokens - 1}
+    else:
+        kwargs["thinking"] = {"type": "disabled"}
+
+
+class MessagesSurface(Surface):
+    """``messages.create`` and ``.parse`` (and their ``beta`` twins): capped by ``max_tokens``."""
+
+    def request(self, kwargs: dict[str, Any]) -> LLMRequest:
+        for name in ("messages", "system", "tools"):
+            _listed(kwargs, name)
+        return LLMRequest(
+            provider=self.provider,
+            operation=self.operation,
+            model=str(kwargs.get("model") or ""),
+            messages=_neutral_messages(kwargs),
+            max_output_tokens=_cap(kwargs.get("max_tokens")),
+            stream=kwargs.get("stream") is True,
+            tools=_neutral_tools(kwargs.get("tools")),
+            server_address=self.server[0],
+            server_port=self.server[1],
+        )
+
+    def apply(self, call: gate.Call, kwargs: dict[str, Any]) -> bool:
+        super().apply(call, kwargs)
+        decision = call.decision
+        if decision.max_output_tokens is not None:
+            kwargs["max_tokens"] = decision.max_output_tokens
+            _fit_thinking(kwargs, decision.max_output_tokens)
+        if decision.messages is not None:
+            original = kwargs.get("messages") or ()
+            kept = native_items(decision.messages)
+            kwargs["messages"] = _user_first(kept) if original and _opens(original[0]) else kept
+        return False
+
+    def found(self, response: Any) -> Found:
+        return Found(usage_from(field(response, "usage")), field(response, "model"), field(response, "id"))
+
+    def accountant(self, injected: bool) -> MessageStreamAccountant:
+        return MessageStreamAccountant()
+
+
+class MessagesHelperSurface(MessagesSurface):
+    """``messages.stream()``: a stream manager (``MessageStream``: events, ``text_stream``,
+    ``get_final_message()``), sent when entered."""
+
+    manager = True
+
+    def request(self, kwargs: dict[str, Any]) -> LLMRequest:
+        request = super().request(kwargs)
+        request.stream = True
+        return request
+
+
+class CompletionsSurface(Surface):
+    """``completions.create`` (legacy Text Completions): a ``prompt``, capped by
+    ``max_tokens_to_sample``; the API reports no usage."""
+
+    operation = "text_completion"
+
+    def request(self, kwargs: dict[str, Any]) -> LLMRequest:
+        prompt = kwargs.get("prompt")
+        return LLMRequest(
+            provider=self.provider,
+            operation=self.operation,
+            model=str(kwargs.get("model") or ""),
+            prompt=[prompt] if isinstance(prompt, str) else [],
+            max_output_tokens=_cap(kwargs.get("max_tokens_to_sample")),
+            stream=kwargs.get("stream") is True,
+            server_address=self.server[0],
+            server_port=self.server[1],
+        )
+
+    def apply(self, call: gate.Call, kwargs: dict[str, Any]) -> bool:
+        super().apply(call, kwargs)
+        if call.decision.max_output_tokens is not None:
+            kwargs["max_tokens_to_sample"] = call.decision.max_output_tokens
+        return False
+
+    def found(self, response: Any) -> Found:
+        return Found(None, field(response, "model"), field(response, "id") or field(response, "log_id"))
+
+    def accountant(self, injected: bool) -> CompletionStreamAccountant:
+        return CompletionStreamAccountant()
+
+
+_RAW_MODES = ("with_raw_response", "with_streaming_response")
+
+
+def routes(client: Any) -> dict[tuple[str, ...], Any]:
+    """Which attribute paths of ``client`` go through the gate, and how."""
+    import anthropic
+
+    provider = provider_for(client)
+    server = server_of(getattr(client, "base_url", None))
+    messages = MessagesSurface(provider, server)
+    helper = MessagesHelperSurface(provider, server)
+    surfaces: dict[tuple[str, ...], Surface] = {
+        ("messages", "create"): messages,
+        ("messages", "parse"): messages,
+        ("messages", "stream"): helper,
+        ("beta", "messages", "create"): messages,
+        ("beta", "messages", "parse"): messages,
+        ("beta", "messages", "stream"): helper,
+        ("completions", "create"): CompletionsSurface(provider, server),
+    }
+    raw = [p for p in surfaces if p[-1] in ("create", "parse")]
+    # AnthropicBedrock, AnthropicVertex, ...: not subclasses of AsyncAnthropic, named alike.
+    is_async = isinstance(client, anthropic.AsyncAnthropic) or type(client).__name__.startswith("Async")
+    table = routes_for(surfaces, is_async=is_async, raw=raw)
+    # client.with_raw_response.messages.create is client.messages.with_raw_response.create.
+    for path, hook in list(table.items()):
+        if len(path) > 2 and path[-2] in _RAW_MODES:
+            table[(path[-2], *path[:-2], path[-1])] = hook
+    return table
