@@ -108,6 +108,12 @@ class _Proxy:
         return await self._tg_target.__aexit__(*exc)
 
 
+def proxy(target: Any, routes: Routes) -> Any:
+    """A proxy of ``target`` with ``routes`` gated: for adapters whose SDK objects build other
+    objects on an ungated part of the client (google-genai's chat sessions)."""
+    return _Proxy(target, routes)
+
+
 def _client_factory(factory: Callable[..., Any]) -> Callable[..., Any]:
     def make(*args: Any, **kwargs: Any) -> Any:
         return instrument(factory(*args, **kwargs))

@@ -717,7 +717,12 @@ def test_legacy_completion_has_no_usage_and_is_estimated(claude, replay, sent) -
     )
     assert record.status == "ok" and record.estimated and record.response_id == "compl_tg0001"
     assert record.usage.input_tokens == count_text(PROMPT, "claude-2.1", "anthropic") > 0
-    assert record.usd == pytest.approx(record.usage.input_tokens * 8e-06, abs=1e-15)
+    # No usage in this API: the output is estimated from the completion's text.
+    assert record.usage.output_tokens == count_text(" Paris.", "claude-2.1", "anthropic") > 0
+    assert record.usd == pytest.approx(
+        record.usage.input_tokens * 8e-06 + record.usage.output_tokens * LEGACY_PRICE["claude-2.1"]["output"],
+        abs=1e-15,
+    )
     assert sent[0]["max_tokens_to_sample"] == 300
 
 

@@ -306,7 +306,10 @@ def test_unpriced_model_raises_before_any_traffic(client, replay) -> None:  # ty
 def test_price_override_prices_a_house_model(client, replay) -> None:  # type: ignore[no-untyped-def]
     tollgate.configure(prices={"house-llm-7b": {"input": 1e-6, "output": 2e-6}})
     with replay("openai/chat_no_usage_unpriced.yaml"):
-        client.chat.completions.create(model="house-llm-7b", messages=QUESTION)
+        response = client.chat.completions.create(model="house-llm-7b", messages=QUESTION)
     record = only_record()
     assert record.priced and record.estimated
-    assert record.usd == pytest.approx(record.usage.input_tokens * 1e-6, abs=1e-15)
+    # No usage from the server: the output is estimated from the text it answered.
+    output = tollgate.pricing.tokens.count_text(response.choices[0].message.content, "house-llm-7b", "openai")
+    assert record.usage.output_tokens == output > 0
+    assert record.usd == pytest.approx(record.usage.input_tokens * 1e-6 + output * 2e-6, abs=1e-15)

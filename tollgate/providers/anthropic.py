@@ -440,7 +440,11 @@ class CompletionsSurface(Surface):
         return False
 
     def found(self, response: Any) -> Found:
-        return Found(None, field(response, "model"), field(response, "id") or field(response, "log_id"))
+        completion = field(response, "completion")  # no usage in this API: the output is estimated
+        text = completion if isinstance(completion, str) else None
+        return Found(
+            None, field(response, "model"), field(response, "id") or field(response, "log_id"), text=text
+        )
 
     def accountant(self, injected: bool) -> CompletionStreamAccountant:
         return CompletionStreamAccountant()

@@ -34,6 +34,7 @@ from typing import Any, Literal
 from urllib.parse import urlsplit
 
 from tollgate import gate, telemetry
+from tollgate.pricing.tokens import count_text
 from tollgate.request import LLMRequest, Usage
 from tollgate.streams import AsyncGatedStream, GatedStream, StreamAccountant
 
@@ -64,12 +65,14 @@ def server_of(base_url: Any) -> Server:
 
 @dataclass(frozen=True, slots=True)
 class Found:
-    """What a response says of itself: usage (None when missing or malformed), model, id, cost."""
+    """What a response says of itself: usage (None when missing or malformed), model, id, cost,
+    and the generated text (to estimate the output when the usage is missing)."""
 
     usage: Usage | None
     model: str | None = None
     id: str | None = None
     usd: float | None = None  # a cost the provider reported (OpenRouter); None: priced by tollgate
+    text: str | None = None
 
 
 class Accountant:
@@ -159,7 +162,11 @@ def _outcome(call: gate.Call, surface: Surface, response: Any) -> tuple[Usage, d
         found = Found(None)
     extra: dict[str, Any] = {"response_model": found.model, "response_id": found.id, "usd": found.usd}
     if found.usage is None:
-        return Usage(input_tokens=call.estimate.input_tokens), {**extra, "estimated": True}
+        output = count_text(found.text, call.decision.model, call.request.provider) if found.text else 0
+        return Usage(input_tokens=call.estimate.input_tokens, output_tokens=output), {
+            **extra,
+            "estimated": True,
+        }
     return found.usage, extra
 
 

@@ -476,12 +476,12 @@ class EmbedSurface(Surface):
 def _gated_chats(surfaces: Mapping[tuple[str, ...], Surface], *, is_async: bool) -> Callable[[Any], Any]:
     """``chats`` whose sessions call the gated ``generate_content`` / ``generate_content_stream``
     (the SDK builds them on the client's own, ungated ``models``)."""
-    from tollgate.instrument import _Proxy
+    from tollgate.instrument import proxy
 
     table = routes_for(surfaces, is_async=is_async)
 
     def hook(chats: Any) -> Any:
-        return type(chats)(modules=_Proxy(chats._modules, table))
+        return type(chats)(modules=proxy(chats._modules, table))
 
     return hook
 

@@ -129,6 +129,19 @@ def responses_usage(raw: Any) -> Usage | None:
     )
 
 
+def _choices_text(response: Any) -> str | None:
+    """The generated text of a chat or legacy completion (for an estimate when usage is missing)."""
+    try:
+        texts = []
+        for choice in field(response, "choices") or ():
+            message = field(choice, "message")
+            text = field(message, "content") if message is not None else field(choice, "text")
+            texts.append(text if isinstance(text, str) else "")
+        return "".join(texts)
+    except Exception:
+        return None
+
+
 def _reported_cost(raw: Any) -> float | None:
     # OpenRouter puts what it charged in usage.cost: that, not a price table, is the truth.
     value = field(raw, "cost")
@@ -258,7 +271,9 @@ class ChatSurface(Surface):
 
     def found(self, response: Any) -> Found:
         raw = field(response, "usage")
-        return Found(usage_from(raw), field(response, "model"), field(response, "id"), _reported_cost(raw))
+        usage = usage_from(raw)
+        text = _choices_text(response) if usage is None else None
+        return Found(usage, field(response, "model"), field(response, "id"), _reported_cost(raw), text)
 
     def accountant(self, injected: bool) -> ChatStreamAccountant:
         return ChatStreamAccountant(hide_usage_chunk=injected)
@@ -311,7 +326,9 @@ class CompletionsSurface(Surface):
 
     def found(self, response: Any) -> Found:
         raw = field(response, "usage")
-        return Found(usage_from(raw), field(response, "model"), field(response, "id"), _reported_cost(raw))
+        usage = usage_from(raw)
+        text = _choices_text(response) if usage is None else None
+        return Found(usage, field(response, "model"), field(response, "id"), _reported_cost(raw), text)
 
     def accountant(self, injected: bool) -> ChatStreamAccountant:
         return ChatStreamAccountant(hide_usage_chunk=injected)
