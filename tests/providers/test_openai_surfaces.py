@@ -346,6 +346,7 @@ def test_with_streaming_response_iter_lines(client, replay) -> None:  # type: ig
     ):
         lines = [line for line in r.iter_lines() if line.startswith("data:")]
     assert lines[-1] == "data: [DONE]"
+    assert not any('"choices": []' in line for line in lines)  # the injected usage chunk is hidden
     record = only_record()
     assert record.status == "ok" and (record.usage.input_tokens, record.usage.output_tokens) == (20, 10)
 

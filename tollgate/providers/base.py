@@ -423,12 +423,13 @@ class ResponseProxy:
         usage, extra = _outcome(self._tg_call, self._tg_surface, body)
         gate.settle(self._tg_call, usage, **extra)
 
-    def _tg_observe_line(self, line: str) -> None:
+    def _tg_observe_line(self, line: str) -> bool:
+        """Account for one line of a server-sent-events body; False: the caller must not see it
+        (the data line of a usage chunk tollgate asked for on their behalf)."""
         if self._tg_acc is None:
-            self._tg_acc = self._tg_surface.accountant(False)
+            self._tg_acc = self._tg_surface.accountant(self._tg_injected)
         data = _sse_data(line)
-        if data is not None:
-            self._tg_acc.observe(data)
+        return data is None or self._tg_acc.observe(data)
 
     def _tg_end_lines(self, abandoned: bool) -> None:
         acc, call = self._tg_acc, self._tg_call
@@ -490,8 +491,8 @@ class ResponseProxy:
         ended = False
         try:
             for line in lines:
-                self._tg_observe_line(line)
-                yield line
+                if self._tg_observe_line(line):
+                    yield line
             ended = True
         finally:
             self._tg_end_lines(abandoned=not ended)
@@ -500,8 +501,8 @@ class ResponseProxy:
         ended = False
         try:
             async for line in lines:
-                self._tg_observe_line(line)
-                yield line
+                if self._tg_observe_line(line):
+                    yield line
             ended = True
         finally:
             self._tg_end_lines(abandoned=not ended)
