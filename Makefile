@@ -35,6 +35,7 @@ bench: $(STAMP)
 	$(PY) benchmarks/stores.py
 	$(PY) benchmarks/overspend.py
 	$(PY) benchmarks/estimate_error.py
+	$(PY) benchmarks/telemetry.py
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -41,6 +41,8 @@ class Settings:
     on_store_error: OnStoreError = "closed"
     expected_output_tokens: int | None = None
     capture_content: bool = False
+    #: Tag names whose values become attributes of tollgate's metrics (opt-in: cardinality).
+    metric_tags: tuple[str, ...] = ()
     on_record: tuple[Callable[[CallRecord], object], ...] = ()
     rate_limits: tuple[RateLimit, ...] = ()
     # Models already warned about, so UnpricedModelWarning is issued once per model.
@@ -72,6 +74,7 @@ def configure(
     on_record: Callable[[CallRecord], object] | None = _UNSET,
     on_store_error: OnStoreError = _UNSET,
     expected_output_tokens: int | None = _UNSET,
+    metric_tags: Sequence[str] = _UNSET,
 ) -> Settings:
     """Change tollgate's process-wide settings; arguments not given keep their value.
 
@@ -91,6 +94,9 @@ def configure(
       (:class:`~tollgate.UnpricedModelError` pre-flight) or ``"ignore"``.
     - ``prices``: per-token USD overrides, ``{"my-model": {"input": 1e-6, "output": 2e-6}}``.
     - ``capture_content``: put prompts and completions on spans (off by default).
+    - ``metric_tags``: the tag names (``track(tenant=...)``) that metrics carry as
+      ``tollgate.tag.<name>`` attributes; none by default, as every value makes a new series.
+      Spans carry every tag.
     - ``on_record``: called with every :class:`~tollgate.CallRecord` after it is written.
 
     >>> import tollgate
@@ -113,6 +119,12 @@ def configure(
         if not isinstance(capture_content, bool):
             raise ValueError(f"capture_content={capture_content!r} must be True or False")
         changes["capture_content"] = capture_content
+    if metric_tags is not _UNSET:
+        if not isinstance(metric_tags, (list, tuple)) or not all(
+            isinstance(n, str) and n.isidentifier() for n in metric_tags
+        ):
+            raise ValueError(f"metric_tags={metric_tags!r}: a sequence of tag names (identifiers)")
+        changes["metric_tags"] = tuple(metric_tags)
     if on_record is not _UNSET:
         if on_record is not None and not callable(on_record):
             raise ValueError(f"on_record={on_record!r} is not callable")

@@ -90,6 +90,13 @@ class Call:
     #: The most output tokens a stream may produce before a budget would be crossed, with the
     #: budget that sets it (None when no budget applies): past it the stream is cut off.
     output_room: tuple[float, Check, CounterState] | None = None
+    #: The budget behind the call's decision (the one that refused it, blocked it or cut it off)
+    #: and its state when tollgate decided; telemetry reports its limit, spent and remaining.
+    deciding: tuple[Check, CounterState] | None = None
+    #: What the response says beyond usage, when the adapter knows it (for telemetry): one
+    #: finish reason per choice, and the completions as OpenAI chat-shaped assistant messages.
+    finish_reasons: Sequence[str] = ()
+    output_messages: Sequence[Mapping[str, Any]] = ()
 
 
 def estimate_request(
@@ -308,6 +315,9 @@ def _enforcement(
         if outcome.request is None or outcome.estimate is None:
             assert outcome.blocking is not None and outcome.blocking_state is not None
             _block(call, outcome.blocking, outcome.blocking_state, outcome.notes)
+        refusing = checks[reservation.refused[0]]
+        if isinstance(refusing, Check):  # always: a refusing rate limit was waited for above
+            call.deciding = (refusing, reservation.states[reservation.refused[0]])
         _apply(call, outcome.request, outcome.estimate, outcome.notes)
         reservation = yield [c.charge(call.estimate) for c in checks]
         assert reservation is not None
@@ -360,6 +370,7 @@ def cut_off(call: Call, usage: Usage, response_model: str | None, response_id: s
     """
     assert call.output_room is not None
     _, check, state = call.output_room
+    call.deciding = (check, state)
     used = (
         float(usage.total_tokens)
         if check.unit == "tokens"
@@ -438,6 +449,7 @@ def _block(call: Call, check: Check, state: CounterState, notes: tuple[Mapping[s
         detail="; ".join(f"tried {n['action']}" for n in notes) if notes else "",
     )
     call.decision.notes = (*notes, {"action": "block", "budget": check.spec.name})
+    call.deciding = (check, state)
     settle(call, Usage(), status="blocked", error=describe_error(exc))
     raise exc
 
@@ -470,16 +482,21 @@ def settle(
     status: Status = "ok",
     error: str | None = None,
     usd: float | None = None,
+    finish_reasons: Sequence[str] = (),
+    output_messages: Sequence[Mapping[str, Any]] = (),
 ) -> CallRecord | None:
     """Close ``call`` with its usage: price it, settle its holds, write one CallRecord, end its span.
 
     ``usd`` is a cost the provider reported itself (OpenRouter's ``usage.cost``): it is
-    recorded instead of the price table's. Idempotent (a second settle of the same call is
+    recorded instead of the price table's. ``finish_reasons`` and ``output_messages`` (the
+    completions, OpenAI chat-shaped) go on the span only (the latter when content capture is
+    on), never in the ledger. Idempotent (a second settle of the same call is
     ignored and returns None) and never raises: bookkeeping trouble is logged on the
     ``tollgate`` logger, and the record is written even when the store could not be settled.
     """
     record = _record(call, usage, response_model, response_id, estimated, status, error, usd)
     if record is not None:
+        call.finish_reasons, call.output_messages = finish_reasons, output_messages
         if call.holds:
             try:
                 call.settings.store.settle(call.holds, _settle_amounts(call, record))
@@ -499,10 +516,13 @@ async def asettle(
     status: Status = "ok",
     error: str | None = None,
     usd: float | None = None,
+    finish_reasons: Sequence[str] = (),
+    output_messages: Sequence[Mapping[str, Any]] = (),
 ) -> CallRecord | None:
     """The async twin of :func:`settle`: the store is awaited (one round trip for Redis)."""
     record = _record(call, usage, response_model, response_id, estimated, status, error, usd)
     if record is not None:
+        call.finish_reasons, call.output_messages = finish_reasons, output_messages
         if call.holds:
             try:
                 await call.settings.store.asettle(call.holds, _settle_amounts(call, record))
@@ -563,7 +583,7 @@ def _publish(call: Call, record: CallRecord) -> None:
     except Exception:
         log.exception("tollgate could not record call %s in the ledger", call.id)
     try:
-        telemetry.end_span(call.span, record)
+        telemetry.end_span(call.span, record, call)
     except Exception:
         log.exception("tollgate could not end the span of call %s", call.id)
     for hook in call.settings.on_record:

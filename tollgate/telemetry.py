@@ -1,66 +1,150 @@
-"""OpenTelemetry spans for gated calls, through the OpenTelemetry API only.
+"""OpenTelemetry spans and metrics of gated calls, through the OpenTelemetry API only.
 
-With no SDK configured the API hands out non-recording spans and this costs next to nothing;
-the application chooses the SDK and exporters. Every attribute name used by tollgate is in
-the table below, so the mapping to the GenAI semantic conventions lives in one place.
+Every call the gate settles, whichever door it came in by, ends here exactly once
+(:func:`end_span`): one CLIENT span named ``"{operation} {model}"`` with the GenAI
+semantic-convention attributes and tollgate's cost and budget facts, and one set of
+measurements on the ``tollgate`` meter. So a call is counted once in the metrics even when the
+SDK's own span (the Anthropic SDK's) nests under tollgate's.
+
+With no SDK configured the API hands out non-recording spans and no-op instruments and this
+costs next to nothing (``benchmarks/telemetry.py`` measures it); the application chooses the
+SDK and exporters, or calls :func:`tollgate.otel.setup`. Prompts and completions go on spans
+only when ``configure(capture_content=True)`` or ``OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT``
+asks for it.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import json
+import logging
+import os
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, nullcontext
 from typing import TYPE_CHECKING, Any
 
-from opentelemetry import trace
+from opentelemetry import metrics, trace
 from opentelemetry.trace import SpanKind, Status, StatusCode
+
+from tollgate.budgets.enforce import Check
 
 if TYPE_CHECKING:
     from opentelemetry.trace import Span
+    from opentelemetry.util.types import AttributeValue
 
+    from tollgate.gate import Call
     from tollgate.request import CallRecord, LLMRequest
 
-# GenAI semantic conventions (https://opentelemetry.io/docs/specs/semconv/gen-ai/gen-ai-spans/).
+# -- Every name tollgate emits ---------------------------------------------------------------------
+# GenAI semantic conventions. The opentelemetry-semantic-conventions package marks its gen_ai names
+# as moved to the GenAI conventions repository (open-telemetry/semantic-conventions-genai); these
+# follow that repository. The two differ on one name: cache writes. The package still has
+# gen_ai.usage.cache_creation.input_tokens; the GenAI repository renamed it
+# gen_ai.usage.cache_write.input_tokens (semantic-conventions-genai#440), the name the Anthropic
+# SDK's own span (nested under tollgate's) and opentelemetry-util-genai emit. tollgate uses
+# cache_write, so one trace says one thing one way. (Phoenix 20.x maps only the old name into
+# its token counts; the attribute itself is stored and shown either way.)
 OPERATION = "gen_ai.operation.name"
 PROVIDER = "gen_ai.provider.name"
-REQUEST_MODEL = "gen_ai.request.model"
-REQUEST_MAX_TOKENS = "gen_ai.request.max_tokens"
+REQUEST_MODEL = "gen_ai.request.model"  # the model sent (after a downgrade)
+REQUEST_MAX_TOKENS = "gen_ai.request.max_tokens"  # the cap sent (after a clamp)
 REQUEST_STREAM = "gen_ai.request.stream"
 RESPONSE_MODEL = "gen_ai.response.model"
 RESPONSE_ID = "gen_ai.response.id"
-INPUT_TOKENS = "gen_ai.usage.input_tokens"
-OUTPUT_TOKENS = "gen_ai.usage.output_tokens"
+FINISH_REASONS = "gen_ai.response.finish_reasons"
+INPUT_TOKENS = "gen_ai.usage.input_tokens"  # cache reads and writes included
+OUTPUT_TOKENS = "gen_ai.usage.output_tokens"  # reasoning included
 CACHE_READ_TOKENS = "gen_ai.usage.cache_read.input_tokens"
-CACHE_WRITE_TOKENS = "gen_ai.usage.cache_creation.input_tokens"
+CACHE_WRITE_TOKENS = "gen_ai.usage.cache_write.input_tokens"
 REASONING_TOKENS = "gen_ai.usage.reasoning.output_tokens"
+INPUT_MESSAGES = "gen_ai.input.messages"  # content capture only; JSON
+OUTPUT_MESSAGES = "gen_ai.output.messages"  # content capture only; JSON
+TOKEN_TYPE = "gen_ai.token.type"  # metrics: "input" | "output"
 SERVER_ADDRESS = "server.address"
 SERVER_PORT = "server.port"
 ERROR_TYPE = "error.type"
 # tollgate's own.
 COST_USD = "tollgate.cost.usd"
 COST_ESTIMATED = "tollgate.cost.estimated"
-STATUS = "tollgate.status"
-TAG_PREFIX = "tollgate.tag."
+STATUS = "tollgate.status"  # ok | error | blocked | abandoned
+# The last action: proceed, downgrade, clamp, truncate, block, cutoff, raise or rate_limited.
+BUDGET_ACTION = "tollgate.budget.action"
+BUDGET_NAME = "tollgate.budget.name"  # the deciding budget, and its numbers when tollgate decided:
+BUDGET_UNIT = "tollgate.budget.unit"  # usd | tokens
+BUDGET_LIMIT = "tollgate.budget.limit"
+BUDGET_SPENT = "tollgate.budget.spent"
+BUDGET_REMAINING = "tollgate.budget.remaining"  # limit - spent - held by calls in flight
+ORIGINAL_MODEL = "tollgate.budget.original_model"  # downgrade: the model the caller asked for
+CLAMPED_MAX_TOKENS = "tollgate.budget.clamped_max_tokens"  # clamp: the cap tollgate set
+ORIGINAL_MAX_TOKENS = "tollgate.budget.original_max_tokens"  # clamp: the caller's cap, if any
+DROPPED_MESSAGES = "tollgate.budget.dropped_messages"  # truncate
+TAG_PREFIX = "tollgate.tag."  # + tag name: every tag on spans, opted-in ones on metrics
+# Span events: one per decision, "tollgate.budget." + action, with the decision's fields.
+EVENT_PREFIX = "tollgate.budget."
+STORE_UNAVAILABLE_EVENT = "tollgate.store.unavailable"  # on_store_error="open" let the call through
+# Metrics (meter "tollgate"), with the GenAI conventions' bucket advice.
+TOKEN_USAGE_METRIC = "gen_ai.client.token.usage"
+DURATION_METRIC = "gen_ai.client.operation.duration"
+COST_METRIC = "tollgate.cost"
+DECISIONS_METRIC = "tollgate.budget.decisions"
+TOKEN_BUCKETS = (1, 4, 16, 64, 256, 1024, 4096, 16384, 65536, 262144, 1048576, 4194304, 16777216, 67108864)
+DURATION_BUCKETS = (0.01, 0.02, 0.04, 0.08, 0.16, 0.32, 0.64, 1.28, 2.56, 5.12, 10.24, 20.48, 40.96, 81.92)
+CAPTURE_CONTENT_ENV = "OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT"
+_CAPTURE_VALUES = ("true", "1", "span_only", "span_and_event")
 
+log = logging.getLogger("tollgate")
 _tracer = trace.get_tracer("tollgate")
+_meter = metrics.get_meter("tollgate")
+_token_usage = _meter.create_histogram(
+    TOKEN_USAGE_METRIC,
+    unit="{token}",
+    description="Number of input and output tokens used.",
+    explicit_bucket_boundaries_advisory=TOKEN_BUCKETS,
+)
+_duration = _meter.create_histogram(
+    DURATION_METRIC,
+    unit="s",
+    description="GenAI operation duration.",
+    explicit_bucket_boundaries_advisory=DURATION_BUCKETS,
+)
+_cost = _meter.create_counter(
+    COST_METRIC, unit="USD", description="Cost of LLM calls, as tollgate priced them."
+)
+_decisions = _meter.create_counter(
+    DECISIONS_METRIC, unit="{decision}", description="Budget decisions tollgate took, by action."
+)
 
 
 def start_span(request: LLMRequest, tags: Mapping[str, str]) -> Span:
-    """Start the CLIENT span of one call, as a child of the caller's current span."""
-    span = _tracer.start_span(f"{request.operation} {request.model}", kind=SpanKind.CLIENT)
-    if span.is_recording():
-        span.set_attribute(OPERATION, request.operation)
-        span.set_attribute(PROVIDER, request.provider)
-        span.set_attribute(REQUEST_MODEL, request.model)
-        span.set_attribute(REQUEST_STREAM, request.stream)
-        if request.max_output_tokens is not None:
-            span.set_attribute(REQUEST_MAX_TOKENS, request.max_output_tokens)
-        if request.server_address:
-            span.set_attribute(SERVER_ADDRESS, request.server_address)
-        if request.server_port:
-            span.set_attribute(SERVER_PORT, request.server_port)
-        for name, value in tags.items():
-            span.set_attribute(TAG_PREFIX + name, value)
-    return span
+    """Start the CLIENT span of one call, as a child of the caller's current span.
+
+    The attributes a sampler may look at are given at creation. Never raises: should the SDK
+    fail (a faulty sampler or processor), the call goes on with a non-recording span.
+    """
+    try:
+        return _start_span(request, tags)
+    except Exception:
+        log.exception("tollgate could not start the span of a %s call", request.operation)
+        return trace.INVALID_SPAN
+
+
+def _start_span(request: LLMRequest, tags: Mapping[str, str]) -> Span:
+    attributes: dict[str, AttributeValue] = {
+        OPERATION: request.operation,
+        PROVIDER: request.provider,
+        REQUEST_MODEL: request.model,
+        REQUEST_STREAM: request.stream,
+    }
+    if request.max_output_tokens is not None:
+        attributes[REQUEST_MAX_TOKENS] = request.max_output_tokens
+    if request.server_address:
+        attributes[SERVER_ADDRESS] = request.server_address
+    if request.server_port:
+        attributes[SERVER_PORT] = request.server_port
+    for name, value in tags.items():
+        attributes[TAG_PREFIX + name] = value
+    return _tracer.start_span(
+        f"{request.operation} {request.model}", kind=SpanKind.CLIENT, attributes=attributes
+    )
 
 
 def current(span: Span) -> AbstractContextManager[Any]:
@@ -71,26 +155,221 @@ def current(span: Span) -> AbstractContextManager[Any]:
     return nullcontext()
 
 
-def end_span(span: Span, record: CallRecord) -> None:
-    """Put the settled usage and cost on ``span`` and end it."""
-    if span.is_recording():
-        u = record.usage
-        if record.response_model:
-            span.set_attribute(RESPONSE_MODEL, record.response_model)
-        if record.response_id:
-            span.set_attribute(RESPONSE_ID, record.response_id)
-        span.set_attribute(INPUT_TOKENS, u.input_tokens)
-        span.set_attribute(OUTPUT_TOKENS, u.output_tokens)
-        if u.cache_read_tokens:
-            span.set_attribute(CACHE_READ_TOKENS, u.cache_read_tokens)
-        if u.cache_write_tokens:
-            span.set_attribute(CACHE_WRITE_TOKENS, u.cache_write_tokens)
-        if u.reasoning_tokens:
-            span.set_attribute(REASONING_TOKENS, u.reasoning_tokens)
-        span.set_attribute(COST_USD, record.usd)
-        span.set_attribute(COST_ESTIMATED, record.estimated)
-        span.set_attribute(STATUS, record.status)
-        if record.error:
-            span.set_attribute(ERROR_TYPE, record.error.split(":", 1)[0])
-            span.set_status(Status(StatusCode.ERROR, record.error))
-    span.end(end_time=int(record.ended_at * 1e9))
+def end_span(span: Span, record: CallRecord, call: Call | None = None) -> None:
+    """Put the settled facts of the call on ``span``, end it, and record the call's metrics."""
+    try:
+        if span.is_recording():
+            _annotate(span, record, call)
+    finally:
+        span.end(end_time=int(record.ended_at * 1e9))
+        _measure(record, call)
+
+
+def _annotate(span: Span, record: CallRecord, call: Call | None) -> None:
+    u = record.usage
+    model = call.decision.model if call is not None else record.request_model
+    if model != record.request_model:
+        span.update_name(f"{record.operation} {model}")
+    a: dict[str, AttributeValue] = {
+        REQUEST_MODEL: model,
+        INPUT_TOKENS: u.input_tokens,
+        OUTPUT_TOKENS: u.output_tokens,
+        COST_USD: record.usd,
+        COST_ESTIMATED: record.estimated,
+        STATUS: record.status,
+    }
+    optional: dict[str, AttributeValue | None] = {
+        RESPONSE_MODEL: record.response_model,
+        RESPONSE_ID: record.response_id,
+        CACHE_READ_TOKENS: u.cache_read_tokens,
+        CACHE_WRITE_TOKENS: u.cache_write_tokens,
+        REASONING_TOKENS: u.reasoning_tokens,
+    }
+    if call is not None:
+        optional[REQUEST_MAX_TOKENS] = call.decision.max_output_tokens
+        optional[FINISH_REASONS] = list(call.finish_reasons)
+        if capture_content(call):
+            optional[INPUT_MESSAGES] = _json(_input_messages(call))
+            optional[OUTPUT_MESSAGES] = _json(_output_messages(call)) if call.output_messages else None
+    a.update({k: v for k, v in optional.items() if v})
+    a.update(_budget_attributes(record, call))
+    span.set_attributes(a)
+    for note in record.decisions:
+        name = EVENT_PREFIX + str(note["action"]) if "action" in note else STORE_UNAVAILABLE_EVENT
+        at = record.ended_at if note.get("action") == "cutoff" else record.started_at
+        span.add_event(name, _event_attributes(note), timestamp=int(at * 1e9))
+    if record.error:
+        span.set_attribute(ERROR_TYPE, _error_type(record.error))
+        span.set_status(Status(StatusCode.ERROR, record.error))
+
+
+def _error_type(error: str) -> str:
+    return error.split(":", 1)[0]  # CallRecord.error is "Type: message"
+
+
+def _event_attributes(note: Mapping[str, Any]) -> dict[str, AttributeValue]:
+    out: dict[str, AttributeValue] = {}
+    for key, value in note.items():
+        if isinstance(value, str | bool | int | float):
+            out[key] = value
+        elif value is not None:
+            out[key] = _json(value)
+    return out
+
+
+def _actions(record: CallRecord, call: Call | None) -> list[str]:
+    """Every budget action taken on the call, in order ("proceed" when budgets let it through)."""
+    actions = [str(n["action"]) for n in record.decisions if "action" in n]
+    if call is not None:
+        if call.overrun is not None and "cutoff" not in actions:  # a cut-off stream raises that
+            actions.append("raise")
+        elif not actions and any(isinstance(c, Check) for c in call.checks):
+            actions.append("proceed")
+    return actions
+
+
+def _budget_attributes(record: CallRecord, call: Call | None) -> dict[str, AttributeValue]:
+    """The budget decision: the last action, what each action changed, and the deciding budget."""
+    actions = _actions(record, call)
+    if not actions:
+        return {}
+    a: dict[str, AttributeValue] = {BUDGET_ACTION: actions[-1]}
+    for note in record.decisions:
+        action = note.get("action")
+        if action == "downgrade":
+            a.setdefault(ORIGINAL_MODEL, note["from"])
+        elif action == "clamp":
+            a[CLAMPED_MAX_TOKENS] = note["max_output_tokens"]
+            if note.get("was") is not None:
+                a[ORIGINAL_MAX_TOKENS] = note["was"]
+        elif action == "truncate":
+            a[DROPPED_MESSAGES] = note["dropped_messages"]
+    facts = _deciding_budget(call, actions[-1]) if call is not None else None
+    if facts is not None:
+        name, unit, limit, spent, reserved = facts
+        a.update(
+            {
+                BUDGET_NAME: name,
+                BUDGET_UNIT: unit,
+                BUDGET_LIMIT: limit,
+                BUDGET_SPENT: spent,
+                BUDGET_REMAINING: limit - spent - reserved,
+            }
+        )
+    return a
+
+
+def _deciding_budget(call: Call, action: str) -> tuple[str, str, float, float, float] | None:
+    """Name, unit, limit, spent and reserved of the budget behind the call's decision.
+
+    The one that refused, blocked or cut off the call, as it stood when tollgate decided; after
+    the call for an ``on_exceed="raise"`` overrun; else the budget with the least room left.
+    """
+    if action == "raise" and call.overrun is not None:
+        e = call.overrun
+        return e.budget, e.unit, e.limit, e.spent, e.reserved
+    if call.deciding is not None:
+        check, state = call.deciding
+    else:
+        budgets = [(c, s) for c, s in zip(call.checks, call.states, strict=False) if isinstance(c, Check)]
+        if not budgets:
+            return None
+        check, state = min(budgets, key=lambda b: (b[0].limit - b[1].spent - b[1].reserved) / b[0].limit)
+    return check.spec.name, check.unit, check.limit, state.spent, state.reserved
+
+
+def _measure(record: CallRecord, call: Call | None) -> None:
+    """One set of measurements per call: duration, tokens, cost and budget decisions."""
+    model = call.decision.model if call is not None else record.request_model
+    a: dict[str, AttributeValue] = {
+        OPERATION: record.operation,
+        PROVIDER: record.provider,
+        REQUEST_MODEL: model,
+    }
+    if record.response_model:
+        a[RESPONSE_MODEL] = record.response_model
+    if call is not None:
+        if call.request.server_address:
+            a[SERVER_ADDRESS] = call.request.server_address
+        if call.request.server_port:
+            a[SERVER_PORT] = call.request.server_port
+        for name in call.settings.metric_tags:
+            if name in record.tags:
+                a[TAG_PREFIX + name] = record.tags[name]
+    if record.error:
+        a[ERROR_TYPE] = _error_type(record.error)
+    _duration.record(max(0.0, record.duration), a)
+    u = record.usage
+    if record.status in ("ok", "abandoned") or u.total_tokens:  # blocked and failed calls used none
+        _token_usage.record(u.input_tokens, {**a, TOKEN_TYPE: "input"})
+        if record.operation != "embeddings":
+            _token_usage.record(u.output_tokens, {**a, TOKEN_TYPE: "output"})
+    if record.usd > 0:
+        _cost.add(record.usd, a)
+    for action in _actions(record, call):
+        _decisions.add(1, {**a, BUDGET_ACTION: action})
+
+
+# -- Content capture (opt-in) -----------------------------------------------------------------------
+
+
+def capture_content(call: Call) -> bool:
+    """Whether prompts and completions go on the span of ``call`` (adapters may skip building
+    ``output_messages`` for :func:`tollgate.gate.settle` when not)."""
+    if call.settings.capture_content:
+        return True
+    return os.environ.get(CAPTURE_CONTENT_ENV, "").strip().lower() in _CAPTURE_VALUES
+
+
+def _json(value: Any) -> str:
+    return json.dumps(value, ensure_ascii=False, default=str)
+
+
+def _input_messages(call: Call) -> list[dict[str, Any]]:
+    """The messages sent (after a truncate), in the GenAI conventions' shape."""
+    messages = call.decision.messages if call.decision.messages is not None else call.request.messages
+    out = [{"role": str(m.get("role", "user")), "parts": list(_parts(m))} for m in messages]
+    out += [{"role": "user", "parts": [_text(p)]} for p in call.request.prompt if isinstance(p, str)]
+    return out
+
+
+def _output_messages(call: Call) -> list[dict[str, Any]]:
+    reasons = list(call.finish_reasons)
+    return [
+        {
+            "role": str(m.get("role", "assistant")),
+            "parts": list(_parts(m)),
+            "finish_reason": reasons[i] if i < len(reasons) else "",
+        }
+        for i, m in enumerate(call.output_messages)
+    ]
+
+
+def _text(text: Any) -> dict[str, Any]:
+    return {"type": "text", "content": text}
+
+
+def _parts(message: Mapping[str, Any]) -> Iterator[dict[str, Any]]:
+    """The parts of one OpenAI chat-shaped message (non-text content is named, not copied)."""
+    content = message.get("content")
+    if message.get("role") == "tool":
+        yield {"type": "tool_call_response", "id": message.get("tool_call_id"), "response": content}
+        return
+    if isinstance(content, str):
+        yield _text(content)
+    elif isinstance(content, Sequence):
+        for part in content:
+            if isinstance(part, str):
+                yield _text(part)
+            elif isinstance(part, Mapping) and part.get("type") == "text":
+                yield _text(part.get("text"))
+            elif isinstance(part, Mapping):
+                yield {"type": str(part.get("type", "unknown"))}
+    for tool_call in message.get("tool_calls") or ():
+        function = tool_call.get("function") or {}
+        yield {
+            "type": "tool_call",
+            "id": tool_call.get("id"),
+            "name": function.get("name"),
+            "arguments": function.get("arguments"),
+        }
