@@ -25,7 +25,7 @@ from collections.abc import AsyncIterator, Callable, Iterator
 from types import TracebackType
 from typing import Any, Protocol
 
-from tollgate import gate
+from tollgate import gate, telemetry
 from tollgate.errors import BudgetExceeded
 from tollgate.pricing.tokens import RunningCount, count_text
 from tollgate.request import Usage
@@ -47,6 +47,7 @@ class StreamAccountant(Protocol):
     response_id: str | None
     done: bool  # every choice has finished; only trailing chunks (usage, end marker) may follow
     text: list[str]  # the generated text so far, in the pieces it arrived in
+    finish_reasons: list[str]  # why each choice finished, as the provider says it
 
     def observe(self, chunk: Any) -> bool:
         """Take note of ``chunk``; return False to keep it from the caller (e.g. an injected usage chunk)."""
@@ -97,13 +98,17 @@ class _Settling:
         elif abandoned:  # a running count (Anthropic, Gemini) may lag the text already streamed
             streamed = _estimated_usage(call, acc).output_tokens
             usage = dataclasses.replace(usage, output_tokens=max(usage.output_tokens, streamed))
-        return usage, {
+        extra: dict[str, Any] = {
             "response_model": acc.response_model,
             "response_id": acc.response_id,
             "estimated": acc.usage is None or abandoned,
             "status": "abandoned" if abandoned else "ok",
             "usd": acc.usd,
+            "finish_reasons": tuple(acc.finish_reasons),
         }
+        if telemetry.capture_content(call):
+            extra["output_messages"] = ({"role": "assistant", "content": "".join(acc.text)},)
+        return usage, extra
 
     def _finish(self, exc: BaseException | None = None, *, abandoned: bool = False) -> None:
         closing = self._closing(exc, abandoned)

@@ -172,7 +172,9 @@ class MessageStreamAccountant(Accountant):
             elif kind == "message_delta":
                 self._merge(field(event, "usage"))
                 self.usage = usage_from(self._usage) or self.usage
-                if field(field(event, "delta"), "stop_reason"):
+                reason = field(field(event, "delta"), "stop_reason")
+                if reason:
+                    self.finish_reasons[:] = (str(reason),)
                     self.done = True
             elif kind == "message_stop":
                 self.done = True
@@ -396,7 +398,17 @@ class MessagesSurface(Surface):
         return False
 
     def found(self, response: Any) -> Found:
-        return Found(usage_from(field(response, "usage")), field(response, "model"), field(response, "id"))
+        reason = field(response, "stop_reason")
+        return Found(
+            usage_from(field(response, "usage")),
+            field(response, "model"),
+            field(response, "id"),
+            finish_reasons=(str(reason),) if reason else (),
+        )
+
+    def content(self, response: Any) -> str | None:
+        texts = [field(b, "text") for b in field(response, "content") or () if field(b, "type") == "text"]
+        return "".join(t for t in texts if isinstance(t, str))
 
     def accountant(self, injected: bool) -> MessageStreamAccountant:
         return MessageStreamAccountant()
@@ -442,9 +454,14 @@ class CompletionsSurface(Surface):
     def found(self, response: Any) -> Found:
         completion = field(response, "completion")  # no usage in this API: the output is estimated
         text = completion if isinstance(completion, str) else None
-        return Found(
-            None, field(response, "model"), field(response, "id") or field(response, "log_id"), text=text
-        )
+        reason = field(response, "stop_reason")
+        rid = field(response, "id") or field(response, "log_id")
+        finish = (str(reason),) if reason else ()
+        return Found(None, field(response, "model"), rid, text=text, finish_reasons=finish)
+
+    def content(self, response: Any) -> str | None:
+        completion = field(response, "completion")
+        return completion if isinstance(completion, str) else None
 
     def accountant(self, injected: bool) -> CompletionStreamAccountant:
         return CompletionStreamAccountant()

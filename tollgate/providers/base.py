@@ -66,13 +66,15 @@ def server_of(base_url: Any) -> Server:
 @dataclass(frozen=True, slots=True)
 class Found:
     """What a response says of itself: usage (None when missing or malformed), model, id, cost,
-    and the generated text (to estimate the output when the usage is missing)."""
+    the generated text (to estimate the output when the usage is missing), and why each
+    choice or candidate finished (for the span)."""
 
     usage: Usage | None
     model: str | None = None
     id: str | None = None
     usd: float | None = None  # a cost the provider reported (OpenRouter); None: priced by tollgate
     text: str | None = None
+    finish_reasons: tuple[str, ...] = ()
 
 
 class Accountant:
@@ -81,9 +83,10 @@ class Accountant:
     A provider's accountant subclasses it and reads its chunks in ``observe``.
     """
 
-    __slots__ = ("done", "response_id", "response_model", "text", "usage", "usd")
+    __slots__ = ("done", "finish_reasons", "response_id", "response_model", "text", "usage", "usd")
 
     def __init__(self) -> None:
+        self.finish_reasons: list[str] = []
         self.text: list[str] = []
         self.usage: Usage | None = None
         self.usd: float | None = None
@@ -126,6 +129,10 @@ class Surface(abc.ABC):
     def found(self, response: Any) -> Found:
         """Usage, model and id of a (non-streamed) response object or its JSON dict."""
 
+    def content(self, response: Any) -> str | None:
+        """The generated text of a response, put on the span when content capture is on."""
+        return None
+
     def accountant(self, injected: bool) -> StreamAccountant:
         """A fresh accountant for one stream of this surface."""
         raise TypeError(f"{type(self).__name__} does not stream")
@@ -160,7 +167,15 @@ def _outcome(call: gate.Call, surface: Surface, response: Any) -> tuple[Usage, d
         found = surface.found(response)
     except Exception:  # malformed response: record an estimate, hand the response back untouched
         found = Found(None)
-    extra: dict[str, Any] = {"response_model": found.model, "response_id": found.id, "usd": found.usd}
+    extra: dict[str, Any] = {
+        "response_model": found.model,
+        "response_id": found.id,
+        "usd": found.usd,
+        "finish_reasons": found.finish_reasons,
+    }
+    if telemetry.capture_content(call):
+        with contextlib.suppress(Exception):
+            extra["output_messages"] = ({"role": "assistant", "content": surface.content(response) or ""},)
     if found.usage is None:
         output = count_text(found.text, call.decision.model, call.request.provider) if found.text else 0
         return Usage(input_tokens=call.estimate.input_tokens, output_tokens=output), {

@@ -138,13 +138,33 @@ def usage_from(raw: Any) -> Usage | None:
     )
 
 
+def _reason(candidate: Any) -> str | None:
+    reason = _get(candidate, "finish_reason")
+    if reason is None:
+        return None
+    return str(getattr(reason, "value", reason))  # the SDK's FinishReason enum, or the JSON string
+
+
 def response_found(response: Any) -> Found:
-    """Usage, model and id of a ``GenerateContentResponse`` (or its JSON)."""
+    """Usage, model, id and finish reasons of a ``GenerateContentResponse`` (or its JSON)."""
+    reasons = tuple(r for c in _get(response, "candidates") or () if (r := _reason(c)))
     return Found(
         usage_from(_get(response, "usage_metadata")),
         _get(response, "model_version") or None,
         _get(response, "response_id") or None,
+        finish_reasons=reasons,
     )
+
+
+def response_text(response: Any) -> str:
+    """The answer text of a response's first candidate (thought parts left out, like ``.text``)."""
+    texts = []
+    for candidate in (_get(response, "candidates") or [])[:1]:
+        for part in _get(_get(candidate, "content"), "parts") or ():
+            text = _get(part, "text")
+            if isinstance(text, str) and not _get(part, "thought"):
+                texts.append(text)
+    return "".join(texts)
 
 
 def embed_usage(response: Any) -> Usage | None:
@@ -388,7 +408,9 @@ class GenerateStreamAccountant(Accountant):
                         if call is not None:
                             self.text.append((_get(call, "name") or "") + _json(_get(call, "args")))
                     index = as_int(_get(candidate, "index"))
-                    if _get(candidate, "finish_reason"):
+                    reason = _reason(candidate)
+                    if reason:
+                        self.finish_reasons.append(reason)
                         self._open.discard(index)
                         self.done = True
                     else:
@@ -431,6 +453,9 @@ class GenerateSurface(Surface):
 
     def found(self, response: Any) -> Found:
         return response_found(response)
+
+    def content(self, response: Any) -> str | None:
+        return response_text(response)
 
     def accountant(self, injected: bool) -> GenerateStreamAccountant:
         return GenerateStreamAccountant()

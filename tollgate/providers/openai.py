@@ -142,6 +142,13 @@ def _choices_text(response: Any) -> str | None:
         return None
 
 
+def _finish_reasons(response: Any) -> tuple[str, ...]:
+    try:
+        return tuple(str(r) for c in field(response, "choices") or () if (r := field(c, "finish_reason")))
+    except Exception:
+        return ()
+
+
 def _reported_cost(raw: Any) -> float | None:
     # OpenRouter puts what it charged in usage.cost: that, not a price table, is the truth.
     value = field(raw, "cost")
@@ -222,7 +229,9 @@ class ChatStreamAccountant(Accountant):
                         for tool_call in tool_calls:
                             fn = field(tool_call, "function")
                             self.text.append((field(fn, "name") or "") + (field(fn, "arguments") or ""))
-                    if field(choice, "finish_reason"):
+                    reason = field(choice, "finish_reason")
+                    if reason:
+                        self.finish_reasons.append(str(reason))
                         self._open_choices.discard(field(choice, "index"))
                     else:
                         self._open_choices.add(field(choice, "index"))
@@ -273,7 +282,11 @@ class ChatSurface(Surface):
         raw = field(response, "usage")
         usage = usage_from(raw)
         text = _choices_text(response) if usage is None else None
-        return Found(usage, field(response, "model"), field(response, "id"), _reported_cost(raw), text)
+        model, rid = field(response, "model"), field(response, "id")
+        return Found(usage, model, rid, _reported_cost(raw), text, _finish_reasons(response))
+
+    def content(self, response: Any) -> str | None:
+        return _choices_text(response)
 
     def accountant(self, injected: bool) -> ChatStreamAccountant:
         return ChatStreamAccountant(hide_usage_chunk=injected)
@@ -328,7 +341,11 @@ class CompletionsSurface(Surface):
         raw = field(response, "usage")
         usage = usage_from(raw)
         text = _choices_text(response) if usage is None else None
-        return Found(usage, field(response, "model"), field(response, "id"), _reported_cost(raw), text)
+        model, rid = field(response, "model"), field(response, "id")
+        return Found(usage, model, rid, _reported_cost(raw), text, _finish_reasons(response))
+
+    def content(self, response: Any) -> str | None:
+        return _choices_text(response)
 
     def accountant(self, injected: bool) -> ChatStreamAccountant:
         return ChatStreamAccountant(hide_usage_chunk=injected)
@@ -400,6 +417,13 @@ def _neutral_items(kwargs: Mapping[str, Any]) -> list[dict[str, Any]]:
     return out
 
 
+def _status(response: Any) -> tuple[str, ...]:
+    """A Responses API response's finish reason: its status, or why it is incomplete."""
+    reason = field(field(response, "incomplete_details"), "reason")
+    status = reason or field(response, "status")
+    return (str(status),) if status else ()
+
+
 class ResponseStreamAccountant(Accountant):
     """Reads Responses stream events: text deltas, and the final response with its usage
     (``response.completed``, or ``response.incomplete`` / ``response.failed``)."""
@@ -419,6 +443,7 @@ class ResponseStreamAccountant(Accountant):
                 self.response_id = field(response, "id") or self.response_id
                 if kind != "response.created":
                     self.usage = responses_usage(field(response, "usage")) or self.usage
+                    self.finish_reasons[:] = _status(response)
                     self.done = True
         except Exception:  # a malformed event must never break the caller's stream
             pass
@@ -455,9 +480,12 @@ class ResponsesSurface(Surface):
         return False
 
     def found(self, response: Any) -> Found:
-        return Found(
-            responses_usage(field(response, "usage")), field(response, "model"), field(response, "id")
-        )
+        usage = responses_usage(field(response, "usage"))
+        return Found(usage, field(response, "model"), field(response, "id"), finish_reasons=_status(response))
+
+    def content(self, response: Any) -> str | None:
+        text = getattr(response, "output_text", None)  # the SDK's property: every output_text part
+        return text if isinstance(text, str) else None
 
     def accountant(self, injected: bool) -> ResponseStreamAccountant:
         return ResponseStreamAccountant()
