@@ -23,6 +23,7 @@ from contextlib import AbstractContextManager, nullcontext
 from typing import TYPE_CHECKING, Any
 
 from opentelemetry import metrics, trace
+from opentelemetry.metrics import _internal as _metrics_api
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
 from tollgate.budgets.enforce import Check
@@ -114,12 +115,35 @@ _decisions = _meter.create_counter(
 )
 
 
+# While no SDK is configured the API's stand-ins do nothing, and neither need tollgate's attribute
+# building. The API keeps the providers an application set in module globals; reading those is a
+# fraction of get_tracer_provider(), which looks up an environment variable on every call until
+# a provider is set. (A provider named by OTEL_PYTHON_TRACER_PROVIDER / _METER_PROVIDER is only
+# loaded on first use, so with those set tollgate always goes through the API.)
+_NO_SDK = frozenset({"ProxyTracerProvider", "NoOpTracerProvider", "_ProxyMeterProvider", "NoOpMeterProvider"})
+_ENV_PROVIDERS = bool(
+    os.environ.get("OTEL_PYTHON_TRACER_PROVIDER") or os.environ.get("OTEL_PYTHON_METER_PROVIDER")
+)
+
+
+def _no_sdk(module: Any, name: str) -> bool:
+    """No real provider has been set in ``module`` (the API's ``trace`` or metrics internals)."""
+    if _ENV_PROVIDERS:
+        return False
+    provider = getattr(module, name, False)
+    if provider is False:  # an API version without that global: ask the API
+        provider = trace.get_tracer_provider() if module is trace else metrics.get_meter_provider()
+    return provider is None or type(provider).__name__ in _NO_SDK
+
+
 def start_span(request: LLMRequest, tags: Mapping[str, str]) -> Span:
     """Start the CLIENT span of one call, as a child of the caller's current span.
 
     The attributes a sampler may look at are given at creation. Never raises: should the SDK
     fail (a faulty sampler or processor), the call goes on with a non-recording span.
     """
+    if _no_sdk(trace, "_TRACER_PROVIDER"):
+        return trace.INVALID_SPAN
     try:
         return _start_span(request, tags)
     except Exception:
@@ -280,6 +304,8 @@ def _deciding_budget(call: Call, action: str) -> tuple[str, str, float, float, f
 
 def _measure(record: CallRecord, call: Call | None) -> None:
     """One set of measurements per call: duration, tokens, cost and budget decisions."""
+    if _no_sdk(_metrics_api, "_METER_PROVIDER"):
+        return
     model = call.decision.model if call is not None else record.request_model
     a: dict[str, AttributeValue] = {
         OPERATION: record.operation,
@@ -316,6 +342,8 @@ def _measure(record: CallRecord, call: Call | None) -> None:
 def capture_content(call: Call) -> bool:
     """Whether prompts and completions go on the span of ``call`` (adapters may skip building
     ``output_messages`` for :func:`tollgate.gate.settle` when not)."""
+    if not call.span.is_recording():
+        return False
     if call.settings.capture_content:
         return True
     return os.environ.get(CAPTURE_CONTENT_ENV, "").strip().lower() in _CAPTURE_VALUES

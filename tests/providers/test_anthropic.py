@@ -757,8 +757,9 @@ def test_legacy_completion_clamp_sets_max_tokens_to_sample(claude, replay, sent)
 def otel(monkeypatch):  # type: ignore[no-untyped-def]
     """A TracerProvider with an in-memory exporter, for tollgate and the SDK client alike.
 
-    The global provider can be set once per process (tests/test_telemetry.py sets it), so this
-    points tollgate's tracer at the test's own provider instead.
+    The global provider can be set once per process (tests/telemetry/ sets it), so this points
+    tollgate's tracer at the test's own provider instead, and tells tollgate an SDK is there
+    (it skips span work while no global provider is set).
     """
     sdk_trace = pytest.importorskip("opentelemetry.sdk.trace")
     from opentelemetry.sdk.trace.export import SimpleSpanProcessor
@@ -768,6 +769,7 @@ def otel(monkeypatch):  # type: ignore[no-untyped-def]
     provider = sdk_trace.TracerProvider()
     provider.add_span_processor(SimpleSpanProcessor(exporter))
     monkeypatch.setattr(telemetry, "_tracer", provider.get_tracer("tollgate"))
+    monkeypatch.setattr(telemetry, "_no_sdk", lambda module, name: False)
     return provider, exporter
 
 

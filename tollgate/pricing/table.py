@@ -321,6 +321,8 @@ class PriceTable:
 
 def has_price(p: ModelPrice) -> bool:
     """True when the entry lists any price (some list only token limits, e.g. subscription models)."""
+    if p.input is not None or p.output is not None:  # nearly every entry: decided at once
+        return True
     prices = (
         p.input,
         p.output,

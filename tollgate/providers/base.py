@@ -52,6 +52,18 @@ def field(obj: Any, name: str) -> Any:
     return getattr(obj, name, None)
 
 
+def extra_field(obj: Any, name: str) -> Any:
+    """A field outside the SDK's schema (a provider's own addition, e.g. OpenRouter's
+    ``usage.cost``): read from a pydantic model's extras without the cost of a failed
+    attribute lookup, which most responses would pay."""
+    if type(obj) is dict:
+        return obj.get(name)
+    extras: Any = getattr(obj, "__pydantic_extra__", None)
+    if isinstance(extras, dict):
+        return extras.get(name)
+    return getattr(obj, name, None)
+
+
 def as_int(value: Any) -> int:
     """``value`` if it is an int; 0 for None, SDK "not given" sentinels and anything else."""
     return value if isinstance(value, int) and not isinstance(value, bool) else 0

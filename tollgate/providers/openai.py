@@ -31,6 +31,7 @@ from tollgate.providers.base import (
     Server,
     Surface,
     as_int,
+    extra_field,
     field,
     native_items,
     routes_for,
@@ -106,7 +107,7 @@ def usage_from(raw: Any) -> Usage | None:
         output_tokens=completion_tokens,
         # DeepSeek reports its cache hits beside prompt_tokens, in its own field.
         cache_read_tokens=as_int(field(prompt, "cached_tokens"))
-        or as_int(field(raw, "prompt_cache_hit_tokens")),
+        or as_int(extra_field(raw, "prompt_cache_hit_tokens")),
         cache_write_tokens=as_int(field(prompt, "cache_write_tokens")),
         reasoning_tokens=as_int(field(completion, "reasoning_tokens")),
         audio_input_tokens=as_int(field(prompt, "audio_tokens")),
@@ -151,7 +152,7 @@ def _finish_reasons(response: Any) -> tuple[str, ...]:
 
 def _reported_cost(raw: Any) -> float | None:
     # OpenRouter puts what it charged in usage.cost: that, not a price table, is the truth.
-    value = field(raw, "cost")
+    value = extra_field(raw, "cost")
     return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
 
 
@@ -238,7 +239,7 @@ class ChatStreamAccountant(Accountant):
                 self.done = not self._open_choices
             raw_usage = field(chunk, "usage")
             if raw_usage is None:  # Groq puts a stream's usage under x_groq
-                raw_usage = field(field(chunk, "x_groq"), "usage")
+                raw_usage = field(extra_field(chunk, "x_groq"), "usage")
             if raw_usage is not None:
                 self.usage = usage_from(raw_usage) or self.usage
                 self.usd = _reported_cost(raw_usage)
