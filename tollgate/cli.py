@@ -1,0 +1,680 @@
+"""The ``tollgate`` command: reports, prices, estimates, standing limits and the offline demo.
+
+    tollgate report --ledger sqlite:///tollgate.db --group-by feature,user_id --since 7d
+    tollgate prices gpt-4o*
+    tollgate estimate gpt-4o --messages chat.json --max-tokens 500
+    tollgate limits --store sqlite:///tollgate.db
+    tollgate limits set --usd 50 --per month tenant=acme
+    tollgate limits remove tenant=acme
+    tollgate demo
+
+Exit status: 0 on success, 1 when the command could not do its work (a missing or foreign
+database, an unreadable file, a store that cannot be reached), 2 for a usage mistake, 130 when
+interrupted. Errors are one line on stderr, never a traceback.
+
+This module is not imported by ``import tollgate``; ``python -m tollgate`` and the
+``tollgate`` console script both run :func:`main`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import fnmatch
+import importlib.util
+import json
+import os
+import sys
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any, TextIO
+
+DEFAULT_LEDGER = "sqlite:///tollgate.db"
+DEFAULT_STORE = "sqlite:///tollgate.db"
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
+
+
+class CommandError(Exception):
+    """A command could not do its work; the message is printed as one line, exit status 1."""
+
+
+# -- output helpers ------------------------------------------------------------------------------
+
+
+def _table(header: Sequence[str], rows: Sequence[Sequence[str]], left: int = 1) -> str:
+    """Plain aligned columns: the first ``left`` columns left-aligned, the others right-aligned."""
+    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
+
+    def render(cells: Sequence[str]) -> str:
+        return "  ".join(
+            c.ljust(w) if i < left else c.rjust(w) for i, (c, w) in enumerate(zip(cells, widths, strict=True))
+        ).rstrip()
+
+    line = render(header)
+    return "\n".join([line, "-" * len(line), *(render(r) for r in rows)])
+
+
+def _usd(value: float) -> str:
+    return f"${value:,.6f}"
+
+
+def _amount(value: float) -> str:
+    """A limit as people write it: $50, $0.002."""
+    return "$" + f"{value:,.6f}".rstrip("0").rstrip(".")
+
+
+def _per_million(value: float | None) -> str:
+    if value is None:
+        return "-"
+    text = f"{value * 1e6:,.4f}".rstrip("0").rstrip(".")
+    return f"${text}"
+
+
+def _count(value: int | None) -> str:
+    return "-" if value is None else f"{value:,}"
+
+
+# -- ledger and store URIs -----------------------------------------------------------------------
+
+
+def _sqlite_path(uri: str) -> str | None:
+    return uri[len("sqlite:///") :] if uri.startswith("sqlite:///") and uri != "sqlite:///" else None
+
+
+def _open_existing_ledger(uri: str) -> Any:
+    """The ledger ``uri`` names; a missing SQLite file is an error here (a report never creates one)."""
+    from tollgate.ledger import open_ledger
+
+    path = _sqlite_path(uri)
+    if path is not None and path != ":memory:" and not Path(path).is_file():
+        raise CommandError(
+            f"no ledger at {path!r} ({uri}): the file does not exist. Point --ledger at the file "
+            "your application writes (tollgate.configure(ledger='sqlite:///...'))"
+        )
+    if path is not None and path != ":memory:":
+        _check_ledger_file(path)
+    try:
+        return open_ledger(uri)
+    except ValueError as exc:
+        raise CommandError(str(exc)) from None
+
+
+def _sqlite_tables(path: str, what: str) -> list[str]:
+    """The tables of an SQLite file, read-only (so a foreign file is never changed)."""
+    import sqlite3
+
+    try:
+        conn = sqlite3.connect(f"{Path(path).resolve().as_uri()}?mode=ro", uri=True)
+        try:
+            return [row[0] for row in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")]
+        finally:
+            conn.close()
+    except sqlite3.DatabaseError as exc:
+        raise CommandError(f"{path!r} is not a tollgate {what}: {exc}") from None
+
+
+def _check_ledger_file(path: str) -> None:
+    """Refuse a file that holds no ledger: opening it as one would add a table to it."""
+    tables = _sqlite_tables(path, "ledger")
+    if "calls" in tables:
+        return  # the ledger checks its columns and schema version itself
+    if "tollgate_limits" in tables:
+        raise CommandError(
+            f"{path!r} is not a tollgate ledger: it holds a budget store's tables but no 'calls' table"
+        )
+    found = f"its tables are {', '.join(sorted(tables))}" if tables else "it has no tables"
+    raise CommandError(f"{path!r} is not a tollgate ledger: it has no 'calls' table ({found})")
+
+
+def _open_store(uri: str, *, must_exist: bool) -> Any:
+    """The store ``uri`` names, or None when ``must_exist`` and the SQLite file has no store tables."""
+    from tollgate.stores import open_store
+
+    path = _sqlite_path(uri)
+    if path is not None and path != ":memory:" and Path(path).exists():
+        tables = _sqlite_tables(path, "store")
+        if must_exist and "tollgate_limits" not in tables:
+            return None
+    elif must_exist and path is not None and path != ":memory:":
+        raise CommandError(f"no store at {path!r} ({uri}): the file does not exist")
+    try:
+        return open_store(uri)
+    except ValueError as exc:
+        raise CommandError(str(exc)) from None
+
+
+# -- report --------------------------------------------------------------------------------------
+
+
+def _parse_where(items: Sequence[str]) -> dict[str, list[str]]:
+    where: dict[str, list[str]] = {}
+    for item in items:
+        name, sep, value = item.partition("=")
+        if not sep or not name:
+            raise CommandError(f"--where {item!r}: use NAME=VALUE, e.g. --where tenant=acme")
+        where.setdefault(name, []).append(value)
+    return where
+
+
+def cmd_report(args: argparse.Namespace, out: TextIO) -> int:
+    """Spend from a ledger, grouped by tags."""
+    from tollgate.ledger import build_report, parse_time
+
+    try:
+        since, until = parse_time(args.since), parse_time(args.until)
+    except ValueError as exc:
+        raise CommandError(str(exc)) from None
+    group_by = [name.strip() for name in (args.group_by or "").split(",") if name.strip()]
+    ledger = _open_existing_ledger(args.ledger)
+    try:
+        try:
+            records = ledger.records(since, until)
+        except Exception as exc:  # sqlite3 errors from a damaged file
+            raise CommandError(f"cannot read the ledger {args.ledger}: {exc}") from None
+    finally:
+        ledger.close()
+    report = build_report(records, group_by=group_by or None, where=_parse_where(args.where) or None)
+    if args.format == "json":
+        out.write(report.to_json(indent=2) + "\n")
+    elif args.format == "csv":
+        out.write(report.to_csv())
+    else:
+        if not report.records:
+            window = f" since {args.since}" if args.since else ""
+            out.write(f"no calls in {args.ledger}{window}\n")
+            return EXIT_OK
+        out.write(str(report) + "\n")
+        total = report.total
+        n = total["calls"]
+        summary = [
+            f"{n:,} call{'s' if n != 1 else ''}",
+            f"{total['input_tokens'] + total['output_tokens']:,} tokens",
+            _usd(total["usd"]),
+            f"{total['blocked_calls']:,} blocked",
+            f"{total['unpriced_calls']:,} unpriced",
+        ]
+        if total["errors"]:
+            summary.append(f"{total['errors']:,} failed")
+        out.write("\n" + ", ".join(summary) + "\n")
+    return EXIT_OK
+
+
+# -- prices --------------------------------------------------------------------------------------
+
+
+def _matches(name: str, pattern: str) -> bool:
+    name, pattern = name.lower(), pattern.lower()
+    if any(ch in pattern for ch in "*?["):
+        return fnmatch.fnmatchcase(name, pattern) or fnmatch.fnmatchcase(name.split("/")[-1], pattern)
+    return pattern in name
+
+
+def _update_prices(output: str | None, out: TextIO) -> int:
+    script = Path(__file__).resolve().parent.parent / "scripts" / "update_prices.py"
+    if not script.is_file():
+        raise CommandError(
+            "tollgate prices --update needs a source checkout of tollgate (scripts/update_prices.py); "
+            "an installed package's prices are updated by upgrading it"
+        )
+    spec = importlib.util.spec_from_file_location("tollgate_update_prices", script)
+    assert spec is not None and spec.loader is not None
+    module: Any = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    if module.find_source() is None:
+        raise CommandError("tollgate prices --update reads litellm's cost map: pip install litellm")
+    out.write("regenerating the price table from the installed litellm cost map...\n")
+    out.flush()
+    code: int = module.main(["--output", output] if output else [])
+    return code
+
+
+def cmd_prices(args: argparse.Namespace, out: TextIO) -> int:
+    """The bundled price table, or part of it."""
+    if args.update:
+        return _update_prices(args.output, out)
+    from tollgate.pricing import default_table
+
+    table = default_table()
+    prices = [
+        p
+        for p in table
+        if (args.pattern is None or _matches(p.model, args.pattern))
+        and (args.provider is None or p.provider.lower() == args.provider.lower())
+    ]
+    if args.pattern and not prices:
+        resolved = table.lookup(args.pattern, args.provider)  # a dated snapshot, a provider prefix...
+        if resolved is not None:
+            prices = [resolved]
+    if not args.all:
+        prices = [p for p in prices if p.input is not None or p.output is not None]
+    prices.sort(key=lambda p: (p.provider, p.model))
+    meta = table.metadata
+    if args.format == "json":
+        from dataclasses import asdict
+
+        entries = [{k: v for k, v in asdict(p).items() if v not in (None, ())} for p in prices]
+        out.write(json.dumps({"metadata": dict(meta), "models": entries}, indent=2) + "\n")
+        return EXIT_OK
+    if not prices:
+        raise CommandError(f"no model in the price table matches {args.pattern!r}")
+    header = ["model", "provider", "input", "output", "cache read", "cache write", "reasoning"]
+    header += ["max input", "max output"]
+    rows = [
+        [
+            p.model,
+            p.provider,
+            _per_million(p.input),
+            _per_million(p.output),
+            _per_million(p.cache_read),
+            _per_million(p.cache_write),
+            _per_million(p.reasoning),
+            _count(p.max_input_tokens),
+            _count(p.max_output_tokens),
+        ]
+        for p in prices
+    ]
+    out.write(_table(header, rows, left=2) + "\n")
+    version = meta.get("litellm_version")
+    source = f"{meta.get('source', 'bundled table')}" + (f" {version}" if version else "")
+    out.write(
+        f"\n{len(prices):,} model{'s' if len(prices) != 1 else ''}; USD per 1M tokens; "
+        f"from {source}, generated {meta.get('generated', '?')}\n"
+    )
+    return EXIT_OK
+
+
+# -- estimate ------------------------------------------------------------------------------------
+
+
+def _read_messages(path: str) -> tuple[list[dict[str, Any]], list[Any]]:
+    try:
+        text = sys.stdin.read() if path == "-" else Path(path).read_text(encoding="utf-8")
+    except OSError as exc:
+        raise CommandError(f"cannot read {path!r}: {exc.strerror or exc}") from None
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise CommandError(f"{path!r} is not JSON: {exc}") from None
+    tools: list[Any] = []
+    if isinstance(data, dict):  # a whole request body: {"model": ..., "messages": [...], "tools": [...]}
+        tools = list(data.get("tools") or [])
+        data = data.get("messages")
+    if not isinstance(data, list) or not all(isinstance(m, dict) for m in data):
+        raise CommandError(
+            f"{path!r}: expected a JSON list of messages, e.g. "
+            '[{"role": "user", "content": "hi"}], or an object with a "messages" list'
+        )
+    return data, tools
+
+
+def cmd_estimate(args: argparse.Namespace, out: TextIO) -> int:
+    """Worst-case tokens and USD of a chat call, with no network call."""
+    import tollgate
+
+    if args.max_tokens is not None and args.max_tokens < 0:
+        raise CommandError("--max-tokens must be zero or more")
+    messages, tools = _read_messages(args.messages)
+    tollgate.configure(on_unpriced="ignore")
+    est = tollgate.estimate(
+        args.model, messages, max_tokens=args.max_tokens, provider=args.provider, tools=tools
+    )
+    if args.format == "json":
+        data = {
+            "model": args.model,
+            "input_tokens": est.input_tokens,
+            "output_tokens": est.output_tokens,
+            "usd": est.usd if est.priced else None,
+            "priced": est.priced,
+        }
+        out.write(json.dumps(data, indent=2) + "\n")
+        return EXIT_OK
+    cap = "--max-tokens" if args.max_tokens is not None else "the model's maximum output"
+    out.write(f"model          {args.model}\n")
+    out.write(f"input tokens   {est.input_tokens:,}\n")
+    out.write(f"output tokens  {est.output_tokens:,} (at most: {cap})\n")
+    if est.priced:
+        out.write(f"usd            {_usd(est.usd)} (worst case)\n")
+    else:
+        out.write("usd            unknown: no price for this model (tollgate.configure(prices=...))\n")
+    return EXIT_OK
+
+
+# -- limits --------------------------------------------------------------------------------------
+
+
+def _parse_match(items: Sequence[str]) -> dict[str, str]:
+    match: dict[str, str] = {}
+    for item in items:
+        name, sep, value = item.partition("=")
+        if not sep or not name.isidentifier():
+            raise CommandError(
+                f"{item!r}: give the tags the limit applies to as NAME=VALUE, e.g. tenant=acme"
+            )
+        match[name] = value
+    if not match:
+        raise CommandError("name the calls the limit applies to, e.g. tenant=acme")
+    return match
+
+
+def _limit_rows(store: Any) -> list[dict[str, Any]]:
+    from tollgate.budgets.enforce import checks_for
+    from tollgate.budgets.standing import _parse
+    from tollgate.stores.windows import now
+
+    _, documents = store.limits()
+    rows = []
+    for ident, document in sorted(documents.items()):
+        match, frame = _parse(document)
+        spec = frame.spec
+        row: dict[str, Any] = {
+            "id": ident,
+            "match": dict(match),
+            "usd": spec.usd,
+            "tokens": spec.tokens,
+            "per": spec.per if isinstance(spec.per, str) or spec.per is None else f"{spec.per}",
+            "key": list(spec.key),
+            "on_exceed": spec.on_exceed,
+            "downgrade": dict(spec.downgrade),
+        }
+        if not spec.key:  # one counter: show what it holds in the current window
+            checks = checks_for([frame], dict(match))
+            states = store.read([_charge(c) for c in checks], now())
+            for check, state in zip(checks, states, strict=True):
+                row[f"spent_{check.unit}"] = state.spent
+        rows.append(row)
+    return rows
+
+
+def _charge(check: Any) -> Any:
+    from tollgate.stores.base import Charge
+
+    return Charge(check.key, check.spec.window, check.limit, 0.0)
+
+
+def cmd_limits(args: argparse.Namespace, out: TextIO) -> int:
+    """Show, set or remove standing limits in a store."""
+    import tollgate
+
+    action = args.limits_command or "list"
+    store = _open_store(args.store, must_exist=action != "set")
+    if store is None:  # an SQLite file without a store's tables: nothing to list or remove
+        if action == "remove":
+            raise CommandError(f"no standing limit {_limit_id(_parse_match(args.match))} in {args.store}")
+        out.write("[]\n" if args.format == "json" else f"no standing limits in {args.store}\n")
+        return EXIT_OK
+    try:
+        if action == "set":
+            match = _parse_match(args.match)
+            downgrade = dict(_parse_pair(p, "--downgrade") for p in args.downgrade)
+            key = tuple(k.strip() for k in (args.key or "").split(",") if k.strip())
+            try:
+                ident = tollgate.set_limit(
+                    usd=args.usd,
+                    tokens=args.tokens,
+                    per=args.per,
+                    on_exceed=args.on_exceed,
+                    downgrade=downgrade or None,
+                    key=key,
+                    store=store,
+                    **match,
+                )
+            except ValueError as exc:
+                raise CommandError(str(exc)) from None
+            out.write(
+                f"set {ident}: {_describe_limit(args.usd, args.tokens, args.per, key, args.on_exceed)}\n"
+            )
+            return EXIT_OK
+        if action == "remove":
+            match = _parse_match(args.match)
+            if tollgate.remove_limit(store=store, **match):
+                out.write(f"removed {_limit_id(match)}\n")
+                return EXIT_OK
+            raise CommandError(f"no standing limit {_limit_id(match)} in {args.store}")
+        rows = _limit_rows(store)
+        if args.format == "json":
+            out.write(json.dumps(rows, indent=2) + "\n")
+            return EXIT_OK
+        if not rows:
+            out.write(f"no standing limits in {args.store}\n")
+            return EXIT_OK
+        header = ["limit", "usd", "tokens", "per", "key", "on_exceed", "spent this window"]
+        table = []
+        for r in rows:
+            spent = []
+            if "spent_usd" in r:
+                spent.append(_usd(r["spent_usd"]))
+            if "spent_tokens" in r:
+                spent.append(f"{int(r['spent_tokens']):,} tokens")
+            table.append(
+                [
+                    r["id"],
+                    "-" if r["usd"] is None else _amount(r["usd"]),
+                    _count(r["tokens"]),
+                    str(r["per"]),
+                    ",".join(r["key"]) or "-",
+                    str(r["on_exceed"]),
+                    " + ".join(spent) if spent else "(one counter per key value)",
+                ]
+            )
+        out.write(_table(header, table) + "\n")
+        return EXIT_OK
+    except tollgate.StoreUnavailable as exc:
+        raise CommandError(f"the store {args.store} cannot be reached: {exc}") from None
+    finally:
+        store.close()
+
+
+def _parse_pair(item: str, option: str) -> tuple[str, str]:
+    src, sep, dst = item.partition("=")
+    if not sep or not src or not dst:
+        raise CommandError(f"{option} {item!r}: use MODEL=CHEAPER_MODEL, e.g. gpt-4o=gpt-4o-mini")
+    return src, dst
+
+
+def _limit_id(match: Mapping[str, str]) -> str:
+    from tollgate.budgets.standing import limit_id
+
+    return limit_id(match)
+
+
+def _describe_limit(
+    usd: float | None, tokens: int | None, per: str, key: Sequence[str], on_exceed: str
+) -> str:
+    amounts = [
+        a for a in (_amount(usd) if usd is not None else "", f"{tokens:,} tokens" if tokens else "") if a
+    ]
+    each = f" per {','.join(key)}" if key else ""
+    return f"{' and '.join(amounts)} per {per}{each}, on_exceed={on_exceed}"
+
+
+# -- demo ----------------------------------------------------------------------------------------
+
+
+def cmd_demo(args: argparse.Namespace, out: TextIO) -> int:
+    """The offline demo (see :mod:`tollgate.demo`)."""
+    from tollgate import demo
+
+    return demo.run(ledger=args.ledger, otlp=args.otlp, live=args.live, out=out)
+
+
+# -- the parser ----------------------------------------------------------------------------------
+
+
+class _Formatter(argparse.RawDescriptionHelpFormatter):
+    pass
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The ``tollgate`` argument parser (one sub-command per job)."""
+    from tollgate import __version__
+
+    parser = argparse.ArgumentParser(
+        prog="tollgate",
+        description="Budgets, rate limits and cost attribution for LLM calls: reports, prices, "
+        "estimates, standing limits and an offline demo.",
+        epilog="Exit status: 0 ok, 1 the command failed (message on stderr), 2 usage error.\n"
+        "Start with:  tollgate demo",
+        formatter_class=_Formatter,
+    )
+    parser.add_argument("--version", action="version", version=f"tollgate {__version__}")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    report = commands.add_parser(
+        "report",
+        help="spend from a ledger, grouped by tags",
+        description="Calls, tokens and USD from a ledger, grouped by tags (or model, provider, "
+        "operation, status), most expensive first, with totals, blocked and unpriced counts.",
+        epilog="example:\n"
+        "  tollgate report --ledger sqlite:///tollgate.db --group-by tenant,feature --since 7d",
+        formatter_class=_Formatter,
+    )
+    report.add_argument(
+        "--ledger",
+        default=os.environ.get("TOLLGATE_LEDGER", DEFAULT_LEDGER),
+        help="ledger URI (default: $TOLLGATE_LEDGER or %(default)s)",
+    )
+    report.add_argument(
+        "--group-by",
+        metavar="NAMES",
+        help="comma-separated tag names (or model, provider, operation, status)",
+    )
+    report.add_argument("--since", help="only calls since: 90s, 30m, 24h, 7d, 2w, an ISO date-time or epoch")
+    report.add_argument("--until", help="only calls before this time (same forms as --since)")
+    report.add_argument(
+        "--where",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="keep calls with this tag (repeatable)",
+    )
+    report.add_argument("--format", choices=("table", "json", "csv"), default="table")
+    report.set_defaults(handler=cmd_report)
+
+    prices = commands.add_parser(
+        "prices",
+        help="the bundled price table (USD per 1M tokens)",
+        description="Model prices from the bundled table: input, output, cache read / write and "
+        "reasoning prices per 1M tokens, maximum tokens, and the table's source and date.",
+        epilog="examples:\n  tollgate prices gpt-4o\n  tollgate prices 'claude-*' --provider anthropic\n"
+        "  tollgate prices --update        # regenerate from the installed litellm's cost map",
+        formatter_class=_Formatter,
+    )
+    prices.add_argument("pattern", nargs="?", help="a model name, part of one, or a glob like 'gpt-4o*'")
+    prices.add_argument("--provider", help="only this provider's entries (openai, anthropic, gemini, ...)")
+    prices.add_argument(
+        "--all", action="store_true", help="include entries without token prices (images, audio)"
+    )
+    prices.add_argument("--format", choices=("table", "json"), default="table")
+    prices.add_argument(
+        "--update", action="store_true", help="regenerate the table from the installed litellm package"
+    )
+    prices.add_argument("--output", help=argparse.SUPPRESS)  # --update's target (tests)
+    prices.set_defaults(handler=cmd_prices)
+
+    estimate = commands.add_parser(
+        "estimate",
+        help="tokens and worst-case USD of a chat call, offline",
+        description="Count a chat request's input tokens and price its worst case (input plus "
+        "the output cap), with no network call.",
+        epilog='example:\n  echo \'[{"role": "user", "content": "Summarise this contract."}]\' > chat.json\n'
+        "  tollgate estimate gpt-4o --messages chat.json --max-tokens 500",
+        formatter_class=_Formatter,
+    )
+    estimate.add_argument("model", help="model name, e.g. gpt-4o")
+    estimate.add_argument(
+        "--messages",
+        required=True,
+        metavar="FILE.json",
+        help='a JSON list of chat messages, or a request body with "messages" ("-": stdin)',
+    )
+    estimate.add_argument("--max-tokens", type=int, help="output cap (default: the model's maximum output)")
+    estimate.add_argument("--provider", help="provider hint for the price lookup")
+    estimate.add_argument("--format", choices=("table", "json"), default="table")
+    estimate.set_defaults(handler=cmd_estimate)
+
+    store_help = f"store URI (default: $TOLLGATE_STORE or {DEFAULT_STORE})"
+    store_default = os.environ.get("TOLLGATE_STORE", DEFAULT_STORE)
+    limits = commands.add_parser(
+        "limits",
+        help="show and manage standing limits in a store",
+        description="Standing limits live in the store, so every worker sharing it applies a "
+        "change from its next call on: raise a tenant's cap without a deploy.",
+        epilog="examples:\n  tollgate limits --store sqlite:///tollgate.db\n"
+        "  tollgate limits set --usd 50 --per month tenant=acme\n"
+        "  tollgate limits set --usd 5 --per day --key api_key plan=free\n"
+        "  tollgate limits remove tenant=acme",
+        formatter_class=_Formatter,
+    )
+    limits.add_argument("--store", default=store_default, help=store_help)
+    limits.add_argument("--format", choices=("table", "json"), default="table")
+    limits.set_defaults(handler=cmd_limits, limits_command=None)
+    limit_commands = limits.add_subparsers(dest="limits_command", metavar="ACTION")
+    limit_set = limit_commands.add_parser(
+        "set",
+        help="create or change the limit for calls with these tags",
+        description="Create or change the standing limit for calls whose tags match NAME=VALUE "
+        "(what was already spent in the window is kept).",
+    )
+    limit_set.add_argument("match", nargs="+", metavar="NAME=VALUE", help="the tags of the calls it covers")
+    limit_set.add_argument("--usd", type=float, help="USD cap per window")
+    limit_set.add_argument("--tokens", type=int, help="token cap per window")
+    limit_set.add_argument(
+        "--per", required=True, choices=("minute", "hour", "day", "week", "month"), help="the window"
+    )
+    limit_set.add_argument(
+        "--on-exceed", default="block", choices=("block", "downgrade", "clamp", "truncate", "raise")
+    )
+    limit_set.add_argument(
+        "--downgrade", action="append", default=[], metavar="MODEL=CHEAPER", help="for --on-exceed downgrade"
+    )
+    limit_set.add_argument(
+        "--key", metavar="NAMES", help="one counter per value of these tags (comma-separated)"
+    )
+    limit_set.add_argument("--store", default=argparse.SUPPRESS, help=store_help)
+    limit_remove = limit_commands.add_parser("remove", help="remove the limit for calls with these tags")
+    limit_remove.add_argument("match", nargs="+", metavar="NAME=VALUE")
+    limit_remove.add_argument("--store", default=argparse.SUPPRESS, help=store_help)
+
+    demo = commands.add_parser(
+        "demo",
+        help="an offline demo: budgets stopping a runaway agent, and where the money went",
+        description="Runs an agent-style workload for several tenants against a local stand-in "
+        "for the OpenAI API (no API key, no network) with budgets enforcing a daily cap, a "
+        "downgrade, a clamp, a truncate and a mid-stream cutoff, then prints the report.",
+        formatter_class=_Formatter,
+    )
+    demo.add_argument("--ledger", help="keep the records in this sqlite:/// ledger (default: a temp file)")
+    demo.add_argument("--otlp", metavar="URL", help="also send spans and metrics to this OTLP/HTTP endpoint")
+    demo.add_argument("--live", action="store_true", help="call the real OpenAI API (needs OPENAI_API_KEY)")
+    demo.set_defaults(handler=cmd_demo)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None, out: TextIO | None = None) -> int:
+    """Run the ``tollgate`` command; returns the exit status."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    handler: Callable[[argparse.Namespace, TextIO], int] | None = getattr(args, "handler", None)
+    if handler is None:
+        parser.print_help(sys.stderr)
+        return EXIT_USAGE
+    stream = out or sys.stdout
+    try:
+        return handler(args, stream)
+    except CommandError as exc:
+        print(f"tollgate {args.command}: error: {exc}", file=sys.stderr)
+        return EXIT_FAILED
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except BrokenPipeError:  # `tollgate prices | head`: the reader left; not an error
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return EXIT_OK
+    except Exception as exc:
+        from tollgate.errors import TollgateError
+
+        if isinstance(exc, TollgateError | ValueError | OSError):
+            print(f"tollgate {args.command}: error: {exc}", file=sys.stderr)
+            return EXIT_FAILED
+        raise
