@@ -9,10 +9,11 @@ STAMP  := $(VENV)/.installed
 setup: $(STAMP)
 
 # Reinstall when the package metadata changes; pip resolves the pinned [dev] extras.
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml integrations/langchain/pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -e ".[dev]"
+	$(PY) -m pip install --quiet --no-deps -e integrations/langchain
 	touch $(STAMP)
 
 demo: $(STAMP)

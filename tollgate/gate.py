@@ -19,7 +19,9 @@ import logging
 import os
 import time
 import warnings
-from collections.abc import Generator, Mapping, Sequence
+from collections.abc import Generator, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal, NoReturn
 
@@ -97,6 +99,30 @@ class Call:
     #: finish reason per choice, and the completions as OpenAI chat-shaped assistant messages.
     finish_reasons: Sequence[str] = ()
     output_messages: Sequence[Mapping[str, Any]] = ()
+
+
+#: The call an outer door (a LangChain guard, an agent middleware) is sending right now, in this
+#: context. A client instrumented with instrument() used inside it passes the request straight
+#: through: the outer door already gates and records it, and a call is counted once.
+_sending: ContextVar[Call | None] = ContextVar("tollgate_sending", default=None)
+
+
+@contextmanager
+def sending(call: Call) -> Iterator[None]:
+    """Wrap the sending of ``call``'s request by an integration: its span is current (so spans
+    the SDK emits nest under it) and calls that reach an instrumented client inside are not
+    gated, or counted, a second time."""
+    token = _sending.set(call)
+    try:
+        with telemetry.current(call.span):
+            yield
+    finally:
+        _sending.reset(token)
+
+
+def covered() -> bool:
+    """A call is being sent through another of tollgate's doors in this context."""
+    return _sending.get() is not None
 
 
 def estimate_request(

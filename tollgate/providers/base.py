@@ -249,6 +249,8 @@ def gated(
 
         @functools.wraps(method)
         def manager(*args: Any, **kwargs: Any) -> Any:
+            if gate.covered():  # an outer door (LangChain) gates and records this call
+                return method(*args, **kwargs)
             return GatedManager(method, args, kwargs, surface, wrap_response=mode == "streaming")
 
         return manager
@@ -257,6 +259,8 @@ def gated(
 
         @functools.wraps(method)
         async def agated(*args: Any, **kwargs: Any) -> Any:
+            if gate.covered():  # an outer door (LangChain) gates and records this call
+                return await method(*args, **kwargs)
             call = await gate.apreflight(surface.request(kwargs))
             injected = surface.apply(call, kwargs)
             try:
@@ -271,6 +275,8 @@ def gated(
 
     @functools.wraps(method)
     def sgated(*args: Any, **kwargs: Any) -> Any:
+        if gate.covered():  # an outer door (LangChain) gates and records this call
+            return method(*args, **kwargs)
         call = gate.preflight(surface.request(kwargs))
         injected = surface.apply(call, kwargs)
         try:

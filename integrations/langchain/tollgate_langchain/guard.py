@@ -1,0 +1,351 @@
+"""``guard(model)``: a Runnable around a chat model that applies every pre-flight action.
+
+A callback can only observe and refuse; the guard runs the gate itself before the model and
+turns the decision into LangChain edits:
+
+- downgrade: the model named by the budget's map, as a ``model_copy`` of the wrapped model
+  with its model field swapped (``model_name`` for ``ChatOpenAI``, ``model`` for
+  ``ChatAnthropic``), or the model object given for that name in ``models=``;
+- clamp: ``bind(max_tokens=N)`` (``ChatOpenAI`` sends it as ``max_completion_tokens``,
+  ``ChatAnthropic`` as ``max_tokens``), or ``max_completion_tokens`` when that is the one bound;
+- truncate: the message list the gate kept (system prompt, last user turn and tool call /
+  result pairs kept);
+- block: ``BudgetExceeded`` before any traffic.
+
+Tools bound with ``guard(model).bind_tools(tools)`` are bound again to whichever model runs,
+so they survive a downgrade. The call is settled from the reply's ``usage_metadata``; a
+stream asks ``ChatOpenAI`` for its usage chunk (``stream_usage=True``), and without usage the
+output is estimated and the record flagged. A callback handler on the wrapped model (or
+``enable()``) leaves the guarded call alone: one record and one span per model call.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
+from typing import Any
+
+from langchain_core.language_models import BaseChatModel, LanguageModelInput
+from langchain_core.messages import BaseMessage, BaseMessageChunk
+from langchain_core.runnables import Runnable, RunnableConfig
+
+from tollgate import gate
+from tollgate.providers.base import as_int, native_items
+from tollgate.request import LLMRequest
+from tollgate.tags import track
+from tollgate_langchain import _translate as tr
+
+_CAP_KEYS = ("max_completion_tokens", "max_tokens")
+
+
+@dataclasses.dataclass(frozen=True)
+class _Bindings:
+    """What the caller bound on the guard: keyword arguments, and tools (bound per model)."""
+
+    kwargs: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+    tools: Sequence[Any] | None = None
+    tool_kwargs: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+
+
+class Guard(Runnable[LanguageModelInput, BaseMessage]):
+    """A chat model run through tollgate's gate, with its actions applied (see :func:`guard`)."""
+
+    def __init__(
+        self,
+        model: BaseChatModel,
+        *,
+        models: Mapping[str, BaseChatModel] | None = None,
+        provider: str | None = None,
+        tags: bool = True,
+        _bindings: _Bindings | None = None,
+    ) -> None:
+        self.model = model
+        self.models = dict(models or {})
+        self.provider = provider
+        self.tags = tags
+        self._bindings = _bindings or _Bindings()
+
+    # -- the wrapped model's interface ---------------------------------------------------------
+
+    def __getattr__(self, name: str) -> Any:
+        if name.startswith("_") or name == "model":
+            raise AttributeError(name)
+        return getattr(self.model, name)
+
+    def __repr__(self) -> str:
+        return f"guard({self.model!r})"
+
+    def get_name(self, suffix: str | None = None, *, name: str | None = None) -> str:
+        return name or f"Guard[{self.model.get_name()}]" + (suffix or "")
+
+    def _with(self, bindings: _Bindings) -> Guard:
+        return Guard(
+            self.model, models=self.models, provider=self.provider, tags=self.tags, _bindings=bindings
+        )
+
+    def bind(self, **kwargs: Any) -> Guard:
+        """Bind call arguments (as ``model.bind``); they are applied to whichever model runs."""
+        b = self._bindings
+        return self._with(dataclasses.replace(b, kwargs={**b.kwargs, **kwargs}))
+
+    def bind_tools(self, tools: Sequence[Any], **kwargs: Any) -> Guard:
+        """Bind tools (as ``model.bind_tools``), bound again to a downgraded model."""
+        return self._with(dataclasses.replace(self._bindings, tools=list(tools), tool_kwargs=kwargs))
+
+    def with_structured_output(self, schema: Any, **kwargs: Any) -> Runnable[LanguageModelInput, Any]:
+        """The wrapped model's ``with_structured_output``, its model call guarded.
+
+        LangChain builds it as the model bound to tools or a response format, piped to a
+        parser; the bound model is replaced by this guard bound the same way.
+        """
+        structured = self.model.with_structured_output(schema, **kwargs)
+        swapped = self._swap(structured)
+        if swapped is None:
+            raise NotImplementedError(
+                f"tollgate cannot guard {type(self.model).__name__}.with_structured_output(); "
+                "guard the model and parse its replies"
+            )
+        result: Runnable[LanguageModelInput, Any] = swapped
+        return result
+
+    def _swap(self, runnable: Any) -> Any:
+        """``runnable`` with the wrapped model's binding replaced by this guard (None: not found)."""
+        from langchain_core.runnables import RunnableBinding, RunnableParallel, RunnableSequence
+
+        if isinstance(runnable, RunnableBinding) and runnable.bound is self.model:
+            return self.bind(**runnable.kwargs)
+        if runnable is self.model:
+            return self
+        if isinstance(runnable, RunnableSequence):
+            first = self._swap(runnable.first)
+            if first is None:
+                return None
+            return RunnableSequence(first, *runnable.middle, runnable.last)
+        if isinstance(runnable, RunnableParallel):
+            steps = dict(runnable.steps__)
+            for key, step in steps.items():
+                swapped = self._swap(step)
+                if swapped is not None:
+                    steps[key] = swapped
+                    return RunnableParallel(steps)
+        return None
+
+    # -- translation ---------------------------------------------------------------------------
+
+    def _bound(self, model: BaseChatModel) -> Runnable[LanguageModelInput, BaseMessage]:
+        """``model`` with the tools bound the way its class formats them."""
+        b = self._bindings
+        if b.tools is None:
+            return model
+        return model.bind_tools(b.tools, **b.tool_kwargs)
+
+    def _tool_kwargs(self) -> Mapping[str, Any]:
+        bound = self._bound(self.model)
+        return dict(getattr(bound, "kwargs", {}) or {})
+
+    def _request(self, messages: Sequence[BaseMessage], stream: bool) -> LLMRequest:
+        kwargs = {**self._tool_kwargs(), **self._bindings.kwargs}
+        model = self.model
+        ls = tr.ls_params(model, kwargs)
+        cap = tr.output_cap(kwargs) or tr.output_cap(
+            {k: getattr(model, k, None) for k in (*_CAP_KEYS, "max_output_tokens")}
+        )
+        return tr.request_for(
+            provider=self.provider
+            or tr.provider_name(ls.get("ls_provider"), type(model).__name__, tr.model_base_url(model)),
+            model=tr.model_name(model, kwargs),
+            messages=tr.neutral_messages(messages),
+            max_output_tokens=cap or tr.output_cap(ls),
+            stream=stream,
+            n=as_int(kwargs.get("n")) or as_int(getattr(model, "n", None)) or 1,
+            tools=tr.tool_schemas(
+                self._bindings.tools if self._bindings.tools is not None else kwargs.get("tools")
+            ),
+            base_url=tr.model_base_url(model),
+        )
+
+    def model_for(self, name: str) -> BaseChatModel:
+        """The chat model to run for the model name ``name`` (the gate's decision)."""
+        if name == tr.model_name(self.model, self._bindings.kwargs):
+            return self.model
+        if name in self.models:
+            return self.models[name]
+        field = tr.model_field(self.model)
+        if field is None:
+            raise TypeError(
+                f"tollgate cannot downgrade {type(self.model).__name__} to {name!r}: no model field; "
+                f"pass guard(model, models={{{name!r}: <model>}})"
+            )
+        return self.model.model_copy(update={field: name})
+
+    def _target(self, call: gate.Call, stream: bool) -> Runnable[LanguageModelInput, BaseMessage]:
+        decision = call.decision
+        model = self.model_for(decision.model)
+        kwargs = dict(self._bindings.kwargs)
+        if decision.max_output_tokens is not None:
+            key = "max_completion_tokens" if "max_completion_tokens" in kwargs else "max_tokens"
+            for other in _CAP_KEYS:
+                kwargs.pop(other, None)
+            kwargs[key] = decision.max_output_tokens
+        if stream and "stream_usage" in type(model).model_fields:
+            kwargs.setdefault("stream_usage", True)  # a ChatOpenAI with a custom base_url sends none
+        bound = self._bound(model)
+        return bound.bind(**kwargs) if kwargs else bound
+
+    def _prepare(
+        self, input: LanguageModelInput, config: RunnableConfig | None, stream: bool
+    ) -> tuple[list[BaseMessage], LLMRequest, track]:
+        messages = self.model._convert_input(input).to_messages()
+        request = self._request(messages, stream)
+        cfg = config or {}
+        scope = track(**(tr.tags_from(cfg.get("metadata"), cfg.get("tags")) if self.tags else {}))
+        return messages, request, scope
+
+    @staticmethod
+    def _messages(call: gate.Call, messages: list[BaseMessage]) -> list[BaseMessage]:
+        if call.decision.messages is None:
+            return messages
+        return list(native_items(call.decision.messages))
+
+    # -- invoke ---------------------------------------------------------------------------------
+
+    def invoke(
+        self, input: LanguageModelInput, config: RunnableConfig | None = None, **kwargs: Any
+    ) -> BaseMessage:
+        messages, request, scope = self._prepare(input, config, stream=False)
+        with scope:
+            call = gate.preflight(request)
+        target = self._target(call, stream=False)
+        token = tr.gated.set(True)
+        try:
+            with gate.sending(call):
+                result = target.invoke(self._messages(call, messages), config, **kwargs)
+        except BaseException as exc:
+            gate.release(call, exc)
+            raise
+        finally:
+            tr.gated.reset(token)
+        usage, extra = tr.settle_arguments(call, result)
+        gate.settle(call, usage, **extra)
+        gate.raise_if_overrun(call)
+        return result
+
+    async def ainvoke(
+        self, input: LanguageModelInput, config: RunnableConfig | None = None, **kwargs: Any
+    ) -> BaseMessage:
+        messages, request, scope = self._prepare(input, config, stream=False)
+        with scope:
+            call = await gate.apreflight(request)
+        target = self._target(call, stream=False)
+        token = tr.gated.set(True)
+        try:
+            with gate.sending(call):
+                result = await target.ainvoke(self._messages(call, messages), config, **kwargs)
+        except BaseException as exc:
+            await gate.arelease(call, exc)
+            raise
+        finally:
+            tr.gated.reset(token)
+        usage, extra = tr.settle_arguments(call, result)
+        await gate.asettle(call, usage, **extra)
+        gate.raise_if_overrun(call)
+        return result
+
+    # -- stream ---------------------------------------------------------------------------------
+
+    def stream(
+        self, input: LanguageModelInput, config: RunnableConfig | None = None, **kwargs: Any
+    ) -> Iterator[BaseMessageChunk]:
+        messages, request, scope = self._prepare(input, config, stream=True)
+        with scope:
+            call = gate.preflight(request)
+        target = self._target(call, stream=True)
+        acc: BaseMessageChunk | None = None
+        try:
+            token = tr.gated.set(True)  # the model's run starts on the first next()
+            try:
+                with gate.sending(call):
+                    chunks = iter(target.stream(self._messages(call, messages), config, **kwargs))
+                    first = next(chunks, None)
+            finally:
+                tr.gated.reset(token)
+            if first is not None:
+                acc = first  # type: ignore[assignment]
+                yield first  # type: ignore[misc]
+                for chunk in chunks:
+                    acc = chunk if acc is None else acc + chunk  # type: ignore[assignment]
+                    yield chunk  # type: ignore[misc]
+        except GeneratorExit:
+            usage, extra = tr.settle_arguments(call, acc)
+            gate.settle(call, usage, **{**extra, "estimated": True}, status="abandoned")
+            raise
+        except BaseException as exc:
+            usage, extra = tr.settle_arguments(call, acc)
+            gate.release(call, exc, usage if acc is not None else None, estimated=acc is not None)
+            raise
+        usage, extra = tr.settle_arguments(call, acc)
+        gate.settle(call, usage, **extra)
+        gate.raise_if_overrun(call)
+
+    async def astream(
+        self, input: LanguageModelInput, config: RunnableConfig | None = None, **kwargs: Any
+    ) -> AsyncIterator[BaseMessageChunk]:
+        messages, request, scope = self._prepare(input, config, stream=True)
+        with scope:
+            call = await gate.apreflight(request)
+        target = self._target(call, stream=True)
+        acc: BaseMessageChunk | None = None
+        try:
+            token = tr.gated.set(True)
+            try:
+                with gate.sending(call):
+                    chunks = aiter(target.astream(self._messages(call, messages), config, **kwargs))
+                    first = await anext(chunks, None)
+            finally:
+                tr.gated.reset(token)
+            if first is not None:
+                acc = first  # type: ignore[assignment]
+                yield first  # type: ignore[misc]
+                async for chunk in chunks:
+                    acc = chunk if acc is None else acc + chunk  # type: ignore[assignment]
+                    yield chunk  # type: ignore[misc]
+        except GeneratorExit:
+            usage, extra = tr.settle_arguments(call, acc)
+            await gate.asettle(call, usage, **{**extra, "estimated": True}, status="abandoned")
+            raise
+        except BaseException as exc:
+            usage, extra = tr.settle_arguments(call, acc)
+            await gate.arelease(call, exc, usage if acc is not None else None, estimated=acc is not None)
+            raise
+        usage, extra = tr.settle_arguments(call, acc)
+        await gate.asettle(call, usage, **extra)
+        gate.raise_if_overrun(call)
+
+
+def guard(
+    model: BaseChatModel,
+    *,
+    models: Mapping[str, BaseChatModel] | None = None,
+    provider: str | None = None,
+    tags: bool = True,
+) -> Guard:
+    """Wrap ``model`` so every call goes through tollgate with its budget actions applied.
+
+    ``models`` maps a model name a downgrade may pick to the chat model object to run for it
+    (otherwise a copy of ``model`` with its model name swapped); ``provider`` overrides the
+    provider inferred from the model class and base URL; ``tags`` maps the run's LangChain
+    ``metadata`` (and ``"name=value"`` tags) to tollgate tags.
+
+    >>> from langchain_core.language_models import GenericFakeChatModel
+    >>> from langchain_core.messages import AIMessage
+    >>> import tollgate
+    >>> _ = tollgate.reset(), tollgate.configure(on_unpriced="ignore")
+    >>> safe = guard(GenericFakeChatModel(messages=iter([AIMessage("hi")])))
+    >>> safe.invoke("hello").content
+    'hi'
+    >>> with tollgate.budget(tokens=1, on_exceed="block"):
+    ...     safe.invoke("hello")  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    tollgate.errors.BudgetExceeded: budget ... exceeded: ...
+    """
+    return Guard(model, models=models, provider=provider, tags=tags)
