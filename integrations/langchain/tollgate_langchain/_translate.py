@@ -15,7 +15,6 @@ the totals are taken as they are and the details read as parts of them.
 
 from __future__ import annotations
 
-import contextvars
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
@@ -23,10 +22,6 @@ from tollgate import gate
 from tollgate.pricing.tokens import count_text
 from tollgate.providers.base import NATIVE, as_int, server_of
 from tollgate.request import LLMRequest, Usage
-
-#: Set while a guard or the agent middleware runs a model call itself: the callback handler
-#: then leaves that call alone, so it is budgeted and recorded once.
-gated: contextvars.ContextVar[bool] = contextvars.ContextVar("tollgate_langchain_gated", default=False)
 
 # LangChain's ``ls_provider`` -> the provider name tollgate's price table knows.
 _PROVIDERS = {

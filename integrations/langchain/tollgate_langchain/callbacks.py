@@ -145,7 +145,7 @@ class _Core:
 
     def begin(self, run_id: UUID, owner: object) -> bool:
         """Whether this handler is to count the run (not a guard's, not another handler's)."""
-        return not tr.gated.get() and _claim(run_id, owner)
+        return not gate.covered() and _claim(run_id, owner)
 
     def scope(self, metadata: Mapping[str, Any] | None, tags: Sequence[str] | None) -> track:
         return track(**(tr.tags_from(metadata, tags) if self.tags else {}))

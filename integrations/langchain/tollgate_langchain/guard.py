@@ -216,15 +216,12 @@ class Guard(Runnable[LanguageModelInput, BaseMessage]):
         with scope:
             call = gate.preflight(request)
         target = self._target(call, stream=False)
-        token = tr.gated.set(True)
         try:
             with gate.sending(call):
                 result = target.invoke(self._messages(call, messages), config, **kwargs)
         except BaseException as exc:
             gate.release(call, exc)
             raise
-        finally:
-            tr.gated.reset(token)
         usage, extra = tr.settle_arguments(call, result)
         gate.settle(call, usage, **extra)
         gate.raise_if_overrun(call)
@@ -237,15 +234,12 @@ class Guard(Runnable[LanguageModelInput, BaseMessage]):
         with scope:
             call = await gate.apreflight(request)
         target = self._target(call, stream=False)
-        token = tr.gated.set(True)
         try:
             with gate.sending(call):
                 result = await target.ainvoke(self._messages(call, messages), config, **kwargs)
         except BaseException as exc:
             await gate.arelease(call, exc)
             raise
-        finally:
-            tr.gated.reset(token)
         usage, extra = tr.settle_arguments(call, result)
         await gate.asettle(call, usage, **extra)
         gate.raise_if_overrun(call)
@@ -262,13 +256,9 @@ class Guard(Runnable[LanguageModelInput, BaseMessage]):
         target = self._target(call, stream=True)
         acc: BaseMessageChunk | None = None
         try:
-            token = tr.gated.set(True)  # the model's run starts on the first next()
-            try:
-                with gate.sending(call):
-                    chunks = iter(target.stream(self._messages(call, messages), config, **kwargs))
-                    first = next(chunks, None)
-            finally:
-                tr.gated.reset(token)
+            with gate.sending(call):  # the model's run starts on the first next()
+                chunks = iter(target.stream(self._messages(call, messages), config, **kwargs))
+                first = next(chunks, None)
             if first is not None:
                 acc = first  # type: ignore[assignment]
                 yield first  # type: ignore[misc]
@@ -296,13 +286,9 @@ class Guard(Runnable[LanguageModelInput, BaseMessage]):
         target = self._target(call, stream=True)
         acc: BaseMessageChunk | None = None
         try:
-            token = tr.gated.set(True)
-            try:
-                with gate.sending(call):
-                    chunks = aiter(target.astream(self._messages(call, messages), config, **kwargs))
-                    first = await anext(chunks, None)
-            finally:
-                tr.gated.reset(token)
+            with gate.sending(call):  # the model's run starts on the first anext()
+                chunks = aiter(target.astream(self._messages(call, messages), config, **kwargs))
+                first = await anext(chunks, None)
             if first is not None:
                 acc = first  # type: ignore[assignment]
                 yield first  # type: ignore[misc]

@@ -116,15 +116,12 @@ class TollgateMiddleware(AgentMiddleware):
         with self._scope():
             call = gate.preflight(self._request(request))
         edited = self._edit(call, request)
-        token = tr.gated.set(True)
         try:
             with gate.sending(call):
                 response = handler(edited)
         except BaseException as exc:
             gate.release(call, exc)
             raise
-        finally:
-            tr.gated.reset(token)
         usage, extra = tr.settle_arguments(call, _last_ai(response))
         gate.settle(call, usage, **extra)
         gate.raise_if_overrun(call)
@@ -138,15 +135,12 @@ class TollgateMiddleware(AgentMiddleware):
         with self._scope():
             call = await gate.apreflight(self._request(request))
         edited = self._edit(call, request)
-        token = tr.gated.set(True)
         try:
             with gate.sending(call):
                 response = await handler(edited)
         except BaseException as exc:
             await gate.arelease(call, exc)
             raise
-        finally:
-            tr.gated.reset(token)
         usage, extra = tr.settle_arguments(call, _last_ai(response))
         await gate.asettle(call, usage, **extra)
         gate.raise_if_overrun(call)
