@@ -9,11 +9,12 @@ STAMP  := $(VENV)/.installed
 setup: $(STAMP)
 
 # Reinstall when the package metadata changes; pip resolves the pinned [dev] extras.
-$(STAMP): pyproject.toml integrations/langchain/pyproject.toml
+$(STAMP): pyproject.toml integrations/langchain/pyproject.toml integrations/litellm/pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -e ".[dev]"
 	$(PY) -m pip install --quiet --no-deps -e integrations/langchain
+	$(PY) -m pip install --quiet --no-deps -e integrations/litellm
 	touch $(STAMP)
 
 demo: $(STAMP)

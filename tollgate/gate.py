@@ -464,7 +464,21 @@ def _apply(call: Call, request: LLMRequest, estimate: Estimate, notes: tuple[Map
 
 
 def _block(call: Call, check: Check, state: CounterState, notes: tuple[Mapping[str, Any], ...]) -> NoReturn:
-    exc = BudgetExceeded(
+    call.deciding = (check, state)
+    exc = refusal(call, "; ".join(f"tried {n['action']}" for n in notes) if notes else "")
+    call.decision.notes = (*notes, {"action": "block", "budget": check.spec.name})
+    settle(call, Usage(), status="blocked", error=describe_error(exc))
+    raise exc
+
+
+def refusal(call: Call, detail: str) -> BudgetExceeded:
+    """The BudgetExceeded (action "block") naming the budget that decided ``call``: for a call
+    a budget blocks, and for one whose decision a door cannot apply (a LangChain callback
+    cannot downgrade; a LiteLLM hook never sees positional arguments)."""
+    if call.deciding is None:
+        return BudgetExceeded("unknown", limit=0, spent=0, requested=0, action="block", detail=detail)
+    check, state = call.deciding
+    return BudgetExceeded(
         check.spec.name,
         limit=check.limit,
         spent=state.spent,
@@ -472,12 +486,44 @@ def _block(call: Call, check: Check, state: CounterState, notes: tuple[Mapping[s
         requested=check.amount(call.estimate),
         action="block",
         unit=check.unit,
-        detail="; ".join(f"tried {n['action']}" for n in notes) if notes else "",
+        detail=detail,
     )
-    call.decision.notes = (*notes, {"action": "block", "budget": check.spec.name})
-    call.deciding = (check, state)
-    settle(call, Usage(), status="blocked", error=describe_error(exc))
-    raise exc
+
+
+def observe(request: LLMRequest) -> Call:
+    """A call for the record only, gated by nobody (a door no hook can gate): nothing is
+    reserved or refused; settle it like any other."""
+    s = settings()
+    tags = current_tags()
+    price = lookup_price(s, request.model, request.provider)
+    return Call(
+        id=os.urandom(16).hex(),
+        request=request,
+        decision=Decision("proceed", request.model, notes=({"action": "observe_only"},)),
+        estimate=estimate_request(request, price, s.expected_output_tokens),
+        price=price,
+        tags=tags,
+        started_at=time.time(),
+        span=telemetry.start_span(request, tags),
+        settings=s,
+    )
+
+
+def probe(request: LLMRequest) -> None:
+    """Raise :class:`~tollgate.BudgetExceeded` (with a "blocked" record) when the budgets would
+    refuse ``request`` now; otherwise give back what pre-flight reserved and record nothing.
+    For hooks that can only say yes or no, before the real request is known."""
+    call = preflight(request)
+    call.settled = True
+    if call.holds:
+        try:
+            call.settings.store.release(tuple(call.holds))
+        except Exception:
+            log.exception("tollgate could not release a probe's reservation")
+    try:
+        call.span.end()
+    except Exception:
+        log.exception("tollgate could not end a probe's span")
 
 
 def lookup_price(s: Settings, model: str, provider: str | None) -> ModelPrice | None:

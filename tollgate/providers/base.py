@@ -173,7 +173,7 @@ def native_items(messages: Sequence[Mapping[str, Any]]) -> list[Any]:
     return out
 
 
-def _outcome(call: gate.Call, surface: Surface, response: Any) -> tuple[Usage, dict[str, Any]]:
+def outcome(call: gate.Call, surface: Surface, response: Any) -> tuple[Usage, dict[str, Any]]:
     """Usage and settle arguments from a response; an estimate when its usage is missing or malformed."""
     try:
         found = surface.found(response)
@@ -198,13 +198,13 @@ def _outcome(call: gate.Call, surface: Surface, response: Any) -> tuple[Usage, d
 
 
 def settle_response(call: gate.Call, surface: Surface, response: Any) -> None:
-    usage, extra = _outcome(call, surface, response)
+    usage, extra = outcome(call, surface, response)
     gate.settle(call, usage, **extra)
     gate.raise_if_overrun(call)
 
 
 async def asettle_response(call: gate.Call, surface: Surface, response: Any) -> None:
-    usage, extra = _outcome(call, surface, response)
+    usage, extra = outcome(call, surface, response)
     await gate.asettle(call, usage, **extra)
     gate.raise_if_overrun(call)
 
@@ -453,7 +453,7 @@ class ResponseProxy:
                 body = json.loads(body)
             except ValueError:
                 body = None
-        usage, extra = _outcome(self._tg_call, self._tg_surface, body)
+        usage, extra = outcome(self._tg_call, self._tg_surface, body)
         gate.settle(self._tg_call, usage, **extra)
 
     def _tg_observe_line(self, line: str) -> bool:

@@ -106,25 +106,6 @@ def text_request(
     )
 
 
-def _refusal(call: gate.Call) -> BudgetExceeded:
-    """The error for a call whose budget action a callback cannot apply."""
-    action = call.decision.action
-    detail = f"a callback cannot {action} a call; wrap the model with tollgate_langchain.guard()"
-    if call.deciding is None:
-        return BudgetExceeded("unknown", limit=0, spent=0, requested=0, action="block", detail=detail)
-    check, state = call.deciding
-    return BudgetExceeded(
-        check.spec.name,
-        limit=check.limit,
-        spent=state.spent,
-        reserved=state.reserved,
-        requested=check.amount(call.estimate),
-        action="block",
-        unit=check.unit,
-        detail=detail,
-    )
-
-
 class _Core:
     """What both handlers share: translating events, and the calls in flight by run id."""
 
@@ -154,7 +135,10 @@ class _Core:
         """The error when the decision edits the call and ``on_action`` is ``block``."""
         if call.decision.action == "proceed" or self.on_action == "proceed":
             return None
-        exc = _refusal(call)
+        detail = (
+            f"a callback cannot {call.decision.action} a call; wrap the model with tollgate_langchain.guard()"
+        )
+        exc = gate.refusal(call, detail)
         call.decision.notes = (
             *call.decision.notes,
             {"action": "block", "budget": exc.budget, "reason": "callback cannot edit"},

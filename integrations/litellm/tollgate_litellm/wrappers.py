@@ -1,0 +1,121 @@
+"""``completion`` / ``acompletion``: LiteLLM's calls run through tollgate's gate by tollgate itself.
+
+LiteLLM gives a sync ``completion`` no hook that can edit or stop it. These thin wrappers run the
+gate's pre-flight (block, downgrade, clamp, truncate), apply the decision to the arguments, and
+send the call with :func:`tollgate.gate.sending` current (a client given with ``client=`` that
+is instrumented with :func:`tollgate.instrument` then does not count it again). A response is
+settled before it is returned; a stream is settled by :class:`TollgateLogger` when it ends (one
+is passed to the call when ``litellm.callbacks`` has none). ``router=`` sends through a
+``litellm.Router`` (its model groups) instead of the SDK.
+"""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+import litellm
+
+from tollgate import gate
+from tollgate.tags import track
+from tollgate_litellm import _translate as tr
+from tollgate_litellm.logger import TollgateLogger, _Pending, registry, settle_arguments
+
+_default: TollgateLogger | None = None
+
+
+def _with_logger(kwargs: dict[str, Any]) -> None:
+    """Make sure a TollgateLogger sees the call's events (it settles streams)."""
+    global _default
+    callbacks = [*(litellm.callbacks or ()), *(kwargs.get("callbacks") or ())]
+    if any(isinstance(cb, TollgateLogger) for cb in callbacks):
+        return
+    if _default is None:
+        _default = TollgateLogger()
+    kwargs["callbacks"] = [*(kwargs.get("callbacks") or ()), _default]
+
+
+def _prepare(
+    args: tuple[Any, ...], kwargs: dict[str, Any], router: Any
+) -> tuple[dict[str, Any], tr.View, str]:
+    names = ("model", "messages")
+    for name, value in zip(names, args, strict=False):
+        kwargs[name] = value
+    if len(args) > len(names):
+        raise TypeError(
+            "tollgate_litellm.completion takes model and messages positionally, the rest by keyword"
+        )
+    if router is None:
+        _with_logger(kwargs)
+        model = str(kwargs.get("model") or "")
+    else:
+        from tollgate_litellm.logger import _router_model
+
+        model = _router_model(router, str(kwargs.get("model") or ""))
+    call_id = kwargs.setdefault("litellm_call_id", str(uuid.uuid4()))
+    view = tr.view_of(kwargs, "completion", model=model)
+    assert view is not None
+    return kwargs, view, str(call_id)
+
+
+def _edits(call: gate.Call, view: tr.View, kwargs: dict[str, Any], router: Any) -> dict[str, Any]:
+    if router is None:
+        return tr.apply(call, view, kwargs)
+    from tollgate_litellm.logger import _router_group_for
+
+    out = tr.apply(call, view, {**kwargs, "model": call.decision.model})
+    out["model"] = kwargs["model"]
+    if call.decision.model != call.request.model:
+        group = _router_group_for(router, call.decision.model)
+        if group is not None:
+            out["model"] = group
+    return out
+
+
+def completion(*args: Any, router: Any = None, **kwargs: Any) -> Any:
+    """``litellm.completion`` (or ``router.completion``) through tollgate's gate, every action applied.
+
+    Raises :class:`tollgate.BudgetExceeded` before any traffic when a budget blocks the call.
+    """
+    kwargs, view, call_id = _prepare(args, kwargs, router)
+    with track(**tr.tags_from(kwargs.get("metadata"))):
+        call = gate.preflight(view.request)
+    sent = _edits(call, view, kwargs, router)
+    registry.add(call_id, _Pending(call, view, applied=True))
+    try:
+        with gate.sending(call):
+            result = (router.completion if router is not None else litellm.completion)(**sent)
+    except BaseException as exc:
+        if registry.take(call_id) is not None:
+            gate.release(call, exc)
+        raise
+    if not view.request.stream:
+        pending = registry.take(call_id)
+        if pending is not None:
+            usage, extra = settle_arguments(call, view, {}, result)
+            gate.settle(call, usage, **extra)
+            gate.raise_if_overrun(call)
+    return result
+
+
+async def acompletion(*args: Any, router: Any = None, **kwargs: Any) -> Any:
+    """The async twin of :func:`completion` (``litellm.acompletion`` / ``router.acompletion``)."""
+    kwargs, view, call_id = _prepare(args, kwargs, router)
+    with track(**tr.tags_from(kwargs.get("metadata"))):
+        call = await gate.apreflight(view.request)
+    sent = _edits(call, view, kwargs, router)
+    registry.add(call_id, _Pending(call, view, applied=True))
+    try:
+        with gate.sending(call):
+            result = await (router.acompletion if router is not None else litellm.acompletion)(**sent)
+    except BaseException as exc:
+        if registry.take(call_id) is not None:
+            await gate.arelease(call, exc)
+        raise
+    if not view.request.stream:
+        pending = registry.take(call_id)
+        if pending is not None:
+            usage, extra = settle_arguments(call, view, {}, result)
+            await gate.asettle(call, usage, **extra)
+            gate.raise_if_overrun(call)
+    return result
