@@ -22,9 +22,11 @@ it (observe-only, not charged to budgets); :func:`tollgate_litellm.completion` g
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import logging
 import threading
+import time
 from collections import OrderedDict
 from collections.abc import Mapping
 from typing import Any
@@ -67,9 +69,18 @@ class _Pending:
         self.applied = applied
 
 
+#: Seconds after which a call LiteLLM never reported on (a stream its reader abandoned: LiteLLM
+#: sends no event for it) is settled as abandoned, its reservation given back.
+STALE_AFTER = 600.0
+
+
 class Registry:
     """Calls in flight by ``litellm_call_id``, shared by every logger and wrapper in the process
-    (a call is pre-flighted once and settled once, whichever logger sees its events)."""
+    (a call is pre-flighted once and settled once, whichever logger sees its events).
+
+    A call with no event after :data:`STALE_AFTER` seconds, or still pending when the process
+    exits, is settled as abandoned (usage estimated): nothing is lost, nothing stays reserved.
+    """
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
@@ -77,8 +88,23 @@ class Registry:
         self._done: OrderedDict[str, None] = OrderedDict()
 
     def add(self, call_id: str, pending: _Pending) -> None:
+        now = time.time()
         with self._lock:
+            stale = [k for k, p in self._pending.items() if now - p.call.started_at > STALE_AFTER]
+            abandoned = [self._pending.pop(k) for k in stale]
+            for k in stale:
+                self._mark(k)
             self._pending[call_id] = pending
+        for p in abandoned:
+            _abandon(p)
+
+    def abandon_all(self) -> None:
+        """Settle every call still pending as abandoned (at exit)."""
+        with self._lock:
+            pending = list(self._pending.values())
+            self._pending.clear()
+        for p in pending:
+            _abandon(p)
 
     def get(self, call_id: Any) -> _Pending | None:
         with self._lock:
@@ -114,7 +140,13 @@ class Registry:
             return len(self._pending)
 
 
+def _abandon(pending: _Pending) -> None:
+    call = pending.call
+    gate.settle(call, Usage(input_tokens=call.estimate.input_tokens), estimated=True, status="abandoned")
+
+
 registry = Registry()
+atexit.register(registry.abandon_all)
 
 
 def _call_id(kwargs: Mapping[str, Any]) -> Any:

@@ -265,3 +265,20 @@ def test_sync_stream_is_recorded_observe_only_with_its_usage(logger, upstream) -
     [rec] = settled_sync()
     assert rec.stream and rec.usage.output_tokens == COMPLETION_TOKENS and not rec.estimated
     assert rec.decisions == ({"action": "observe_only"},)
+
+
+async def test_abandoned_stream_is_settled_as_stale(logger, upstream, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """LiteLLM sends no event for a stream its reader abandons: the registry settles it later."""
+    from tollgate_litellm import logger as logger_module
+
+    with tollgate.budget(usd=1.0, per="day", name="litellm-stale"):
+        stream = await litellm.acompletion(model="gpt-4o", max_tokens=100, stream=True, **args(upstream))
+        async for _ in stream:
+            break  # the reader walks away
+        assert [r for r in records() if r.stream] == []  # nothing reported by LiteLLM
+        monkeypatch.setattr(logger_module, "STALE_AFTER", 0.0)
+        await litellm.acompletion(model="gpt-4o", max_tokens=10, **args(upstream))  # sweeps
+    recs = await settled(2)
+    abandoned = [r for r in recs if r.stream]
+    assert len(abandoned) == 1 and abandoned[0].status == "abandoned" and abandoned[0].estimated
+    assert abandoned[0].usage.input_tokens > 0
