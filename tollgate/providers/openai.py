@@ -261,7 +261,25 @@ class ChatHelperAccountant(ChatStreamAccountant):
         return super().observe(field(chunk, "chunk"))
 
 
-class ChatSurface(Surface):
+class _ChoicesSurface(Surface):
+    """What chat and legacy completions share: ``choices`` and an OpenAI ``usage`` in the
+    response, chunks of the same shape in a stream."""
+
+    def found(self, response: Any) -> Found:
+        raw = field(response, "usage")
+        usage = usage_from(raw)
+        text = _choices_text(response) if usage is None else None
+        model, rid = field(response, "model"), field(response, "id")
+        return Found(usage, model, rid, _reported_cost(raw), text, _finish_reasons(response))
+
+    def content(self, response: Any) -> str | None:
+        return _choices_text(response)
+
+    def accountant(self, injected: bool) -> ChatStreamAccountant:
+        return ChatStreamAccountant(hide_usage_chunk=injected)
+
+
+class ChatSurface(_ChoicesSurface):
     """``chat.completions.create`` and ``.parse``."""
 
     def request(self, kwargs: dict[str, Any]) -> LLMRequest:
@@ -278,19 +296,6 @@ class ChatSurface(Surface):
         if decision.max_output_tokens is not None:
             kwargs[_cap_parameter(kwargs, decision.model)] = decision.max_output_tokens
         return _inject_usage_option(kwargs) if self.streams(call) else False
-
-    def found(self, response: Any) -> Found:
-        raw = field(response, "usage")
-        usage = usage_from(raw)
-        text = _choices_text(response) if usage is None else None
-        model, rid = field(response, "model"), field(response, "id")
-        return Found(usage, model, rid, _reported_cost(raw), text, _finish_reasons(response))
-
-    def content(self, response: Any) -> str | None:
-        return _choices_text(response)
-
-    def accountant(self, injected: bool) -> ChatStreamAccountant:
-        return ChatStreamAccountant(hide_usage_chunk=injected)
 
 
 class ChatHelperSurface(ChatSurface):
@@ -310,16 +315,22 @@ class ChatHelperSurface(ChatSurface):
 # -- legacy completions -----------------------------------------------------------------------
 
 
-class CompletionsSurface(Surface):
+def _inputs(value: Any) -> list[Any]:
+    """A prompt or embedding input as a list of texts or token arrays (one string, one token
+    array, or a list of either)."""
+    inputs: list[Any] = [value] if isinstance(value, str) else list(value or ())
+    if inputs and all(isinstance(i, int) for i in inputs):
+        return [inputs]  # one token array
+    return inputs
+
+
+class CompletionsSurface(_ChoicesSurface):
     """``completions.create`` (legacy text completions): a ``prompt``, capped by ``max_tokens``."""
 
     operation = "text_completion"
 
     def request(self, kwargs: dict[str, Any]) -> LLMRequest:
-        prompt = kwargs.get("prompt")
-        prompts: list[Any] = [prompt] if isinstance(prompt, str) else list(prompt or ())
-        if prompts and all(isinstance(p, int) for p in prompts):
-            prompts = [prompts]  # one prompt given as a token array
+        prompts = _inputs(kwargs.get("prompt"))
         return LLMRequest(
             provider=self.provider,
             operation=self.operation,
@@ -338,19 +349,6 @@ class CompletionsSurface(Surface):
             kwargs["max_tokens"] = call.decision.max_output_tokens
         return _inject_usage_option(kwargs) if self.streams(call) else False
 
-    def found(self, response: Any) -> Found:
-        raw = field(response, "usage")
-        usage = usage_from(raw)
-        text = _choices_text(response) if usage is None else None
-        model, rid = field(response, "model"), field(response, "id")
-        return Found(usage, model, rid, _reported_cost(raw), text, _finish_reasons(response))
-
-    def content(self, response: Any) -> str | None:
-        return _choices_text(response)
-
-    def accountant(self, injected: bool) -> ChatStreamAccountant:
-        return ChatStreamAccountant(hide_usage_chunk=injected)
-
 
 # -- embeddings -------------------------------------------------------------------------------
 
@@ -361,10 +359,7 @@ class EmbeddingsSurface(Surface):
     operation = "embeddings"
 
     def request(self, kwargs: dict[str, Any]) -> LLMRequest:
-        value = kwargs.get("input")
-        inputs: list[Any] = [value] if isinstance(value, str) else list(value or ())
-        if inputs and all(isinstance(i, int) for i in inputs):
-            inputs = [inputs]  # one input given as a token array
+        inputs = _inputs(kwargs.get("input"))
         return LLMRequest(
             provider=self.provider,
             operation=self.operation,
