@@ -163,15 +163,17 @@ def _warn_unpriced(call: Call, model: str) -> None:
     )
 
 
-def _begin(request: LLMRequest) -> Call:
-    """Estimate and price ``request``: everything pre-flight does before asking the store."""
+def _new_call(
+    request: LLMRequest, notes: tuple[Mapping[str, Any], ...] = (), tags: Mapping[str, str] | None = None
+) -> Call:
+    """A call for ``request``, estimated and priced, its span started (tags: the ambient ones)."""
     s = settings()
-    tags = current_tags()
+    tags = current_tags() if tags is None else tags
     price = lookup_price(s, request.model, request.provider)
-    call = Call(
+    return Call(
         id=os.urandom(16).hex(),  # as unique as a uuid4, a quarter of the cost
         request=request,
-        decision=Decision("proceed", request.model),
+        decision=Decision("proceed", request.model, notes=notes),
         estimate=estimate_request(request, price, s.expected_output_tokens),
         price=price,
         tags=tags,
@@ -179,7 +181,13 @@ def _begin(request: LLMRequest) -> Call:
         span=telemetry.start_span(request, tags),
         settings=s,
     )
-    if price is None and s.on_unpriced == "raise":
+
+
+def _begin(request: LLMRequest) -> Call:
+    """Estimate and price ``request``: everything pre-flight does before asking the store."""
+    call = _new_call(request)
+    s = call.settings
+    if call.price is None and s.on_unpriced == "raise":
         exc = UnpricedModelError(request.model, request.provider)
         release(call, exc)
         raise exc
@@ -490,23 +498,13 @@ def refusal(call: Call, detail: str) -> BudgetExceeded:
     )
 
 
-def observe(request: LLMRequest) -> Call:
-    """A call for the record only, gated by nobody (a door no hook can gate): nothing is
-    reserved or refused; settle it like any other."""
-    s = settings()
-    tags = current_tags()
-    price = lookup_price(s, request.model, request.provider)
-    return Call(
-        id=os.urandom(16).hex(),
-        request=request,
-        decision=Decision("proceed", request.model, notes=({"action": "observe_only"},)),
-        estimate=estimate_request(request, price, s.expected_output_tokens),
-        price=price,
-        tags=tags,
-        started_at=time.time(),
-        span=telemetry.start_span(request, tags),
-        settings=s,
-    )
+def observe(
+    request: LLMRequest, *, note: str = "observe_only", tags: Mapping[str, str] | None = None
+) -> Call:
+    """A call for the record only, gated by nobody (a door no hook can gate, a call a hook
+    refused but its framework ran anyway): nothing is reserved or refused; settle it like any
+    other. ``note`` is the decision it is recorded with; ``tags`` default to the ambient ones."""
+    return _new_call(request, ({"action": note},), tags)
 
 
 def probe(request: LLMRequest) -> None:

@@ -173,10 +173,13 @@ def native_items(messages: Sequence[Mapping[str, Any]]) -> list[Any]:
     return out
 
 
-def outcome(call: gate.Call, surface: Surface, response: Any) -> tuple[Usage, dict[str, Any]]:
-    """Usage and settle arguments from a response; an estimate when its usage is missing or malformed."""
+def outcome(
+    call: gate.Call, surface: Surface, response: Any, read: Callable[[Any], Found] | None = None
+) -> tuple[Usage, dict[str, Any]]:
+    """Usage and settle arguments from a response; an estimate when its usage is missing or
+    malformed. ``read`` reads the response when not ``surface.found`` (a framework's variant)."""
     try:
-        found = surface.found(response)
+        found = (read or surface.found)(response)
     except Exception:  # malformed response: record an estimate, hand the response back untouched
         found = Found(None)
     extra: dict[str, Any] = {

@@ -20,9 +20,7 @@ recorded as blocked, the call goes ahead, and its usage is recorded in a second 
 from __future__ import annotations
 
 import logging
-import os
 import threading
-import time
 from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from typing import Any, Literal
@@ -31,8 +29,7 @@ from uuid import UUID
 from langchain_core.callbacks import AsyncCallbackHandler, BaseCallbackHandler
 from langchain_core.outputs import ChatGenerationChunk, GenerationChunk, LLMResult
 
-from tollgate import gate, telemetry
-from tollgate.config import settings
+from tollgate import gate
 from tollgate.errors import BudgetExceeded
 from tollgate.pricing.tokens import count_text
 from tollgate.providers.base import as_int
@@ -160,23 +157,6 @@ class _Core:
                 )
             return usage, extra
         return tr.settle_arguments(call, message, response.llm_output)
-
-
-def _ignored_call(request: LLMRequest, tags: Mapping[str, str]) -> gate.Call:
-    """A fresh call to record a run the async handler refused but LangChain ran anyway."""
-    s = settings()
-    price = gate.lookup_price(s, request.model, request.provider)
-    return gate.Call(
-        id=os.urandom(16).hex(),
-        request=request,
-        decision=gate.Decision("proceed", request.model, notes=({"action": "block_ignored"},)),
-        estimate=gate.estimate_request(request, price, s.expected_output_tokens),
-        price=price,
-        tags=tags,
-        started_at=time.time(),
-        span=telemetry.start_span(request, tags),
-        settings=s,
-    )
 
 
 class TollgateCallbackHandler(BaseCallbackHandler):
@@ -390,7 +370,8 @@ class AsyncTollgateCallbackHandler(AsyncCallbackHandler):
                     "tollgate: a budget refused a LangChain call that ran anyway: an async callback "
                     "handler cannot stop a sync invoke(); use TollgateCallbackHandler or guard()"
                 )
-            call = _ignored_call(*ignored)
+            request, tags = ignored
+            call = gate.observe(request, note="block_ignored", tags=tags)
         if call is None:
             return
         usage, extra = self._core.outcome(call, response)

@@ -23,7 +23,6 @@ it (observe-only, not charged to budgets); :func:`tollgate_litellm.completion` g
 from __future__ import annotations
 
 import atexit
-import contextlib
 import logging
 import threading
 import time
@@ -33,13 +32,12 @@ from typing import Any
 
 from litellm.integrations.custom_logger import CustomLogger
 
-from tollgate import gate, telemetry
+from tollgate import gate
 from tollgate.config import settings
 from tollgate.errors import BudgetExceeded, TollgateError
 from tollgate.pricing import cost
-from tollgate.pricing.tokens import count_text
-from tollgate.providers.base import Found
 from tollgate.providers.base import field as get_field
+from tollgate.providers.base import outcome
 from tollgate.request import Usage
 from tollgate.tags import track
 from tollgate_litellm import _translate as tr
@@ -190,29 +188,12 @@ def settle_arguments(
     Without reported usage (a stream that did not send it) the output is estimated from the
     text and the record flagged ``estimated``.
     """
-    try:
-        found = tr.found(view.surface, response)
-    except Exception:  # a malformed response: estimate
-        found = Found(None)
-    extra: dict[str, Any] = {
-        "response_model": found.model,
-        "response_id": found.id,
-        "usd": found.usd,
-        "finish_reasons": found.finish_reasons,
-    }
-    if telemetry.capture_content(call):
-        with contextlib.suppress(Exception):
-            text = view.surface.content(response) or ""
-            extra["output_messages"] = ({"role": "assistant", "content": text},)
-    usage = found.usage
     if kwargs.get("cache_hit") is True:  # LiteLLM answered from its cache: nothing was billed
         call.decision.notes = (*call.decision.notes, {"cache_hit": True})
+        _, extra = outcome(call, view.surface, response, lambda r: tr.found(view.surface, r))
+        extra.pop("estimated", None)
         return Usage(), {**extra, "usd": None}
-    if usage is None:
-        text = found.text or ""
-        output = count_text(text, call.decision.model, call.request.provider) if text else 0
-        usage = Usage(input_tokens=call.estimate.input_tokens, output_tokens=output)
-        extra["estimated"] = True
+    usage, extra = outcome(call, view.surface, response, lambda r: tr.found(view.surface, r))
     decided = call.decision.model
     if decided != call.request.model and extra["response_model"] == call.request.model:
         # The proxy names the model group the client asked for in its response, not the one a
