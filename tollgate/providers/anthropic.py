@@ -373,16 +373,12 @@ class MessagesSurface(Surface):
     def request(self, kwargs: dict[str, Any]) -> LLMRequest:
         for name in ("messages", "system", "tools"):
             _listed(kwargs, name)
-        return LLMRequest(
-            provider=self.provider,
-            operation=self.operation,
-            model=str(kwargs.get("model") or ""),
+        return self.new_request(
+            str(kwargs.get("model") or ""),
             messages=_neutral_messages(kwargs),
             max_output_tokens=_cap(kwargs.get("max_tokens")),
             stream=kwargs.get("stream") is True,
             tools=_neutral_tools(kwargs.get("tools")),
-            server_address=self.server[0],
-            server_port=self.server[1],
         )
 
     def apply(self, call: gate.Call, kwargs: dict[str, Any]) -> bool:
@@ -434,15 +430,11 @@ class CompletionsSurface(Surface):
 
     def request(self, kwargs: dict[str, Any]) -> LLMRequest:
         prompt = kwargs.get("prompt")
-        return LLMRequest(
-            provider=self.provider,
-            operation=self.operation,
-            model=str(kwargs.get("model") or ""),
+        return self.new_request(
+            str(kwargs.get("model") or ""),
             prompt=[prompt] if isinstance(prompt, str) else [],
             max_output_tokens=_cap(kwargs.get("max_tokens_to_sample")),
             stream=kwargs.get("stream") is True,
-            server_address=self.server[0],
-            server_port=self.server[1],
         )
 
     def apply(self, call: gate.Call, kwargs: dict[str, Any]) -> bool:

@@ -125,6 +125,17 @@ class Surface(abc.ABC):
         self.provider = provider
         self.server = server
 
+    def new_request(self, model: str, **fields: Any) -> LLMRequest:
+        """An LLMRequest of this surface's provider, operation and server for ``model``."""
+        return LLMRequest(
+            provider=self.provider,
+            operation=self.operation,
+            model=model,
+            server_address=self.server[0],
+            server_port=self.server[1],
+            **fields,
+        )
+
     @abc.abstractmethod
     def request(self, kwargs: dict[str, Any]) -> LLMRequest:
         """The provider-neutral view of a call (may normalise ``kwargs`` in place, e.g. a

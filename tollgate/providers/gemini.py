@@ -482,13 +482,9 @@ class EmbedSurface(Surface):
         value = kwargs.get("contents")
         items = value if isinstance(value, list) else [value] if value is not None else []
         prompt = ["\n".join(_texts(item)) for item in items]
-        return LLMRequest(
-            provider=self.provider,
-            operation=self.operation,
-            model=model_id(kwargs.get("model")),
+        return self.new_request(
+            model_id(kwargs.get("model")),
             prompt=[p for p in prompt if p],
-            server_address=self.server[0],
-            server_port=self.server[1],
         )
 
     def found(self, response: Any) -> Found:

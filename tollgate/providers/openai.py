@@ -331,16 +331,12 @@ class CompletionsSurface(_ChoicesSurface):
 
     def request(self, kwargs: dict[str, Any]) -> LLMRequest:
         prompts = _inputs(kwargs.get("prompt"))
-        return LLMRequest(
-            provider=self.provider,
-            operation=self.operation,
-            model=str(kwargs.get("model") or ""),
+        return self.new_request(
+            str(kwargs.get("model") or ""),
             prompt=prompts,
             max_output_tokens=as_int(kwargs.get("max_tokens")) or None,
             stream=kwargs.get("stream") is True,
             n=(as_int(kwargs.get("n")) or 1) * max(1, len(prompts)),
-            server_address=self.server[0],
-            server_port=self.server[1],
         )
 
     def apply(self, call: gate.Call, kwargs: dict[str, Any]) -> bool:
@@ -360,13 +356,9 @@ class EmbeddingsSurface(Surface):
 
     def request(self, kwargs: dict[str, Any]) -> LLMRequest:
         inputs = _inputs(kwargs.get("input"))
-        return LLMRequest(
-            provider=self.provider,
-            operation=self.operation,
-            model=str(kwargs.get("model") or ""),
+        return self.new_request(
+            str(kwargs.get("model") or ""),
             prompt=inputs,
-            server_address=self.server[0],
-            server_port=self.server[1],
         )
 
     def found(self, response: Any) -> Found:
@@ -454,16 +446,12 @@ class ResponsesSurface(Surface):
         if value is not None and not isinstance(value, (str, list, tuple)):
             kwargs["input"] = list(value)
         tools = kwargs.get("tools")
-        return LLMRequest(
-            provider=self.provider,
-            operation=self.operation,
-            model=str(kwargs.get("model") or ""),
+        return self.new_request(
+            str(kwargs.get("model") or ""),
             messages=_neutral_items(kwargs),
             max_output_tokens=as_int(kwargs.get("max_output_tokens")) or None,
             stream=kwargs.get("stream") is True,
             tools=tools if isinstance(tools, (list, tuple)) else (),
-            server_address=self.server[0],
-            server_port=self.server[1],
         )
 
     def apply(self, call: gate.Call, kwargs: dict[str, Any]) -> bool:
