@@ -10,8 +10,28 @@ import pytest
 import tollgate
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
+#: An environment with no API key and no proxy, for running the examples as a user would offline.
+OFFLINE_ENV = {"PATH": "/usr/bin:/bin", "NO_PROXY": "*", "HOME": "/nonexistent"}
 CASSETTES = ROOT / "cassettes"
 SHARED_CASSETTES = ROOT.parent / "shared" / "cassettes"
+
+
+def run_python(*args: str, timeout: float = 120, **env: str) -> str:
+    """Run ``python *args`` from the repository root, offline; its stdout (it must succeed)."""
+    import subprocess
+    import sys
+
+    out = subprocess.run(
+        [sys.executable, *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        cwd=ROOT,
+        env={**OFFLINE_ENV, **env},
+    )
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "Traceback" not in out.stderr
+    return out.stdout
 
 
 @pytest.fixture(autouse=True)
@@ -66,8 +86,26 @@ def client(sent: Sent):  # type: ignore[no-untyped-def]
 
 @pytest.fixture
 def aclient(sent: Sent):  # type: ignore[no-untyped-def]
+    """The async twin of ``client``."""
     openai = pytest.importorskip("openai")
     httpx = pytest.importorskip("httpx")
-    """The async twin of ``client``."""
     http = httpx.AsyncClient(event_hooks={"request": [sent.ahook]})
     return tollgate.instrument(openai.AsyncOpenAI(api_key="sk-test", max_retries=0, http_client=http))
+
+
+@pytest.fixture
+def claude(sent: Sent):  # type: ignore[no-untyped-def]
+    """An instrumented sync Anthropic client whose outgoing request bodies land in ``sent``."""
+    pytest.importorskip("anthropic")
+    from tests.providers.anthropic_helpers import make_client
+
+    return make_client(sent)
+
+
+@pytest.fixture
+def aclaude(sent: Sent):  # type: ignore[no-untyped-def]
+    """The async twin of ``claude``."""
+    pytest.importorskip("anthropic")
+    from tests.providers.anthropic_helpers import make_async_client
+
+    return make_async_client(sent)

@@ -4,16 +4,13 @@ from __future__ import annotations
 
 import os
 import re
-import subprocess
-import sys
 
 import pytest
 
-from tests.conftest import ROOT
+from tests.conftest import ROOT, run_python
 from tests.stores.conftest import redis_url  # noqa: F401 - a private redis-server, if there is one
 
 EXAMPLES = ROOT / "examples"
-OFFLINE_ENV = {"PATH": "/usr/bin:/bin", "NO_PROXY": "*", "HOME": "/nonexistent"}  # no API key, no proxy
 MINE = (
     "openai_instrument.py",
     "anthropic_instrument.py",
@@ -25,17 +22,7 @@ MINE = (
 
 
 def run(*args: str, **env: str) -> str:
-    out = subprocess.run(
-        [sys.executable, *args],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        cwd=ROOT,
-        env={**OFFLINE_ENV, **env},
-    )
-    assert out.returncode == 0, out.stdout + out.stderr
-    assert "Traceback" not in out.stderr
-    return out.stdout
+    return run_python(*args, timeout=60, **env)
 
 
 def test_every_example_is_covered() -> None:

@@ -12,7 +12,10 @@ import httpx2
 from anthropic._resource import AsyncAPIResource, SyncAPIResource
 
 import tollgate
-from tests.conftest import CASSETTES
+from tests.conftest import (
+    CASSETTES,
+    Sent,  # its hooks read httpx2 requests as well as httpx ones
+)
 from tollgate.pricing import default_table
 from tollgate.pricing.table import ModelPrice
 
@@ -23,16 +26,6 @@ COUNT_TEXT = "One, two, three, four, five."
 SONNET, SONNET_ID = "claude-sonnet-4-6", "claude-sonnet-4-6"
 HAIKU, HAIKU_ID = "claude-haiku-4-5", "claude-haiku-4-5-20251001"
 PROMPT = "\n\nHuman: What is the capital of France? Answer in one word.\n\nAssistant:"
-
-
-class Sent(list[dict[str, Any]]):
-    """JSON bodies of the requests the SDK actually sent (an httpx2 event hook)."""
-
-    def hook(self, request: httpx2.Request) -> None:
-        self.append(json.loads(request.read()))
-
-    async def ahook(self, request: httpx2.Request) -> None:
-        self.hook(request)
 
 
 def make_client(sent: Sent, **options: Any) -> anthropic.Anthropic:

@@ -30,8 +30,6 @@ from tests.providers.anthropic_helpers import (  # noqa: E402
     SONNET,
     SONNET_ID,
     SYSTEM,
-    Sent,
-    make_async_client,
     make_client,
     only_record,
     price,
@@ -43,21 +41,6 @@ from tollgate.providers.anthropic import (  # noqa: E402
     provider_for,
     usage_from,
 )
-
-
-@pytest.fixture
-def sent() -> Sent:
-    return Sent()
-
-
-@pytest.fixture
-def claude(sent: Sent) -> Any:
-    return make_client(sent)
-
-
-@pytest.fixture
-def aclaude(sent: Sent) -> Any:
-    return make_async_client(sent)
 
 
 def records() -> list[tollgate.CallRecord]:

@@ -27,26 +27,9 @@ from tests.providers.anthropic_helpers import (  # noqa: E402
     SONNET,
     SYSTEM,
     Sent,
-    make_async_client,
-    make_client,
     only_record,
     recorded_body,
 )
-
-
-@pytest.fixture
-def sent() -> Sent:
-    return Sent()
-
-
-@pytest.fixture
-def claude(sent: Sent) -> Any:
-    return make_client(sent)
-
-
-@pytest.fixture
-def aclaude(sent: Sent) -> Any:
-    return make_async_client(sent)
 
 
 def ask(client: Any, **kwargs: Any) -> Any:

@@ -3,27 +3,16 @@ downgrade, a clamped stream and a block."""
 
 from __future__ import annotations
 
-import subprocess
-import sys
-
 import pytest
 
-from tests.conftest import ROOT
+from tests.conftest import ROOT, run_python
 
 pytest.importorskip("tollgate_langchain")
 pytest.importorskip("langchain_openai")
 
 
 def test_langchain_example_runs_offline() -> None:
-    out = subprocess.run(
-        [sys.executable, str(ROOT / "examples" / "langchain_budget.py")],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        env={"PATH": "/usr/bin:/bin", "HOME": "/tmp", "NO_PROXY": "*"},
-    )
-    assert out.returncode == 0, out.stdout + out.stderr
-    lines = out.stdout.splitlines()
+    lines = run_python(str(ROOT / "examples" / "langchain_budget.py")).splitlines()
     assert any(line.startswith("blocked:") and "action: block" in line for line in lines)
     decisions = [line.split() for line in lines if "->" in line]
     assert [d[0] for d in decisions] == ["gpt-4o-mini", "gpt-4o", "gpt-4o", "gpt-4o"]

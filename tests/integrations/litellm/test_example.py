@@ -8,21 +8,13 @@ import sys
 
 import pytest
 
-from tests.conftest import ROOT
+from tests.conftest import ROOT, run_python
 
 pytest.importorskip("tollgate_litellm")
 
 
 def test_litellm_example_runs_offline() -> None:
-    out = subprocess.run(
-        [sys.executable, str(ROOT / "examples" / "litellm_budget.py")],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        env={"PATH": "/usr/bin:/bin", "HOME": "/tmp", "NO_PROXY": "*"},
-    )
-    assert out.returncode == 0, out.stdout + out.stderr
-    lines = out.stdout.splitlines()
+    lines = run_python(str(ROOT / "examples" / "litellm_budget.py")).splitlines()
     assert any(line.startswith("blocked:") and "action: block" in line for line in lines)
     assert any(line.startswith("router:") and "(gpt-4o-mini)" in line for line in lines)
     decisions = [line.split() for line in lines if "->" in line]
