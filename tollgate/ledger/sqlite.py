@@ -6,6 +6,24 @@ one transaction each, so no call waits on the disk. The file is in WAL mode with
 batches, but a crash of the process loses at most the queue (``flush_interval`` worth of
 records), and a normal exit loses nothing (the queue is flushed on ``close()`` and at exit).
 
+**Acknowledged records.** A record is *acknowledged* when a ``flush()`` (or ``close()``)
+called after its ``write()`` returned has returned, and ``dropped()`` did not grow meanwhile
+(a loss is always counted there, and logged). An acknowledged record is committed to the file:
+it survives the process being killed at any moment after (SIGKILL included: the commit is in
+the WAL, which the next opener recovers), and is read back by every process. It is not
+promised to survive the *machine* crashing (``synchronous=NORMAL``). Records not yet
+acknowledged are committed by the writer thread within ``flush_interval``, but a process
+killed before then loses them.
+
+**Failures.** Opening a ledger the process cannot write (a read-only file, folder or file
+system, a folder that cannot be created, a full disk) raises ``ValueError`` at once, naming the
+path and the cause, so ``configure(ledger=...)`` fails at start-up. Once open, storage trouble
+never reaches the caller: a batch that cannot be committed (the disk or the database is full,
+the file became read-only, another process held the write lock past ``timeout``) is counted in
+``dropped()`` and logged on the ``tollgate`` logger with the cause, at most once per 10 seconds.
+Several processes may write one file at once: each waits up to ``timeout`` for the others'
+write lock, so "database is locked" is never raised to a caller.
+
 The table is plain so reports are possible by hand::
 
     sqlite3 tollgate.db "select json_extract(tags, '$.feature') as feature, sum(usd)
@@ -19,6 +37,7 @@ fields, the usage fields (``units`` as a JSON object), ``priced``/``estimated``/
 from __future__ import annotations
 
 import atexit
+import errno
 import json
 import os
 import sqlite3
@@ -163,7 +182,8 @@ class SQLiteLedger(Ledger):
         return self._dropped
 
     def flush(self) -> None:
-        """Insert everything queued so far before returning; failures are logged and counted."""
+        """Commit everything written before this call, then return: a record written before is
+        now in the file, unless ``dropped()`` grew (failures are logged and counted, never raised)."""
         self._drain()
 
     def clear(self) -> None:
@@ -202,15 +222,25 @@ class SQLiteLedger(Ledger):
 
     def _connect(self) -> sqlite3.Connection:
         if self.path != ":memory:":
-            Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+            parent = Path(self.path).parent
+            try:
+                parent.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise ValueError(
+                    f"cannot open ledger file {self.path!r}: cannot create its folder {str(parent)!r}: "
+                    f"{exc.strerror or exc}"
+                ) from exc
         try:
             conn = sqlite3.connect(
                 self.path, timeout=self._timeout, isolation_level=None, check_same_thread=False
             )
         except sqlite3.Error as exc:
-            raise ValueError(f"cannot open ledger file {self.path!r}: {exc}") from exc
+            raise ValueError(f"cannot open ledger file {self.path!r}: {_cause(self.path, exc)}") from exc
         try:
             _prepare(conn, self.path)
+        except sqlite3.OperationalError as exc:
+            conn.close()
+            raise ValueError(f"cannot open ledger file {self.path!r}: {_cause(self.path, exc)}") from exc
         except BaseException:
             conn.close()
             raise
@@ -246,7 +276,10 @@ class SQLiteLedger(Ledger):
                             batch.append(popleft())
                     except IndexError:
                         pass
-                    self._insert(batch)
+                    try:
+                        self._insert(batch)
+                    except Exception as exc:  # never lose a record without counting it
+                        self._lose(len(batch), f"unexpected error while writing: {exc!r}")
         except Exception:  # the writer thread must survive anything
             logger.exception("tollgate ledger %s: unexpected error while writing", self.path)
 
@@ -282,7 +315,7 @@ class SQLiteLedger(Ledger):
                     self._conn.execute("ROLLBACK")
             except sqlite3.Error:
                 pass
-            self._lose(len(rows) - rejected, f"batch insert failed: {exc!r}")
+            self._lose(len(rows) - rejected, f"batch insert failed: {_cause(self.path, exc)}")
 
     def _lose(self, count: int, reason: str) -> None:
         with self._drop_lock:
@@ -311,6 +344,35 @@ class SQLiteLedger(Ledger):
         self._dropped = 0
         if not self._closed:
             self._start_writer()
+
+
+def _cause(path: str, exc: BaseException) -> str:
+    """What went wrong with the ledger file, in words, for an error or a log line."""
+    code = getattr(exc, "sqlite_errorcode", None)
+    if code is not None:
+        code &= 0xFF  # the primary result code
+    if code == sqlite3.SQLITE_FULL or getattr(exc, "errno", None) == errno.ENOSPC:
+        return f"the disk is full (or the database reached its size limit): {exc}"
+    if code == sqlite3.SQLITE_BUSY:
+        return f"another process held its write lock for too long (raise timeout=): {exc}"
+    if path == ":memory:" or path.startswith("file:"):
+        return str(exc)
+    parent = os.path.dirname(os.path.abspath(path))
+    if code in (sqlite3.SQLITE_READONLY, sqlite3.SQLITE_CANTOPEN, sqlite3.SQLITE_PERM, sqlite3.SQLITE_IOERR):
+        try:
+            read_only_fs = bool(os.statvfs(parent).f_flag & os.ST_RDONLY)
+        except OSError:
+            read_only_fs = False
+        if read_only_fs:
+            return f"it is on a read-only file system: {exc}"
+        if os.path.exists(path) and not os.access(path, os.W_OK):
+            return f"the file is read-only (not writable by this user): {exc}"
+        if not os.access(parent, os.W_OK | os.X_OK):
+            return (
+                f"its folder {parent!r} is not writable by this user (SQLite creates the file and "
+                f"its -wal and -shm files there): {exc}"
+            )
+    return str(exc)
 
 
 def _prepare(conn: sqlite3.Connection, path: str) -> None:

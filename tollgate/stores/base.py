@@ -56,6 +56,9 @@ class Hold:
     slot: str
     amount: float
     ttl: int
+    #: The store's own name for this hold, when it needs one to undo the hold at most once
+    #: (Redis: the reservation's token and the charge's index); empty for the other stores.
+    ref: str = ""
 
 
 @dataclass(frozen=True, slots=True)

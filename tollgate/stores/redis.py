@@ -14,19 +14,56 @@ on one cluster slot, so one script may touch any of them):
 - ``{tollgate}:limits``: standing limits, a hash of id -> JSON document;
   ``{tollgate}:limits:version``: an integer bumped by every put / delete / clear.
 
+- ``{tollgate}:hold:<token>``: one per reservation in flight, a hash ``{charge index -> amount}``
+  (``token`` is random, carried by each :class:`~tollgate.stores.base.Hold` as ``ref``). Settle
+  and release delete a field before touching its slot, so each hold is undone at most once;
+  the key is gone once every hold is undone, and expires with its longest slot otherwise.
+
 Floats travel as text both ways: amounts as Python's shortest exact ``repr``, added with
 ``HINCRBYFLOAT``; sums come back as ``"%.17g"`` strings, which round-trip every double.
+
+When Redis is down, slow or unreachable (what this store guarantees):
+
+- **Bounded waits.** Every operation fails with :class:`~tollgate.StoreUnavailable` within
+  about ``socket_connect_timeout`` / ``socket_timeout`` (2 s each by default) once it holds a
+  connection: a refused connection fails at once, a server that accepts but never answers (a
+  stopped process, a black hole) after 2 s. A dropped pooled connection is retried once; a
+  timeout is not retried (it would double the wait). A caller that first has to queue for one
+  of the pool's ``max_connections`` (50) waits at most the pool's ``timeout`` (10 s) more.
+- **No leaked holds once Redis is back.** A settle, release or forget that fails is kept, in
+  order, in a bounded in-process queue (:data:`MAX_PENDING` operations; beyond that the oldest
+  are dropped, logged, and counted in :attr:`RedisStore.lost`) and replayed, in one pipelined
+  round trip per 500, before the store's next operation (of any kind, from any thread or
+  event loop) and at :meth:`RedisStore.close`; while the replay fails, that operation fails
+  too. A reserve whose reply was lost (the server may or may not have applied it) is queued
+  as a *cancel* of its token: replayed, it releases whatever the reservation holds and marks
+  it cancelled for an hour, so that reservation cannot hold anything afterwards either.
+  Each hold is undone at most once (see the key layout), so replaying an operation the server
+  did apply before its reply was lost, or a redis-py retry of a command that got through,
+  never counts twice. So once Redis is back (with its data: run it with ``appendonly yes``
+  and ``appendfsync always`` to keep every acknowledged hold and spend across a restart) and
+  this process has made one more operation, its counters hold exactly what the calls that
+  ran left: nothing reserved by finished calls, and their actual costs spent.
+- What this cannot cover: a process that dies with operations queued (or in flight) leaves
+  their holds until the slots expire (the window plus an hour, a week for a lifetime
+  counter), as for any process that dies mid-call; and a Redis that restarts *without* its
+  data starts every counter from zero.
 """
 
 from __future__ import annotations
 
 import asyncio
 import hashlib
+import logging
 import math
+import os
 import re
 import threading
+import time
 import weakref
+from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
 from importlib import resources
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
@@ -44,6 +81,14 @@ from tollgate.stores.windows import Slots
 
 T = TypeVar("T")
 
+log = logging.getLogger("tollgate")
+
+#: Failed settles, releases, forgets and cancels kept for replay, per store instance.
+MAX_PENDING = 10_000
+_REPLAY_BATCH = 500  # operations per pipelined replay round trip
+_CANCEL_TTL = 3_600  # seconds a cancelled reservation stays marked (see cancel.lua)
+_LOG_EVERY = 10.0  # seconds between two "operations lost" log lines
+
 # Errors that mean "the server cannot be used now" (down, unreachable, timed out, out of memory,
 # or a replica after a failover), as opposed to a bug. BusyLoading, Authentication and pool
 # exhaustion are ConnectionErrors.
@@ -56,7 +101,9 @@ _UNAVAILABLE = (
 )
 
 # For clients made from a URL: a budget check must fail fast rather than hang, and retry once
-# only (for a pooled connection the server dropped); redis-py's default retries for seconds.
+# only, on a connection error (a pooled connection the server dropped), never on a timeout
+# (a server that does not answer would just be waited for twice); redis-py's default retries
+# for seconds. Every script is idempotent per reservation token, so a retry never counts twice.
 # The pools block: a burst of concurrent calls (1,000 asyncio tasks) waits up to `timeout`
 # seconds for one of `max_connections`, where a plain pool fails past its size. URL query
 # options (``?socket_timeout=5&max_connections=200``) override these.
@@ -77,7 +124,27 @@ class _Script:
         self.sha = hashlib.sha1(self.source.encode()).hexdigest()
 
 
-_RESERVE, _SETTLE, _RELEASE, _LIMIT = (_Script(n) for n in ("reserve", "settle", "release", "limit"))
+_RESERVE, _SETTLE, _RELEASE, _CANCEL, _LIMIT = (
+    _Script(n) for n in ("reserve", "settle", "release", "cancel", "limit")
+)
+
+
+@dataclass(frozen=True, slots=True)
+class _Pending:
+    """An operation that failed while Redis was unavailable, kept to be replayed."""
+
+    operation: str
+    script: _Script | None  # None: DEL the keys (forget)
+    keys: list[str]
+    args: list[str]
+
+
+def _retry() -> Retry:
+    return Retry(NoBackoff(), 1, supported_errors=(redis.exceptions.ConnectionError,))
+
+
+def _aretry() -> AsyncRetry:
+    return AsyncRetry(NoBackoff(), 1, supported_errors=(redis.exceptions.ConnectionError,))
 
 
 class RedisStore(Store):
@@ -88,7 +155,9 @@ class RedisStore(Store):
     ``redis.asyncio.Redis`` made from the same URL (one per event loop); with a client, pass
     ``async_client=`` too, or the async twins run the sync client in a worker thread.
     ``prefix`` names this store's keys (``{prefix}:...``), so several stores can share a server.
-    ``round_trips`` counts the commands sent, for tests and benchmarks.
+    ``round_trips`` counts the commands sent, for tests and benchmarks. ``pending`` is the
+    number of failed operations waiting to be replayed, ``lost`` how many were dropped because
+    the queue was full (see the module's documentation for what happens when Redis is down).
 
     >>> from tollgate.stores.windows import Calendar
     >>> store = RedisStore("redis://localhost:6379/0")  # no connection until first use
@@ -132,6 +201,11 @@ class RedisStore(Store):
         self._loaded: set[str] = set()  # scripts loaded on the server, by SHA
         self._lock = threading.Lock()  # guards the lazy creation of the sync client
         self.round_trips = 0
+        self._pending: deque[_Pending] = deque()
+        self._pending_lock = threading.Lock()  # guards the queue's bound and put-backs
+        self._replaying = threading.Lock()  # one replay at a time (never waited for)
+        self.lost = 0
+        self._last_log = -_LOG_EVERY
 
     def __repr__(self) -> str:
         return f"RedisStore({self.location!r}, prefix={self.prefix!r})"
@@ -139,37 +213,62 @@ class RedisStore(Store):
     # -- the store interface: build arguments, do one round trip, parse the answer ------------
 
     def reserve(self, charges: Sequence[Charge], now: float) -> Reservation:
-        slots, keys, args = self._reserve_args("reserve", charges, now)
-        return _reservation(self._eval("reserve", _RESERVE, keys, args), charges, slots)
+        token = os.urandom(9).hex()
+        slots, keys, args = self._reserve_args("reserve", charges, now, token)
+        self._replay("reserve")  # first, so a failure here leaves nothing to cancel
+        try:
+            result = self._eval("reserve", _RESERVE, keys, args)
+        except StoreUnavailable:
+            self._queue(self._cancel(charges, slots, token))
+            raise
+        return _reservation(result, charges, slots, token)
 
     def settle(self, holds: Sequence[Hold], actuals: Sequence[float]) -> None:
         if holds:
-            self._eval("settle", _SETTLE, *self._settle_args(holds, actuals))
+            self._eval_or_queue(_Pending("settle", _SETTLE, *self._settle_args(holds, actuals)))
 
     def release(self, holds: Sequence[Hold]) -> None:
         if holds:
-            self._eval("release", _RELEASE, *self._release_args(holds))
+            self._eval_or_queue(_Pending("release", _RELEASE, *self._release_args(holds)))
 
     def forget(self, slots: Sequence[str]) -> None:
         if slots:
             keys = [self._key(slot) for slot in slots]
-            self._call("forget", lambda client: client.delete(*keys))
+            try:
+                self._call("forget", lambda client: client.delete(*keys))
+            except StoreUnavailable:
+                self._queue(_Pending("forget", None, keys, []))
+                raise
 
     def read(self, charges: Sequence[Charge], now: float) -> tuple[CounterState, ...]:
-        slots, keys, args = self._reserve_args("read", charges, now)
-        return _reservation(self._eval("read", _RESERVE, keys, args), charges, slots).states
+        slots, keys, args = self._reserve_args("read", charges, now, "read")
+        return _reservation(self._eval("read", _RESERVE, keys, args), charges, slots, "").states
 
     async def areserve(self, charges: Sequence[Charge], now: float) -> Reservation:
-        slots, keys, args = self._reserve_args("reserve", charges, now)
-        return _reservation(await self._aeval("reserve", _RESERVE, keys, args), charges, slots)
+        if self._async() is None:  # only a sync client was given
+            return await asyncio.to_thread(self.reserve, charges, now)
+        token = os.urandom(9).hex()
+        slots, keys, args = self._reserve_args("reserve", charges, now, token)
+        await self._areplay("reserve")
+        try:
+            result = await self._aeval("reserve", _RESERVE, keys, args)
+        except StoreUnavailable:
+            self._queue(self._cancel(charges, slots, token))
+            raise
+        return _reservation(result, charges, slots, token)
 
     async def asettle(self, holds: Sequence[Hold], actuals: Sequence[float]) -> None:
         if holds:
-            await self._aeval("settle", _SETTLE, *self._settle_args(holds, actuals))
+            await self._aeval_or_queue(_Pending("settle", _SETTLE, *self._settle_args(holds, actuals)))
 
     async def arelease(self, holds: Sequence[Hold]) -> None:
         if holds:
-            await self._aeval("release", _RELEASE, *self._release_args(holds))
+            await self._aeval_or_queue(_Pending("release", _RELEASE, *self._release_args(holds)))
+
+    @property
+    def pending(self) -> int:
+        """Failed operations waiting to be replayed."""
+        return len(self._pending)
 
     def put_limit(self, limit_id: str, document: str) -> None:
         self._eval("put_limit", _LIMIT, [self._limits_key, self._version_key], [limit_id, document])
@@ -205,7 +304,19 @@ class RedisStore(Store):
         self._call("clear", clear)
 
     def close(self) -> None:
-        """Close the connections this store opened (a client passed in is left to its owner)."""
+        """Replay what failed (once, best effort), then close the connections this store opened
+        (a client passed in is left to its owner)."""
+        if self._pending and (self._client is not None or self._url is not None):
+            try:
+                self._replay("close")
+            except StoreUnavailable as exc:
+                log.warning(
+                    "tollgate: %d operation(s) on the Redis store %s could not be replayed before "
+                    "closing; their holds expire with their slots: %s",
+                    len(self._pending),
+                    self.location,
+                    exc,
+                )
         if self._own_client and self._client is not None:
             self._client.close()
             self._client = None
@@ -227,7 +338,7 @@ class RedisStore(Store):
         return self._keys + "slot:" + slot
 
     def _reserve_args(
-        self, mode: str, charges: Sequence[Charge], now: float
+        self, mode: str, charges: Sequence[Charge], now: float, token: str
     ) -> tuple[list[Slots], list[str], list[str]]:
         """reserve.lua's KEYS and ARGV (see the script), and each charge's slots."""
         every = [charge.window.slots(charge.key, now) for charge in charges]
@@ -239,17 +350,153 @@ class RedisStore(Store):
             # "" is unlimited; so is +inf, which Lua's tonumber() cannot read.
             limit = "" if charge.limit is None or math.isinf(charge.limit) else repr(float(charge.limit))
             args += [str(len(slots.read)), limit, repr(float(charge.amount)), str(slots.ttl)]
-        keys.append(self._version_key)  # last: the script reports the standing limits' version
+        keys.append(self._version_key)  # the script reports the standing limits' version
+        keys.append(self._keys + "hold:" + token)  # last: this reservation's hold record
         return every, keys, args
 
+    def _hold_keys(self, holds: Sequence[Hold]) -> tuple[list[str], list[str]]:
+        """Each hold's slot and hold record (KEYS), and its field in the record."""
+        keys: list[str] = []
+        fields: list[str] = []
+        for hold in holds:
+            token, _, field = hold.ref.rpartition(":")
+            keys += [self._key(hold.slot), self._keys + "hold:" + token]
+            fields.append(field if token else "")
+        return keys, fields
+
     def _settle_args(self, holds: Sequence[Hold], actuals: Sequence[float]) -> tuple[list[str], list[str]]:
+        keys, fields = self._hold_keys(holds)
         args: list[str] = []
-        for hold, actual in zip(holds, actuals, strict=True):
-            args += [repr(-float(hold.amount)), repr(float(actual))]
-        return [self._key(hold.slot) for hold in holds], args
+        for hold, field, actual in zip(holds, fields, actuals, strict=True):
+            args += [field, repr(-float(hold.amount)), repr(float(actual))]
+        return keys, args
 
     def _release_args(self, holds: Sequence[Hold]) -> tuple[list[str], list[str]]:
-        return [self._key(hold.slot) for hold in holds], [repr(-float(hold.amount)) for hold in holds]
+        keys, fields = self._hold_keys(holds)
+        args: list[str] = []
+        for hold, field in zip(holds, fields, strict=True):
+            args += [field, repr(-float(hold.amount))]
+        return keys, args
+
+    def _cancel(self, charges: Sequence[Charge], slots: Sequence[Slots], token: str) -> _Pending:
+        """The operation undoing a reservation whose outcome is unknown (cancel.lua)."""
+        keys = [self._key(s.write) for s in slots]
+        keys.append(self._keys + "hold:" + token)
+        args = [str(_CANCEL_TTL), *(repr(-float(c.amount)) for c in charges)]
+        return _Pending("cancel", _CANCEL, keys, args)
+
+    # -- failed operations: queued, replayed before the next operation --------------------------
+
+    def _queue(self, op: _Pending) -> None:
+        with self._pending_lock:
+            self._pending.append(op)
+            overflow = len(self._pending) - MAX_PENDING
+            for _ in range(max(0, overflow)):
+                self._pending.popleft()
+            if overflow > 0:
+                self.lost += overflow
+                now = time.monotonic()
+                if now - self._last_log < _LOG_EVERY:
+                    return
+                self._last_log = now
+        if overflow > 0:
+            log.error(
+                "tollgate: the Redis store %s has been unavailable for %d queued operations; "
+                "dropped the oldest (%d so far): their holds expire with their slots",
+                self.location,
+                MAX_PENDING,
+                self.lost,
+            )
+
+    def _take(self) -> list[_Pending]:
+        with self._pending_lock:
+            batch: list[_Pending] = []
+            while self._pending and len(batch) < _REPLAY_BATCH:
+                batch.append(self._pending.popleft())
+            return batch
+
+    def _put_back(self, batch: list[_Pending]) -> None:
+        with self._pending_lock:
+            self._pending.extendleft(reversed(batch))  # in front, in their order
+            while len(self._pending) > MAX_PENDING:
+                self._pending.pop()
+                self.lost += 1
+
+    def _replayed(self, batch: list[_Pending], results: list[Any]) -> None:
+        for op, result in zip(batch, results, strict=True):
+            if isinstance(result, Exception):  # not an outage (those raise): a bug, never retried
+                log.error(
+                    "tollgate: replaying a failed %s on %s failed: %r", op.operation, self.location, result
+                )
+        log.info(
+            "tollgate: replayed %d operation(s) that failed on the Redis store %s", len(batch), self.location
+        )
+
+    def _replay(self, operation: str) -> None:
+        """Send the queued operations, in order; raise StoreUnavailable if Redis still fails."""
+        if not self._pending or not self._replaying.acquire(blocking=False):
+            return
+        try:
+            while self._pending:
+                batch = self._take()
+                pipe = self._sync().pipeline(transaction=False)
+                for op in batch:
+                    if op.script is None:
+                        pipe.delete(*op.keys)
+                    else:  # EVAL, not EVALSHA: the server may have restarted without its scripts
+                        pipe.eval(op.script.source, len(op.keys), *op.keys, *op.args)
+                self.round_trips += 1
+                try:
+                    results = pipe.execute(raise_on_error=False)
+                except _UNAVAILABLE as exc:
+                    self._put_back(batch)
+                    raise self._unavailable(operation, exc) from exc
+                self._replayed(batch, results)
+        finally:
+            self._replaying.release()
+
+    async def _areplay(self, operation: str) -> None:
+        if not self._pending or not self._replaying.acquire(blocking=False):
+            return
+        try:
+            client = self._async()
+            assert client is not None
+            while self._pending:
+                batch = self._take()
+                pipe = client.pipeline(transaction=False)
+                for op in batch:
+                    if op.script is None:
+                        pipe.delete(*op.keys)
+                    else:
+                        pipe.eval(op.script.source, len(op.keys), *op.keys, *op.args)
+                self.round_trips += 1
+                try:
+                    results = await pipe.execute(raise_on_error=False)
+                except _UNAVAILABLE as exc:
+                    self._put_back(batch)
+                    raise self._unavailable(operation, exc) from exc
+                except BaseException:  # cancelled mid-way: keep them for the next replay
+                    self._put_back(batch)
+                    raise
+                self._replayed(batch, results)
+        finally:
+            self._replaying.release()
+
+    def _eval_or_queue(self, op: _Pending) -> None:
+        assert op.script is not None
+        try:
+            self._eval(op.operation, op.script, op.keys, op.args)
+        except StoreUnavailable:
+            self._queue(op)
+            raise
+
+    async def _aeval_or_queue(self, op: _Pending) -> None:
+        assert op.script is not None
+        try:
+            await self._aeval(op.operation, op.script, op.keys, op.args)
+        except StoreUnavailable:
+            self._queue(op)
+            raise
 
     def _unavailable(self, operation: str, exc: BaseException) -> StoreUnavailable:
         return StoreUnavailable(f"Redis store {self.location} unreachable during {operation}: {exc}")
@@ -262,7 +509,7 @@ class RedisStore(Store):
             with self._lock:  # two threads' first calls must not open two pools
                 if self._client is None:
                     assert self._url is not None
-                    options = {"retry": Retry(NoBackoff(), 1), **_POOL_OPTIONS}
+                    options = {"retry": _retry(), **_POOL_OPTIONS}
                     self._client = redis.Redis.from_pool(
                         redis.BlockingConnectionPool.from_url(self._url, **options)
                     )
@@ -270,6 +517,8 @@ class RedisStore(Store):
         return client
 
     def _call(self, operation: str, do: Callable[[redis.Redis], T]) -> T:
+        if self._pending:
+            self._replay(operation)
         self.round_trips += 1
         try:
             return do(self._sync())
@@ -300,9 +549,7 @@ class RedisStore(Store):
         loop = asyncio.get_running_loop()
         client = self._async_clients.get(loop)
         if client is None:
-            pool = redis.asyncio.BlockingConnectionPool.from_url(
-                self._url, retry=AsyncRetry(NoBackoff(), 1), **_POOL_OPTIONS
-            )
+            pool = redis.asyncio.BlockingConnectionPool.from_url(self._url, retry=_aretry(), **_POOL_OPTIONS)
             client = redis.asyncio.Redis.from_pool(pool)
             self._async_clients[loop] = client
         return client
@@ -310,6 +557,8 @@ class RedisStore(Store):
     async def _acall(self, operation: str, do: Callable[[redis.asyncio.Redis], Awaitable[T]]) -> T:
         client = self._async()
         assert client is not None
+        if self._pending:
+            await self._areplay(operation)
         self.round_trips += 1
         try:
             return await do(client)
@@ -336,7 +585,7 @@ class RedisStore(Store):
             return await self._acall(operation, run)
 
 
-def _reservation(result: Any, charges: Sequence[Charge], slots: Sequence[Slots]) -> Reservation:
+def _reservation(result: Any, charges: Sequence[Charge], slots: Sequence[Slots], token: str) -> Reservation:
     """Turn reserve.lua's ``{states, refused, limits version}`` into a :class:`Reservation`."""
     numbers, refused, version = result
     limits_version = int(version or 0)
@@ -348,7 +597,10 @@ def _reservation(result: Any, charges: Sequence[Charge], slots: Sequence[Slots])
         return Reservation(
             False, states, refused=tuple(int(i) for i in refused), limits_version=limits_version
         )
-    holds = (Hold(s.write, c.amount, s.ttl) for c, s in zip(charges, slots, strict=True))
+    holds = (
+        Hold(s.write, c.amount, s.ttl, f"{token}:{i}")
+        for i, (c, s) in enumerate(zip(charges, slots, strict=True), start=1)
+    )
     return Reservation(True, states, tuple(holds), limits_version=limits_version)
 
 
