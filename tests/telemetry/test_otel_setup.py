@@ -8,6 +8,7 @@ import subprocess
 import sys
 import textwrap
 import warnings
+from typing import Any
 
 import pytest
 
@@ -96,3 +97,114 @@ def test_protocol_from_the_environment(protocol: str, monkeypatch: pytest.Monkey
         exporter = tollgate.otel._exporter(signal, "http://127.0.0.1:4317", None)
         assert type(exporter).__module__.split(".")[4] == protocol.split("/")[0]
         exporter.shutdown()
+
+
+class Gate:
+    """A span exporter that holds every export until released (a backend that hangs)."""
+
+    def __init__(self, succeed: bool = True) -> None:
+        import threading
+
+        self.open = threading.Event()
+        self.succeed = succeed
+        self.exported = 0
+        self.shut = False
+
+    def export(self, spans: Any) -> Any:
+        from opentelemetry.sdk.trace.export import SpanExportResult
+
+        self.open.wait(10)
+        if not self.succeed:
+            return SpanExportResult.FAILURE
+        self.exported += len(spans)
+        return SpanExportResult.SUCCESS
+
+    def shutdown(self) -> None:
+        self.shut = True
+        self.open.set()
+
+    def force_flush(self, timeout_millis: int = 30_000) -> bool:
+        return True
+
+
+def emit(processor: tollgate.otel.BoundedSpanProcessor, count: int) -> int:
+    """End ``count`` sampled spans on a private provider feeding ``processor``; the most queued."""
+    from opentelemetry.sdk.trace import TracerProvider
+
+    provider = TracerProvider(shutdown_on_exit=False)
+    provider.add_span_processor(processor)  # type: ignore[arg-type]
+    tracer = provider.get_tracer("test")
+    most = 0
+    for i in range(count):
+        tracer.start_span(f"s{i}").end()
+        most = max(most, processor.queued)
+    return most
+
+
+@pytest.mark.parametrize("succeed", [True, False])
+def test_bounded_processor_counts_every_span_it_loses(succeed: bool) -> None:
+    reasons: tuple[tollgate.otel.DropReason, ...] = ("queue_full", "export_failed", "shutdown")
+    before = {r: tollgate.otel.dropped_spans(r) for r in reasons}
+    backend = Gate(succeed)
+    processor = tollgate.otel.BoundedSpanProcessor(backend, max_queue_size=20, shutdown_timeout=5)  # type: ignore[arg-type]
+    most = emit(processor, 500)
+    assert most <= 20
+    backend.open.set()  # the backend comes back
+    assert processor.force_flush()
+    after = {r: tollgate.otel.dropped_spans(r) - before[r] for r in before}
+    # The first batch was stuck in the exporter, 20 more waited: the rest were refused and counted.
+    assert after["queue_full"] >= 500 - 2 * 20
+    assert after["shutdown"] == 0
+    # Exact accounting: every span was exported or counted as dropped, none silently lost.
+    assert backend.exported + after["queue_full"] + after["export_failed"] == 500
+    assert (backend.exported == 0) is not succeed
+    processor.shutdown()
+    assert backend.shut
+
+
+def test_bounded_processor_shutdown_gives_up_on_a_hung_backend() -> None:
+    import time
+
+    backend = Gate()
+    backend.open = type(backend.open)()  # never set by the test: the backend hangs
+    backend.shutdown = lambda: None  # type: ignore[method-assign]  # and ignores shutdown
+    processor = tollgate.otel.BoundedSpanProcessor(backend, max_queue_size=50, shutdown_timeout=0.5)  # type: ignore[arg-type]
+    before = tollgate.otel.dropped_spans()
+    emit(processor, 30)
+    started = time.monotonic()
+    processor.shutdown()
+    assert time.monotonic() - started < 2.0  # the SDK alone waits 30 s
+    assert tollgate.otel.dropped_spans() - before == 30  # queued or in the hung export: all counted
+    emit(processor, 5)  # spans ended after shutdown are dropped and counted too
+    assert tollgate.otel.dropped_spans("shutdown") >= 5
+    assert tollgate.otel.dropped_spans() - before == 35
+    backend.open.set()
+
+
+@pytest.mark.parametrize(
+    ("env", "given", "expected"),
+    [
+        ({}, None, None),
+        ({}, 2.0, 2.0),
+        ({"OTEL_BSP_EXPORT_TIMEOUT": "1500"}, None, 1.5),
+        ({"OTEL_BSP_EXPORT_TIMEOUT": "1500"}, 4.0, 4.0),
+        ({"OTEL_BSP_EXPORT_TIMEOUT": "30000", "OTEL_EXPORTER_OTLP_TIMEOUT": "3"}, None, 3.0),
+        ({"OTEL_BSP_EXPORT_TIMEOUT": "500", "OTEL_EXPORTER_OTLP_TRACES_TIMEOUT": "3"}, None, 0.5),
+        ({"OTEL_BSP_EXPORT_TIMEOUT": "soon"}, None, None),
+    ],
+)
+def test_export_timeout_from_the_environment(
+    env: dict[str, str], given: float | None, expected: float | None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for name in (
+        "OTEL_BSP_EXPORT_TIMEOUT",
+        "OTEL_EXPORTER_OTLP_TIMEOUT",
+        "OTEL_EXPORTER_OTLP_TRACES_TIMEOUT",
+    ):
+        monkeypatch.delenv(name, raising=False)
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    assert tollgate.otel._export_timeout("traces", given, "OTEL_BSP_EXPORT_TIMEOUT") == expected
+    exporter = tollgate.otel._exporter("traces", "http://127.0.0.1:4318", "http/protobuf", timeout=expected)
+    assert exporter._client._timeout == (expected if expected is not None else 10.0)
+    exporter.shutdown()
