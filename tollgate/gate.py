@@ -260,6 +260,10 @@ def preflight(request: LLMRequest) -> Call:
                 continue
         except StoreUnavailable as exc:
             _store_failed(call, exc)
+        except BaseException as exc:  # cancelled or interrupted while waiting: leave a record
+            if not call.settled:
+                release(call, exc)
+            raise
         break
     return call
 
@@ -288,6 +292,10 @@ async def apreflight(request: LLMRequest) -> Call:
                 continue
         except StoreUnavailable as exc:
             _store_failed(call, exc)
+        except BaseException as exc:  # cancelled or interrupted while waiting: leave a record
+            if not call.settled:
+                release(call, exc)
+            raise
         break
     return call
 

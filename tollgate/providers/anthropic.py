@@ -57,6 +57,7 @@ from tollgate.providers.base import (
     Found,
     Surface,
     as_int,
+    count_of,
     field,
     native_items,
     routes_for,
@@ -88,8 +89,7 @@ def provider_for(client: Any) -> str:
 # -- usage ------------------------------------------------------------------------------------
 
 
-def _count(value: Any) -> int | None:
-    return value if isinstance(value, int) and not isinstance(value, bool) else None
+_count = count_of
 
 
 def usage_from(raw: Any) -> Usage | None:
@@ -171,7 +171,8 @@ class MessageStreamAccountant(Accountant):
                 self.usage = usage_from(self._usage) or self.usage
             elif kind == "message_delta":
                 self._merge(field(event, "usage"))
-                self.usage = usage_from(self._usage) or self.usage
+                # A malformed count drops the running usage: the record is then estimated.
+                self.usage = usage_from(self._usage)
                 reason = field(field(event, "delta"), "stop_reason")
                 if reason:
                     self.finish_reasons[:] = (str(reason),)

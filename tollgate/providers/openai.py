@@ -31,6 +31,7 @@ from tollgate.providers.base import (
     Server,
     Surface,
     as_int,
+    count_of,
     extra_field,
     field,
     native_items,
@@ -97,17 +98,26 @@ def usage_from(raw: Any) -> Usage | None:
     """
     if raw is None:
         return None
-    prompt_tokens, completion_tokens = field(raw, "prompt_tokens"), field(raw, "completion_tokens")
-    if not isinstance(prompt_tokens, int) or not isinstance(completion_tokens, int):
+    if type(raw) is dict:
+        prompt_tokens, completion_tokens = raw.get("prompt_tokens"), raw.get("completion_tokens")
+    else:  # the SDK's CompletionUsage: plain attribute reads (this runs once per call)
+        prompt_tokens = getattr(raw, "prompt_tokens", None)
+        completion_tokens = getattr(raw, "completion_tokens", None)
+    prompt_tokens, completion_tokens = count_of(prompt_tokens), count_of(completion_tokens)
+    if prompt_tokens is None or completion_tokens is None:
         return None  # malformed (a broken proxy, a partial body): the caller estimates instead
     prompt = field(raw, "prompt_tokens_details")
     completion = field(raw, "completion_tokens_details")
+    # DeepSeek reports its cache hits beside prompt_tokens, in its own field.
+    cache_read = (as_int(field(prompt, "cached_tokens")) if prompt is not None else 0) or as_int(
+        extra_field(raw, "prompt_cache_hit_tokens")
+    )
+    if prompt is None and completion is None and not cache_read:
+        return Usage(input_tokens=prompt_tokens, output_tokens=completion_tokens)
     return Usage(
         input_tokens=prompt_tokens,
         output_tokens=completion_tokens,
-        # DeepSeek reports its cache hits beside prompt_tokens, in its own field.
-        cache_read_tokens=as_int(field(prompt, "cached_tokens"))
-        or as_int(extra_field(raw, "prompt_cache_hit_tokens")),
+        cache_read_tokens=cache_read,
         cache_write_tokens=as_int(field(prompt, "cache_write_tokens")),
         reasoning_tokens=as_int(field(completion, "reasoning_tokens")),
         audio_input_tokens=as_int(field(prompt, "audio_tokens")),
@@ -119,8 +129,8 @@ def responses_usage(raw: Any) -> Usage | None:
     """Normalised usage from a Responses API ``usage`` (``input_tokens`` / ``output_tokens``)."""
     if raw is None:
         return None
-    input_tokens, output_tokens = field(raw, "input_tokens"), field(raw, "output_tokens")
-    if not isinstance(input_tokens, int) or not isinstance(output_tokens, int):
+    input_tokens, output_tokens = count_of(field(raw, "input_tokens")), count_of(field(raw, "output_tokens"))
+    if input_tokens is None or output_tokens is None:
         return None
     return Usage(
         input_tokens=input_tokens,
@@ -364,7 +374,7 @@ class EmbeddingsSurface(Surface):
     def found(self, response: Any) -> Found:
         raw = field(response, "usage")
         tokens = field(raw, "prompt_tokens")
-        usage = Usage(input_tokens=tokens) if isinstance(tokens, int) else None
+        usage = Usage(input_tokens=tokens) if count_of(tokens) is not None else None
         return Found(usage, field(response, "model"), None, _reported_cost(raw))
 
 
