@@ -1,6 +1,6 @@
 """Per-call overhead counted in CPU instructions (valgrind callgrind), for when wall-clock is noisy.
 
-Run: python benchmarks/instructions.py [calls] [create|stream ...] [--budget]
+Run: python benchmarks/instructions.py [calls] [create|stream ...] [--budget] [--quick] [--json PATH]
 
 Wall-clock differences of a few tens of microseconds drown in the noise of a shared machine;
 instruction counts do not. Each variant (raw SDK, instrumented; sync create, stream) runs
@@ -14,10 +14,14 @@ timing and address-dependent hashing move them): the raw call alone read 6.5M to
 instructions across identical runs here, which swamps a difference of a few tens of
 microseconds. Compare several runs; for tollgate's own cost prefer overhead.py's
 "adapter + gate (no SDK)" line.
+
+``--quick`` only checks the plumbing: the probe runs once per variant (create) without valgrind, and
+valgrind counts one tiny script (a callgrind run of the SDK takes about half a minute here).
 """
 
 from __future__ import annotations
 
+import argparse
 import os
 import re
 import shutil
@@ -25,12 +29,43 @@ import subprocess
 import sys
 import tempfile
 from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from _common import add_flags, write_json
 
 PROBE = """
-import sys, time
-sys.path.insert(0, {bench!r})
-from overhead import MESSAGES, sync_client
+import json, sys, time
+import httpx, openai
 import tollgate
+
+MESSAGES = [
+    {{"role": "system", "content": "You are a terse assistant."}},
+    {{"role": "user", "content": "Name the capital of France in one word."}},
+]
+HEAD = {{"id": "chatcmpl-bench", "created": 1763900000, "model": "gpt-4o-mini-2024-07-18"}}
+USAGE = {{"prompt_tokens": 25, "completion_tokens": 2, "total_tokens": 27}}
+ANSWER = {{"index": 0, "message": {{"role": "assistant", "content": "Paris."}}, "finish_reason": "stop"}}
+COMPLETION = json.dumps({{**HEAD, "object": "chat.completion", "usage": USAGE, "choices": [ANSWER]}}).encode()
+CHUNK = {{**HEAD, "object": "chat.completion.chunk"}}
+CHUNKS = b"".join(
+    b"data: " + json.dumps({{**CHUNK, "choices": c, "usage": u}}).encode() + b"\\n\\n"
+    for c, u in [
+        ([{{"index": 0, "delta": {{"role": "assistant", "content": ""}}, "finish_reason": None}}], None),
+        ([{{"index": 0, "delta": {{"content": "Paris."}}, "finish_reason": "stop"}}], None),
+        ([], USAGE),
+    ]
+) + b"data: [DONE]\\n\\n"
+
+def handler(request):
+    if b'"stream":true' in request.content or b'"stream": true' in request.content:
+        return httpx.Response(200, content=CHUNKS, headers={{"content-type": "text/event-stream"}})
+    return httpx.Response(200, content=COMPLETION, headers={{"content-type": "application/json"}})
+
+def sync_client():
+    return openai.OpenAI(api_key="sk-bench", http_client=httpx.Client(transport=httpx.MockTransport(handler)))
+
 tollgate.configure(ledger="memory://?maxlen=1000")
 variant, stream, n = sys.argv[1], sys.argv[2] == "stream", int(sys.argv[3])
 if {budget!r}:
@@ -73,30 +108,48 @@ def instructions(probe: Path, *args: str) -> int:
     return int(match[1])
 
 
+def seconds_per_call(probe: Path, variant: str, mode: str, calls: int) -> float:
+    out = subprocess.run(
+        [sys.executable, str(probe), variant, mode, str(calls)], capture_output=True, text=True, check=True
+    ).stdout
+    return float(out)
+
+
 def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("calls", nargs="?", type=int, default=100, help="measured calls per run")
+    parser.add_argument("modes", nargs="*", help="create and/or stream (default: both)")
+    parser.add_argument("--budget", action="store_true", help="run the calls under one daily budget")
+    add_flags(parser)
+    args = parser.parse_args()
+    if set(args.modes) - {"create", "stream"}:
+        parser.error(f"modes are create and stream, not {args.modes}")
     if not shutil.which("valgrind"):
         sys.exit("valgrind is not installed (Debian: apt-get install valgrind)")
-    budget = "--budget" in sys.argv
-    args = [a for a in sys.argv[1:] if a != "--budget"]
-    calls = int(args[0]) if args else 100
-    bench = str(Path(__file__).resolve().parent)
+    budget, calls = args.budget, args.calls
+    rows: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory() as tmp:
         probe = Path(tmp) / "probe.py"
-        probe.write_text(PROBE.format(bench=bench, budget=budget))
-        print(f"memory store, {'one daily budget' if budget else 'no budget'}")
-        for mode in args[1:] or ("create", "stream"):
+        probe.write_text(PROBE.format(budget=budget))
+        print(
+            f"memory store, {'one daily budget' if budget else 'no budget'}{' [quick]' if args.quick else ''}"
+        )
+        if args.quick:
+            tiny = Path(tmp) / "tiny.py"
+            tiny.write_text("print(sum(range(1000)))\n")
+            count = instructions(tiny)
+            print(f"{'valgrind':<14} python start-up + a tiny script: {count / 1e6:,.1f}M instructions")
+            rows.append({"mode": "valgrind check", "instructions": count})
+            for mode in args.modes or ("create",):
+                raw, gated = (seconds_per_call(probe, v, mode, 20) for v in ("raw", "tollgate"))
+                print(f"{mode:<14} probe, no valgrind: raw {raw * 1e6:.1f} us, tollgate {gated * 1e6:.1f} us")
+                rows.append({"mode": mode, "raw_us": raw * 1e6, "tollgate_us": gated * 1e6})
+        for mode in [] if args.quick else args.modes or ("create", "stream"):
             per_call = {}
             for variant in ("raw", "tollgate"):
                 base = instructions(probe, variant, mode, "0")
                 per_call[variant] = (instructions(probe, variant, mode, str(calls)) - base) / calls
-            seconds = float(
-                subprocess.run(
-                    [sys.executable, str(probe), "raw", mode, "2000"],
-                    capture_output=True,
-                    text=True,
-                    check=True,
-                ).stdout
-            )
+            seconds = seconds_per_call(probe, "raw", mode, 2000)
             rate = per_call["raw"] / (seconds * 1e6)  # instructions per microsecond of a raw call
             extra = per_call["tollgate"] - per_call["raw"]
             raw_k, gated_k = per_call["raw"] / 1e3, per_call["tollgate"] / 1e3
@@ -105,6 +158,18 @@ def main() -> None:
                 f"   overhead {extra / 1e3:+7.1f}k instr ({extra / per_call['raw']:+.1%}) "
                 f"~ {extra / rate:+.1f} us at {rate:,.0f} instr/us"
             )
+            rows.append(
+                {
+                    "mode": mode,
+                    "raw_instructions_per_call": per_call["raw"],
+                    "tollgate_instructions_per_call": per_call["tollgate"],
+                    "overhead_instructions": extra,
+                    "overhead_fraction": extra / per_call["raw"],
+                    "instructions_per_us": rate,
+                    "overhead_us": extra / rate,
+                }
+            )
+    write_json(args, "instructions", {"calls": calls, "budget": budget, "rows": rows})
 
 
 if __name__ == "__main__":

@@ -1,6 +1,6 @@
 """Per-call cost of each store: reserve + settle of a call's two usual charges.
 
-Run: python benchmarks/stores.py [iterations]
+Run: python benchmarks/stores.py [iterations] [--quick] [--json PATH]
 
 The charges are a daily USD budget (one slot) and a rolling-minute token limit (30 sub-slots
 read, one written). Redis is the server at ``TOLLGATE_BENCH_REDIS_URL`` or, failing that, a
@@ -11,6 +11,7 @@ reserve + settle, and the Redis round trips each pair took.
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import os
 import shutil
@@ -23,6 +24,10 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from _common import add_flags, write_json
 
 from tollgate.stores import MemoryStore, SQLiteStore, Store
 from tollgate.stores.base import Charge
@@ -100,7 +105,12 @@ def redis_url() -> Iterator[str | None]:
 
 
 def main() -> None:
-    iterations = int(sys.argv[1]) if len(sys.argv) > 1 else 5_000
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("iterations", nargs="?", type=int, help="reserve + settle pairs (default 5000)")
+    add_flags(parser)
+    args = parser.parse_args()
+    iterations = args.iterations or (200 if args.quick else 5_000)
+    redis_note = ""
     warmup = max(iterations // 10, 10)
     rows: list[tuple[str, float, str]] = []
 
@@ -116,7 +126,8 @@ def main() -> None:
 
     with redis_url() as url:
         if url is None:
-            print("redis: skipped (set TOLLGATE_BENCH_REDIS_URL or install redis-server)\n")
+            redis_note = "skipped: set TOLLGATE_BENCH_REDIS_URL or install redis-server"
+            print(f"redis: {redis_note}\n")
         else:
             import redis
 
@@ -145,12 +156,26 @@ def main() -> None:
             store.clear()
             store.close()
             client.close()
-            print(f"redis: {store.location}")
+            redis_note = store.location
+            print(f"redis: {redis_note}")
 
     print(f"reserve + settle, 2 charges (daily USD + rolling-minute tokens), median of {iterations:,}\n")
     print(f"{'store':<32} {'µs / call':>10} {'round trips':>12}")
     for name, micros, trips in rows:
         print(f"{name:<32} {micros:>10.1f} {trips:>12}")
+
+    write_json(
+        args,
+        "stores",
+        {
+            "iterations": iterations,
+            "charges": "daily USD + rolling-minute tokens",
+            "redis": redis_note,
+            "rows": [
+                {"store": name, "us_per_call": micros, "round_trips": trips} for name, micros, trips in rows
+            ],
+        },
+    )
 
 
 if __name__ == "__main__":

@@ -1,6 +1,6 @@
 """Per-call cost of tollgate's telemetry: no SDK, SDK + in-memory exporter, SDK + OTLP batching.
 
-Run: python benchmarks/telemetry.py [calls] [--rounds N] [--budget] [--endpoint URL]
+Run: python benchmarks/telemetry.py [calls] [--rounds N] [--budget] [--endpoint URL] [--quick] [--json PATH]
 
 Each configuration runs in a fresh process (a process sets its OpenTelemetry providers once):
 
@@ -22,17 +22,24 @@ next batch. Prints microseconds per call.
 from __future__ import annotations
 
 import argparse
+import json
 import statistics
 import subprocess
 import sys
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from _common import add_flags, write_json
 
 MESSAGES = [
     {"role": "system", "content": "You are a terse assistant."},
     {"role": "user", "content": "Name the capital of France in one word."},
 ]
+RESULT = "RESULT "  # a child's machine-readable line
 MODES = {
     "none": "no SDK (API only)",
     "memory": "SDK + in-memory exporter",
@@ -164,24 +171,37 @@ def run(mode: str, calls: int, rounds: int, budget: bool, endpoint: str | None) 
         + (f"   {note}" if note else ""),
         flush=True,
     )
+    result = {
+        "mode": mode,
+        "label": MODES[mode],
+        "telemetry_us_per_call": median * 1e6,
+        "interquartile_us": [q1 * 1e6, q3 * 1e6],
+        "gate_without_telemetry_us": base * 1e6,
+        "exported": note,
+    }
+    print(RESULT + json.dumps(result), flush=True)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("calls", nargs="?", type=int, default=200, help="calls per batch")
-    parser.add_argument("--rounds", type=int, default=40, help="paired batches")
+    parser.add_argument("calls", nargs="?", type=int, help="calls per batch (default 200; quick 20)")
+    parser.add_argument("--rounds", type=int, help="paired batches (default 40; quick 4)")
     parser.add_argument("--budget", action="store_true", help="run the calls under one daily budget")
     parser.add_argument("--endpoint", help="OTLP/HTTP base URL for the batching run (default: a local sink)")
     parser.add_argument("--mode", choices=MODES, help=argparse.SUPPRESS)  # one configuration, in this process
+    add_flags(parser)
     args = parser.parse_args()
+    args.calls = args.calls or (20 if args.quick else 200)
+    args.rounds = args.rounds or (4 if args.quick else 40)
     if args.mode:
         run(args.mode, args.calls, args.rounds, args.budget, args.endpoint)
         return
     print(
         f"tollgate telemetry, per call: median of {args.rounds} paired batches of {args.calls} calls "
-        f"(budget: {'one daily' if args.budget else 'none'})"
+        f"(budget: {'one daily' if args.budget else 'none'}){' [quick]' if args.quick else ''}"
     )
     sink = None
+    results: list[dict[str, Any]] = []
     endpoint = args.endpoint
     if endpoint is None:
         sink = subprocess.Popen([sys.executable, "-c", SINK], stdout=subprocess.PIPE, text=True)
@@ -191,11 +211,21 @@ def main() -> None:
         for mode in MODES:
             command = [sys.executable, __file__, str(args.calls), "--rounds", str(args.rounds)]
             command += ["--mode", mode, "--endpoint", endpoint] + (["--budget"] if args.budget else [])
-            subprocess.run(command, check=True)
+            out = subprocess.run(command, check=True, stdout=subprocess.PIPE, text=True).stdout
+            for line in out.splitlines():
+                if line.startswith(RESULT):
+                    results.append(json.loads(line[len(RESULT) :]))
+                else:
+                    print(line, flush=True)
     finally:
         if sink is not None:
             sink.terminate()
             sink.wait()
+    write_json(
+        args,
+        "telemetry",
+        {"calls": args.calls, "rounds": args.rounds, "budget": args.budget, "rows": results},
+    )
 
 
 if __name__ == "__main__":
