@@ -74,6 +74,8 @@ class _Settling:
         self._tg_acc = accountant
         self._tg_started = False  # a chunk has arrived
         self._tg_count: tuple[RunningCount, list[int]] | None = None
+        if call.checks and call.output_room is None:  # how far the stream may run (see gate.cut_off)
+            call.output_room = gate.output_room(call)
 
     @property  # type: ignore[misc]
     def __class__(self) -> type:  # isinstance(s, openai.Stream) stays true for the caller

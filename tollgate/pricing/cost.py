@@ -64,9 +64,19 @@ def cost(price: ModelPrice, usage: Usage, *, batch: bool = False) -> float:
     >>> round(cost(p, Usage(input_tokens=1000, output_tokens=100), batch=True), 10)
     0.0014
     """
-    r = _rates_for(price, usage.input_tokens)
+    r = _rates_for(price, usage.input_tokens) if price.tiers else price
     input_rate = r.input or 0.0
     output_rate = r.output or 0.0
+    if not (
+        batch
+        or usage.cache_read_tokens
+        or usage.cache_write_tokens
+        or usage.reasoning_tokens
+        or usage.audio_input_tokens
+        or usage.audio_output_tokens
+        or usage.units
+    ):  # the common case, tokens in and out only: the same sum as below, term by term
+        return max(usage.input_tokens, 0) * input_rate + max(usage.output_tokens, 0) * output_rate
     cache_read = max(usage.cache_read_tokens, 0)
     cache_write = max(usage.cache_write_tokens, 0)
     uncached = usage.uncached_input_tokens

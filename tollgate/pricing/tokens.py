@@ -134,6 +134,12 @@ def is_exact(model: str, provider: str | None = None) -> bool:
     return openai_family and provider in (None, "openai", "azure", "azure_openai")
 
 
+@functools.lru_cache(maxsize=256)
+def _counting(model: str, provider: str | None) -> tuple[bool, str]:
+    """Whether ``model``'s count is exact, and its encoding (asked once per model and provider)."""
+    return is_exact(model, provider), encoding_for(model, provider)
+
+
 def _load(name: str) -> _Encoder | None:
     pat, special, sha256 = _ENCODINGS[name]
     try:
@@ -250,8 +256,7 @@ def count_messages(
     >>> count_messages([{"role": "user", "content": "hello world"}], "gpt-4o")
     9
     """
-    exact = is_exact(model, provider)
-    name = encoding_for(model, provider)
+    exact, name = _counting(model, provider)
 
     def count(text: str) -> int:
         return _count_cached(name, text) if text else 0
