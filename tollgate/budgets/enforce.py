@@ -32,28 +32,28 @@ class Check:
     frame: Frame
     unit: Unit
     key: str
+    #: The budget's cap in ``unit`` (fields, not properties of the spec: read on every call).
+    limit: float = dataclasses.field(init=False)
+    #: ``on_exceed="raise"`` budgets only count pre-flight; they are checked after the call.
+    post_flight: bool = dataclasses.field(init=False)
+
+    def __post_init__(self) -> None:
+        spec = self.frame.spec
+        value = spec.usd if self.unit == "usd" else spec.tokens
+        assert value is not None
+        self.limit = float(value)
+        self.post_flight = spec.on_exceed == "raise"
 
     @property
     def spec(self) -> BudgetSpec:
         return self.frame.spec
 
-    @property
-    def limit(self) -> float:
-        value = self.spec.usd if self.unit == "usd" else self.spec.tokens
-        assert value is not None
-        return float(value)
-
-    @property
-    def post_flight(self) -> bool:
-        """``on_exceed="raise"`` budgets only count pre-flight; they are checked after the call."""
-        return self.spec.on_exceed == "raise"
-
     def amount(self, estimate: Estimate) -> float:
         return estimate.usd if self.unit == "usd" else float(estimate.input_tokens + estimate.output_tokens)
 
     def charge(self, estimate: Estimate) -> Charge:
-        limit = None if self.post_flight else self.limit
-        return Charge(self.key, self.spec.window, limit, self.amount(estimate))
+        amount = estimate.usd if self.unit == "usd" else float(estimate.input_tokens + estimate.output_tokens)
+        return Charge(self.key, self.frame.spec.window, None if self.post_flight else self.limit, amount)
 
 
 def checks_for(frames: Sequence[Frame], tags: Mapping[str, str]) -> list[Check]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Sequence
 
-from tollgate.stores.base import Charge, CounterState, Hold, Reservation, Store, fits
+from tollgate.stores.base import Charge, CounterState, Hold, Reservation, Store
 
 # Expired slots are swept every this many reserves, so memory stays bounded by live windows.
 _SWEEP_EVERY = 10_000
@@ -42,14 +42,25 @@ class MemoryStore(Store):
         return CounterState(spent, reserved, charge.limit), Hold(slots.write, charge.amount, slots.ttl)
 
     def reserve(self, charges: Sequence[Charge], now: float) -> Reservation:
+        states: list[CounterState] = []
+        holds: list[Hold] = []
+        refused: list[int] = []
         with self._lock:
-            looked = [self._state(c, now) for c in charges]
-            states = tuple(state for state, _ in looked)
-            pairs = zip(charges, states, strict=True)
-            refused = tuple(i for i, (c, s) in enumerate(pairs) if not fits(s, c.amount))
+            for i, charge in enumerate(charges):  # _state and fits, inlined: this runs on every call
+                slots = charge.window.slots(charge.key, now)
+                spent = reserved = 0.0
+                for name in slots.read:
+                    slot = self._slots.get(name)
+                    if slot is not None and slot[2] > now:
+                        spent += slot[0]
+                        reserved += slot[1]
+                limit = charge.limit
+                states.append(CounterState(spent, reserved, limit))
+                if limit is not None and spent + reserved + charge.amount > limit * (1 + 1e-12):
+                    refused.append(i)
+                holds.append(Hold(slots.write, charge.amount, slots.ttl))
             if refused:
-                return Reservation(False, states, refused=refused, limits_version=self._version)
-            holds = tuple(hold for _, hold in looked)
+                return Reservation(False, tuple(states), refused=tuple(refused), limits_version=self._version)
             for hold in holds:
                 slot = self._slots.get(hold.slot)
                 if slot is None or slot[2] <= now:
@@ -59,7 +70,7 @@ class MemoryStore(Store):
             self._ops += 1
             if self._ops % _SWEEP_EVERY == 0:
                 self._slots = {k: v for k, v in self._slots.items() if v[2] > now}
-            return Reservation(True, states, holds, limits_version=self._version)
+            return Reservation(True, tuple(states), tuple(holds), limits_version=self._version)
 
     def settle(self, holds: Sequence[Hold], actuals: Sequence[float]) -> None:
         with self._lock:
