@@ -4,7 +4,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test lint bench clean setup
+.PHONY: demo test lint bench bench-peers clean setup
 
 setup: $(STAMP)
 
@@ -31,13 +31,24 @@ lint: $(STAMP)
 	$(PY) -m ruff format --check .
 	$(PY) -m mypy
 
+# tollgate's own numbers, in the project's environment.
 bench: $(STAMP)
 	$(PY) benchmarks/import_time.py
-	$(PY) benchmarks/overhead.py
+	$(PY) benchmarks/overhead.py --peers none
 	$(PY) benchmarks/stores.py
-	$(PY) benchmarks/overspend.py
+	$(PY) benchmarks/overspend.py --peers none
+	$(PY) benchmarks/scale.py
+	$(PY) benchmarks/memory.py
 	$(PY) benchmarks/estimate_error.py
 	$(PY) benchmarks/telemetry.py
+
+# Side by side with the peers, installed in an environment of their own (.venv/bench).
+.venv/bench/bin/python: benchmarks/peers/requirements.txt pyproject.toml
+	bash benchmarks/peers/setup.sh
+
+bench-peers: .venv/bench/bin/python
+	.venv/bench/bin/python benchmarks/overhead.py
+	.venv/bench/bin/python benchmarks/overspend.py
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

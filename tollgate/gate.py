@@ -229,8 +229,8 @@ def _checks(call: Call, *, trust_cache: bool = True) -> tuple[list[Check | RateC
         try:
             standing = _standing.frames(store, call.tags)
         except StoreUnavailable as exc:
-            _store_failed(call, exc)
-            standing = ()
+            _store_failed(call, exc)  # raises unless on_store_error="open"
+            return [], None  # open: the call goes ahead unbudgeted, without a second timeout
     checks: list[Check | RateCheck] = []
     if frames or standing:
         checks.extend(checks_for((*standing, *frames), call.tags))

@@ -101,7 +101,7 @@ def test_context_manager_and_close_keep_it_readable() -> None:
 def test_open_ledger_memory_uris() -> None:
     default = open_ledger("memory://")
     assert isinstance(default, MemoryLedger)
-    assert default.maxlen == 100_000
+    assert default.maxlen == 20_000
     small = open_ledger("memory://?maxlen=5")
     assert isinstance(small, MemoryLedger)
     assert small.maxlen == 5

@@ -220,5 +220,6 @@ def _truncate(
         if _all_fit(checks, states, candidate) is None:
             kept = [m for m, d in zip(messages, dropped, strict=True) if not d]
             new = dataclasses.replace(request, messages=kept)
-            return new, estimator(new)[0], n_dropped
+            # The running estimate is exact unless a price tier's rate moved with the prompt.
+            return new, estimator(new)[0] if price is not None and price.tiers else candidate, n_dropped
     return None

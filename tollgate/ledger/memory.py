@@ -12,7 +12,9 @@ from tollgate.request import CallRecord
 class MemoryLedger(Ledger):
     """Keeps the latest ``maxlen`` records in memory; older ones fall out and are counted.
 
-    Records are kept as the very objects written (no copy). Thread-safe.
+    Records are kept as the very objects written (no copy). Thread-safe. The default bound,
+    20,000 records (about 10 MB), keeps a long-running process's memory flat; reports over a
+    longer history want the SQLite ledger.
 
     >>> ledger = MemoryLedger(maxlen=2)
     >>> for i in range(3):
@@ -22,7 +24,7 @@ class MemoryLedger(Ledger):
     (['c1', 'c2'], 1)
     """
 
-    def __init__(self, maxlen: int = 100_000) -> None:
+    def __init__(self, maxlen: int = 20_000) -> None:
         if isinstance(maxlen, bool) or not isinstance(maxlen, int) or maxlen < 1:
             raise ValueError(f"MemoryLedger maxlen must be a positive int, got {maxlen!r}")
         self.maxlen = maxlen
