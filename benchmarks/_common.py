@@ -106,3 +106,18 @@ def loglog_slope(sizes: Sequence[float], times: Sequence[float]) -> float | None
     if sxx == 0:
         return None
     return sum((x - mx) * (y - my) for x, y in points) / sxx
+
+
+#: The chat request and the ready response the gate-level benchmarks (scale, memory) use.
+MESSAGES = [
+    {"role": "system", "content": "You are a terse assistant."},
+    {"role": "user", "content": "Name the capital of France in one word."},
+]
+COMPLETION = {
+    "id": "chatcmpl-bench",
+    "object": "chat.completion",
+    "created": 1763900000,
+    "model": "gpt-4o-mini-2024-07-18",
+    "choices": [{"index": 0, "message": {"role": "assistant", "content": "Paris."}, "finish_reason": "stop"}],
+    "usage": {"prompt_tokens": 25, "completion_tokens": 2, "total_tokens": 27},
+}

@@ -31,23 +31,11 @@ from typing import Any, cast
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _common import add_flags, write_json
+from _common import COMPLETION, MESSAGES, add_flags, write_json
 
 LIMIT_MB = 20.0
-MESSAGES = [
-    {"role": "system", "content": "You are a terse assistant."},
-    {"role": "user", "content": "Name the capital of France in one word."},
-]
-COMPLETION = {
-    "id": "chatcmpl-bench",
-    "object": "chat.completion",
-    "created": 1763900000,
-    "model": "gpt-4o-mini-2024-07-18",
-    "choices": [{"index": 0, "message": {"role": "assistant", "content": "Paris."}, "finish_reason": "stop"}],
-    "usage": {"prompt_tokens": 25, "completion_tokens": 2, "total_tokens": 27},
-}
 CONFIGS = {
-    "default": "memory://",  # the default ledger: a ring of 100,000 records
+    "default": "memory://",  # the default ledger: a ring of 20,000 records
     "ledger maxlen=1000": "memory://?maxlen=1000",  # control: what grows besides the ledger
 }
 

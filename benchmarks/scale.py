@@ -32,7 +32,7 @@ from typing import Any, cast
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _common import add_flags, loglog_slope, write_json
+from _common import COMPLETION, MESSAGES, add_flags, loglog_slope, write_json
 
 import tollgate
 from tollgate.providers.base import gated
@@ -40,18 +40,6 @@ from tollgate.providers.openai import ChatSurface
 from tollgate.request import CallRecord
 
 MODEL = "gpt-4o-mini"
-MESSAGES = [
-    {"role": "system", "content": "You are a terse assistant."},
-    {"role": "user", "content": "Name the capital of France in one word."},
-]
-COMPLETION = {
-    "id": "chatcmpl-bench",
-    "object": "chat.completion",
-    "created": 1763900000,
-    "model": "gpt-4o-mini-2024-07-18",
-    "choices": [{"index": 0, "message": {"role": "assistant", "content": "Paris."}, "finish_reason": "stop"}],
-    "usage": {"prompt_tokens": 25, "completion_tokens": 2, "total_tokens": 27},
-}
 SUPERLINEAR = 1.3
 
 

@@ -18,22 +18,9 @@ from typing import Any
 import httpx
 import pytest
 
+from tests.stores.conftest import free_port, ping
+
 NO_REDIS = "no redis-server on the PATH: the Redis fault tests start their own"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def ping(port: int) -> bool:
-    try:
-        with socket.create_connection(("127.0.0.1", port), timeout=0.5) as s:
-            s.sendall(b"PING\r\n")
-            return s.recv(16).startswith(b"+PONG")
-    except OSError:
-        return False
 
 
 class RedisServer:

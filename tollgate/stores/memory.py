@@ -31,29 +31,24 @@ class MemoryStore(Store):
         self._version = 0
         self._ops = 0
 
-    def _state(self, charge: Charge, now: float) -> tuple[CounterState, Hold]:
-        slots = charge.window.slots(charge.key, now)
+    def _sums(self, names: tuple[str, ...], now: float) -> tuple[float, float]:
+        """Spent and reserved over the live slots among ``names``."""
         spent = reserved = 0.0
-        for name in slots.read:
+        for name in names:
             slot = self._slots.get(name)
             if slot is not None and slot[2] > now:
                 spent += slot[0]
                 reserved += slot[1]
-        return CounterState(spent, reserved, charge.limit), Hold(slots.write, charge.amount, slots.ttl)
+        return spent, reserved
 
     def reserve(self, charges: Sequence[Charge], now: float) -> Reservation:
         states: list[CounterState] = []
         holds: list[Hold] = []
         refused: list[int] = []
         with self._lock:
-            for i, charge in enumerate(charges):  # _state and fits, inlined: this runs on every call
+            for i, charge in enumerate(charges):
                 slots = charge.window.slots(charge.key, now)
-                spent = reserved = 0.0
-                for name in slots.read:
-                    slot = self._slots.get(name)
-                    if slot is not None and slot[2] > now:
-                        spent += slot[0]
-                        reserved += slot[1]
+                spent, reserved = self._sums(slots.read, now)
                 limit = charge.limit
                 states.append(CounterState(spent, reserved, limit))
                 if limit is not None and spent + reserved + charge.amount > limit * (1 + 1e-12):
@@ -94,7 +89,9 @@ class MemoryStore(Store):
 
     def read(self, charges: Sequence[Charge], now: float) -> tuple[CounterState, ...]:
         with self._lock:
-            return tuple(self._state(c, now)[0] for c in charges)
+            return tuple(
+                CounterState(*self._sums(c.window.slots(c.key, now).read, now), c.limit) for c in charges
+            )
 
     def put_limit(self, limit_id: str, document: str) -> None:
         with self._lock:
