@@ -91,3 +91,41 @@ def test_a_new_limit_applies_at_once_to_calls_that_trust_the_cache() -> None:
             tollgate.gate.store_clock(),
         )[0]
     assert after.reserved == before.reserved == 0  # the stale first reservation was released
+
+
+def test_a_call_meets_exactly_the_limits_its_tags_match_among_many() -> None:
+    # One limit per tenant (the SaaS case: looked up by tag, not scanned), plus limits on two
+    # tags, on another tag, and on none at all.
+    import json
+
+    from tollgate.budgets.standing import StandingLimits
+    from tollgate.config import settings
+
+    for i in range(500):
+        tollgate.set_limit(usd=10.0 + i, per="day", tenant=f"t{i}")
+    tollgate.set_limit(usd=1.0, per="day", tenant="t7", feature="search")
+    tollgate.set_limit(usd=2.0, per="day", feature="search")
+    tollgate.set_limit(usd=3.0, per="month")
+    store = settings().store
+    limits = StandingLimits()
+
+    def names(**tags: str) -> list[str]:
+        return [frame.spec.name for frame in limits.frames(store, tags)]
+
+    def scan(**tags: str) -> list[str]:  # every stored limit, in the store's order, matched one by one
+        _, documents = store.limits()
+        matches = [json.loads(doc)["match"] for _, doc in sorted(documents.items())]
+        found = [m for m in matches if all(tags.get(k) == v for k, v in m.items())]
+        return ["limit[" + ",".join(f"{k}={v}" for k, v in sorted(m.items())) + "]" for m in found]
+
+    assert set(names(tenant="t7", feature="search")) == {
+        "limit[tenant=t7]",
+        "limit[feature=search,tenant=t7]",
+        "limit[feature=search]",
+        "limit[]",
+    }
+    assert set(names(tenant="t7")) == {"limit[tenant=t7]", "limit[]"}
+    assert set(names(tenant="t499", feature="chat")) == {"limit[tenant=t499]", "limit[]"}
+    assert names(tenant="nobody") == names() == ["limit[]"]
+    for tags in ({"tenant": "t7", "feature": "search"}, {"feature": "search"}, {"tenant": "t42", "x": "y"}):
+        assert names(**tags) == scan(**tags)  # the same limits, in the same order, as a full scan

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import threading
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from datetime import timedelta
 from typing import Any
 
@@ -105,7 +105,7 @@ class StandingLimits:
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._cache: tuple[int, int, tuple[tuple[Mapping[str, str], Frame], ...]] | None = None
+        self._cache: tuple[int, int, _Index] | None = None
 
     def frames(self, store: Store, tags: Mapping[str, str]) -> tuple[Frame, ...]:
         """The standing limits whose match the call's ``tags`` satisfy, checked against the store."""
@@ -114,7 +114,7 @@ class StandingLimits:
         if cache is None or cache[0] != id(store) or cache[1] != version:
             with self._lock:
                 version, documents = store.limits()
-                cache = (id(store), version, tuple(_parse(doc) for _, doc in sorted(documents.items())))
+                cache = (id(store), version, _Index(_parse(doc) for _, doc in sorted(documents.items())))
                 self._cache = cache
         return _matching(cache[2], tags)
 
@@ -130,10 +130,33 @@ class StandingLimits:
         return cache[1], _matching(cache[2], tags)
 
 
-def _matching(
-    limits: tuple[tuple[Mapping[str, str], Frame], ...], tags: Mapping[str, str]
-) -> tuple[Frame, ...]:
-    return tuple(frame for match, frame in limits if all(tags.get(k) == v for k, v in match.items()))
+class _Index:
+    """Standing limits indexed by one ``(tag, value)`` of their match, so that a call looks at
+    the limits that can match its tags, not at every limit (one per tenant is common)."""
+
+    __slots__ = ("always", "by_tag")
+
+    def __init__(self, limits: Iterable[tuple[Mapping[str, str], Frame]]) -> None:
+        self.always: list[tuple[int, Mapping[str, str], Frame]] = []  # an empty match: every call
+        self.by_tag: dict[tuple[str, str], list[tuple[int, Mapping[str, str], Frame]]] = {}
+        for position, (match, frame) in enumerate(limits):
+            entry = (position, match, frame)
+            if match:
+                self.by_tag.setdefault(min(match.items()), []).append(entry)
+            else:
+                self.always.append(entry)
+
+
+def _matching(index: _Index, tags: Mapping[str, str]) -> tuple[Frame, ...]:
+    """The limits whose every ``tag == value`` the call's ``tags`` satisfy, in stored order."""
+    found = list(index.always)
+    if index.by_tag:
+        for item in tags.items():
+            found.extend(index.by_tag.get(item, ()))
+    if not found:
+        return ()
+    found.sort(key=lambda entry: entry[0])
+    return tuple(frame for _, match, frame in found if all(tags.get(k) == v for k, v in match.items()))
 
 
 def _parse(document: str) -> tuple[Mapping[str, str], Frame]:
