@@ -58,14 +58,26 @@ class Check:
 
 def checks_for(frames: Sequence[Frame], tags: Mapping[str, str]) -> list[Check]:
     """The checks a call under ``frames`` (outermost first) and ``tags`` must pass."""
-    checks = []
+    checks: list[Check] = []
     for frame in frames:
-        key = frame.counter(tags)
-        if frame.spec.usd is not None:
-            checks.append(Check(frame, "usd", key + ":usd"))
-        if frame.spec.tokens is not None:
-            checks.append(Check(frame, "tokens", key + ":tokens"))
+        spec = frame.spec
+        values = tuple(tags.get(k, "") for k in spec.key) if spec.key else ()
+        made = frame.checks.get(values)
+        if made is None:
+            key = frame.counter(tags)
+            made = []
+            if spec.usd is not None:
+                made.append(Check(frame, "usd", key + ":usd"))
+            if spec.tokens is not None:
+                made.append(Check(frame, "tokens", key + ":tokens"))
+            if len(frame.checks) < _CHECKS_KEPT:  # bounded: a key with endless values
+                frame.checks[values] = made
+        checks.extend(made)
     return checks
+
+
+#: How many counters' checks one budget keeps made (see Frame.checks).
+_CHECKS_KEPT = 1024
 
 
 @dataclass(frozen=True, slots=True)

@@ -33,6 +33,10 @@ class Frame:
     scope: str
     #: The store slots this scope's lifetime counters were written to, dropped when it ends.
     touched: set[str] = field(default_factory=set, compare=False, hash=False)
+    #: The checks of this budget already built, by the values of its ``key`` tags (see
+    #: tollgate.budgets.enforce.checks_for): a budget's checks are the same for every call
+    #: that shares a counter, so they are made once, not on every call.
+    checks: dict[tuple[str, ...], list[Any]] = field(default_factory=dict, compare=False, hash=False)
 
     def counter(self, tags: Mapping[str, str]) -> str:
         """The store key of this budget's counter for a call with ``tags``."""
