@@ -5,7 +5,7 @@ Run: python benchmarks/memory.py [--quick] [--json PATH] [--trace] [--calls SMAL
 The full path of a call: ``tollgate.instrument(openai.OpenAI(...))`` whose
 ``chat.completions.create`` returns a ready ``ChatCompletion`` (no HTTP, so a million calls
 take a minute or two), under one ambient daily budget, with the ``memory://`` store and the
-default in-memory ledger (a ring bounded at 100,000 records). Each configuration runs in a
+default in-memory ledger (a ring bounded at 20,000 records). Each configuration runs in a
 fresh process; RSS (``VmRSS`` of /proc/self/status, after ``gc.collect()``) is read at
 checkpoints on the way.
 

@@ -8,7 +8,8 @@ own work plus the wrapping library's. Every row group ("suite") runs in a proces
 which measures its own raw-SDK baseline interleaved with the gated calls: short paired batches
 alternating which side goes first, so drift in the machine's load hits both sides of a pair
 alike and cancels in the difference. Reported per row: median raw µs per call, median of the
-per-pair differences (the overhead) with its interquartile range, and gated/raw. A separate
+per-pair differences (the overhead) with its interquartile range, and the ratio
+(raw + overhead) / raw. A separate
 process per suite also keeps libraries that patch the openai module, or set a global
 OpenTelemetry provider, from touching any other row.
 

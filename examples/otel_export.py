@@ -14,8 +14,6 @@ from __future__ import annotations
 import argparse
 import os
 
-import httpx
-import openai
 from opentelemetry import trace
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
@@ -23,7 +21,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 
 import tollgate
 import tollgate.otel
-from tollgate.demo import StandIn
+from tollgate.demo import offline_client
 
 SHOWN = (
     "gen_ai.request.model",
@@ -50,8 +48,7 @@ def main() -> None:
         provider.add_span_processor(SimpleSpanProcessor(memory))
         trace.set_tracer_provider(provider)
 
-    http = httpx.Client(transport=httpx.MockTransport(StandIn()))
-    client = tollgate.instrument(openai.OpenAI(api_key="sk-offline", http_client=http))
+    client = offline_client()
     question = [{"role": "user", "content": "Summarise the NDA."}]
     with tollgate.track(tenant="acme", feature="search"):
         client.chat.completions.create(model="gpt-4o-mini", messages=question, max_tokens=100)

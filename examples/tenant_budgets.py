@@ -13,11 +13,10 @@ from __future__ import annotations
 import os
 import tempfile
 
-import httpx
 import openai
 
 import tollgate
-from tollgate.demo import StandIn
+from tollgate.demo import offline_client
 from tollgate.stores import Store
 from tollgate.stores import open_store as open_store_uri
 
@@ -56,8 +55,7 @@ def main() -> None:
     store, where = open_store()
     tollgate.configure(store=store)
     print(f"budget counters in {where}\n")
-    http = httpx.Client(transport=httpx.MockTransport(StandIn()))
-    client = tollgate.instrument(openai.OpenAI(api_key="sk-offline", http_client=http))
+    client = offline_client()
 
     for i in range(4):  # each call may cost up to $0.0031; the daily cap is $0.004
         print(f"acme   call {i + 1}: {handle_request(client, 'acme', 'Summarise the contract.')}")

@@ -24,7 +24,7 @@ import importlib.util
 import json
 import os
 import sys
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -359,6 +359,7 @@ def _parse_match(items: Sequence[str]) -> dict[str, str]:
 def _limit_rows(store: Any) -> list[dict[str, Any]]:
     from tollgate.budgets.enforce import checks_for
     from tollgate.budgets.standing import _parse
+    from tollgate.request import Estimate
     from tollgate.stores.windows import now
 
     _, documents = store.limits()
@@ -378,28 +379,23 @@ def _limit_rows(store: Any) -> list[dict[str, Any]]:
         }
         if not spec.key:  # one counter: show what it holds in the current window
             checks = checks_for([frame], dict(match))
-            states = store.read([_charge(c) for c in checks], now())
+            states = store.read([c.charge(Estimate(0, 0, 0.0)) for c in checks], now())
             for check, state in zip(checks, states, strict=True):
                 row[f"spent_{check.unit}"] = state.spent
         rows.append(row)
     return rows
 
 
-def _charge(check: Any) -> Any:
-    from tollgate.stores.base import Charge
-
-    return Charge(check.key, check.spec.window, check.limit, 0.0)
-
-
 def cmd_limits(args: argparse.Namespace, out: TextIO) -> int:
     """Show, set or remove standing limits in a store."""
     import tollgate
+    from tollgate.budgets.standing import limit_id
 
     action = args.limits_command or "list"
     store = _open_store(args.store, must_exist=action != "set")
     if store is None:  # an SQLite file without a store's tables: nothing to list or remove
         if action == "remove":
-            raise CommandError(f"no standing limit {_limit_id(_parse_match(args.match))} in {args.store}")
+            raise CommandError(f"no standing limit {limit_id(_parse_match(args.match))} in {args.store}")
         out.write("[]\n" if args.format == "json" else f"no standing limits in {args.store}\n")
         return EXIT_OK
     try:
@@ -427,9 +423,9 @@ def cmd_limits(args: argparse.Namespace, out: TextIO) -> int:
         if action == "remove":
             match = _parse_match(args.match)
             if tollgate.remove_limit(store=store, **match):
-                out.write(f"removed {_limit_id(match)}\n")
+                out.write(f"removed {limit_id(match)}\n")
                 return EXIT_OK
-            raise CommandError(f"no standing limit {_limit_id(match)} in {args.store}")
+            raise CommandError(f"no standing limit {limit_id(match)} in {args.store}")
         rows = _limit_rows(store)
         if args.format == "json":
             out.write(json.dumps(rows, indent=2) + "\n")
@@ -469,12 +465,6 @@ def _parse_pair(item: str, option: str) -> tuple[str, str]:
     if not sep or not src or not dst:
         raise CommandError(f"{option} {item!r}: use MODEL=CHEAPER_MODEL, e.g. gpt-4o=gpt-4o-mini")
     return src, dst
-
-
-def _limit_id(match: Mapping[str, str]) -> str:
-    from tollgate.budgets.standing import limit_id
-
-    return limit_id(match)
 
 
 def _describe_limit(

@@ -16,8 +16,6 @@ problem in tollgate's own bookkeeping is logged, not turned into a failed LLM ca
 from __future__ import annotations
 
 import logging
-import os
-import random
 import time
 import warnings
 from collections.abc import Generator, Iterator, Mapping, Sequence
@@ -39,6 +37,7 @@ from tollgate.errors import (
     UnpricedModelError,
     UnpricedModelWarning,
 )
+from tollgate.ids import random_hex
 from tollgate.pricing import ModelPrice, cost, estimate_cost, has_price
 from tollgate.pricing.tokens import count_messages, count_prompt
 from tollgate.request import CallRecord, Estimate, LLMRequest, Status, Usage
@@ -172,7 +171,7 @@ def _new_call(
     tags = current_tags() if tags is None else tags
     price = lookup_price(s, request.model, request.provider)
     return Call(
-        id=f"{_ids.getrandbits(128):032x}",  # as unique as a uuid4, without its syscall
+        id=random_hex(128),  # as unique as a uuid4, without its syscall
         request=request,
         decision=Decision("proceed", request.model, notes=notes),
         estimate=estimate_request(request, price, s.expected_output_tokens),
@@ -196,13 +195,6 @@ def _begin(request: LLMRequest) -> Call:
 
 
 _standing = StandingLimits()
-
-# Call ids: 128 random bits from a private generator seeded from os.urandom (a syscall per call
-# costs more than the rest of the id), reseeded in a forked child so siblings never share ids,
-# and private so that random.seed() in the application cannot make ids repeat.
-_ids = random.Random()
-if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_ids.seed)
 # How waiting for a rate limit sleeps (module attributes, so tests can run a fake clock).
 sleep = time.sleep
 
@@ -308,7 +300,9 @@ async def apreflight(request: LLMRequest) -> Call:
     return call
 
 
-def _estimator(s: Settings) -> Any:
+def estimator(s: Settings) -> Any:
+    """``request -> (estimate, price)`` under settings ``s``: what pre-flight reserves for a request."""
+
     def estimate(request: LLMRequest) -> tuple[Estimate, ModelPrice | None]:
         price = lookup_price(s, request.model, request.provider)
         return estimate_request(request, price, s.expected_output_tokens), price
@@ -360,7 +354,7 @@ def _enforcement(
             [checks[i] for i in budget],  # type: ignore[misc]
             [reservation.states[i] for i in budget],
             [budget.index(i) for i in reservation.refused],
-            _estimator(call.settings),
+            estimator(call.settings),
         )
         if outcome.request is None or outcome.estimate is None:
             assert outcome.blocking is not None and outcome.blocking_state is not None

@@ -94,8 +94,8 @@ def test_a_new_limit_applies_at_once_to_calls_that_trust_the_cache() -> None:
 
 
 def test_a_call_meets_exactly_the_limits_its_tags_match_among_many() -> None:
-    # One limit per tenant (the SaaS case: looked up by tag, not scanned), plus limits on two
-    # tags, on another tag, and on none at all.
+    # One limit per tenant (the SaaS case), plus limits on two tags, on another tag, and on none
+    # at all: the tag index finds exactly the limits a full scan finds, in the same order.
     import json
 
     from tollgate.budgets.standing import StandingLimits

@@ -52,8 +52,9 @@ class Check:
         return estimate.usd if self.unit == "usd" else float(estimate.input_tokens + estimate.output_tokens)
 
     def charge(self, estimate: Estimate) -> Charge:
-        amount = estimate.usd if self.unit == "usd" else float(estimate.input_tokens + estimate.output_tokens)
-        return Charge(self.key, self.frame.spec.window, None if self.post_flight else self.limit, amount)
+        return Charge(
+            self.key, self.frame.spec.window, None if self.post_flight else self.limit, self.amount(estimate)
+        )
 
 
 def checks_for(frames: Sequence[Frame], tags: Mapping[str, str]) -> list[Check]:

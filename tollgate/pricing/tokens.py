@@ -216,8 +216,9 @@ def count_text(text: str, model: str = "gpt-4o", provider: str | None = None) ->
     """
     if not text:
         return 0
-    n = _count_cached(encoding_for(model, provider), text)
-    if is_exact(model, provider):
+    exact, name = _counting(model, provider)
+    n = _count_cached(name, text)
+    if exact:
         return n
     return math.ceil(n * PROVIDER_FACTORS.get(provider or "", DEFAULT_FACTOR))
 
@@ -308,10 +309,8 @@ class RunningCount:
     __slots__ = ("_encoding", "_factor", "_raw")
 
     def __init__(self, model: str, provider: str | None = None) -> None:
-        self._encoding = encoding_for(model, provider)
-        self._factor = (
-            1.0 if is_exact(model, provider) else PROVIDER_FACTORS.get(provider or "", DEFAULT_FACTOR)
-        )
+        exact, self._encoding = _counting(model, provider)
+        self._factor = 1.0 if exact else PROVIDER_FACTORS.get(provider or "", DEFAULT_FACTOR)
         self._raw = 0
 
     def add(self, pieces: Iterable[str]) -> int:

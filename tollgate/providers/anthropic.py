@@ -89,9 +89,6 @@ def provider_for(client: Any) -> str:
 # -- usage ------------------------------------------------------------------------------------
 
 
-_count = count_of
-
-
 def usage_from(raw: Any) -> Usage | None:
     """Normalised usage from a Messages ``usage`` object or dict (None when missing or malformed).
 
@@ -102,7 +99,7 @@ def usage_from(raw: Any) -> Usage | None:
     """
     if raw is None:
         return None
-    input_tokens, output_tokens = _count(field(raw, "input_tokens")), _count(field(raw, "output_tokens"))
+    input_tokens, output_tokens = count_of(field(raw, "input_tokens")), count_of(field(raw, "output_tokens"))
     if input_tokens is None or output_tokens is None:
         return None  # malformed (a broken proxy, a partial body): the caller estimates instead
     cache_read = as_int(field(raw, "cache_read_input_tokens"))
@@ -334,11 +331,6 @@ def _listed(kwargs: dict[str, Any], name: str) -> None:
         kwargs[name] = list(value)
 
 
-def _cap(value: Any) -> int | None:
-    # 0 is a real cap (max_tokens=0 pre-warms the prompt cache and generates nothing).
-    return _count(value)
-
-
 def _opens(item: Any) -> bool:
     """Whether a native message may open a conversation: a user turn that answers no tool call."""
     if field(item, "role") != "user":
@@ -377,7 +369,7 @@ class MessagesSurface(Surface):
         return self.new_request(
             str(kwargs.get("model") or ""),
             messages=_neutral_messages(kwargs),
-            max_output_tokens=_cap(kwargs.get("max_tokens")),
+            max_output_tokens=count_of(kwargs.get("max_tokens")),  # 0 is a real cap (pre-warms a cache)
             stream=kwargs.get("stream") is True,
             tools=_neutral_tools(kwargs.get("tools")),
         )
@@ -434,7 +426,7 @@ class CompletionsSurface(Surface):
         return self.new_request(
             str(kwargs.get("model") or ""),
             prompt=[prompt] if isinstance(prompt, str) else [],
-            max_output_tokens=_cap(kwargs.get("max_tokens_to_sample")),
+            max_output_tokens=count_of(kwargs.get("max_tokens_to_sample")),
             stream=kwargs.get("stream") is True,
         )
 

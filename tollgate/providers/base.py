@@ -64,16 +64,15 @@ def extra_field(obj: Any, name: str) -> Any:
     return getattr(obj, name, None)
 
 
-def as_int(value: Any) -> int:
-    """``value`` if it is a count (an int, not negative); 0 for None, SDK "not given" sentinels,
-    negative numbers and anything else."""
-    return value if type(value) is int and value >= 0 else 0
-
-
 def count_of(value: Any) -> int | None:
     """``value`` if it is a token count a provider may report (an int, not a bool, not negative),
     else None: the usage is malformed and the caller estimates instead of trusting it."""
     return value if type(value) is int and value >= 0 else None
+
+
+def as_int(value: Any) -> int:
+    """:func:`count_of`, with 0 for None, SDK "not given" sentinels and anything else."""
+    return count_of(value) or 0
 
 
 def server_of(base_url: Any) -> Server:

@@ -73,7 +73,12 @@ def provider_for(client: Any) -> str:
     """
     if type(client).__name__ in ("AzureOpenAI", "AsyncAzureOpenAI"):
         return "azure"
-    url = urlsplit(str(getattr(client, "base_url", "") or ""))
+    return provider_for_url(getattr(client, "base_url", ""))
+
+
+def provider_for_url(base_url: Any) -> str:
+    """The provider behind an OpenAI-compatible base URL (see :func:`provider_for`)."""
+    url = urlsplit(str(base_url or ""))
     host = (url.hostname or "").lower()
     for suffix, provider in _HOST_PROVIDERS:
         if host == suffix or host.endswith("." + suffix):
@@ -98,12 +103,8 @@ def usage_from(raw: Any) -> Usage | None:
     """
     if raw is None:
         return None
-    if type(raw) is dict:
-        prompt_tokens, completion_tokens = raw.get("prompt_tokens"), raw.get("completion_tokens")
-    else:  # the SDK's CompletionUsage: plain attribute reads (this runs once per call)
-        prompt_tokens = getattr(raw, "prompt_tokens", None)
-        completion_tokens = getattr(raw, "completion_tokens", None)
-    prompt_tokens, completion_tokens = count_of(prompt_tokens), count_of(completion_tokens)
+    prompt_tokens = count_of(field(raw, "prompt_tokens"))
+    completion_tokens = count_of(field(raw, "completion_tokens"))
     if prompt_tokens is None or completion_tokens is None:
         return None  # malformed (a broken proxy, a partial body): the caller estimates instead
     prompt = field(raw, "prompt_tokens_details")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Sequence
 
-from tollgate.stores.base import Charge, CounterState, Hold, Reservation, Store
+from tollgate.stores.base import Charge, CounterState, Hold, Reservation, Store, fits
 
 # Expired slots are swept every this many reserves, so memory stays bounded by live windows.
 _SWEEP_EVERY = 10_000
@@ -49,9 +49,9 @@ class MemoryStore(Store):
             for i, charge in enumerate(charges):
                 slots = charge.window.slots(charge.key, now)
                 spent, reserved = self._sums(slots.read, now)
-                limit = charge.limit
-                states.append(CounterState(spent, reserved, limit))
-                if limit is not None and spent + reserved + charge.amount > limit * (1 + 1e-12):
+                state = CounterState(spent, reserved, charge.limit)
+                states.append(state)
+                if not fits(state, charge.amount):
                     refused.append(i)
                 holds.append(Hold(slots.write, charge.amount, slots.ttl))
             if refused:

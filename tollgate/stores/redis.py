@@ -56,7 +56,6 @@ import asyncio
 import hashlib
 import logging
 import math
-import os
 import re
 import threading
 import time
@@ -76,6 +75,7 @@ from redis.exceptions import NoScriptError, OutOfMemoryError, ReadOnlyError
 from redis.retry import Retry
 
 from tollgate.errors import StoreUnavailable
+from tollgate.ids import random_hex
 from tollgate.stores.base import Charge, CounterState, Hold, Reservation, Store
 from tollgate.stores.windows import Slots
 
@@ -213,7 +213,7 @@ class RedisStore(Store):
     # -- the store interface: build arguments, do one round trip, parse the answer ------------
 
     def reserve(self, charges: Sequence[Charge], now: float) -> Reservation:
-        token = os.urandom(9).hex()
+        token = random_hex(72)
         slots, keys, args = self._reserve_args("reserve", charges, now, token)
         self._replay("reserve")  # first, so a failure here leaves nothing to cancel
         try:
@@ -247,7 +247,7 @@ class RedisStore(Store):
     async def areserve(self, charges: Sequence[Charge], now: float) -> Reservation:
         if self._async() is None:  # only a sync client was given
             return await asyncio.to_thread(self.reserve, charges, now)
-        token = os.urandom(9).hex()
+        token = random_hex(72)
         slots, keys, args = self._reserve_args("reserve", charges, now, token)
         await self._areplay("reserve")
         try:

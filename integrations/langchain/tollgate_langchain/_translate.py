@@ -61,14 +61,9 @@ def provider_name(ls_provider: Any, class_name: str | None = None, base_url: Any
     name = str(ls_provider) if ls_provider else _CLASS_PROVIDERS.get(class_name or "", "")
     name = _PROVIDERS.get(name, name)
     if name == "openai" and base_url:
-        from tollgate.providers.openai import provider_for  # imports no SDK
+        from tollgate.providers.openai import provider_for_url  # imports no SDK
 
-        class _Client:  # provider_for reads only .base_url
-            pass
-
-        client = _Client()
-        client.base_url = str(base_url)  # type: ignore[attr-defined]
-        name = provider_for(client)
+        name = provider_for_url(base_url)
     return name or "unknown"
 
 

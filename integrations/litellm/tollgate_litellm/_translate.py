@@ -36,7 +36,6 @@ _PROVIDERS = {
     "azure_ai": "azure",
     "azure_text": "azure",
     "vertex_ai_beta": "vertex_ai",
-    "gemini": "gemini",
 }
 _CHAT = frozenset({"completion", "acompletion"})
 _EMBEDDING = frozenset({"embedding", "aembedding"})

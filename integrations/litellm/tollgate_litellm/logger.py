@@ -317,13 +317,8 @@ class TollgateLogger(CustomLogger):
             view = tr.view_of(native, "acompletion", model=str(params.get("model") or ""))
             if view is not None:
                 views.append(view)
-        s = settings()
-
-        def worst(v: tr.View) -> float:
-            price = gate.lookup_price(s, v.request.model, v.request.provider)
-            return gate.estimate_request(v.request, price, s.expected_output_tokens).usd
-
-        view = max(views, key=worst)
+        estimate = gate.estimator(settings())
+        view = max(views, key=lambda v: estimate(v.request)[0].usd)
         with self._scope(request_kwargs):
             call = await gate.apreflight(view.request)
         pending = _Pending(call, view)
