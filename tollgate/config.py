@@ -55,6 +55,22 @@ def _defaults() -> Settings:
 
 _settings: Settings | None = None
 
+#: Record watchers that outlive configure() and reset(), called after the on_record hooks
+#: (the pytest plugin's per-test accounting): see :func:`watch`.
+watchers: list[Callable[[CallRecord], object]] = []
+
+
+def watch(hook: Callable[[CallRecord], object]) -> Callable[[], None]:
+    """Call ``hook`` with every CallRecord from now on, whatever is configured later; returns
+    the function that stops it. For tools (the pytest plugin), not for sinks: use on_record."""
+    watchers.append(hook)
+
+    def unwatch() -> None:
+        if hook in watchers:
+            watchers.remove(hook)
+
+    return unwatch
+
 
 def settings() -> Settings:
     """The settings in force (created with defaults on first use, not at import)."""

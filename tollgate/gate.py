@@ -29,7 +29,7 @@ from tollgate.budgets.enforce import Check, checks_for, resolve
 from tollgate.budgets.rates import RateCheck, rate_checks
 from tollgate.budgets.scope import active_budgets
 from tollgate.budgets.standing import StandingLimits
-from tollgate.config import Settings, settings
+from tollgate.config import Settings, settings, watchers
 from tollgate.errors import (
     BudgetExceeded,
     RateLimited,
@@ -482,7 +482,7 @@ def _apply(call: Call, request: LLMRequest, estimate: Estimate, notes: tuple[Map
 
 def _block(call: Call, check: Check, state: CounterState, notes: tuple[Mapping[str, Any], ...]) -> NoReturn:
     call.deciding = (check, state)
-    exc = refusal(call, "; ".join(f"tried {n['action']}" for n in notes) if notes else "")
+    exc = refusal(call, "; ".join(n.get("reason") or f"tried {n['action']}" for n in notes))
     call.decision.notes = (*notes, {"action": "block", "budget": check.spec.name})
     settle(call, Usage(), status="blocked", error=describe_error(exc))
     raise exc
@@ -665,11 +665,12 @@ def _publish(call: Call, record: CallRecord) -> None:
         telemetry.end_span(call.span, record, call)
     except Exception:
         log.exception("tollgate could not end the span of call %s", call.id)
-    for hook in call.settings.on_record:
-        try:
-            hook(record)
-        except Exception:
-            log.exception("tollgate on_record hook %r failed", hook)
+    for hooks in (call.settings.on_record, watchers):
+        for hook in hooks:
+            try:
+                hook(record)
+            except Exception:
+                log.exception("tollgate on_record hook %r failed", hook)
 
 
 def _actual(unit: str, record: CallRecord) -> float:

@@ -98,6 +98,10 @@ class LLMRequest:
     prompt: Sequence[Any] = ()
     server_address: str | None = None
     server_port: int | None = None
+    #: Budget actions this request cannot take, because its door cannot apply them (an image
+    #: has no output cap to clamp; a metered function without a ``model`` argument cannot be
+    #: downgraded). A budget asking for one of them skips it, and the record says why.
+    fixed: frozenset[str] = frozenset()
 
 
 @dataclass(frozen=True, slots=True)

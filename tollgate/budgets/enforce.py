@@ -148,6 +148,10 @@ def resolve(
     for action in PREFLIGHT_ORDER:
         if action not in wanted:
             continue
+        if action in request.fixed:
+            reason = f"{action} does not apply to {request.provider} {request.operation} ({request.model})"
+            notes.append({"action": "skip", "skipped": action, "reason": reason})
+            continue
         if action == "downgrade":
             seen = {current.model}
             while current.model in downgrades and downgrades[current.model] not in seen:

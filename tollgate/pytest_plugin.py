@@ -1,0 +1,1 @@
+"""tollgate's pytest plugin (placeholder while it is being written)."""
