@@ -19,6 +19,7 @@ def test_defaults() -> None:
         ({"on_unpriced": "loud"}, "on_unpriced='loud' is not one of"),
         ({"capture_content": "yes"}, "capture_content='yes' must be True or False"),
         ({"on_record": 42}, "on_record=42 is not callable"),
+        ({"on_record": [print, 42]}, "nor a list of callables"),
         ({"ledger": "postgres://db"}, "unknown ledger URI 'postgres://db'"),
         ({"ledger": 3}, "ledger=3 is neither a ledger URI nor a Ledger"),
         ({"prices": {"my-model": {"inptu": 1e-6}}}, "inptu"),

@@ -18,6 +18,7 @@ MINE = (
     "tenant_budgets.py",
     "otel_export.py",
     "test_cost_assertion.py",
+    "any_function.py",
 )
 
 
@@ -38,6 +39,15 @@ def test_openai_instrument() -> None:
     assert total[1] == "3"
     assert re.search(r"^acme\s+search\s+2\s", out, re.M) and re.search(r"^globex\s+support\s+1\s", out, re.M)
     assert "costs at most $0.0050" in out
+
+
+def test_any_function() -> None:
+    out = run(str(EXAMPLES / "any_function.py"))
+    assert out.startswith("house: Budgets keep agents honest.")
+    assert "downgraded: answered by house-model-lite" in out and "stream: Paris is the capital." in out
+    assert re.search(r"^globex\s+batch\s+3\s+3,600\s+900\s+\$0\.001080\s", out, re.M)
+    assert re.search(r"^acme\s+house\s+3\s", out, re.M)
+    assert "bill globex: $0.001080" in out
 
 
 def test_anthropic_instrument() -> None:

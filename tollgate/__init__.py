@@ -29,6 +29,8 @@ from tollgate.errors import (
 from tollgate.gate import estimate_request, lookup_price
 from tollgate.instrument import instrument, uninstrument
 from tollgate.ledger import Report, build_report, parse_time
+from tollgate.manual import record
+from tollgate.metered import metered
 from tollgate.request import CallRecord, Estimate, LLMRequest, Usage
 from tollgate.tags import current_tags, propagate, track
 
@@ -52,7 +54,9 @@ __all__ = [
     "estimate",
     "instrument",
     "limit",
+    "metered",
     "propagate",
+    "record",
     "remove_limit",
     "report",
     "reset",

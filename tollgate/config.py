@@ -87,7 +87,7 @@ def configure(
     on_unpriced: OnUnpriced = _UNSET,
     prices: Mapping[str, Mapping[str, float]] | None = _UNSET,
     capture_content: bool = _UNSET,
-    on_record: Callable[[CallRecord], object] | None = _UNSET,
+    on_record: Callable[[CallRecord], object] | Sequence[Callable[[CallRecord], object]] | None = _UNSET,
     on_store_error: OnStoreError = _UNSET,
     expected_output_tokens: int | None = _UNSET,
     metric_tags: Sequence[str] = _UNSET,
@@ -113,7 +113,11 @@ def configure(
     - ``metric_tags``: the tag names (``track(tenant=...)``) that metrics carry as
       ``tollgate.tag.<name>`` attributes; none by default, as every value makes a new series.
       Spans carry every tag.
-    - ``on_record``: called with every :class:`~tollgate.CallRecord` after it is written.
+    - ``on_record``: a callable (or a list of them) called with every
+      :class:`~tollgate.CallRecord` after it is written to the ledger and its span ended, in
+      the thread that settled the call. A hook that raises is logged and cannot fail the
+      call; a hook must be quick (it runs before the call returns): hand slow work to a
+      queue, as :class:`~tollgate.HttpSink` does (``on_record=HttpSink(url, headers)``).
 
     >>> import tollgate
     >>> tollgate.configure(on_unpriced="ignore").on_unpriced
@@ -142,9 +146,10 @@ def configure(
             raise ValueError(f"metric_tags={metric_tags!r}: a sequence of tag names (identifiers)")
         changes["metric_tags"] = tuple(metric_tags)
     if on_record is not _UNSET:
-        if on_record is not None and not callable(on_record):
-            raise ValueError(f"on_record={on_record!r} is not callable")
-        changes["on_record"] = () if on_record is None else (on_record,)
+        hooks = () if on_record is None else (on_record,) if callable(on_record) else on_record
+        if not isinstance(hooks, (list, tuple)) or not all(callable(h) for h in hooks):
+            raise ValueError(f"on_record={on_record!r} is not callable (nor a list of callables)")
+        changes["on_record"] = tuple(hooks)
     if expected_output_tokens is not _UNSET:
         bad = isinstance(expected_output_tokens, bool) or not isinstance(expected_output_tokens, int)
         if expected_output_tokens is not None and (bad or expected_output_tokens < 1):

@@ -99,6 +99,11 @@ class Call:
     #: finish reason per choice, and the completions as OpenAI chat-shaped assistant messages.
     finish_reasons: Sequence[str] = ()
     output_messages: Sequence[Mapping[str, Any]] = ()
+    #: Nothing was known to estimate before the call (a metered function without a model): every
+    #: budget is checked after it, like an ``on_exceed="raise"`` budget.
+    post_flight: bool = False
+    #: When the call ended, if not when it was settled (a usage record for an earlier call).
+    ended_at: float | None = None
 
 
 #: The call an outer door (a LangChain guard, an agent middleware) is sending right now, in this
@@ -187,7 +192,7 @@ def _begin(request: LLMRequest) -> Call:
     """Estimate and price ``request``: everything pre-flight does before asking the store."""
     call = _new_call(request)
     s = call.settings
-    if call.price is None and s.on_unpriced == "raise":
+    if call.price is None and s.on_unpriced == "raise" and request.model:
         exc = UnpricedModelError(request.model, request.provider)
         release(call, exc)
         raise exc
@@ -533,6 +538,42 @@ def probe(request: LLMRequest) -> None:
         log.exception("tollgate could not end a probe's span")
 
 
+def account(
+    request: LLMRequest,
+    usage: Usage,
+    *,
+    tags: Mapping[str, str],
+    started_at: float | None = None,
+    ended_at: float | None = None,
+    **outcome: Any,
+) -> CallRecord | None:
+    """Record usage that happened elsewhere (:func:`tollgate.record`): it is charged to every
+    budget and standing limit that applies, refused by none (the tokens are spent already),
+    and written to the ledger, the span and the hooks like any call. ``outcome``: settle's
+    keyword arguments (``usd``, ``response_model``, ``status``...)."""
+    call = _new_call(request, ({"action": "record"},), tags)
+    if started_at is not None:
+        call.started_at = started_at
+    call.ended_at = ended_at
+    store = call.settings.store
+    try:
+        frames = active_budgets()
+        standing = _standing.frames(store, call.tags)
+        if frames or standing:
+            checks = checks_for((*standing, *frames), call.tags)
+            # No limit on the charges: a record is counted, never refused.
+            charges = [Charge(c.key, c.frame.spec.window, None, 0.0) for c in checks]
+            reservation = store.reserve(charges, store_clock())
+            call.checks, call.holds, call.states = checks, reservation.holds, reservation.states
+            for check, hold in zip(checks, reservation.holds, strict=True):
+                if not check.spec.windowed:
+                    check.frame.touched.add(hold.slot)
+    except StoreUnavailable as exc:  # still recorded: the ledger keeps what the budgets missed
+        log.warning("tollgate could not charge a usage record to the budgets: %s", exc)
+        call.decision.notes = (*call.decision.notes, {"store": "unavailable", "error": str(exc)})
+    return settle(call, usage, **outcome)
+
+
 def lookup_price(s: Settings, model: str, provider: str | None) -> ModelPrice | None:
     """The price ``model`` is billed at, or None when unpriced.
 
@@ -634,7 +675,7 @@ def _record(
         return CallRecord(
             id=call.id,
             started_at=call.started_at,
-            ended_at=time.time(),
+            ended_at=call.ended_at or time.time(),
             provider=call.request.provider,
             operation=call.request.operation,
             request_model=call.request.model,
@@ -686,7 +727,7 @@ def _settle_amounts(call: Call, record: CallRecord) -> list[float]:
     for check, state, actual in zip(call.checks, call.states, actuals, strict=True):
         if (
             isinstance(check, Check)
-            and check.post_flight
+            and (check.post_flight or call.post_flight)
             and state.spent + state.reserved + actual > check.limit
         ):
             call.overrun = BudgetExceeded(
