@@ -553,3 +553,36 @@ async def test_async_block_refuses_before_the_function_runs() -> None:
         with pytest.raises(tollgate.BudgetExceeded):
             await f("hello")
     assert ran == [] and only_record().status == "blocked"
+
+
+def test_extract_usage_on_stream_chunks_last_usage_wins() -> None:
+    def usage(chunk: dict[str, Any]) -> Any:
+        return ("house-model-v2", chunk["in"], chunk["out"]) if "in" in chunk else None
+
+    tollgate.configure(prices={"house-model-v2": {"input": 1e-6, "output": 2e-6}})
+
+    @tollgate.metered(model="house-model-v2", extract_usage=usage)
+    def stream(prompt: str) -> Iterator[dict[str, Any]]:
+        yield {"text": "Hel"}
+        yield {"text": "lo", "in": 40, "out": 1}  # a running count
+        yield {"text": "!", "in": 40, "out": 3}  # the final one
+
+    assert [c["text"] for c in stream("hi")] == ["Hel", "lo", "!"]
+    record = only_record()
+    assert (record.usage.input_tokens, record.usage.output_tokens, record.estimated) == (40, 3, False)
+    assert record.usd == pytest.approx(40e-6 + 6e-6)
+
+
+def test_methods_can_be_metered() -> None:
+    class Gateway:
+        def __init__(self) -> None:
+            self.calls = 0
+
+        @tollgate.metered(extract_usage=lambda r: ("gpt-4o-mini", r[0], r[1]))
+        def ask(self, prompt: str, model: str = "gpt-4o-mini") -> tuple[int, int]:
+            self.calls += 1
+            return (100, 10)
+
+    g = Gateway()
+    assert g.ask("hello") == (100, 10) and g.calls == 1
+    assert only_record().request_model == "gpt-4o-mini" and only_record().usd > 0
