@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Collection, Mapping, Sequence
 from datetime import datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from tollgate.budgets.rates import limit
 from tollgate.budgets.scope import budget
@@ -34,12 +34,16 @@ from tollgate.metered import metered
 from tollgate.request import CallRecord, Estimate, LLMRequest, Usage
 from tollgate.tags import current_tags, propagate, track
 
+if TYPE_CHECKING:
+    from tollgate.ledger.http import HttpSink
+
 __version__ = "0.1.0"
 
 __all__ = [
     "BudgetExceeded",
     "CallRecord",
     "Estimate",
+    "HttpSink",
     "LLMRequest",
     "RateLimited",
     "Report",
@@ -114,3 +118,12 @@ def report(
     """
     records = settings().ledger.records(parse_time(since), parse_time(until))
     return build_report(records, group_by=group_by, where=where)
+
+
+def __getattr__(name: str) -> Any:
+    # HttpSink is imported when first used: it brings urllib.request (~25 ms) with it.
+    if name == "HttpSink":
+        from tollgate.ledger.http import HttpSink
+
+        return HttpSink
+    raise AttributeError(f"module 'tollgate' has no attribute {name!r}")

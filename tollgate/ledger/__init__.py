@@ -1,11 +1,14 @@
 """The ledger: where every call's :class:`~tollgate.request.CallRecord` goes, and what reports read.
 
 Pick a backend by URI with :func:`open_ledger`: ``"memory://"`` (a bounded in-process ring
-buffer, the default) or ``"sqlite:///path.db"`` (a file shared by the processes of one machine).
+buffer, the default), ``"sqlite:///path.db"`` (a file shared by the processes of one machine) or
+``"https://host/path"`` (an :class:`HttpSink` POSTing batches to that endpoint, with headers from
+``$TOLLGATE_SINK_HEADERS``).
 """
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qsl
 
 from tollgate.ledger.base import Ledger
@@ -13,7 +16,11 @@ from tollgate.ledger.memory import MemoryLedger
 from tollgate.ledger.report import Report, ReportRow, build_report, parse_time
 from tollgate.ledger.sqlite import SQLiteLedger
 
+if TYPE_CHECKING:
+    from tollgate.ledger.http import HttpSink
+
 __all__ = [
+    "HttpSink",
     "Ledger",
     "MemoryLedger",
     "Report",
@@ -24,7 +31,10 @@ __all__ = [
     "parse_time",
 ]
 
-_SCHEMES = "'memory://' (optionally '?maxlen=N') or 'sqlite:///path.db' ('sqlite:////abs/path.db')"
+_SCHEMES = (
+    "'memory://' (optionally '?maxlen=N'), 'sqlite:///path.db' ('sqlite:////abs/path.db') "
+    "or an 'https://' / 'http://' endpoint URL"
+)
 
 
 def open_ledger(uri: str) -> Ledger:
@@ -32,14 +42,17 @@ def open_ledger(uri: str) -> Ledger:
 
     ``memory://`` (``memory://?maxlen=N`` to bound it differently); ``sqlite:///rel/path.db``
     for a path relative to the working directory, ``sqlite:////abs/path.db`` for an absolute
-    one, ``sqlite:///:memory:`` for a private in-memory database.
+    one, ``sqlite:///:memory:`` for a private in-memory database; ``https://host/path`` (or
+    ``http://``) for an :class:`HttpSink` sending to that exact URL, with the headers in the
+    ``TOLLGATE_SINK_HEADERS`` environment variable (a JSON object, e.g.
+    ``{"Authorization": "Bearer <token>"}``).
 
     >>> open_ledger("memory://?maxlen=10").maxlen
     10
-    >>> open_ledger("ftp://x")
+    >>> open_ledger("ftp://x")  # doctest: +ELLIPSIS
     Traceback (most recent call last):
     ...
-    ValueError: unknown ledger URI 'ftp://x': use 'memory://' (optionally '?maxlen=N') or 'sqlite:///path.db' ('sqlite:////abs/path.db')
+    ValueError: unknown ledger URI 'ftp://x': use 'memory://' ... or an 'https://' / 'http://' endpoint URL
     """
     if not isinstance(uri, str):
         raise ValueError(f"ledger URI must be a string like {_SCHEMES}, got {uri!r}")
@@ -58,4 +71,17 @@ def open_ledger(uri: str) -> Ledger:
         return MemoryLedger(maxlen=maxlen)
     if uri.startswith("sqlite:///") and len(uri) > len("sqlite:///"):
         return SQLiteLedger(uri[len("sqlite:///") :])
+    if uri.startswith(("https://", "http://")):
+        from tollgate.ledger.http import HttpSink
+
+        return HttpSink.from_env(uri)
     raise ValueError(f"unknown ledger URI {uri!r}: use {_SCHEMES}")
+
+
+def __getattr__(name: str) -> Any:
+    # HttpSink is imported when first used: urllib.request costs ~25 ms at import.
+    if name == "HttpSink":
+        from tollgate.ledger.http import HttpSink
+
+        return HttpSink
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
