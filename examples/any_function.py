@@ -30,7 +30,7 @@ class HouseReply:
 
 
 def house_gateway(model: str, prompt: str, max_tokens: int) -> HouseReply:
-    words = "Budgets keep agents honest.".split()
+    words = ["Budgets", "keep", "agents", "honest."]
     return HouseReply(model, " ".join(words), tokens_in=len(prompt) // 4 + 7, tokens_out=min(max_tokens, 6))
 
 

@@ -48,6 +48,9 @@ FIELDS = {
     "output_per_character": "output_cost_per_character",
     "input_per_image": "input_cost_per_image",
     "output_per_image": "output_cost_per_image",
+    "image_input": "input_cost_per_image_token",
+    "image_output": "output_cost_per_image_token",
+    "image_cache_read": "cache_read_input_image_token_cost",
 }
 #: The rates a prompt-size tier replaces (litellm bills audio at its flat rate at any size).
 TIER_FIELDS = ("input", "output", "cache_read", "cache_write", "cache_write_1h", "reasoning")

@@ -12,9 +12,9 @@ from typing import Any
 import pytest
 
 import tollgate
+from tests.conftest import Sent
 from tollgate.pricing import default_table
 from tollgate.pricing.tokens import count_text
-from tests.conftest import Sent
 
 openai = pytest.importorskip("openai")
 httpx = pytest.importorskip("httpx")
@@ -86,7 +86,9 @@ def test_openai_sdk_response_is_recognised_and_priced(raw, replay) -> None:  # t
 def test_raw_httpx_json_without_a_model_learns_it_from_the_response(replay) -> None:  # type: ignore[no-untyped-def]
     @tollgate.metered
     def post(body: dict[str, Any]) -> dict[str, Any]:
-        r = httpx.post("https://api.openai.com/v1/chat/completions", json=body, headers={"authorization": "x"})
+        r = httpx.post(
+            "https://api.openai.com/v1/chat/completions", json=body, headers={"authorization": "x"}
+        )
         return r.json()  # type: ignore[no-any-return]
 
     with replay("openai/chat_basic.yaml"):
@@ -175,7 +177,9 @@ def test_extract_usage_tuple_for_a_house_sdk_priced_by_configured_prices() -> No
 def test_extract_usage_may_return_a_usage() -> None:
     @tollgate.metered(
         model="gpt-4o",
-        extract_usage=lambda r: tollgate.Usage(input_tokens=r["i"], output_tokens=r["o"], cache_read_tokens=r["c"]),
+        extract_usage=lambda r: tollgate.Usage(
+            input_tokens=r["i"], output_tokens=r["o"], cache_read_tokens=r["c"]
+        ),
     )
     def f() -> dict[str, int]:
         return {"i": 2000, "o": 100, "c": 1024}
@@ -196,6 +200,7 @@ def test_broken_extract_usage_never_breaks_the_call(caplog: pytest.LogCaptureFix
         assert f("capital of France?") == "Paris is the capital of France."
         f("again")
     first, second = records()
+    assert second.estimated
     assert first.estimated and first.status == "ok"
     assert first.usage.output_tokens == count_text("Paris is the capital of France.", "gpt-4o-mini", "openai")
     assert first.usage.input_tokens > 0  # the prompt argument was counted pre-flight
@@ -349,7 +354,10 @@ def test_truncate_drops_old_turns_from_the_messages_argument() -> None:
     got: list[list[dict[str, str]]] = []
     history = [{"role": "system", "content": "Be brief."}]
     for i in range(40):
-        history += [{"role": "user", "content": f"question {i} " * 50}, {"role": "assistant", "content": "ok " * 50}]
+        history += [
+            {"role": "user", "content": f"question {i} " * 50},
+            {"role": "assistant", "content": "ok " * 50},
+        ]
     history.append({"role": "user", "content": "And now?"})
 
     @tollgate.metered(model="gpt-4o")
@@ -401,7 +409,10 @@ def test_function_returning_an_sdk_stream(raw, replay) -> None:  # type: ignore[
         returned = stream(COUNT)
         assert records() == []  # settled when the stream ends, not when it is returned
         chunks = list(returned)
-    assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices) == "One, two, three, four, five."
+    assert (
+        "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+        == "One, two, three, four, five."
+    )
     record = only_record()
     assert record.stream and record.status == "ok" and not record.estimated
     assert (record.usage.input_tokens, record.usage.output_tokens) == (20, 10)
@@ -549,9 +560,8 @@ async def test_async_block_refuses_before_the_function_runs() -> None:
         ran.append(1)
         return "x"
 
-    with tollgate.budget(usd=1e-6, on_exceed="block"):
-        with pytest.raises(tollgate.BudgetExceeded):
-            await f("hello")
+    with tollgate.budget(usd=1e-6, on_exceed="block"), pytest.raises(tollgate.BudgetExceeded):
+        await f("hello")
     assert ran == [] and only_record().status == "blocked"
 
 

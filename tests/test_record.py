@@ -27,7 +27,12 @@ def test_record_is_priced_tagged_and_reported() -> None:
         )
     assert rec.usd == pytest.approx(1200 * i + 300 * o)
     assert dict(rec.tags) == {"tenant": "acme", "feature": "batch"}
-    assert (rec.status, rec.estimated, rec.operation, rec.decisions) == ("ok", False, "chat", ({"action": "record"},))
+    assert (rec.status, rec.estimated, rec.operation, rec.decisions) == (
+        "ok",
+        False,
+        "chat",
+        ({"action": "record"},),
+    )
     (row,) = tollgate.report(group_by=["tenant", "feature"])
     assert row["tags"] == {"tenant": "acme", "feature": "batch"}
     assert (row["calls"], row["input_tokens"], row["output_tokens"]) == (1, 1200, 300)
@@ -70,8 +75,12 @@ def test_record_counts_against_the_enclosing_budget_and_is_never_refused() -> No
 def test_record_counts_against_a_tenants_windowed_budget_and_standing_limit() -> None:
     client = offline_client()
     tollgate.set_limit(usd=0.05, per="month", on_exceed="block", tenant="acme")
-    tollgate.record(provider="openai", model="gpt-4o", input_tokens=10_000, output_tokens=2_000, tenant="acme")
-    tollgate.record(provider="openai", model="gpt-4o", input_tokens=10_000, output_tokens=2_000, tenant="beta")
+    tollgate.record(
+        provider="openai", model="gpt-4o", input_tokens=10_000, output_tokens=2_000, tenant="acme"
+    )
+    tollgate.record(
+        provider="openai", model="gpt-4o", input_tokens=10_000, output_tokens=2_000, tenant="beta"
+    )
     with tollgate.track(tenant="acme"), pytest.raises(tollgate.BudgetExceeded):
         client.chat.completions.create(model="gpt-4o", messages=MESSAGES, max_tokens=2_000)
     with tollgate.track(tenant="beta"):  # another tenant's record does not count against acme
@@ -102,7 +111,12 @@ def test_record_works_with_the_sqlite_store_across_processes_view(tmp_path) -> N
 def test_record_dates_the_call_for_reports() -> None:
     yesterday = datetime.now(UTC) - timedelta(days=1)
     tollgate.record(
-        provider="openai", model="gpt-4o", input_tokens=100, output_tokens=10, started_at=yesterday, job="nightly"
+        provider="openai",
+        model="gpt-4o",
+        input_tokens=100,
+        output_tokens=10,
+        started_at=yesterday,
+        job="nightly",
     )
     tollgate.record(provider="openai", model="gpt-4o", input_tokens=100, output_tokens=10, job="now")
     assert [r["tags"]["job"] for r in tollgate.report(group_by="job", since="1h")] == ["now"]

@@ -137,13 +137,18 @@ def estimate_request(
 
     The output is the caller's cap; without one, ``expected_output`` (see
     ``configure(expected_output_tokens=...)``), else the model's maximum output. Embeddings
-    have no output.
+    have no output. A request with ``units`` (audio, speech, images) is estimated by
+    :func:`~tollgate.pricing.cost.estimate_media`.
     """
     input_tokens = 0
     if request.messages or request.tools:
         input_tokens = count_messages(request.messages, request.model, request.provider, request.tools)
     if request.prompt:
         input_tokens += count_prompt(request.prompt, request.model, request.provider)
+    if request.units:  # audio, speech and images: billed in units beyond tokens
+        from tollgate.pricing.cost import estimate_media
+
+        return estimate_media(request, price, input_tokens, settings().prices)
     cap = request.max_output_tokens
     if request.operation == "embeddings":
         cap = 0
@@ -668,7 +673,7 @@ def _record(
     call.settled = True
     try:
         price = _price_for(call, response_model)
-        if price is None and usd is None and usage.total_tokens:
+        if price is None and usd is None and (usage.total_tokens or usage.units):
             # Warned here, not pre-flight: an Azure deployment name is unpriced until the
             # response names the model behind it.
             _warn_unpriced(call, response_model or call.request.model)

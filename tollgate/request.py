@@ -102,6 +102,15 @@ class LLMRequest:
     #: has no output cap to clamp; a metered function without a ``model`` argument cannot be
     #: downgraded). A budget asking for one of them skips it, and the record says why.
     fixed: frozenset[str] = frozenset()
+    #: Expected billable units of an audio, speech or image call, estimated by its adapter from
+    #: the request (keys as in ``Usage.units``: ``audio_seconds``, ``audio_output_seconds``,
+    #: ``characters``, ``images``, ``image_input_tokens``, ``image_output_tokens``). Pre-flight
+    #: prices them with the prompt; the image token units add to the estimate's input and
+    #: output tokens. A key ``"images@<quality>/<size>"`` (e.g. ``"images@high/1024-x-1024"``)
+    #: counts images whose list price the table files per image under
+    #: ``<quality>/<size>/<model>``: when that entry exists it prices them instead of
+    #: ``image_output_tokens``. Empty for token-only calls (chat, embeddings).
+    units: Mapping[str, float] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)

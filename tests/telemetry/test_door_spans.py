@@ -9,10 +9,10 @@ import pytest
 import tollgate
 
 pytest.importorskip("opentelemetry.sdk")
-from opentelemetry.sdk.trace import ReadableSpan  # noqa: E402
-from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter  # noqa: E402
+from opentelemetry.sdk.trace import ReadableSpan
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
-from tests.telemetry.conftest import OTel  # noqa: E402, F401
+from tests.telemetry.conftest import OTel  # noqa: F401
 
 
 def tollgate_spans(spans: InMemorySpanExporter) -> list[ReadableSpan]:
@@ -50,7 +50,9 @@ def test_model_less_metered_function_span_names_the_model_it_learned(spans: InMe
 
 
 def test_record_span(spans: InMemorySpanExporter) -> None:
-    rec = tollgate.record(provider="openai", model="gpt-4o", input_tokens=1200, output_tokens=300, feature="batch")
+    rec = tollgate.record(
+        provider="openai", model="gpt-4o", input_tokens=1200, output_tokens=300, feature="batch"
+    )
     (span,) = tollgate_spans(spans)
     a = span.attributes or {}
     assert (a["gen_ai.request.model"], a["gen_ai.usage.input_tokens"], a["gen_ai.usage.output_tokens"]) == (

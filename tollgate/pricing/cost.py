@@ -10,10 +10,10 @@ from __future__ import annotations
 
 from typing import Protocol
 
-from tollgate.pricing.table import ModelPrice, PriceTier
-from tollgate.request import Usage
+from tollgate.pricing.table import ModelPrice, PriceTable, PriceTier
+from tollgate.request import Estimate, LLMRequest, Usage
 
-__all__ = ["cost", "estimate_cost"]
+__all__ = ["cost", "estimate_cost", "estimate_media"]
 
 
 class _Rates(Protocol):
@@ -54,7 +54,8 @@ def cost(price: ModelPrice, usage: Usage, *, batch: bool = False) -> float:
     the input price when the model lists none), audio at the audio prices when listed, and
     reasoning tokens at the reasoning price when the model has a separate one. Cache writes
     counted in ``usage.units["cache_write_1h_tokens"]`` (Anthropic's one-hour cache) are billed
-    at the one-hour write price. A prompt
+    at the one-hour write price. Audio, speech and image units (image tokens, audio seconds,
+    characters, images; see :func:`_media_cost`) are billed at their own prices. A prompt
     above a tier's threshold bills the whole call at that tier's rates. ``batch=True``
     uses the batch prices, or half the standard ones where none are listed.
 
@@ -92,15 +93,69 @@ def cost(price: ModelPrice, usage: Usage, *, batch: bool = False) -> float:
         min(max(int(usage.units.get("cache_write_1h_tokens", 0)), 0), cache_write) if usage.units else 0
     )
     write_rate = _or(r.cache_write, input_rate)
+    image_in = image_cached = image_out = media = 0.0
+    if usage.units and not usage.units.keys() <= _TOKEN_UNITS:  # audio, speech, images
+        image_in, image_cached, image_out = _media_parts(
+            usage, uncached - audio_in, cache_read, output - reasoning - audio_out
+        )
+        media = _media_cost(price, usage, image_in, image_cached, image_out)
     return (
-        (uncached - audio_in) * input_rate
-        + cache_read * _or(r.cache_read, input_rate)
+        (uncached - audio_in - image_in) * input_rate
+        + (cache_read - image_cached) * _or(r.cache_read, input_rate)
         + audio_in * _or(price.audio_input, input_rate)
         + (cache_write - write_1h) * write_rate
         + write_1h * _or(price.cache_write_1h, write_rate)
-        + (output - reasoning - audio_out) * output_rate
+        + (output - reasoning - audio_out - image_out) * output_rate
         + audio_out * _or(price.audio_output, output_rate)
         + reasoning * _or(r.reasoning, output_rate)
+        + media
+    )
+
+
+#: Units that only refine token counts already billed above (no media pricing needed).
+_TOKEN_UNITS = frozenset({"cache_write_1h_tokens"})
+
+
+def _unit(usage: Usage, name: str) -> float:
+    value = usage.units.get(name, 0)
+    return value if isinstance(value, int | float) and value > 0 else 0.0
+
+
+def _media_parts(usage: Usage, text_in: int, cache_read: int, text_out: int) -> tuple[float, float, float]:
+    """Image input, image cache-read and image output tokens, each clipped to the token count
+    it is a part of (so a malformed unit can never bill more tokens than the call used)."""
+    image_cached = min(_unit(usage, "image_cache_read_tokens"), cache_read)
+    image_in = min(max(_unit(usage, "image_input_tokens") - image_cached, 0.0), text_in)
+    image_out = min(_unit(usage, "image_output_tokens"), text_out)
+    return image_in, image_cached, image_out
+
+
+def _media_cost(
+    price: ModelPrice, usage: Usage, image_in: float, image_cached: float, image_out: float
+) -> float:
+    """What ``usage.units`` adds: image tokens at the image rates, audio seconds, characters
+    and images at their listed prices.
+
+    Units: ``image_input_tokens`` / ``image_cache_read_tokens`` (parts of ``input_tokens`` and
+    of ``cache_read_tokens``), ``image_output_tokens`` (a part of ``output_tokens``), billed at
+    ``image_input`` / ``image_cache_read`` / ``image_output`` (each falling back to the text
+    rate it replaces); ``audio_seconds`` of input audio at ``input_per_second``;
+    ``audio_output_seconds`` of generated audio at ``output_per_second``; ``characters`` of
+    input text at ``input_per_character``; ``images`` generated at ``output_per_image`` (or
+    ``input_per_image``, where litellm files OpenAI's per-image prices). A unit whose price the
+    model does not list costs nothing.
+    """
+    input_rate = price.input or 0.0
+    image_in_rate = _or(price.image_input, input_rate)
+    per_image = price.output_per_image if price.output_per_image is not None else price.input_per_image
+    return (
+        image_in * image_in_rate
+        + image_cached * _or(price.image_cache_read, _or(price.cache_read, image_in_rate))
+        + image_out * _or(price.image_output, price.output or 0.0)
+        + _unit(usage, "audio_seconds") * (price.input_per_second or 0.0)
+        + _unit(usage, "audio_output_seconds") * (price.output_per_second or 0.0)
+        + _unit(usage, "characters") * (price.input_per_character or 0.0)
+        + _unit(usage, "images") * (per_image or 0.0)
     )
 
 
@@ -142,6 +197,51 @@ def estimate_cost(price: ModelPrice, input_tokens: int, output_tokens: int) -> f
     r = _rates_for(price, input_tokens)
     output_rate = max(r.output or 0.0, r.reasoning or 0.0)
     return max(input_tokens, 0) * (r.input or 0.0) + max(output_tokens, 0) * output_rate
+
+
+def estimate_media(
+    request: LLMRequest, price: ModelPrice | None, input_tokens: int, table: PriceTable
+) -> Estimate:
+    """The pre-flight estimate of an audio, speech or image call: its prompt tokens and the
+    units its adapter expects (``request.units``), priced by :func:`cost`.
+
+    Output tokens are the caller's cap, else the model's maximum output when it lists an output
+    price (a transcription's text), else none (speech and images bill their output in units).
+    ``"images@<quality>/<size>"`` units are priced at the table's per-image entry for that
+    quality and size when there is one (its image tokens are then not priced again).
+
+    >>> p = ModelPrice("whisper-1", "openai", input_per_second=0.0001)
+    >>> r = LLMRequest("openai", "transcription", "whisper-1", units={"audio_seconds": 12.5})
+    >>> round(estimate_media(r, p, 0, PriceTable([p])).usd, 10)
+    0.00125
+    """
+    units = dict(request.units)
+    cap = request.max_output_tokens
+    if cap is None:
+        cap = (price.max_output_tokens or 0) if price is not None and price.output else 0
+    listed = 0.0
+    for key in [k for k in units if k.startswith("images@")]:
+        count = units.pop(key)
+        entry = table.lookup(f"{key.removeprefix('images@')}/{request.model}", request.provider)
+        per_image = None
+        if entry is not None and price is not None:
+            per_image = _or(entry.output_per_image, entry.input_per_image or 0.0) or None
+        if per_image is not None:
+            listed += count * per_image
+            units.pop("images", None)
+    image_out = int(units.get("image_output_tokens", 0))
+    usage = Usage(
+        input_tokens=input_tokens + int(units.get("image_input_tokens", 0)),
+        output_tokens=cap * max(1, request.n) + image_out,
+        units=units,
+    )
+    if price is None:
+        return Estimate(usage.input_tokens, usage.output_tokens, 0.0, priced=False)
+    if listed:  # the per-image price covers the images' output tokens
+        units.pop("image_output_tokens", None)
+        priced = Usage(usage.input_tokens, usage.output_tokens - image_out, units=units)
+        return Estimate(usage.input_tokens, usage.output_tokens, cost(price, priced) + listed)
+    return Estimate(usage.input_tokens, usage.output_tokens, cost(price, usage))
 
 
 def _or(value: float | None, default: float) -> float:

@@ -52,9 +52,11 @@ class ModelPrice:
     Per-token prices: ``input``, ``output``, ``cache_read`` (a prompt-cache hit),
     ``cache_write`` (writing the prompt cache; ``cache_write_1h`` for Anthropic's one-hour
     cache), ``reasoning`` (only when thinking tokens have their own price), ``audio_input``,
-    ``audio_output`` and the ``batch_*`` prices of batch APIs. ``tiers`` hold higher rates
-    for long prompts, lowest threshold first. The ``*_per_second``, ``*_per_character`` and
-    ``*_per_image`` prices are for audio and image endpoints.
+    ``audio_output``, ``image_input``, ``image_output`` and ``image_cache_read`` (image tokens
+    of image models such as gpt-image-1, billed apart from their text tokens) and the
+    ``batch_*`` prices of batch APIs. ``tiers`` hold higher rates for long prompts, lowest
+    threshold first. The ``*_per_second``, ``*_per_character`` and ``*_per_image`` prices are
+    for audio and image endpoints.
 
     >>> p = ModelPrice("my-model", "openai", input=1e-06, output=4e-06, max_output_tokens=8192)
     >>> p.input * 1000 + p.output * 500
@@ -86,6 +88,9 @@ class ModelPrice:
     output_per_character: float | None = None
     input_per_image: float | None = None
     output_per_image: float | None = None
+    image_input: float | None = None
+    image_output: float | None = None
+    image_cache_read: float | None = None
 
 
 _PRICE_OVERRIDES = ("input", "output", "cache_read", "cache_write", "reasoning")
@@ -332,6 +337,8 @@ def has_price(p: ModelPrice) -> bool:
         p.output_per_character,
         p.input_per_image,
         p.output_per_image,
+        p.image_input,
+        p.image_output,
     )
     return bool(p.tiers) or any(v is not None for v in prices)
 

@@ -162,6 +162,11 @@ class Surface(abc.ABC):
         """The generated text of a response, put on the span when content capture is on."""
         return None
 
+    def outcome(self, call: gate.Call, response: Any) -> tuple[Usage, dict[str, Any]]:
+        """Usage and settle arguments for a (non-streamed) response: :func:`outcome` by
+        default; a surface billed in more than tokens (audio, images) overrides it."""
+        return outcome(call, self, response)
+
     def accountant(self, injected: bool) -> StreamAccountant:
         """A fresh accountant for one stream of this surface."""
         raise TypeError(f"{type(self).__name__} does not stream")
@@ -218,13 +223,13 @@ def outcome(
 
 
 def settle_response(call: gate.Call, surface: Surface, response: Any) -> None:
-    usage, extra = outcome(call, surface, response)
+    usage, extra = surface.outcome(call, response)
     gate.settle(call, usage, **extra)
     gate.raise_if_overrun(call)
 
 
 async def asettle_response(call: gate.Call, surface: Surface, response: Any) -> None:
-    usage, extra = outcome(call, surface, response)
+    usage, extra = surface.outcome(call, response)
     await gate.asettle(call, usage, **extra)
     gate.raise_if_overrun(call)
 
@@ -473,7 +478,7 @@ class ResponseProxy:
                 body = json.loads(body)
             except ValueError:
                 body = None
-        usage, extra = outcome(self._tg_call, self._tg_surface, body)
+        usage, extra = self._tg_surface.outcome(self._tg_call, body)
         gate.settle(self._tg_call, usage, **extra)
 
     def _tg_observe_line(self, line: str) -> bool:

@@ -6,6 +6,7 @@ Translation only, one :class:`~tollgate.providers.base.Surface` per API shape:
 - ``responses.create`` / ``.parse`` (and ``.stream``);
 - ``completions.create`` (legacy text completions);
 - ``embeddings.create``;
+- the audio and image endpoints (:mod:`tollgate.providers.openai_media`);
 
 each also under ``with_raw_response`` and ``with_streaming_response``. Budget logic lives in
 the gate, never here.
@@ -38,6 +39,7 @@ from tollgate.providers.base import (
     routes_for,
     server_of,
 )
+from tollgate.providers.openai_media import media_routes
 from tollgate.request import LLMRequest, Usage
 
 # Hosts of OpenAI-compatible APIs -> provider name as the price table knows it.
@@ -516,4 +518,8 @@ def routes(client: Any) -> dict[tuple[str, ...], Any]:
         ("embeddings", "create"): EmbeddingsSurface(provider, server),
     }
     raw = [p for p in surfaces if p[-1] in ("create", "parse")]
-    return routes_for(surfaces, is_async=isinstance(client, openai.AsyncOpenAI), raw=raw)
+    is_async = isinstance(client, openai.AsyncOpenAI)
+    return {
+        **routes_for(surfaces, is_async=is_async, raw=raw),
+        **media_routes(provider, server, is_async=is_async),
+    }
