@@ -502,35 +502,22 @@ def recognise(value: Any) -> tuple[Found, str | None]:
         return Found(None), None
     try:
         usage = field(value, "usage")
-        kind = field(value, "type")
+        parse: Callable[[Any], Usage | None] | None = None
         if usage is not None and field(usage, "prompt_tokens") is not None:  # chat, completions, embeddings
+            parse, text, provider = openai.usage_from, _choices_text(value), "openai"
+        elif field(value, "type") == "message":
+            parse, text, provider = anthropic.usage_from, _blocks_text(field(value, "content")), "anthropic"
+        elif field(value, "object") == "response":
+            parse, text, provider = openai.responses_usage, _output_text(value), "openai"
+        elif (
+            usage is not None and field(usage, "input_tokens") is not None
+        ):  # shaped like them: whose, unknown
+            text = _blocks_text(field(value, "content")) or _output_text(value)
+            parse, provider = openai.responses_usage, None
+        if parse is not None:
             return Found(
-                openai.usage_from(usage),
-                _str(field(value, "model")),
-                _str(field(value, "id")),
-                text=_choices_text(value),
-            ), "openai"
-        if kind == "message":
-            return Found(
-                anthropic.usage_from(usage),
-                _str(field(value, "model")),
-                _str(field(value, "id")),
-                text=_blocks_text(field(value, "content")),
-            ), "anthropic"
-        if field(value, "object") == "response":
-            return Found(
-                openai.responses_usage(usage),
-                _str(field(value, "model")),
-                _str(field(value, "id")),
-                text=_output_text(value),
-            ), "openai"
-        if usage is not None and field(usage, "input_tokens") is not None:  # shaped like them: whose, unknown
-            return Found(
-                openai.responses_usage(usage),
-                _str(field(value, "model")),
-                _str(field(value, "id")),
-                text=_blocks_text(field(value, "content")) or _output_text(value),
-            ), None
+                parse(usage), _str(field(value, "model")), _str(field(value, "id")), text=text
+            ), provider
         if any(field(value, name) is not None for name in ("usage_metadata", "usageMetadata", "candidates")):
             found = gemini.response_found(value)
             found.text = gemini.response_text(value) or None
