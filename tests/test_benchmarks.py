@@ -145,6 +145,19 @@ def test_import_time(run_quick: Callable[[str], Run]) -> None:
     assert result["importtime_top"] and result["importtime_top"][0]["module"] == "tollgate"
 
 
+def test_doors(run_quick: Callable[[str], Run]) -> None:
+    result = ok(run_quick("doors.py"), "over baseline")
+    doors = [row["door"] for row in result["rows"]]
+    assert doors[0] == "plain function (baseline)" and len(doors) == 9, doors
+    assert all(row["us_per_call"] > 0 for row in result["rows"])
+    sink = result["sink"]
+    assert (
+        sink["delivered"] == sink["records"]
+        and sink["records_per_second"] > 0
+        and sink["bytes_per_record"] > 0
+    )
+
+
 def test_stores(run_quick: Callable[[str], Run]) -> None:
     result = ok(run_quick("stores.py"), "round trips")
     stores = [row["store"] for row in result["rows"]]
@@ -199,6 +212,7 @@ def test_overhead_and_overspend(run_quick: Callable[[str], Run], script: str) ->
 
 
 SCRIPTS_TESTED = {
+    "doors.py",
     "scale.py",
     "memory.py",
     "import_time.py",

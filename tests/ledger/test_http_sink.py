@@ -194,6 +194,19 @@ def test_a_partial_batch_goes_after_flush_interval(
     assert server.ids() == ["c0", "c1", "c2"]
 
 
+def test_a_record_that_cannot_be_made_json_is_dropped_and_counted_by_the_sender(
+    server: Server, make_sink: Callable[..., HttpSink]
+) -> None:
+    sink = make_sink(server.url, batch_size=10)
+    broken = rec("broken", usage=None)  # to_dict() fails on it: made JSON in the sender, not in write()
+    for r in (rec("c0"), broken, rec("c1")):
+        sink.write(r)  # never raises
+    sink.flush()
+    assert server.ids() == ["c0", "c1"]
+    stats = sink.stats()
+    assert (stats["sent"], stats["dropped_invalid"], stats["dropped"]) == (2, 1, 1)
+
+
 # -- retries ----------------------------------------------------------------------------------
 
 

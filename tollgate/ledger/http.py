@@ -154,7 +154,7 @@ class HttpSink(Ledger):
 
     def _init_state(self, *, closed: bool = False) -> None:
         self._cond = threading.Condition(threading.Lock())
-        self._queue: deque[tuple[float, dict[str, Any]]] = deque()
+        self._queue: deque[tuple[float, CallRecord]] = deque()
         self._closed = self._stopping = closed
         self._abort = threading.Event()
         self._flushers = 0
@@ -172,15 +172,9 @@ class HttpSink(Ledger):
 
     def write(self, record: CallRecord) -> None:
         """Queue ``record`` for sending (and keep it locally). Never blocks on I/O, never raises."""
-        try:
-            if self._local is not None:
-                self._local.write(record)
-            item = (time.monotonic(), record.to_dict())
-        except Exception as exc:
-            self._lose(
-                "dropped_invalid", 1, f"a record could not be converted to a dict ({type(exc).__name__})"
-            )
-            return
+        if self._local is not None:
+            self._local.write(record)
+        item = (time.monotonic(), record)  # made JSON by the sender thread, off the call's path
         with self._cond:
             if self._closed:
                 cause = "dropped_closed"
@@ -349,7 +343,7 @@ class HttpSink(Ledger):
             except Exception:  # the sender must survive anything
                 logger.exception("tollgate HttpSink %s: unexpected error in the sender", _safe_url(self.url))
 
-    def _next_batch(self) -> list[dict[str, Any]] | None:
+    def _next_batch(self) -> list[CallRecord] | None:
         """The next batch to send, once one is due; None when the sink is stopping."""
         with self._cond:
             while True:
@@ -365,7 +359,16 @@ class HttpSink(Ledger):
                 else:
                     self._cond.wait(max(self.flush_interval, 1.0))
 
-    def _send(self, records: list[dict[str, Any]]) -> None:
+    def _send(self, batch: list[CallRecord]) -> None:
+        records = []
+        for record in batch:
+            try:
+                records.append(record.to_dict())
+            except Exception as exc:
+                reason = f"a record could not be converted to a dict ({type(exc).__name__})"
+                self._lose("dropped_invalid", 1, reason)
+        if not records:
+            return
         batch_id = uuid.uuid4().hex
         body = self._encode(records, batch_id)
         if body is None:
