@@ -21,6 +21,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from types import MappingProxyType
 from typing import Any, Literal
 
 Status = Literal["ok", "error", "blocked", "abandoned"]
@@ -72,6 +73,9 @@ class Usage:
         )
 
 
+_NO_UNITS: Mapping[str, float] = MappingProxyType({})
+
+
 @dataclass(slots=True)
 class LLMRequest:
     """What a call asks for, in provider-neutral terms.
@@ -110,7 +114,7 @@ class LLMRequest:
     #: counts images whose list price the table files per image under
     #: ``<quality>/<size>/<model>``: when that entry exists it prices them instead of
     #: ``image_output_tokens``. Empty for token-only calls (chat, embeddings).
-    units: Mapping[str, float] = field(default_factory=dict)
+    units: Mapping[str, float] = field(default_factory=lambda: _NO_UNITS)  # shared: no dict per call
 
 
 @dataclass(frozen=True, slots=True)
