@@ -58,10 +58,17 @@ class StreamAccountant(Protocol):
         ...
 
 
+#: Units an audio or image request expects that bill it whatever streamed: the audio sent, the
+#: characters spoken, the images asked for (see ``LLMRequest.units``).
+_BILLED_UNITS = ("audio_seconds", "audio_output_seconds", "characters", "images")
+
+
 def _estimated_usage(call: gate.Call, acc: StreamAccountant) -> Usage:
+    units = call.request.units
     return Usage(
         input_tokens=call.estimate.input_tokens,
         output_tokens=count_text("".join(acc.text), call.decision.model, call.request.provider),
+        units={k: units[k] for k in _BILLED_UNITS if k in units} if units else {},
     )
 
 

@@ -197,6 +197,19 @@ def test_transcription_stream(mclient, replay) -> None:  # type: ignore[no-untyp
     assert record.usd == pytest.approx(12 * p.input + 160 * p.audio_input + 10 * p.output)
 
 
+def test_transcription_stream_left_early_still_bills_the_audio_sent(mclient, replay) -> None:  # type: ignore[no-untyped-def]
+    with replay("openai/audio_transcription_stream.yaml"):
+        stream = mclient.audio.transcriptions.create(model="gpt-4o-mini-transcribe", file=CLIP, stream=True)
+        next(stream), next(stream)  # "The", " quick": no usage event yet
+        stream.close()
+    record = only_record()
+    assert record.status == "abandoned" and record.estimated
+    assert record.usage.units == {"audio_seconds": 2.0}  # the upload's length, read pre-flight
+    p = price("gpt-4o-mini-transcribe")
+    words = count_text("The quick", "gpt-4o-mini-transcribe", "openai")
+    assert record.usd == pytest.approx(2.0 * p.input_per_second + words * p.output)
+
+
 async def test_transcription_stream_async(amclient, replay) -> None:  # type: ignore[no-untyped-def]
     with replay("openai/audio_transcription_stream.yaml"):
         stream = await amclient.audio.transcriptions.create(
