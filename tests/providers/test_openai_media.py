@@ -711,6 +711,18 @@ def test_transcription_streaming_response(mclient, replay) -> None:  # type: ign
     assert record.usd == pytest.approx(9 * price("whisper-1").input_per_second)
 
 
+def test_transcription_streaming_response_left_unread_still_bills_the_audio(mclient, replay) -> None:  # type: ignore[no-untyped-def]
+    with (
+        replay("openai/audio_transcription_whisper_json.yaml"),
+        mclient.audio.transcriptions.with_streaming_response.create(model="whisper-1", file=CLIP),
+    ):
+        pass  # the body is never read
+    record = only_record()
+    assert record.status == "abandoned" and record.estimated
+    assert record.usage.units == {"audio_seconds": 2.0}  # the upload's length, read pre-flight
+    assert record.usd == pytest.approx(2.0 * price("whisper-1").input_per_second)
+
+
 async def test_image_streaming_response_async(amclient, replay) -> None:  # type: ignore[no-untyped-def]
     with replay("openai/images_generate_gpt_image.yaml"):
         async with amclient.images.with_streaming_response.generate(

@@ -572,8 +572,10 @@ class ResponseProxy:
         if self._tg_acc is not None:
             self._tg_end_lines(abandoned=True)
             return
-        usage = Usage(input_tokens=self._tg_call.estimate.input_tokens)
-        gate.settle(self._tg_call, usage, estimated=True, status="abandoned")
+        # What the surface makes of no body: the prompt's tokens (and an audio or image
+        # request's units: the audio sent is billed even when the answer goes unread).
+        usage, extra = self._tg_surface.outcome(self._tg_call, None)
+        gate.settle(self._tg_call, usage, **{**extra, "estimated": True, "status": "abandoned"})
 
     def close(self) -> Any:
         if self._tg_stream is not None:
