@@ -7,6 +7,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 import tollgate
+from tests.stores.conftest import redis_url  # noqa: F401 - a private redis-server, if there is one
 from tollgate.demo import offline_client
 from tollgate.pricing import default_table
 
@@ -122,6 +123,30 @@ def test_record_dates_the_call_for_reports() -> None:
     assert [r["tags"]["job"] for r in tollgate.report(group_by="job", since="1h")] == ["now"]
     old = tollgate.config.settings().ledger.records()[0]
     assert old.started_at == pytest.approx(yesterday.timestamp()) and old.ended_at == old.started_at
+
+
+@pytest.mark.parametrize("store", ["memory://", "sqlite", "redis"])
+def test_windowed_budgets_count_a_record_in_the_window_it_happened(store: str, tmp_path, request) -> None:  # type: ignore[no-untyped-def]
+    if store == "redis":
+        import uuid
+
+        from tollgate.stores.redis import RedisStore
+
+        tollgate.configure(
+            store=RedisStore(request.getfixturevalue("redis_url"), prefix=f"t{uuid.uuid4().hex}")
+        )
+    else:
+        tollgate.configure(store=f"sqlite:///{tmp_path / 's.db'}" if store == "sqlite" else store)
+    daily = tollgate.budget(usd=1, per="day", name="daily", on_exceed="block")
+    big = {"provider": "openai", "model": "gpt-4o", "input_tokens": 1_000_000, "output_tokens": 0}  # $2.50
+    client = offline_client()
+    with daily:
+        tollgate.record(**big, started_at=datetime.now(UTC) - timedelta(days=1))  # yesterday's batch
+        client.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES, max_tokens=5)  # today: room
+        tollgate.record(**big)  # today's
+        with pytest.raises(tollgate.BudgetExceeded) as info:
+            client.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES, max_tokens=5)
+    assert info.value.spent == pytest.approx(2.5, rel=1e-3)
 
 
 def test_record_reaches_on_record_hooks_and_spans() -> None:

@@ -553,7 +553,8 @@ def account(
     **outcome: Any,
 ) -> CallRecord | None:
     """Record usage that happened elsewhere (:func:`tollgate.record`): it is charged to every
-    budget and standing limit that applies, refused by none (the tokens are spent already),
+    budget and standing limit that applies, in the window of ``started_at`` (default: now),
+    refused by none (the tokens are spent already),
     and written to the ledger, the span and the hooks like any call. ``outcome``: settle's
     keyword arguments (``usd``, ``response_model``, ``status``...)."""
     call = _new_call(request, ({"action": "record"},), tags)
@@ -568,7 +569,10 @@ def account(
             checks = checks_for((*standing, *frames), call.tags)
             # No limit on the charges: a record is counted, never refused.
             charges = [Charge(c.key, c.frame.spec.window, None, 0.0) for c in checks]
-            reservation = store.reserve(charges, store_clock())
+            # Charged to the window the usage happened in (a record of last month's batch
+            # does not fill this month's budget); never to a window that has not begun.
+            now = store_clock()
+            reservation = store.reserve(charges, now if started_at is None else min(started_at, now))
             call.checks, call.holds, call.states = checks, reservation.holds, reservation.states
             for check, hold in zip(checks, reservation.holds, strict=True):
                 if not check.spec.windowed:

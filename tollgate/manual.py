@@ -47,8 +47,9 @@ def record(
     ``audio_input_tokens``, ``audio_output_tokens``), then tags (``feature="batch"``), merged
     over the ambient ones of :func:`tollgate.track`. ``usd`` is a cost known already (an
     invoice line), recorded instead of the price table's; ``started_at`` / ``ended_at`` date the
-    call (epoch seconds or a datetime; default now) for reports, while budgets count it in the
-    window current when it is recorded.
+    call (epoch seconds or a datetime; default now): reports select on it, and windowed budgets
+    count it in its own window (yesterday's usage does not fill today's daily budget; a time in
+    the future counts as now).
 
     An unpriced model follows ``on_unpriced``: a warning and $0, or with ``"raise"``
     :class:`~tollgate.UnpricedModelError` and nothing recorded (pass ``usd=`` to record it).
