@@ -384,10 +384,16 @@ def _enforcement(
             _block(call, blocking, reservation.states[refused_budget[0]], outcome.notes)
         # Only a rate limit refused the edited call: wait for it like any other.
     call.checks, call.holds, call.states = checks, reservation.holds, reservation.states
-    for check, hold in zip(checks, reservation.holds, strict=True):
-        if isinstance(check, Check) and not check.spec.windowed:
-            check.frame.touched.add(hold.slot)  # dropped from the store when its block ends
+    _touch(checks, reservation.holds)
     return None
+
+
+def _touch(checks: Sequence[Check | RateCheck], holds: Sequence[Hold]) -> None:
+    """Note the slots of lifetime budgets a call reserved on: dropped from the store when their
+    block ends."""
+    for check, hold in zip(checks, holds, strict=True):
+        if isinstance(check, Check) and not check.spec.windowed:
+            check.frame.touched.add(hold.slot)
 
 
 def output_room(call: Call) -> tuple[float, Check, CounterState] | None:
@@ -574,9 +580,7 @@ def account(
             now = store_clock()
             reservation = store.reserve(charges, now if started_at is None else min(started_at, now))
             call.checks, call.holds, call.states = checks, reservation.holds, reservation.states
-            for check, hold in zip(checks, reservation.holds, strict=True):
-                if not check.spec.windowed:
-                    check.frame.touched.add(hold.slot)
+            _touch(checks, reservation.holds)
     except StoreUnavailable as exc:  # still recorded: the ledger keeps what the budgets missed
         log.warning("tollgate could not charge a usage record to the budgets: %s", exc)
         call.decision.notes = (*call.decision.notes, {"store": "unavailable", "error": str(exc)})

@@ -43,8 +43,7 @@ from typing import Any, TypeVar, overload
 
 from tollgate import gate
 from tollgate.config import settings
-from tollgate.pricing.tokens import count_text
-from tollgate.providers.base import Accountant, Found, count_of, field
+from tollgate.providers.base import Accountant, Found, Server, Surface, count_of, field, outcome
 from tollgate.request import LLMRequest, Usage
 from tollgate.streams import AsyncGatedStream, GatedStream
 
@@ -288,10 +287,9 @@ class _Door:
             raise
         if inspect.isawaitable(result):  # a sync function handing back an SDK coroutine
             return self._awaited(call, result)
-        if _is_async_stream(result):
-            return self.stream(call, result, asynchronous=True)
-        if _is_stream(result):
-            return self.stream(call, result)
+        stream = self.streamed(call, result)
+        if stream is not None:
+            return stream
         self.settle(call, result)
         return result
 
@@ -302,8 +300,12 @@ class _Door:
         except BaseException as exc:
             await gate.arelease(call, exc)
             raise
-        if _is_async_stream(result):
-            return self.stream(call, result, asynchronous=True)
+        return await self._returned(call, result)
+
+    async def _returned(self, call: gate.Call, result: Any) -> Any:
+        stream = self.streamed(call, result)
+        if stream is not None:
+            return stream
         await self.asettle(call, result)
         return result
 
@@ -317,12 +319,7 @@ class _Door:
         except BaseException as exc:
             await gate.arelease(call, exc)
             raise
-        if _is_async_stream(result):
-            return self.stream(call, result, asynchronous=True)
-        if _is_stream(result):
-            return self.stream(call, result)
-        await self.asettle(call, result)
-        return result
+        return await self._returned(call, result)
 
     def generator(self, *args: Any, **kwargs: Any) -> Iterator[Any]:
         if gate.covered():
@@ -353,6 +350,14 @@ class _Door:
                 yield item
         finally:
             await stream.close()
+
+    def streamed(self, call: gate.Call, result: Any) -> Any | None:
+        """``result`` read through the gate when it is a stream (None when it is not)."""
+        if isinstance(result, AsyncIterator):
+            return self.stream(call, result, asynchronous=True)
+        if isinstance(result, Iterator) and not isinstance(result, (str, bytes, Mapping)):
+            return self.stream(call, result)
+        return None
 
     def stream(self, call: gate.Call, stream: Any, *, asynchronous: bool = False) -> Any:
         """``stream`` read through the gate: settled when it ends, is closed or is dropped."""
@@ -401,22 +406,11 @@ class _Door:
     def _outcome(self, call: gate.Call, result: Any) -> tuple[Usage, dict[str, Any]]:
         found, provider = self.found(result)
         learn(call, found.model, provider, guessed=self.provider is None)
-        extra: dict[str, Any] = {
-            "response_model": found.model,
-            "response_id": found.id,
-            "usd": found.usd,
-            "finish_reasons": found.finish_reasons,
-        }
-        if found.usage is not None:
-            return found.usage, extra
-        text = found.text if found.text is not None else result if isinstance(result, str) else None
-        if text is None and self.extract is None and not call.request.model:
+        if found.text is None and isinstance(result, str):
+            found.text = result
+        if found.usage is None and found.text is None and self.extract is None and not call.request.model:
             self._warn("no usage tollgate recognises in what it returned (pass extract_usage=)")
-        output = count_text(text, call.decision.model, call.request.provider) if text else 0
-        return Usage(input_tokens=call.estimate.input_tokens, output_tokens=output), {
-            **extra,
-            "estimated": True,
-        }
+        return outcome(call, _RESULTS, result, read=lambda _: found)
 
     def settle(self, call: gate.Call, result: Any) -> None:
         usage, extra = self._outcome(call, result)
@@ -475,14 +469,6 @@ def _prompt_texts(arguments: Mapping[str, Any]) -> list[str]:
         elif isinstance(value, (list, tuple)):
             texts.extend(v for v in value if isinstance(v, str))
     return texts
-
-
-def _is_stream(value: Any) -> bool:
-    return isinstance(value, Iterator) and not isinstance(value, (str, bytes, Mapping))
-
-
-def _is_async_stream(value: Any) -> bool:
-    return isinstance(value, AsyncIterator)
 
 
 def recognise(value: Any) -> tuple[Found, str | None]:
@@ -554,6 +540,27 @@ def _output_text(value: Any) -> str | None:
             if isinstance(text, str):
                 pieces.append(text)
     return "".join(pieces) or None
+
+
+class _Results(Surface):
+    """A metered function's results, as :func:`~tollgate.providers.base.outcome` reads a
+    surface's responses (a function has no request shape of its own: :class:`_Door` reads it)."""
+
+    def __init__(self) -> None:
+        no_server: Server = (None, None)
+        super().__init__("unknown", no_server)
+
+    def request(self, kwargs: dict[str, Any]) -> LLMRequest:
+        raise TypeError("a metered function's request is read by its door, not by a surface")
+
+    def found(self, response: Any) -> Found:
+        return recognise(response)[0]
+
+    def content(self, response: Any) -> str | None:
+        return response if isinstance(response, str) else recognise(response)[0].text
+
+
+_RESULTS = _Results()
 
 
 class _Reader(Accountant):

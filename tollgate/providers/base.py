@@ -209,10 +209,8 @@ def outcome(
         "response_id": found.id,
         "usd": found.usd,
         "finish_reasons": found.finish_reasons,
+        **captured(call, surface, response),
     }
-    if telemetry.capture_content(call):
-        with contextlib.suppress(Exception):
-            extra["output_messages"] = ({"role": "assistant", "content": surface.content(response) or ""},)
     if found.usage is None:
         output = count_text(found.text, call.decision.model, call.request.provider) if found.text else 0
         return Usage(input_tokens=call.estimate.input_tokens, output_tokens=output), {
@@ -220,6 +218,14 @@ def outcome(
             "estimated": True,
         }
     return found.usage, extra
+
+
+def captured(call: gate.Call, surface: Surface, response: Any) -> dict[str, Any]:
+    """The response's text for the span (``output_messages``), when content capture is on."""
+    if telemetry.capture_content(call):
+        with contextlib.suppress(Exception):  # content is optional: never let it fail the settle
+            return {"output_messages": ({"role": "assistant", "content": surface.content(response) or ""},)}
+    return {}
 
 
 def settle_response(call: gate.Call, surface: Surface, response: Any) -> None:
@@ -406,7 +412,7 @@ class GatedManager:
         return result
 
 
-def _sse_data(line: str) -> Any:
+def sse_data(line: str) -> Any:
     """The JSON of a server-sent-events ``data:`` line (None for other lines and ``[DONE]``)."""
     if not line.startswith("data:"):
         return None
@@ -486,7 +492,7 @@ class ResponseProxy:
         (the data line of a usage chunk tollgate asked for on their behalf)."""
         if self._tg_acc is None:
             self._tg_acc = self._tg_surface.accountant(self._tg_injected)
-        data = _sse_data(line)
+        data = sse_data(line)
         return data is None or self._tg_acc.observe(data)
 
     def _tg_end_lines(self, abandoned: bool) -> None:

@@ -40,7 +40,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import functools
-import json
 import os
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -54,10 +53,12 @@ from tollgate.providers.base import (
     Surface,
     as_int,
     asettle_response,
+    captured,
     count_of,
     field,
     routes_for,
     settle_response,
+    sse_data,
 )
 from tollgate.request import LLMRequest, Usage
 
@@ -225,16 +226,8 @@ def _seconds(value: Any) -> float | None:
 
 def _sse_events(body: bytes) -> list[Any]:
     """The JSON events of a server-sent-events body."""
-    events = []
-    for line in body.decode("utf-8", "replace").splitlines():
-        if line.startswith("data:"):
-            payload = line[5:].strip()
-            if payload and payload != "[DONE]":
-                try:
-                    events.append(json.loads(payload))
-                except ValueError:
-                    continue
-    return events
+    events = (sse_data(line) for line in body.decode("utf-8", "replace").splitlines())
+    return [e for e in events if e is not None]
 
 
 # -- surfaces ----------------------------------------------------------------------------------
@@ -273,7 +266,7 @@ class MediaSurface(Surface):
 
     def outcome(self, call: gate.Call, response: Any) -> tuple[Usage, dict[str, Any]]:
         usage, estimated = self.settled(call, response)
-        return usage, _extra(call, self, response, estimated)
+        return usage, {"estimated": estimated, **captured(call, self, response)}
 
 
 class TranscriptionSurface(MediaSurface):
@@ -497,14 +490,6 @@ def image_units(model: str, n: int, quality: Any, size: Any) -> dict[str, float]
 
 
 # -- gating ------------------------------------------------------------------------------------
-
-
-def _extra(call: gate.Call, surface: MediaSurface, response: Any, estimated: bool) -> dict[str, Any]:
-    extra: dict[str, Any] = {"estimated": estimated}
-    if telemetry.capture_content(call):
-        with contextlib.suppress(Exception):  # content is optional: never let it fail the settle
-            extra["output_messages"] = ({"role": "assistant", "content": surface.content(response) or ""},)
-    return extra
 
 
 class _OpeningManager:
