@@ -201,7 +201,7 @@ def gate_alone(calls: int) -> dict[str, float]:
         call = gate.preflight(
             LLMRequest(provider="openai", operation="chat", model="gpt-4o-mini", messages=MESSAGES)
         )
-        gate.settle(call, usage, response_model="gpt-4o-mini-2024-07-18", response_id="chatcmpl-bench")
+        call.finish(gate.Outcome(usage, model="gpt-4o-mini-2024-07-18", id="chatcmpl-bench"))
 
     one()
     alone = min(per_call(one, calls // 5) for _ in range(5))

@@ -141,7 +141,7 @@ def run(mode: str, calls: int, rounds: int, budget: bool, endpoint: str | None) 
             call = gate.preflight(
                 LLMRequest(provider="openai", operation="chat", model="gpt-4o-mini", messages=MESSAGES)
             )
-            gate.settle(call, usage, response_model="gpt-4o-mini-2024-07-18", response_id="chatcmpl-bench")
+            call.finish(gate.Outcome(usage, model="gpt-4o-mini-2024-07-18", id="chatcmpl-bench"))
         if hooks is real:
             flush()
         return (time.perf_counter() - start) / calls

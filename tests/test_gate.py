@@ -35,10 +35,10 @@ def test_settle_writes_one_record_and_is_idempotent() -> None:
     with tollgate.track(feature="f"):
         call = gate.preflight(request())
     usage = Usage(input_tokens=1000, output_tokens=200, cache_read_tokens=512)
-    record = gate.settle(call, usage, response_model="gpt-4o-mini-2024-07-18", response_id="r1")
+    record = call.finish(tollgate.gate.Outcome(usage, model="gpt-4o-mini-2024-07-18", id="r1"))
     assert record is not None
-    assert gate.settle(call, usage) is None
-    gate.release(call, RuntimeError("late"))
+    assert call.finish(tollgate.gate.Outcome(usage)) is None
+    call.fail(RuntimeError("late"))
     records = settings().ledger.records()
     assert records == [record]
     p = settings().prices.lookup("gpt-4o-mini-2024-07-18")
@@ -52,7 +52,9 @@ def test_response_model_prices_the_call() -> None:
     call = gate.preflight(
         LLMRequest(provider="azure", operation="chat", model="my-deployment", messages=MESSAGES)
     )
-    record = gate.settle(call, Usage(input_tokens=100, output_tokens=10), response_model="gpt-4o-2024-08-06")
+    record = call.finish(
+        tollgate.gate.Outcome(Usage(input_tokens=100, output_tokens=10), model="gpt-4o-2024-08-06")
+    )
     assert record is not None and record.priced and record.usd > 0
 
 
@@ -61,17 +63,17 @@ def test_fail_records_error_with_http_status() -> None:
         status_code = 503
 
     call = gate.preflight(request())
-    gate.release(call, APIStatusError("overloaded"))
+    call.fail(APIStatusError("overloaded"))
     (record,) = settings().ledger.records()
     assert record.status == "error" and record.usd == 0.0
-    assert record.error == "APIStatusError: HTTP 503: overloaded"
+    assert record.error == "APIStatusError: HTTP 503"  # the message only with capture_content
 
 
 def test_on_record_hook_sees_every_record_and_cannot_break_the_call(caplog: pytest.LogCaptureFixture) -> None:
     seen: list[str] = []
     tollgate.configure(on_record=lambda rec: seen.append(rec.id))
     call = gate.preflight(request())
-    gate.settle(call, Usage(input_tokens=1, output_tokens=1))
+    call.finish(tollgate.gate.Outcome(Usage(input_tokens=1, output_tokens=1)))
     assert seen == [call.id]
 
     def broken(rec: tollgate.CallRecord) -> None:
@@ -79,7 +81,9 @@ def test_on_record_hook_sees_every_record_and_cannot_break_the_call(caplog: pyte
 
     tollgate.configure(on_record=broken)
     with caplog.at_level(logging.ERROR, logger="tollgate"):
-        record = gate.settle(gate.preflight(request()), Usage(input_tokens=1, output_tokens=1))
+        record = gate.preflight(request()).finish(
+            tollgate.gate.Outcome(Usage(input_tokens=1, output_tokens=1))
+        )
     assert record is not None
     assert "on_record hook" in caplog.text
 
@@ -91,19 +95,23 @@ def test_ledger_failure_is_logged_not_raised(caplog: pytest.LogCaptureFixture) -
 
     tollgate.configure(ledger=Broken())
     with caplog.at_level(logging.ERROR, logger="tollgate"):
-        record = gate.settle(gate.preflight(request()), Usage(input_tokens=1))
+        record = gate.preflight(request()).finish(tollgate.gate.Outcome(Usage(input_tokens=1)))
     assert record is not None and record.status == "ok"  # the caller's call is unaffected
     assert "could not record call" in caplog.text and "disk full" in caplog.text
 
 
 def test_unpriced_warns_once_per_model_at_settle() -> None:
     with pytest.warns(tollgate.UnpricedModelWarning, match="house-model"):
-        gate.settle(gate.preflight(request("house-model")), Usage(input_tokens=5, output_tokens=5))
+        gate.preflight(request("house-model")).finish(
+            tollgate.gate.Outcome(Usage(input_tokens=5, output_tokens=5))
+        )
     import warnings
 
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        record = gate.settle(gate.preflight(request("house-model")), Usage(input_tokens=5, output_tokens=5))
+        record = gate.preflight(request("house-model")).finish(
+            tollgate.gate.Outcome(Usage(input_tokens=5, output_tokens=5))
+        )
     assert record is not None and not record.priced and record.usd == 0.0
     assert tollgate.report().total["unpriced_calls"] == 2
 

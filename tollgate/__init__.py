@@ -26,11 +26,11 @@ from tollgate.errors import (
     UnpricedModelError,
     UnpricedModelWarning,
 )
-from tollgate.gate import estimate_request, lookup_price
 from tollgate.instrument import instrument, uninstrument
 from tollgate.ledger import Report, build_report, parse_time
 from tollgate.manual import record
 from tollgate.metered import metered
+from tollgate.pricing.estimate import estimate_request, lookup_price
 from tollgate.request import CallRecord, Estimate, LLMRequest, Usage
 from tollgate.tags import current_tags, propagate, track
 

@@ -460,6 +460,19 @@ def cmd_limits(args: argparse.Namespace, out: TextIO) -> int:
         store.close()
 
 
+def _tokens(text: str) -> float:
+    """``--tokens``: ``20000``, ``20_000`` or ``2e4``; set_limit refuses what is not whole."""
+    try:
+        return int(text)
+    except ValueError:
+        pass
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of tokens, e.g. --tokens 20000") from None
+    return int(value) if value.is_integer() else value
+
+
 def _parse_pair(item: str, option: str) -> tuple[str, str]:
     src, sep, dst = item.partition("=")
     if not sep or not src or not dst:
@@ -607,7 +620,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     limit_set.add_argument("match", nargs="+", metavar="NAME=VALUE", help="the tags of the calls it covers")
     limit_set.add_argument("--usd", type=float, help="USD cap per window")
-    limit_set.add_argument("--tokens", type=int, help="token cap per window")
+    limit_set.add_argument("--tokens", type=_tokens, help="token cap per window (a whole number)")
     limit_set.add_argument(
         "--per", required=True, choices=("minute", "hour", "day", "week", "month"), help="the window"
     )

@@ -13,6 +13,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
+from tollgate.budgets.spec import check_count
 from tollgate.ledger import Ledger, open_ledger
 from tollgate.pricing import PriceTable, default_table
 from tollgate.stores.base import Store
@@ -132,7 +133,7 @@ def configure(
     current = settings()
     changes: dict[str, Any] = {}
     if on_unpriced is not _UNSET:
-        if on_unpriced not in _ON_UNPRICED:
+        if not isinstance(on_unpriced, str) or on_unpriced not in _ON_UNPRICED:
             raise ValueError(f"on_unpriced={on_unpriced!r} is not one of 'warn', 'raise', 'ignore'")
         changes["on_unpriced"] = on_unpriced
     if capture_content is not _UNSET:
@@ -143,7 +144,9 @@ def configure(
         if not isinstance(metric_tags, (list, tuple)) or not all(
             isinstance(n, str) and n.isidentifier() for n in metric_tags
         ):
-            raise ValueError(f"metric_tags={metric_tags!r}: a sequence of tag names (identifiers)")
+            raise ValueError(
+                f"metric_tags={metric_tags!r}: a list of tag names (identifiers), e.g. ['tenant', 'feature']"
+            )
         changes["metric_tags"] = tuple(metric_tags)
     if on_record is not _UNSET:
         hooks = () if on_record is None else (on_record,) if callable(on_record) else on_record
@@ -151,34 +154,37 @@ def configure(
             raise ValueError(f"on_record={on_record!r} is not callable (nor a list of callables)")
         changes["on_record"] = tuple(hooks)
     if expected_output_tokens is not _UNSET:
-        bad = isinstance(expected_output_tokens, bool) or not isinstance(expected_output_tokens, int)
-        if expected_output_tokens is not None and (bad or expected_output_tokens < 1):
-            raise ValueError(
-                f"expected_output_tokens={expected_output_tokens!r}: a positive number of tokens"
+        if expected_output_tokens is not None:
+            expected_output_tokens = check_count(
+                "expected_output_tokens",
+                expected_output_tokens,
+                "a positive number of tokens (a whole number above 0), e.g. 1000, or None for the "
+                "model's maximum output",
             )
         changes["expected_output_tokens"] = expected_output_tokens
     if on_store_error is not _UNSET:
-        if on_store_error not in ("closed", "open"):
+        if not isinstance(on_store_error, str) or on_store_error not in ("closed", "open"):
             raise ValueError(f"on_store_error={on_store_error!r} is not one of 'closed', 'open'")
         changes["on_store_error"] = on_store_error
-    if store is not _UNSET:
-        if isinstance(store, Store):
-            changes["store"] = store
-        elif isinstance(store, str):
-            from tollgate.stores import open_store
-
-            changes["store"] = open_store(store)
-        else:
-            raise ValueError(f"store={store!r} is neither a store URI nor a Store")
     if prices is not _UNSET:
-        changes["prices"] = default_table() if not prices else default_table().with_overrides(prices)
-    if ledger is not _UNSET:
-        if isinstance(ledger, str):
-            changes["ledger"] = open_ledger(ledger)
-        elif isinstance(ledger, Ledger):
-            changes["ledger"] = ledger
-        else:
-            raise ValueError(f"ledger={ledger!r} is neither a ledger URI nor a Ledger")
+        changes["prices"] = default_table() if not prices else default_table().with_overrides(_prices(prices))
+    if store is not _UNSET and not isinstance(store, str | Store):
+        raise ValueError(f"store={store!r} is neither a store URI nor a Store")
+    if ledger is not _UNSET and not isinstance(ledger, str | Ledger):
+        raise ValueError(f"ledger={ledger!r} is neither a ledger URI nor a Ledger")
+    if isinstance(store, str):
+        from tollgate.stores import open_store
+
+        changes["store"] = open_store(store)
+    elif store is not _UNSET:
+        changes["store"] = store
+    try:
+        if ledger is not _UNSET:
+            changes["ledger"] = open_ledger(ledger) if isinstance(ledger, str) else ledger
+    except BaseException:
+        if isinstance(store, str):
+            changes["store"].close()  # opened above for nothing: the ledger is refused
+        raise
     new = dataclasses.replace(current, **changes)
     if "ledger" in changes and current.ledger is not new.ledger:
         current.ledger.close()
@@ -186,6 +192,24 @@ def configure(
         current.store.close()
     _settings = new
     return new
+
+
+def _prices(prices: object) -> Mapping[str, Mapping[str, float]]:
+    """``configure(prices=...)`` checked for what the price table does not check itself: the
+    shape, model names, and whole-number token limits."""
+    example = "e.g. {'my-model': {'input': 1e-06, 'output': 2e-06}}"
+    if not isinstance(prices, Mapping):
+        raise ValueError(f"prices={prices!r}: a map of model name to per-token USD prices, {example}")
+    for model, fields in prices.items():
+        if not isinstance(model, str) or not model.strip():
+            raise ValueError(f"prices: model name {model!r} must be a non-empty string, {example}")
+        if not isinstance(fields, Mapping):
+            raise ValueError(f"prices[{model!r}]={fields!r}: a map of field to USD per token, {example}")
+        for name in ("max_input_tokens", "max_output_tokens"):
+            if name in fields:
+                fix = f"a whole number of tokens above 0, e.g. {name}=128000"
+                check_count(f"price override for {model!r}: {name}", fields[name], fix)
+    return prices
 
 
 def add_rate_limit(rate: RateLimit) -> Settings:

@@ -1,45 +1,80 @@
-"""The one pipeline every call goes through, whatever door it came in by.
+"""The gate: the one place a call's life is written, whatever door it came in by.
 
-    call = preflight(request)      # estimate, price, decide; may raise before any traffic
-    ... the adapter applies call.decision to the native request and makes the call ...
-    settle(call, usage, ...)       # exact cost, one CallRecord in the ledger, one span
-    release(call, exc)             # the call failed or was cancelled: a record with the error
-    raise_if_overrun(call)         # on_exceed="raise" budgets: the cap was crossed post-flight
+A door (a provider surface, ``@metered``, ``record()``, the LangChain and LiteLLM integrations)
+only translates: its native request into an :class:`~tollgate.request.LLMRequest`, the
+:class:`Decision` into edits of the native request, the native response or stream into an
+:class:`Outcome`. The rest is here, once::
 
-Each step is a small function over plain dataclasses; the I/O is the store (reserve at
-pre-flight, settle or release after), the ledger write and the span. The budget steps are
-I/O-free (:func:`_enforcement`), driven by :func:`preflight` and its async twin
-:func:`apreflight`. ``settle`` and ``release`` never raise into the caller's code path: a
-problem in tollgate's own bookkeeping is logged, not turned into a failed LLM call.
+    with gate.flight(read_request) as call:    # pre-flight: estimate, price, reserve, decide;
+                                                # may raise (with a record) before any traffic
+        edited = call.edit(apply, native)       # downgrade / clamp / truncate on the wire; a
+                                                # decision that cannot be applied blocks the call
+        with call.sending():                    # span current; inner doors do not count it again
+            response = send(edited)
+        call.finish(outcome_of(response))       # price, settle the holds, one CallRecord, one
+                                                # span, hooks; raises an on_exceed="raise" overrun
+
+Leaving the ``with`` by an exception closes the call as failed (its holds released, its record
+written) and lets the exception through unchanged. A stream hands its call to
+:class:`~tollgate.streams.GatedStream`, which finishes it however the stream ends. Doors whose
+framework splits a call over hooks (LangChain callbacks, LiteLLM's logger) use
+:func:`preflight` / :func:`apreflight` and the same :class:`Call` methods.
+
+Nothing here raises into the caller's code path but tollgate's own errors
+(:class:`~tollgate.BudgetExceeded`, :class:`~tollgate.RateLimited`,
+:class:`~tollgate.StoreUnavailable`, :class:`~tollgate.UnpricedModelError`): a request tollgate
+cannot read is sent as given, a response it cannot read is estimated, and trouble with pricing,
+the store, the ledger or the span is logged, never turned into a failed LLM call.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
+import math
 import time
 import warnings
-from collections.abc import Generator, Iterator, Mapping, Sequence
+from collections.abc import Callable, Generator, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from contextvars import ContextVar
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Literal, NoReturn
+from dataclasses import dataclass
+from types import TracebackType
+from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 
 from tollgate import telemetry
 from tollgate.budgets.enforce import Check, checks_for, resolve
 from tollgate.budgets.rates import RateCheck, rate_checks
+from tollgate.budgets.room import BudgetFacts, Room, actual, facts, output_room, overrun, tightest
 from tollgate.budgets.scope import active_budgets
 from tollgate.budgets.standing import StandingLimits
 from tollgate.config import Settings, settings, watchers
+from tollgate.decisions import (
+    Action,
+    Blocked,
+    Clamped,
+    Observation,
+    Observed,
+    PricingFailed,
+    RateLimitedStep,
+    Step,
+    Steps,
+    StoreDown,
+    Unreadable,
+    actions,
+)
 from tollgate.errors import (
     BudgetExceeded,
     RateLimited,
     StoreUnavailable,
+    TollgateError,
     UnpricedModelError,
     UnpricedModelWarning,
 )
+from tollgate.failures import failure_of
 from tollgate.ids import random_hex
-from tollgate.pricing import ModelPrice, cost, estimate_cost, has_price
-from tollgate.pricing.tokens import count_messages, count_prompt
+from tollgate.pricing import ModelPrice, cost
+from tollgate.pricing.estimate import estimate_request, estimator, lookup_price
+from tollgate.pricing.tokens import count_text
 from tollgate.request import CallRecord, Estimate, LLMRequest, Status, Usage
 from tollgate.stores.base import Charge, CounterState, Hold, Reservation
 from tollgate.stores.windows import now as store_clock
@@ -49,16 +84,51 @@ if TYPE_CHECKING:
     from opentelemetry.trace import Span
 
 log = logging.getLogger("tollgate")
+T = TypeVar("T")
 
-Action = Literal["proceed", "block", "downgrade", "clamp", "truncate"]
+__all__ = [
+    "Call",
+    "Reader",
+    "Decision",
+    "Outcome",
+    "apreflight",
+    "covered",
+    "flight",
+    "observe",
+    "preflight",
+    "probe",
+]
 
-#: Output cap assumed for the worst case when neither the caller nor the price table gives one.
-DEFAULT_MAX_OUTPUT_TOKENS = 4096
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """What a door read of a call's end, for :meth:`Call.finish`.
+
+    ``usage`` None: the provider reported none (or nothing readable), and the gate estimates
+    it: the prompt from pre-flight, the output from ``text``. ``model``, ``id``: the response's
+    (anything but a non-empty string is ignored). ``usd``: a cost the provider reported itself
+    (OpenRouter's ``usage.cost``), recorded instead of the price table's. ``output_messages``:
+    the completions, OpenAI chat-shaped, for the span when content capture is on. ``steps``:
+    notes of the door's own (a framework's cache hit, its cost figure).
+    """
+
+    usage: Usage | None = None
+    model: str | None = None
+    id: str | None = None
+    usd: float | None = None
+    text: str | None = None
+    finish_reasons: tuple[str, ...] = ()
+    status: Status = "ok"
+    estimated: bool = False
+    #: The call turned out to stream (a callback saw tokens arrive).
+    stream: bool = False
+    output_messages: tuple[Mapping[str, Any], ...] = ()
+    steps: Steps = ()
 
 
-@dataclass(slots=True)
+@dataclass(frozen=True, slots=True)
 class Decision:
-    """What pre-flight decided; the adapter turns it into edits of the native request.
+    """What pre-flight decided; the door turns it into edits of the native request.
 
     ``model`` is the model to call (another one after a downgrade), ``max_output_tokens`` a
     cap to set (after a clamp), ``messages`` replacement messages (after a truncate).
@@ -68,61 +138,12 @@ class Decision:
     model: str
     max_output_tokens: int | None = None
     messages: Sequence[Mapping[str, Any]] | None = None
-    notes: tuple[Mapping[str, Any], ...] = ()
 
 
-@dataclass(slots=True, eq=False)
-class Call:
-    """A call in flight: what pre-flight found and decided, and what settling needs."""
-
-    id: str
-    request: LLMRequest
-    decision: Decision
-    estimate: Estimate
-    price: ModelPrice | None
-    tags: Mapping[str, str]
-    started_at: float
-    span: Span
-    settings: Settings
-    settled: bool = field(default=False)
-    checks: Sequence[Check | RateCheck] = ()
-    holds: Sequence[Hold] = ()
-    states: Sequence[CounterState] = ()
-    overrun: BudgetExceeded | None = None
-    #: The most output tokens a stream may produce before a budget would be crossed, with the
-    #: budget that sets it (None when no budget applies): past it the stream is cut off.
-    output_room: tuple[float, Check, CounterState] | None = None
-    #: The budget behind the call's decision (the one that refused it, blocked it or cut it off)
-    #: and its state when tollgate decided; telemetry reports its limit, spent and remaining.
-    deciding: tuple[Check, CounterState] | None = None
-    #: What the response says beyond usage, when the adapter knows it (for telemetry): one
-    #: finish reason per choice, and the completions as OpenAI chat-shaped assistant messages.
-    finish_reasons: Sequence[str] = ()
-    output_messages: Sequence[Mapping[str, Any]] = ()
-    #: Nothing was known to estimate before the call (a metered function without a model): every
-    #: budget is checked after it, like an ``on_exceed="raise"`` budget.
-    post_flight: bool = False
-    #: When the call ended, if not when it was settled (a usage record for an earlier call).
-    ended_at: float | None = None
-
-
-#: The call an outer door (a LangChain guard, an agent middleware) is sending right now, in this
+#: The call an outer door (a LangChain guard, a metered function) is sending right now, in this
 #: context. A client instrumented with instrument() used inside it passes the request straight
 #: through: the outer door already gates and records it, and a call is counted once.
 _sending: ContextVar[Call | None] = ContextVar("tollgate_sending", default=None)
-
-
-@contextmanager
-def sending(call: Call) -> Iterator[None]:
-    """Wrap the sending of ``call``'s request by an integration: its span is current (so spans
-    the SDK emits nest under it) and calls that reach an instrumented client inside are not
-    gated, or counted, a second time."""
-    token = _sending.set(call)
-    try:
-        with telemetry.current(call.span):
-            yield
-    finally:
-        _sending.reset(token)
 
 
 def covered() -> bool:
@@ -130,76 +151,582 @@ def covered() -> bool:
     return _sending.get() is not None
 
 
-def estimate_request(
-    request: LLMRequest, price: ModelPrice | None, expected_output: int | None = None
-) -> Estimate:
-    """Tokens and USD to reserve for ``request``: its prompt, and the most output it may get.
+class Call:
+    """A call in flight, from pre-flight to its one record.
 
-    The output is the caller's cap; without one, ``expected_output`` (see
-    ``configure(expected_output_tokens=...)``), else the model's maximum output. Embeddings
-    have no output. A request with ``units`` (audio, speech, images) is estimated by
-    :func:`~tollgate.pricing.cost.estimate_media`.
+    Doors read :attr:`request`, :attr:`decision` and :attr:`estimate`, and end the call with
+    :meth:`finish` (or :meth:`fail`, or :meth:`refuse`); everything else is the gate's.
     """
-    input_tokens = 0
-    if request.messages or request.tools:
-        input_tokens = count_messages(request.messages, request.model, request.provider, request.tools)
-    if request.prompt:
-        input_tokens += count_prompt(request.prompt, request.model, request.provider)
-    if request.units:  # audio, speech and images: billed in units beyond tokens
-        from tollgate.pricing.cost import estimate_media
 
-        return estimate_media(request, price, input_tokens, settings().prices)
-    cap = request.max_output_tokens
-    if request.operation == "embeddings":
-        cap = 0
-    elif cap is None:
-        cap = expected_output or (price.max_output_tokens if price else None) or DEFAULT_MAX_OUTPUT_TOKENS
-    output_tokens = cap * max(1, request.n)
-    if price is None:
-        return Estimate(input_tokens, output_tokens, 0.0, priced=False)
-    return Estimate(input_tokens, output_tokens, estimate_cost(price, input_tokens, output_tokens))
+    __slots__ = (
+        "_deciding",
+        "_finish_reasons",
+        "_handed",
+        "_output_messages",
+        "checks",
+        "decision",
+        "ended_at",
+        "estimate",
+        "holds",
+        "id",
+        "output_room",
+        "overrun",
+        "post_flight",
+        "price",
+        "request",
+        "secrets",
+        "settings",
+        "settled",
+        "span",
+        "started_at",
+        "states",
+        "steps",
+        "tags",
+    )
+
+    def __init__(
+        self,
+        request: LLMRequest,
+        steps: Steps = (),
+        tags: Mapping[str, str] | None = None,
+        secrets: tuple[str, ...] = (),
+    ) -> None:
+        s = settings()
+        #: The client's own credentials: masked in a captured error message.
+        self.secrets = secrets
+        self.id = random_hex(128)  # as unique as a uuid4, without its syscall
+        self.settings: Settings = s
+        self.tags: Mapping[str, str] = current_tags() if tags is None else tags
+        self.steps: Steps = steps
+        self.price: ModelPrice | None = None
+        try:
+            self.price = lookup_price(s, request.model, request.provider)
+            estimate = estimate_request(request, self.price, s.expected_output_tokens)
+        except Exception as exc:  # messages it cannot read: budget what it can, send as given
+            request = dataclasses.replace(request, messages=(), tools=(), prompt=())
+            self.steps = (*self.steps, Unreadable("messages", type(exc).__name__))
+            estimate = estimate_request(request, self.price, s.expected_output_tokens)
+        self.request: LLMRequest = request
+        self.estimate: Estimate = estimate
+        self.decision = Decision("proceed", request.model)
+        self.started_at = time.time()
+        self.ended_at: float | None = None
+        self.span: Span = telemetry.start_span(request, self.tags)
+        self.settled = False
+        self.checks: Sequence[Check | RateCheck] = ()
+        self.holds: Sequence[Hold] = ()
+        self.states: Sequence[CounterState] = ()
+        self.overrun: BudgetExceeded | None = None
+        #: How far a stream may run before a budget would be crossed (see streams' cut-off).
+        self.output_room: Room | None = None
+        self._deciding: BudgetFacts | None = None
+        #: Nothing was known to estimate before the call (a metered function without a model):
+        #: every budget is checked after it, like an ``on_exceed="raise"`` budget.
+        self.post_flight = not request.model
+        self._finish_reasons: tuple[str, ...] = ()
+        self._output_messages: tuple[Mapping[str, Any], ...] = ()
+        self._handed = False
+
+    def __repr__(self) -> str:
+        return f"<tollgate call {self.request.operation} {self.decision.model} {self.id[:8]}>"
+
+    # -- what a door does with its call ------------------------------------------------------------
+
+    def __enter__(self) -> Call:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        """Leaving ``with call:`` by an exception before the call ended closes it as failed (its
+        holds released, its record written); the exception goes on unchanged. Leaving it
+        normally leaves the call to whoever it was handed to (:meth:`hand_over`); a call nobody
+        took is closed as failed, so no hold outlives a door's mistake."""
+        if self.settled:
+            return
+        if exc is not None:
+            self.fail(exc)
+        elif not self._handed:
+            self.fail(RuntimeError("the door ended without an outcome"))
+
+    async def __aenter__(self) -> Call:
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        if self.settled:
+            return
+        if isinstance(exc, Exception):
+            await self.afail(exc)
+        elif exc is not None:  # cancelled: no awaiting while being cancelled
+            self.fail(exc)
+        elif not self._handed:
+            await self.afail(RuntimeError("the door ended without an outcome"))
+
+    def hand_over(self) -> None:
+        """The call now belongs to a stream or response that finishes it later."""
+        self._handed = True
+
+    @contextmanager
+    def sending(self) -> Iterator[None]:
+        """Wrap the sending of the request: the call's span is current (so spans the SDK emits
+        nest under it) and calls that reach an instrumented client inside are not gated, or
+        counted, a second time."""
+        token = _sending.set(self)
+        try:
+            with telemetry.current(self.span):
+                yield
+        finally:
+            _sending.reset(token)
+
+    def edit(self, apply: Callable[..., T], *args: Any) -> T:
+        """``apply(*args)``: the door turning :attr:`decision` into native edits. When that fails,
+        a decision that edits the call cannot be honoured and the call is refused
+        (:class:`~tollgate.BudgetExceeded`, recorded as blocked); for an unedited call the
+        error is the door's own and goes to the caller, with the call recorded as failed."""
+        try:
+            return apply(*args)
+        except Exception as exc:
+            if self.decision.action == "proceed":
+                self.fail(exc)
+                raise
+            raise self.refuse(
+                f"tollgate could not {self.decision.action} this call ({type(exc).__name__})"
+            ) from exc
+
+    def learn(self, model: str | None = None, provider: str | None = None) -> None:
+        """What a response says of a call made without knowing it (a metered function): the
+        provider that answered, and the model when none was given (the call is re-priced and
+        its span renamed)."""
+        request = self.request
+        if provider and provider != request.provider:
+            request = dataclasses.replace(request, provider=provider)
+            if request.model:
+                self.price = lookup_price(self.settings, request.model, provider) or self.price
+        if isinstance(model, str) and model and not request.model:
+            request = dataclasses.replace(request, model=model)
+            self.decision = dataclasses.replace(self.decision, model=model)
+            self.price = lookup_price(self.settings, model, request.provider)
+            try:
+                self.span.update_name(f"{request.operation} {model}")  # named before the model was known
+            except Exception:
+                log.debug("tollgate could not rename a span", exc_info=True)
+        self.request = request
+
+    def streaming(self) -> None:
+        """The call turned out to stream (LangChain learns it as tokens arrive)."""
+        if not self.request.stream:
+            self.request = dataclasses.replace(self.request, stream=True)
+
+    def room(self) -> Room | None:
+        """How far a stream of this call may run before a budget would be crossed."""
+        if self.output_room is None and self.checks:
+            self.output_room = output_room(self.checks, self.states, self.estimate, self.price)
+        return self.output_room
+
+    def finish(self, outcome: Outcome, *, raise_overrun: bool = True) -> CallRecord | None:
+        """End the call with what the door read of it: price it, settle its holds, write its one
+        record, end its span, run the hooks. Raises the :class:`~tollgate.BudgetExceeded` of an
+        ``on_exceed="raise"`` budget it crossed (unless ``raise_overrun`` is false: a stream
+        closed by its reader). A second finish is ignored (returns None)."""
+        record = self._end(outcome, None)
+        if raise_overrun and record is not None and self.overrun is not None:
+            raise self.overrun
+        return record
+
+    async def afinish(self, outcome: Outcome, *, raise_overrun: bool = True) -> CallRecord | None:
+        """The async twin of :meth:`finish`: the store is awaited (one round trip for Redis)."""
+        record = await self._aend(outcome, None)
+        if raise_overrun and record is not None and self.overrun is not None:
+            raise self.overrun
+        return record
+
+    def fail(self, exc: BaseException, outcome: Outcome | None = None) -> None:
+        """End the call as failed or cancelled by ``exc``: a record with the error, billed what
+        ``outcome`` says the provider used before the failure (nothing, by default). Never raises."""
+        self._end(outcome or _NOTHING, exc)
+
+    async def afail(self, exc: BaseException, outcome: Outcome | None = None) -> None:
+        """The async twin of :meth:`fail`."""
+        await self._aend(outcome or _NOTHING, exc)
+
+    def refuse(self, reason: str) -> BudgetExceeded:
+        """Refuse the call (recorded as blocked, its holds released) because the door cannot
+        apply the decision; the door raises the error returned."""
+        exc = self._refusal(reason)
+        self._block_record(exc, Blocked(exc.budget, reason))
+        return exc
+
+    async def arefuse(self, reason: str) -> BudgetExceeded:
+        """The async twin of :meth:`refuse`."""
+        exc = self._refusal(reason)
+        self.steps = (*self.steps, Blocked(exc.budget, reason))
+        await self.afail(exc, Outcome(Usage(), status="blocked"))
+        return exc
+
+    def cut_off(self, usage: Usage, outcome: Outcome) -> BudgetExceeded:
+        """End a stream tollgate stops mid-way because its output passed :meth:`room`: the
+        partial usage is settled (estimated); the door raises the error returned."""
+        from tollgate.decisions import CutOff
+
+        room = self.room()
+        assert room is not None
+        self._deciding = facts(room.check, room.state)
+        check, state = room.check, room.state
+        used = (
+            float(usage.total_tokens)
+            if check.unit == "tokens"
+            else cost(self.price, usage)
+            if self.price
+            else 0.0
+        )
+        exc = BudgetExceeded(
+            check.spec.name,
+            limit=check.limit,
+            spent=state.spent,
+            reserved=state.reserved,
+            requested=used,
+            action="cutoff",
+            unit=check.unit,
+            detail=f"the stream was closed after {usage.output_tokens} output tokens",
+        )
+        self.steps = (*self.steps, CutOff(check.spec.name, usage.output_tokens))
+        self.fail(exc, dataclasses.replace(outcome, usage=usage, estimated=True))
+        return exc
+
+    # -- the gate's own ----------------------------------------------------------------------------
+
+    def _end(self, outcome: Outcome, exc: BaseException | None) -> CallRecord | None:
+        closing = self._close(outcome, exc)
+        if closing is None:
+            return None
+        record, amounts = closing
+        if self.holds:
+            self._settle_store(amounts)
+        self._publish(record)
+        return record
+
+    async def _aend(self, outcome: Outcome, exc: BaseException | None) -> CallRecord | None:
+        closing = self._close(outcome, exc)
+        if closing is None:
+            return None
+        record, amounts = closing
+        if self.holds:
+            await self._asettle_store(amounts)
+        self._publish(record)
+        return record
+
+    def _error_line(self, exc: BaseException) -> str:
+        """``CallRecord.error``: tollgate's own errors in full; any other error by its type, HTTP
+        status and provider code, with its message only under content capture, masked."""
+        if isinstance(exc, TollgateError):
+            return f"{type(exc).__name__}: {exc}"
+        return failure_of(exc, capture_content=self.settings.capture_content, secrets=self.secrets).describe()
+
+    def _refusal(self, detail: str) -> BudgetExceeded:
+        """The BudgetExceeded (action "block") naming the budget that decided the call."""
+        d = self._deciding
+        if d is None:
+            return BudgetExceeded("unknown", limit=0, spent=0, requested=0, action="block", detail=detail)
+        requested = (
+            self.estimate.usd
+            if d.unit == "usd"
+            else float(self.estimate.input_tokens + self.estimate.output_tokens)
+        )
+        return BudgetExceeded(
+            d.name,
+            limit=d.limit,
+            spent=d.spent,
+            reserved=d.reserved,
+            requested=requested,
+            action="block",
+            unit=d.unit,
+            detail=detail,
+        )
+
+    def _block_record(self, exc: BaseException, step: Step) -> None:
+        self.steps = (*self.steps, step)
+        self.fail(exc, Outcome(Usage(), status="blocked"))
+
+    def _close(self, outcome: Outcome, exc: BaseException | None) -> tuple[CallRecord, list[float]] | None:
+        """The call's record and what each hold becomes (None when the call ended already).
+        Never raises: a value it cannot use is dropped, a usage it cannot price is noted."""
+        if self.settled:
+            return None
+        self.settled = True
+        try:
+            return self._closing(outcome, exc)
+        except Exception:  # a bug of tollgate's own: the call still leaves a record
+            log.exception("tollgate could not settle call %s", self.id)
+            return self._closing(_NOTHING, exc, degraded=True)
+
+    def _closing(
+        self, outcome: Outcome, exc: BaseException | None, degraded: bool = False
+    ) -> tuple[CallRecord, list[float]]:
+        usage = outcome.usage if _readable(outcome.usage) else None
+        estimated = outcome.estimated or usage is None
+        status: Status = outcome.status
+        error = None
+        if exc is not None:
+            error = self._error_line(exc)
+            if status == "ok":
+                status = "error"
+        if degraded:
+            usage, estimated = Usage(), False
+        elif usage is None:
+            usage = self._estimated(outcome.text)
+        model = _text(outcome.model)
+        steps = (*self.steps, *outcome.steps) if outcome.steps else self.steps
+        usd, priced, pricing_failed = self._priced(usage, model, outcome.usd)
+        if pricing_failed is not None:
+            steps = (*steps, PricingFailed(pricing_failed))
+        self._finish_reasons = tuple(r for r in outcome.finish_reasons if isinstance(r, str))
+        self._output_messages = outcome.output_messages
+        self.steps = steps
+        record = CallRecord(
+            id=self.id,
+            started_at=self.started_at,
+            ended_at=self.ended_at or time.time(),
+            provider=self.request.provider,
+            operation=self.request.operation,
+            request_model=self.request.model,
+            response_model=model,
+            usage=usage,
+            usd=usd,
+            priced=priced,
+            estimated=estimated,
+            stream=self.request.stream or outcome.stream,
+            status=status,
+            error=error,
+            response_id=_text(outcome.id),
+            tags=self.tags,
+            decisions=steps,
+        )
+        amounts = (
+            [
+                hold.amount
+                if pricing_failed is not None and check.unit == "usd"
+                else actual(check.unit, usd, usage.total_tokens)
+                for check, hold in zip(self.checks, self.holds, strict=False)
+            ]
+            if self.holds
+            else []
+        )
+        if self.holds:
+            self.overrun = overrun(self.checks, self.states, amounts, self.post_flight)
+        return record, amounts
+
+    def _estimated(self, text: str | None) -> Usage:
+        """The usage of a call whose provider reported none: the prompt as estimated, the output
+        counted from the text that came back, and the units an audio or image request bills
+        whatever came back (the audio sent, the characters spoken, the images asked for)."""
+        output = 0
+        if isinstance(text, str) and text:
+            output = count_text(text, self.decision.model, self.request.provider)
+        units = self.request.units
+        billed = {k: units[k] for k in _BILLED_UNITS if k in units} if units else {}
+        return Usage(input_tokens=self.estimate.input_tokens, output_tokens=output, units=billed)
+
+    def _priced(self, usage: Usage, model: str | None, usd: Any) -> tuple[float, bool, str | None]:
+        """USD, whether priced, and the error type when pricing failed."""
+        reported = usd if _amount(usd) else None
+        try:
+            price = self._price_for(model)
+            if price is None and reported is None and (usage.total_tokens or usage.units):
+                # Warned here, not pre-flight: an Azure deployment name is unpriced until the
+                # response names the model behind it.
+                self._warn_unpriced(model or self.request.model)
+            if reported is not None:
+                return float(reported), True, None
+            return (cost(price, usage) if price is not None else 0.0), price is not None, None
+        except Exception as exc:
+            log.warning(
+                "tollgate could not price call %s (%s): billed as reserved", self.id, type(exc).__name__
+            )
+            return 0.0, False, type(exc).__name__
+
+    def _price_for(self, model: str | None) -> ModelPrice | None:
+        # The model that answered is the one billed (a dated snapshot may cost more than its alias).
+        if model and model != self.request.model:
+            price = lookup_price(self.settings, model, self.request.provider)
+            if price is not None:
+                return price
+        return self.price
+
+    def _warn_unpriced(self, model: str) -> None:
+        s = self.settings
+        if s.on_unpriced != "warn" or model in s.warned_unpriced:
+            return
+        s.warned_unpriced.add(model)
+        warnings.warn(
+            f"tollgate has no price for model {model!r} (provider {self.request.provider}); its calls are "
+            f"recorded with their tokens and $0. Add a price with tollgate.configure(prices=...).",
+            UnpricedModelWarning,
+            stacklevel=4,
+        )
+
+    def _settle_store(self, amounts: list[float]) -> None:
+        store = self.settings.store
+        try:
+            store.settle(self.holds, amounts)
+            return
+        except StoreUnavailable:  # unreachable: a store that can replays the settle itself
+            log.exception("tollgate could not settle call %s in the store", self.id)
+            return
+        except Exception:  # the store refused the settle: give the holds back rather than pin them
+            log.exception("tollgate could not settle call %s in the store; releasing its holds", self.id)
+        try:
+            store.release(self.holds)
+        except Exception:
+            log.exception("tollgate could not release the holds of call %s", self.id)
+
+    async def _asettle_store(self, amounts: list[float]) -> None:
+        store = self.settings.store
+        try:
+            await store.asettle(self.holds, amounts)
+            return
+        except StoreUnavailable:  # unreachable: a store that can replays the settle itself
+            log.exception("tollgate could not settle call %s in the store", self.id)
+            return
+        except Exception:  # the store refused the settle: give the holds back rather than pin them
+            log.exception("tollgate could not settle call %s in the store; releasing its holds", self.id)
+        try:
+            await store.arelease(self.holds)
+        except Exception:
+            log.exception("tollgate could not release the holds of call %s", self.id)
+
+    def _publish(self, record: CallRecord) -> None:
+        """Ledger, span, hooks: each guarded, so one failing cannot stop the others."""
+        s = self.settings
+        try:
+            s.ledger.write(record)
+        except Exception:
+            log.exception("tollgate could not record call %s in the ledger", self.id)
+        try:
+            telemetry.end_span(self.span, record, self._facts(record))
+        except Exception:
+            log.exception("tollgate could not end the span of call %s", self.id)
+        for hooks in (s.on_record, watchers):
+            for hook in hooks:
+                try:
+                    hook(record)
+                except Exception:
+                    log.exception("tollgate on_record hook %r failed", hook)
+
+    def _facts(self, record: CallRecord) -> telemetry.Facts:
+        """What the span and metrics say beyond the record."""
+        taken = actions(self.steps)
+        budget: BudgetFacts | None = None
+        if self.overrun is not None and "cutoff" not in taken:  # a cut-off stream raises that
+            taken.append("raise")
+            e = self.overrun
+            budget = BudgetFacts(e.budget, e.unit, e.limit, e.spent, e.reserved)
+        elif not taken and any(isinstance(c, Check) for c in self.checks):
+            taken.append("proceed")
+        if budget is None and taken:
+            budget = self._deciding or tightest(self.checks, self.states)
+        capture = telemetry.capture_content(self.span, self.settings)
+        d = self.decision
+        return telemetry.Facts(
+            model=d.model,
+            max_output_tokens=d.max_output_tokens,
+            finish_reasons=self._finish_reasons,
+            input_messages=(d.messages if d.messages is not None else self.request.messages)
+            if capture
+            else None,
+            prompt=self.request.prompt if capture else (),
+            output_messages=self._output_messages if capture else (),
+            server_address=self.request.server_address,
+            server_port=self.request.server_port,
+            metric_tags=self.settings.metric_tags,
+            actions=tuple(taken),
+            budget=budget,
+        )
 
 
-def _warn_unpriced(call: Call, model: str) -> None:
-    s = call.settings
-    if s.on_unpriced != "warn" or model in s.warned_unpriced:
-        return
-    s.warned_unpriced.add(model)
-    warnings.warn(
-        f"tollgate has no price for model {model!r} (provider {call.request.provider}); its calls are "
-        f"recorded with their tokens and $0. Add a price with tollgate.configure(prices=...).",
-        UnpricedModelWarning,
-        stacklevel=2,
+#: Units an audio or image request expects that bill it whatever came back (see ``LLMRequest.units``).
+_BILLED_UNITS = ("audio_seconds", "audio_output_seconds", "characters", "images")
+_NOTHING = Outcome(Usage())
+_USAGE_COUNTS = (
+    "input_tokens",
+    "output_tokens",
+    "cache_read_tokens",
+    "cache_write_tokens",
+    "reasoning_tokens",
+    "audio_input_tokens",
+    "audio_output_tokens",
+)
+
+
+def _count(value: Any) -> bool:
+    return type(value) is int and value >= 0
+
+
+def _amount(value: Any) -> bool:
+    return type(value) in (int, float) and math.isfinite(value) and value >= 0
+
+
+def _readable(usage: Any) -> bool:
+    """``usage`` is a Usage the gate can price: counts are non-negative ints, units finite numbers."""
+    if type(usage) is not Usage:
+        return False
+    u: Usage = usage
+    if not (
+        _count(u.input_tokens)
+        and _count(u.output_tokens)
+        and _count(u.cache_read_tokens)
+        and _count(u.cache_write_tokens)
+        and _count(u.reasoning_tokens)
+        and _count(u.audio_input_tokens)
+        and _count(u.audio_output_tokens)
+    ):
+        return False
+    return not u.units or (
+        isinstance(u.units, Mapping) and all(isinstance(k, str) and _amount(v) for k, v in u.units.items())
     )
 
 
-def _new_call(
-    request: LLMRequest, notes: tuple[Mapping[str, Any], ...] = (), tags: Mapping[str, str] | None = None
-) -> Call:
-    """A call for ``request``, estimated and priced, its span started (tags: the ambient ones)."""
-    s = settings()
-    tags = current_tags() if tags is None else tags
-    price = lookup_price(s, request.model, request.provider)
-    return Call(
-        id=random_hex(128),  # as unique as a uuid4, without its syscall
-        request=request,
-        decision=Decision("proceed", request.model, notes=notes),
-        estimate=estimate_request(request, price, s.expected_output_tokens),
-        price=price,
-        tags=tags,
-        started_at=time.time(),
-        span=telemetry.start_span(request, tags),
-        settings=s,
-    )
+def _text(value: Any) -> str | None:
+    return value if type(value) is str and value else None
 
 
-def _begin(request: LLMRequest) -> Call:
+# -- pre-flight --------------------------------------------------------------------------------------
+
+
+Reader = Callable[[], LLMRequest]
+
+
+def _read(
+    request: LLMRequest | Reader, provider: str, operation: str, model: Any
+) -> tuple[LLMRequest, Steps]:
+    """The request a door reads, or what can be known of it when reading fails (it is sent as
+    given: the SDK answers malformed input its own way)."""
+    if isinstance(request, LLMRequest):
+        read = request
+    else:
+        try:
+            read = request()
+        except Exception as exc:
+            return _basis(provider, operation, model), (Unreadable("request", type(exc).__name__),)
+    if type(read.model) is not str:
+        return dataclasses.replace(read, model="", messages=(), tools=(), prompt=()), (
+            Unreadable("model", type(read.model).__name__),
+        )
+    return read, ()
+
+
+def _basis(provider: str, operation: str, model: Any) -> LLMRequest:
+    return LLMRequest(provider=provider, operation=operation, model=model if type(model) is str else "")
+
+
+def _begin(request: LLMRequest, steps: Steps, secrets: tuple[str, ...]) -> Call:
     """Estimate and price ``request``: everything pre-flight does before asking the store."""
-    call = _new_call(request)
+    call = Call(request, steps, secrets=secrets)
     s = call.settings
-    if call.price is None and s.on_unpriced == "raise" and request.model:
-        exc = UnpricedModelError(request.model, request.provider)
-        release(call, exc)
+    if call.price is None and s.on_unpriced == "raise" and call.request.model:
+        exc = UnpricedModelError(call.request.model, call.request.provider)
+        call.fail(exc)
         raise exc
     return call
 
@@ -240,15 +767,24 @@ def _checks(call: Call, *, trust_cache: bool = True) -> tuple[list[Check | RateC
     return checks, assumed
 
 
-def preflight(request: LLMRequest) -> Call:
-    """Estimate, price and budget ``request``; decide what to do with it.
+def preflight(
+    request: LLMRequest | Reader,
+    *,
+    provider: str = "unknown",
+    operation: str = "chat",
+    model: Any = "",
+    secrets: tuple[str, ...] = (),
+) -> Call:
+    """Read, estimate, price and budget a request; decide what to do with it; return the call.
 
-    Raises :class:`~tollgate.BudgetExceeded` (a budget blocks it),
-    :class:`~tollgate.UnpricedModelError` (``on_unpriced="raise"``) or
-    :class:`~tollgate.StoreUnavailable` (the store is down and ``on_store_error="closed"``),
-    always before any traffic, and always after writing a record of the refused call.
+    ``request`` is the request, or a function that reads it from the door's native arguments:
+    should that fail, the call is budgeted as ``provider`` / ``operation`` / ``model`` with no
+    prompt, and sent as given. Raises :class:`~tollgate.BudgetExceeded` (a budget blocks it),
+    :class:`~tollgate.RateLimited`, :class:`~tollgate.UnpricedModelError`
+    (``on_unpriced="raise"``) or :class:`~tollgate.StoreUnavailable` (the store is down and
+    ``on_store_error="closed"``), always before any traffic and after writing its record.
     """
-    call = _begin(request)
+    call = _begin(*_read(request, provider, operation, model), secrets)
     checks, assumed = _checks(call)
     store = call.settings.store
     while checks:
@@ -270,17 +806,23 @@ def preflight(request: LLMRequest) -> Call:
                 continue
         except StoreUnavailable as exc:
             _store_failed(call, exc)
-        except BaseException as exc:  # cancelled or interrupted while waiting: leave a record
-            if not call.settled:
-                release(call, exc)
+        except BaseException as exc:  # refused, cancelled or interrupted: leave a record
+            call.fail(exc)
             raise
         break
     return call
 
 
-async def apreflight(request: LLMRequest) -> Call:
+async def apreflight(
+    request: LLMRequest | Reader,
+    *,
+    provider: str = "unknown",
+    operation: str = "chat",
+    model: Any = "",
+    secrets: tuple[str, ...] = (),
+) -> Call:
     """The async twin of :func:`preflight`: the same steps, with the store awaited."""
-    call = _begin(request)
+    call = _begin(*_read(request, provider, operation, model), secrets)
     checks, assumed = _checks(call)
     store = call.settings.store
     while checks:
@@ -302,22 +844,54 @@ async def apreflight(request: LLMRequest) -> Call:
                 continue
         except StoreUnavailable as exc:
             _store_failed(call, exc)
-        except BaseException as exc:  # cancelled or interrupted while waiting: leave a record
-            if not call.settled:
-                release(call, exc)
+        except BaseException as exc:  # refused, cancelled or interrupted: leave a record
+            call.fail(exc)
             raise
         break
     return call
 
 
-def estimator(s: Settings) -> Any:
-    """``request -> (estimate, price)`` under settings ``s``: what pre-flight reserves for a request."""
+class flight:  # lower case: used like a function, `with gate.flight(...) as call`
+    """Run a call through the gate: pre-flight on entering (sync ``with`` or ``async with``);
+    leaving the block behaves as leaving ``with call:`` (see :meth:`Call.__exit__`)."""
 
-    def estimate(request: LLMRequest) -> tuple[Estimate, ModelPrice | None]:
-        price = lookup_price(s, request.model, request.provider)
-        return estimate_request(request, price, s.expected_output_tokens), price
+    __slots__ = ("_args", "_call")
 
-    return estimate
+    def __init__(
+        self,
+        request: LLMRequest | Reader,
+        *,
+        provider: str = "unknown",
+        operation: str = "chat",
+        model: Any = "",
+        secrets: tuple[str, ...] = (),
+    ) -> None:
+        self._args = (request, provider, operation, model, secrets)
+        self._call: Call | None = None
+
+    def __enter__(self) -> Call:
+        request, provider, operation, model, secrets = self._args
+        self._call = preflight(request, provider=provider, operation=operation, model=model, secrets=secrets)
+        return self._call
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        if self._call is not None:
+            self._call.__exit__(exc_type, exc, tb)
+
+    async def __aenter__(self) -> Call:
+        request, provider, operation, model, secrets = self._args
+        self._call = await apreflight(
+            request, provider=provider, operation=operation, model=model, secrets=secrets
+        )
+        return self._call
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        if self._call is not None:
+            await self._call.__aexit__(exc_type, exc, tb)
 
 
 _STALE = "stale"
@@ -358,7 +932,7 @@ def _enforcement(
             yield delay
             continue
         budget = [i for i, c in enumerate(checks) if isinstance(c, Check)]
-        outcome = resolve(
+        resolution = resolve(
             call.request,
             call.estimate,
             [checks[i] for i in budget],  # type: ignore[misc]
@@ -366,13 +940,13 @@ def _enforcement(
             [budget.index(i) for i in reservation.refused],
             estimator(call.settings),
         )
-        if outcome.request is None or outcome.estimate is None:
-            assert outcome.blocking is not None and outcome.blocking_state is not None
-            _block(call, outcome.blocking, outcome.blocking_state, outcome.notes)
+        if resolution.request is None or resolution.estimate is None:
+            assert resolution.blocking is not None and resolution.blocking_state is not None
+            _block(call, resolution.blocking, resolution.blocking_state, resolution.steps)
         refusing = checks[reservation.refused[0]]
         if isinstance(refusing, Check):  # always: a refusing rate limit was waited for above
-            call.deciding = (refusing, reservation.states[reservation.refused[0]])
-        _apply(call, outcome.request, outcome.estimate, outcome.notes)
+            call._deciding = facts(refusing, reservation.states[reservation.refused[0]])
+        _apply(call, resolution.request, resolution.estimate, resolution.steps)
         reservation = yield [c.charge(call.estimate) for c in checks]
         assert reservation is not None
         if reservation.ok:
@@ -381,7 +955,7 @@ def _enforcement(
         if refused_budget:  # another call took the room meanwhile
             blocking = checks[refused_budget[0]]
             assert isinstance(blocking, Check)
-            _block(call, blocking, reservation.states[refused_budget[0]], outcome.notes)
+            _block(call, blocking, reservation.states[refused_budget[0]], resolution.steps)
         # Only a rate limit refused the edited call: wait for it like any other.
     call.checks, call.holds, call.states = checks, reservation.holds, reservation.states
     _touch(checks, reservation.holds)
@@ -396,140 +970,65 @@ def _touch(checks: Sequence[Check | RateCheck], holds: Sequence[Hold]) -> None:
             check.frame.touched.add(hold.slot)
 
 
-def output_room(call: Call) -> tuple[float, Check, CounterState] | None:
-    """How many output tokens the call may produce before some budget's cap is crossed.
-
-    Counted from what the budgets had left at pre-flight (spent and others' holds), so a
-    stream that runs past the output it reserved (a provider ignoring a clamp) or an
-    ``on_exceed="raise"`` budget (which reserves nothing) is cut off before it overspends.
-    """
-    best: tuple[float, Check, CounterState] | None = None
-    est, price = call.estimate, call.price
-    per_token = (price.output or 0.0) if price is not None else 0.0
-    input_usd = est.usd - est.output_tokens * per_token
-    for check, state in zip(call.checks, call.states, strict=True):
-        if not isinstance(check, Check):
-            continue
-        left = check.limit - state.spent - state.reserved
-        if check.unit == "tokens":
-            room = left - est.input_tokens
-        elif per_token > 0:
-            room = (left - input_usd) / per_token
-        else:
-            continue
-        if best is None or room < best[0]:
-            best = (room, check, state)
-    return best
-
-
-def cut_off(call: Call, usage: Usage, response_model: str | None, response_id: str | None) -> BudgetExceeded:
-    """Settle a stream tollgate stops mid-way because its output passed :attr:`Call.output_room`.
-
-    The partial usage is settled (estimated); the returned error is raised to the reader.
-    """
-    assert call.output_room is not None
-    _, check, state = call.output_room
-    call.deciding = (check, state)
-    used = (
-        float(usage.total_tokens)
-        if check.unit == "tokens"
-        else cost(call.price, usage)
-        if call.price
-        else 0.0
-    )
-    exc = BudgetExceeded(
-        check.spec.name,
-        limit=check.limit,
-        spent=state.spent,
-        reserved=state.reserved,
-        requested=used,
-        action="cutoff",
-        unit=check.unit,
-        detail=f"the stream was closed after {usage.output_tokens} output tokens",
-    )
-    call.decision.notes = (
-        *call.decision.notes,
-        {"action": "cutoff", "budget": check.spec.name, "output_tokens": usage.output_tokens},
-    )
-    settle(
-        call,
-        usage,
-        response_model=response_model,
-        response_id=response_id,
-        estimated=True,
-        status="error",
-        error=describe_error(exc),
-    )
-    return exc
-
-
 def _rate_limited(call: Call, check: RateCheck, state: CounterState, delay: float) -> NoReturn:
     exc = RateLimited(
         f"rate limit {check.rate.name!r}: {state.spent + state.reserved:g} of {check.limit:g} {check.unit} "
         f"used in the last {check.rate.per}; this call needs {check.amount(call.estimate):g}",
         retry_after=delay,
     )
-    call.decision.notes = (*call.decision.notes, {"action": "rate_limited", "limit": check.rate.name})
-    settle(call, Usage(), status="blocked", error=describe_error(exc))
+    call._block_record(exc, RateLimitedStep(check.rate.name))
     raise exc
 
 
 def _store_failed(call: Call, exc: StoreUnavailable) -> None:
     """Fail closed (record and raise) or open (note it and go on), as configured."""
     if call.settings.on_store_error == "open":
-        call.decision.notes = (*call.decision.notes, {"store": "unavailable", "error": str(exc)})
+        call.steps = (*call.steps, StoreDown(str(exc)))
         return
-    release(call, exc)
+    call.fail(exc)
     raise exc
 
 
-def _apply(call: Call, request: LLMRequest, estimate: Estimate, notes: tuple[Mapping[str, Any], ...]) -> None:
-    actions = {n["action"] for n in notes}
+def _apply(call: Call, request: LLMRequest, estimate: Estimate, steps: Steps) -> None:
+    kinds = {type(s) for s in steps}
+    taken = [a for a in actions(steps) if a in ("downgrade", "clamp", "truncate")]
+    action: Action = taken[-1] if taken else "proceed"  # type: ignore[assignment]
     call.decision = Decision(
-        action=notes[-1]["action"],
+        action=action,
         model=request.model,
-        max_output_tokens=request.max_output_tokens if "clamp" in actions else None,
-        messages=request.messages if "truncate" in actions else None,
-        notes=notes,
+        max_output_tokens=request.max_output_tokens if Clamped in kinds else None,
+        messages=request.messages if "truncate" in taken else None,
     )
+    call.steps = (*call.steps, *steps)
     call.estimate = estimate
     call.price = lookup_price(call.settings, request.model, request.provider)
 
 
-def _block(call: Call, check: Check, state: CounterState, notes: tuple[Mapping[str, Any], ...]) -> NoReturn:
-    call.deciding = (check, state)
-    exc = refusal(call, "; ".join(n.get("reason") or f"tried {n['action']}" for n in notes))
-    call.decision.notes = (*notes, {"action": "block", "budget": check.spec.name})
-    settle(call, Usage(), status="blocked", error=describe_error(exc))
+def _block(call: Call, check: Check, state: CounterState, steps: Steps) -> NoReturn:
+    call._deciding = facts(check, state)
+    reason = "; ".join(str(s.get("reason") or f"tried {s.get('action')}") for s in steps)
+    exc = call._refusal(reason)
+    call.steps = (*call.steps, *steps)
+    call._block_record(exc, Blocked(check.spec.name))
     raise exc
 
 
-def refusal(call: Call, detail: str) -> BudgetExceeded:
-    """The BudgetExceeded (action "block") naming the budget that decided ``call``: for a call
-    a budget blocks, and for one whose decision a door cannot apply (a LangChain callback
-    cannot downgrade; a LiteLLM hook never sees positional arguments)."""
-    if call.deciding is None:
-        return BudgetExceeded("unknown", limit=0, spent=0, requested=0, action="block", detail=detail)
-    check, state = call.deciding
-    return BudgetExceeded(
-        check.spec.name,
-        limit=check.limit,
-        spent=state.spent,
-        reserved=state.reserved,
-        requested=check.amount(call.estimate),
-        action="block",
-        unit=check.unit,
-        detail=detail,
-    )
+# -- calls gated by nobody ---------------------------------------------------------------------------
 
 
 def observe(
-    request: LLMRequest, *, note: str = "observe_only", tags: Mapping[str, str] | None = None
+    request: LLMRequest | Reader,
+    *,
+    note: Observation = "observe_only",
+    tags: Mapping[str, str] | None = None,
+    provider: str = "unknown",
+    operation: str = "chat",
 ) -> Call:
     """A call for the record only, gated by nobody (a door no hook can gate, a call a hook
-    refused but its framework ran anyway): nothing is reserved or refused; settle it like any
-    other. ``note`` is the decision it is recorded with; ``tags`` default to the ambient ones."""
-    return _new_call(request, ({"action": note},), tags)
+    refused but its framework ran anyway): nothing is reserved or refused; finish it like any
+    other. ``note`` is the step it is recorded with; ``tags`` default to the ambient ones."""
+    read, steps = _read(request, provider, operation, "")
+    return Call(read, (*steps, Observed(note)), tags)
 
 
 def probe(request: LLMRequest) -> None:
@@ -551,19 +1050,17 @@ def probe(request: LLMRequest) -> None:
 
 def account(
     request: LLMRequest,
-    usage: Usage,
+    outcome: Outcome,
     *,
     tags: Mapping[str, str],
     started_at: float | None = None,
     ended_at: float | None = None,
-    **outcome: Any,
 ) -> CallRecord | None:
     """Record usage that happened elsewhere (:func:`tollgate.record`): it is charged to every
     budget and standing limit that applies, in the window of ``started_at`` (default: now),
-    refused by none (the tokens are spent already),
-    and written to the ledger, the span and the hooks like any call. ``outcome``: settle's
-    keyword arguments (``usd``, ``response_model``, ``status``...)."""
-    call = _new_call(request, ({"action": "record"},), tags)
+    refused by none (the tokens are spent already), and written to the ledger, the span and
+    the hooks like any call."""
+    call = Call(request, (Observed("record"),), tags)
     if started_at is not None:
         call.started_at = started_at
     call.ended_at = ended_at
@@ -583,206 +1080,5 @@ def account(
             _touch(checks, reservation.holds)
     except StoreUnavailable as exc:  # still recorded: the ledger keeps what the budgets missed
         log.warning("tollgate could not charge a usage record to the budgets: %s", exc)
-        call.decision.notes = (*call.decision.notes, {"store": "unavailable", "error": str(exc)})
-    return settle(call, usage, **outcome)
-
-
-def lookup_price(s: Settings, model: str, provider: str | None) -> ModelPrice | None:
-    """The price ``model`` is billed at, or None when unpriced.
-
-    Some table entries list only token limits (subscription products): for cost they are unpriced.
-    """
-    entry = s.prices.lookup(model, provider)
-    return entry if entry is not None and has_price(entry) else None
-
-
-def _price_for(call: Call, response_model: str | None) -> ModelPrice | None:
-    # The model that answered is the one billed (a dated snapshot may cost more than its alias).
-    if response_model and response_model != call.request.model:
-        price = lookup_price(call.settings, response_model, call.request.provider)
-        if price is not None:
-            return price
-    return call.price
-
-
-def settle(
-    call: Call,
-    usage: Usage,
-    *,
-    response_model: str | None = None,
-    response_id: str | None = None,
-    estimated: bool = False,
-    status: Status = "ok",
-    error: str | None = None,
-    usd: float | None = None,
-    finish_reasons: Sequence[str] = (),
-    output_messages: Sequence[Mapping[str, Any]] = (),
-) -> CallRecord | None:
-    """Close ``call`` with its usage: price it, settle its holds, write one CallRecord, end its span.
-
-    ``usd`` is a cost the provider reported itself (OpenRouter's ``usage.cost``): it is
-    recorded instead of the price table's. ``finish_reasons`` and ``output_messages`` (the
-    completions, OpenAI chat-shaped) go on the span only (the latter when content capture is
-    on), never in the ledger. Idempotent (a second settle of the same call is
-    ignored and returns None) and never raises: bookkeeping trouble is logged on the
-    ``tollgate`` logger, and the record is written even when the store could not be settled.
-    """
-    record = _record(call, usage, response_model, response_id, estimated, status, error, usd)
-    if record is not None:
-        call.finish_reasons, call.output_messages = finish_reasons, output_messages
-        if call.holds:
-            try:
-                call.settings.store.settle(call.holds, _settle_amounts(call, record))
-            except Exception:
-                log.exception("tollgate could not settle call %s in the store", call.id)
-        _publish(call, record)
-    return record
-
-
-async def asettle(
-    call: Call,
-    usage: Usage,
-    *,
-    response_model: str | None = None,
-    response_id: str | None = None,
-    estimated: bool = False,
-    status: Status = "ok",
-    error: str | None = None,
-    usd: float | None = None,
-    finish_reasons: Sequence[str] = (),
-    output_messages: Sequence[Mapping[str, Any]] = (),
-) -> CallRecord | None:
-    """The async twin of :func:`settle`: the store is awaited (one round trip for Redis)."""
-    record = _record(call, usage, response_model, response_id, estimated, status, error, usd)
-    if record is not None:
-        call.finish_reasons, call.output_messages = finish_reasons, output_messages
-        if call.holds:
-            try:
-                await call.settings.store.asettle(call.holds, _settle_amounts(call, record))
-            except Exception:
-                log.exception("tollgate could not settle call %s in the store", call.id)
-        _publish(call, record)
-    return record
-
-
-def _record(
-    call: Call,
-    usage: Usage,
-    response_model: str | None,
-    response_id: str | None,
-    estimated: bool,
-    status: Status,
-    error: str | None,
-    usd: float | None = None,
-) -> CallRecord | None:
-    """The call's CallRecord, priced (None if the call was settled already or pricing failed)."""
-    if call.settled:
-        return None
-    call.settled = True
-    try:
-        price = _price_for(call, response_model)
-        if price is None and usd is None and (usage.total_tokens or usage.units):
-            # Warned here, not pre-flight: an Azure deployment name is unpriced until the
-            # response names the model behind it.
-            _warn_unpriced(call, response_model or call.request.model)
-        return CallRecord(
-            id=call.id,
-            started_at=call.started_at,
-            ended_at=call.ended_at or time.time(),
-            provider=call.request.provider,
-            operation=call.request.operation,
-            request_model=call.request.model,
-            response_model=response_model,
-            usage=usage,
-            usd=usd if usd is not None else cost(price, usage) if price is not None else 0.0,
-            priced=usd is not None or price is not None,
-            estimated=estimated,
-            stream=call.request.stream,
-            status=status,
-            error=error,
-            response_id=response_id,
-            tags=call.tags,
-            decisions=call.decision.notes,
-        )
-    except Exception:
-        log.exception("tollgate could not settle call %s", call.id)
-        return None
-
-
-def _publish(call: Call, record: CallRecord) -> None:
-    """Ledger, span, hooks: each guarded, so one failing cannot stop the others."""
-    try:
-        call.settings.ledger.write(record)
-    except Exception:
-        log.exception("tollgate could not record call %s in the ledger", call.id)
-    try:
-        telemetry.end_span(call.span, record, call)
-    except Exception:
-        log.exception("tollgate could not end the span of call %s", call.id)
-    for hooks in (call.settings.on_record, watchers):
-        for hook in hooks:
-            try:
-                hook(record)
-            except Exception:
-                log.exception("tollgate on_record hook %r failed", hook)
-
-
-def _actual(unit: str, record: CallRecord) -> float:
-    if unit == "usd":
-        return record.usd
-    # A request counts once it was sent, whatever became of it; tokens are refunded to the actual.
-    return 1.0 if unit == "requests" else float(record.usage.total_tokens)
-
-
-def _settle_amounts(call: Call, record: CallRecord) -> list[float]:
-    """What each hold becomes; notes an ``on_exceed="raise"`` budget the call crossed."""
-    actuals = [_actual(c.unit, record) for c in call.checks]
-    for check, state, actual in zip(call.checks, call.states, actuals, strict=True):
-        if (
-            isinstance(check, Check)
-            and (check.post_flight or call.post_flight)
-            and state.spent + state.reserved + actual > check.limit
-        ):
-            call.overrun = BudgetExceeded(
-                check.spec.name,
-                limit=check.limit,
-                spent=state.spent + actual,
-                reserved=state.reserved,
-                requested=actual,
-                action="raise",
-                unit=check.unit,
-                detail="the call ran; its cost crossed the cap",
-            )
-            break
-    return actuals
-
-
-def raise_if_overrun(call: Call) -> None:
-    """Raise the :class:`~tollgate.BudgetExceeded` of an ``on_exceed="raise"`` budget the call crossed."""
-    if call.overrun is not None:
-        raise call.overrun
-
-
-def describe_error(exc: BaseException) -> str:
-    """``"Type: message"`` for a record, with the HTTP status when the exception carries one."""
-    status = getattr(exc, "status_code", None)
-    if status is None:  # google-genai's errors carry the HTTP status as .code
-        code = getattr(exc, "code", None)
-        status = code if isinstance(code, int) and 100 <= code < 600 else None
-    name = type(exc).__name__
-    return f"{name}: HTTP {status}: {exc}" if status else f"{name}: {exc}"
-
-
-async def arelease(
-    call: Call, exc: BaseException, usage: Usage | None = None, *, estimated: bool = False
-) -> None:
-    """The async twin of :func:`release`."""
-    await asettle(call, usage or Usage(), status="error", error=describe_error(exc), estimated=estimated)
-
-
-def release(call: Call, exc: BaseException, usage: Usage | None = None, *, estimated: bool = False) -> None:
-    """Close ``call`` as failed or cancelled: a record with the error and the cost of ``usage``.
-
-    ``usage`` is what the provider billed before the failure (none for an HTTP error: zero cost).
-    """
-    settle(call, usage or Usage(), status="error", error=describe_error(exc), estimated=estimated)
+        call.steps = (*call.steps, StoreDown(str(exc)))
+    return call._end(outcome, None)  # never refused, even past an on_exceed="raise" cap

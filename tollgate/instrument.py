@@ -135,7 +135,22 @@ def instrument(client: T) -> T:
     """
     if type(client) is _Proxy:
         return client
-    return _Proxy(client, _routes_for(client))  # type: ignore[return-value]
+    routes = _routes_for(client)
+    _keep_secrets(routes, client)
+    return _Proxy(client, routes)  # type: ignore[return-value]
+
+
+def _keep_secrets(routes: Routes, client: Any) -> None:
+    """Tell the client's surfaces its credentials, so an error message that quotes them is masked."""
+    from tollgate.failures import secrets_of
+
+    secrets = secrets_of(client)
+    if not secrets:
+        return
+    for route in routes.values():
+        surface = getattr(route, "keywords", {}).get("surface")
+        if surface is not None:
+            surface.secrets = secrets
 
 
 def uninstrument(client: T) -> T:

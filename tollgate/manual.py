@@ -10,6 +10,7 @@ from typing import Any
 from tollgate import gate
 from tollgate.config import settings
 from tollgate.errors import UnpricedModelError
+from tollgate.pricing.estimate import lookup_price
 from tollgate.request import CallRecord, LLMRequest, Status, Usage
 from tollgate.tags import _tag_value, current_tags
 
@@ -92,7 +93,7 @@ def record(
     if (
         usd is None
         and s.on_unpriced == "raise"
-        and gate.lookup_price(s, response_model or model, provider) is None
+        and lookup_price(s, response_model or model, provider) is None
     ):
         raise UnpricedModelError(response_model or model, provider)
     request = LLMRequest(provider=provider, operation=operation, model=model)
@@ -100,15 +101,17 @@ def record(
     end = times[1] if times[1] is not None else start
     written = gate.account(
         request,
-        Usage(**counts, units=dict(units or {})),
+        gate.Outcome(
+            Usage(**counts, units=dict(units or {})),
+            response_model,
+            response_id,
+            usd=usd,
+            status=status,
+            estimated=estimated,
+        ),
         tags={**current_tags(), **tags},
         started_at=start,
         ended_at=end,
-        usd=usd,
-        response_model=response_model,
-        response_id=response_id,
-        status=status,
-        estimated=estimated,
     )
     if written is None:  # tollgate's own bookkeeping failed, and logged why
         raise RuntimeError("tollgate could not record this usage; see the 'tollgate' logger")

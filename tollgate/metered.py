@@ -35,6 +35,7 @@ LangChain ``guard``) is counted by that door.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import inspect
 import logging
@@ -43,6 +44,7 @@ from typing import Any, TypeVar, overload
 
 from tollgate import gate
 from tollgate.config import settings
+from tollgate.pricing.estimate import lookup_price
 from tollgate.providers.base import Accountant, Found, Server, Surface, count_of, field, outcome
 from tollgate.request import LLMRequest, Usage
 from tollgate.streams import AsyncGatedStream, GatedStream
@@ -259,46 +261,37 @@ class _Door:
 
     # -- the four kinds of function -------------------------------------------------------------
 
-    def _begin(
-        self, args: tuple[Any, ...], kwargs: dict[str, Any]
-    ) -> tuple[gate.Call, tuple[Any, ...], dict[str, Any]]:
-        bound = self.bind(args, kwargs)
-        call = gate.preflight(self.request(bound))
-        call.post_flight = not call.request.model
-        return (call, *self.arguments(call, bound, args, kwargs))
-
-    async def _abegin(
-        self, args: tuple[Any, ...], kwargs: dict[str, Any]
-    ) -> tuple[gate.Call, tuple[Any, ...], dict[str, Any]]:
-        bound = self.bind(args, kwargs)
-        call = await gate.apreflight(self.request(bound))
-        call.post_flight = not call.request.model
-        return (call, *self.arguments(call, bound, args, kwargs))
+    def _flight(self, bound: inspect.BoundArguments | None) -> gate.flight:
+        return gate.flight(
+            lambda: self.request(bound), provider=self.provider or "unknown", operation=self.operation
+        )
 
     def function(self, *args: Any, **kwargs: Any) -> Any:
         if gate.covered():
             return self.fn(*args, **kwargs)
-        call, args, kwargs = self._begin(args, kwargs)
-        try:
-            with gate.sending(call):
+        bound = self.bind(args, kwargs)
+        with self._flight(bound) as call:
+            args, kwargs = call.edit(self.arguments, call, bound, args, kwargs)
+            with call.sending():
                 result = self.fn(*args, **kwargs)
-        except BaseException as exc:
-            gate.release(call, exc)
-            raise
+            call.hand_over()
         if inspect.isawaitable(result):  # a sync function handing back an SDK coroutine
             return self._awaited(call, result)
         stream = self.streamed(call, result)
         if stream is not None:
             return stream
-        self.settle(call, result)
+        call.finish(self.outcome(call, result))
         return result
 
     async def _awaited(self, call: gate.Call, awaitable: Any) -> Any:
         try:
-            with gate.sending(call):
+            with call.sending():
                 result = await awaitable
-        except BaseException as exc:
-            await gate.arelease(call, exc)
+        except Exception as exc:
+            await call.afail(exc)
+            raise
+        except BaseException as exc:  # cancelled: no awaiting while being cancelled
+            call.fail(exc)
             raise
         return await self._returned(call, result)
 
@@ -306,32 +299,30 @@ class _Door:
         stream = self.streamed(call, result)
         if stream is not None:
             return stream
-        await self.asettle(call, result)
+        await call.afinish(self.outcome(call, result))
         return result
 
     async def coroutine(self, *args: Any, **kwargs: Any) -> Any:
         if gate.covered():
             return await self.fn(*args, **kwargs)
-        call, args, kwargs = await self._abegin(args, kwargs)
-        try:
-            with gate.sending(call):
+        bound = self.bind(args, kwargs)
+        async with self._flight(bound) as call:
+            args, kwargs = call.edit(self.arguments, call, bound, args, kwargs)
+            with call.sending():
                 result = await self.fn(*args, **kwargs)
-        except BaseException as exc:
-            await gate.arelease(call, exc)
-            raise
+            call.hand_over()
         return await self._returned(call, result)
 
     def generator(self, *args: Any, **kwargs: Any) -> Iterator[Any]:
         if gate.covered():
             yield from self.fn(*args, **kwargs)
             return
-        call, args, kwargs = self._begin(args, kwargs)
-        try:
-            with gate.sending(call):  # the generator's body runs from its first next()
+        bound = self.bind(args, kwargs)
+        with self._flight(bound) as call:
+            args, kwargs = call.edit(self.arguments, call, bound, args, kwargs)
+            with call.sending():  # the generator's body runs from its first next()
                 inner = self.fn(*args, **kwargs)
-        except BaseException as exc:
-            gate.release(call, exc)
-            raise
+            call.hand_over()
         stream = self.stream(call, inner)
         try:
             yield from stream
@@ -343,8 +334,12 @@ class _Door:
             async for item in self.fn(*args, **kwargs):
                 yield item
             return
-        call, args, kwargs = await self._abegin(args, kwargs)
-        stream = self.stream(call, self.fn(*args, **kwargs), asynchronous=True)
+        bound = self.bind(args, kwargs)
+        async with self._flight(bound) as call:
+            args, kwargs = call.edit(self.arguments, call, bound, args, kwargs)
+            inner = self.fn(*args, **kwargs)
+            call.hand_over()
+        stream = self.stream(call, inner, asynchronous=True)
         try:
             async for item in stream:
                 yield item
@@ -361,7 +356,7 @@ class _Door:
 
     def stream(self, call: gate.Call, stream: Any, *, asynchronous: bool = False) -> Any:
         """``stream`` read through the gate: settled when it ends, is closed or is dropped."""
-        call.request.stream = True
+        call.streaming()
         wrapper = AsyncGatedStream if asynchronous else GatedStream
         return wrapper(_Covering(stream, call), call, _Reader(self, call))
 
@@ -390,12 +385,13 @@ class _Door:
             try:
                 mine = self.extracted(result)
             except Exception as exc:
-                self._warn(f"its extract_usage failed ({type(exc).__name__}: {exc})")
+                self._warn(f"its extract_usage failed ({type(exc).__name__})")
                 mine = None
             if mine is not None:
-                mine.model = mine.model or recognised.model
-                mine.id, mine.text = recognised.id, recognised.text
-                return mine, provider
+                model = mine.model or recognised.model
+                return dataclasses.replace(
+                    mine, model=model, id=recognised.id, text=recognised.text
+                ), provider
         return recognised, provider
 
     def _warn(self, why: str) -> None:
@@ -403,38 +399,15 @@ class _Door:
             self.warned = True
             log.warning("tollgate: metered function %s: %s; its usage is estimated", self.name, why)
 
-    def _outcome(self, call: gate.Call, result: Any) -> tuple[Usage, dict[str, Any]]:
+    def outcome(self, call: gate.Call, result: Any) -> gate.Outcome:
+        """What a function's (non-stream) result says of the call."""
         found, provider = self.found(result)
-        learn(call, found.model, provider, guessed=self.provider is None)
+        call.learn(found.model, provider if self.provider is None else None)
         if found.text is None and isinstance(result, str):
-            found.text = result
+            found = dataclasses.replace(found, text=result)
         if found.usage is None and found.text is None and self.extract is None and not call.request.model:
             self._warn("no usage tollgate recognises in what it returned (pass extract_usage=)")
         return outcome(call, _RESULTS, result, read=lambda _: found)
-
-    def settle(self, call: gate.Call, result: Any) -> None:
-        usage, extra = self._outcome(call, result)
-        gate.settle(call, usage, **extra)
-        gate.raise_if_overrun(call)
-
-    async def asettle(self, call: gate.Call, result: Any) -> None:
-        usage, extra = self._outcome(call, result)
-        await gate.asettle(call, usage, **extra)
-        gate.raise_if_overrun(call)
-
-
-def learn(call: gate.Call, model: str | None, provider: str | None, *, guessed: bool = True) -> None:
-    """A call made without a known model takes it from its response, and without a provider
-    named by the caller (``guessed``) the provider whose response it is."""
-    request = call.request
-    if provider and guessed and request.provider != provider:
-        request.provider = provider
-        if request.model:
-            call.price = gate.lookup_price(call.settings, request.model, provider) or call.price
-    if model and not request.model:
-        request.model = call.decision.model = model
-        call.price = gate.lookup_price(call.settings, model, request.provider)
-        call.span.update_name(f"{request.operation} {model}")  # it was named before the model was known
 
 
 _MAKERS = ("openai", "anthropic", "gemini")
@@ -445,10 +418,10 @@ def _maker(model: str) -> str:
     (``claude-*`` is Anthropic's, not Bedrock's), else any provider that prices it."""
     s = settings()
     for provider in _MAKERS:
-        price = gate.lookup_price(s, model, provider)
+        price = lookup_price(s, model, provider)
         if price is not None and price.provider == provider:
             return provider
-    price = gate.lookup_price(s, model, None)
+    price = lookup_price(s, model, None)
     return price.provider if price is not None else "unknown"
 
 
@@ -506,8 +479,7 @@ def recognise(value: Any) -> tuple[Found, str | None]:
             ), provider
         if any(field(value, name) is not None for name in ("usage_metadata", "usageMetadata", "candidates")):
             found = gemini.response_found(value)
-            found.text = gemini.response_text(value) or None
-            return found, "gemini"
+            return dataclasses.replace(found, text=gemini.response_text(value) or None), "gemini"
     except Exception:  # a malformed response: nothing recognised, the usage is estimated
         log.debug("tollgate could not read a metered function's result", exc_info=True)
     return Found(None), None
@@ -592,7 +564,7 @@ class _Reader(Accountant):
             if mine is not None and mine.usage is not None:
                 self.usage = mine.usage
                 self.response_model = mine.model or self.response_model
-        learn(self._call, self.response_model, None)
+        self._call.learn(self.response_model)
         return True
 
     def _sniff(self, chunk: Any) -> Accountant | None:
@@ -612,7 +584,7 @@ class _Reader(Accountant):
         if inner is not None:
             self._inner = inner
             self.text, self.finish_reasons = inner.text, inner.finish_reasons
-            learn(self._call, None, provider, guessed=self._door.provider is None)
+            self._call.learn(None, provider if self._door.provider is None else None)
         return inner
 
 
@@ -626,11 +598,11 @@ class _Covering:
         self._inner, self._call = inner, call
 
     def __next__(self) -> Any:
-        with gate.sending(self._call):
+        with self._call.sending():
             return next(self._inner)
 
     async def __anext__(self) -> Any:
-        with gate.sending(self._call):
+        with self._call.sending():
             return await self._inner.__anext__()
 
     def close(self) -> Any:

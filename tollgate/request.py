@@ -24,6 +24,8 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any, Literal
 
+from tollgate.decisions import Step, step_from_dict
+
 Status = Literal["ok", "error", "blocked", "abandoned"]
 
 
@@ -76,7 +78,7 @@ class Usage:
 _NO_UNITS: Mapping[str, float] = MappingProxyType({})
 
 
-@dataclass(slots=True)
+@dataclass(frozen=True, slots=True)
 class LLMRequest:
     """What a call asks for, in provider-neutral terms.
 
@@ -157,7 +159,13 @@ class CallRecord:
     error: str | None = None
     response_id: str | None = None
     tags: Mapping[str, str] = field(default_factory=dict)
-    decisions: Sequence[Mapping[str, Any]] = ()
+    #: What tollgate did to the call (:mod:`tollgate.decisions`), in order; each also reads as
+    #: the dict it is stored as (``record.decisions[0]["action"]``).
+    decisions: Sequence[Step] = ()
+
+    def __post_init__(self) -> None:
+        if self.decisions and not all(isinstance(x, Step) for x in self.decisions):
+            self.decisions = tuple(x if isinstance(x, Step) else step_from_dict(x) for x in self.decisions)
 
     @property
     def duration(self) -> float:
@@ -169,12 +177,14 @@ class CallRecord:
         d["usage"] = {f.name: getattr(self.usage, f.name) for f in dataclasses.fields(Usage)}
         d["usage"]["units"] = dict(self.usage.units)
         d["tags"] = dict(self.tags)
-        d["decisions"] = [dict(x) for x in self.decisions]
+        d["decisions"] = [x.as_dict() if isinstance(x, Step) else dict(x) for x in self.decisions]
         return d
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> CallRecord:
         data = dict(d)
         data["usage"] = Usage(**data.get("usage") or {})
-        data["decisions"] = tuple(data.get("decisions") or ())
+        data["decisions"] = tuple(
+            x if isinstance(x, Step) else step_from_dict(x) for x in data.get("decisions") or ()
+        )
         return cls(**data)

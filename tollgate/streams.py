@@ -30,6 +30,8 @@ from tollgate.errors import BudgetExceeded
 from tollgate.pricing.tokens import RunningCount, count_text
 from tollgate.request import Usage
 
+_NOTHING = gate.Outcome(Usage())
+
 # How many chunks past the last finish_reason close() reads to pick up a trailing usage chunk.
 _TRAILING_CHUNKS = 4
 # SDK stream methods that consume the stream: the wrapper reads it through itself first.
@@ -58,20 +60,6 @@ class StreamAccountant(Protocol):
         ...
 
 
-#: Units an audio or image request expects that bill it whatever streamed: the audio sent, the
-#: characters spoken, the images asked for (see ``LLMRequest.units``).
-_BILLED_UNITS = ("audio_seconds", "audio_output_seconds", "characters", "images")
-
-
-def _estimated_usage(call: gate.Call, acc: StreamAccountant) -> Usage:
-    units = call.request.units
-    return Usage(
-        input_tokens=call.estimate.input_tokens,
-        output_tokens=count_text("".join(acc.text), call.decision.model, call.request.provider),
-        units={k: units[k] for k in _BILLED_UNITS if k in units} if units else {},
-    )
-
-
 class _Settling:
     __slots__ = ("_tg_acc", "_tg_call", "_tg_count", "_tg_started", "_tg_stream")
 
@@ -81,8 +69,7 @@ class _Settling:
         self._tg_acc = accountant
         self._tg_started = False  # a chunk has arrived
         self._tg_count: tuple[RunningCount, list[int]] | None = None
-        if call.checks and call.output_room is None:  # how far the stream may run (see gate.cut_off)
-            call.output_room = gate.output_room(call)
+        call.room()  # how far the stream may run before a budget is crossed (see _overrun)
 
     @property  # type: ignore[misc]
     def __class__(self) -> type:  # isinstance(s, openai.Stream) stays true for the caller
@@ -91,43 +78,54 @@ class _Settling:
     def __repr__(self) -> str:
         return f"<tollgate stream of {self._tg_stream!r}>"
 
-    def _closing(self, exc: BaseException | None, abandoned: bool) -> tuple[Usage, dict[str, Any]] | None:
-        """The usage and settle arguments for however the stream ended (None if settled already)."""
+    def _outcome(self, abandoned: bool, failed: bool = False) -> gate.Outcome:
+        """What the stream said of itself, however it ended; the gate estimates what it did not."""
         call, acc = self._tg_call, self._tg_acc
-        if call.settled:
-            return None
-        if exc is not None:
-            error = gate.describe_error(exc)
-            if not self._tg_started:  # failed before anything arrived (an HTTP error): nothing billed
-                return Usage(), {"status": "error", "error": error}
-            return _estimated_usage(call, acc), {"status": "error", "error": error, "estimated": True}
+        text = "".join(acc.text)
         usage = acc.usage
-        if usage is None:
-            usage = _estimated_usage(call, acc)
-        elif abandoned:  # a running count (Anthropic, Gemini) may lag the text already streamed
-            streamed = _estimated_usage(call, acc).output_tokens
+        if failed and not self._tg_started:  # failed before anything arrived (an HTTP error)
+            return _NOTHING
+        if failed:
+            usage = None  # what streamed before the failure, estimated
+        elif usage is not None and abandoned:  # a running count (Anthropic, Gemini) may lag the text
+            streamed = count_text(text, call.decision.model, call.request.provider) if text else 0
             usage = dataclasses.replace(usage, output_tokens=max(usage.output_tokens, streamed))
-        extra: dict[str, Any] = {
-            "response_model": acc.response_model,
-            "response_id": acc.response_id,
-            "estimated": acc.usage is None or abandoned,
-            "status": "abandoned" if abandoned else "ok",
-            "usd": acc.usd,
-            "finish_reasons": tuple(acc.finish_reasons),
-        }
-        if telemetry.capture_content(call):
-            extra["output_messages"] = ({"role": "assistant", "content": "".join(acc.text)},)
-        return usage, extra
+        capture = telemetry.capture_content(call.span, call.settings)
+        return gate.Outcome(
+            usage,
+            acc.response_model,
+            acc.response_id,
+            usd=acc.usd,
+            text=text,
+            finish_reasons=tuple(acc.finish_reasons),
+            status="abandoned" if abandoned else "ok",
+            estimated=usage is None or abandoned,
+            output_messages=({"role": "assistant", "content": text},) if capture else (),
+        )
 
-    def _finish(self, exc: BaseException | None = None, *, abandoned: bool = False) -> None:
-        closing = self._closing(exc, abandoned)
-        if closing is not None:
-            gate.settle(self._tg_call, closing[0], **closing[1])
+    def _finish(
+        self, exc: BaseException | None = None, *, abandoned: bool = False, ended: bool = False
+    ) -> None:
+        """Close the call however the stream ended; ``ended``: read to its end, when an
+        ``on_exceed="raise"`` overrun is raised to the reader."""
+        call = self._tg_call
+        if call.settled:
+            return
+        if exc is not None:
+            call.fail(exc, self._outcome(False, failed=True))
+        else:
+            call.finish(self._outcome(abandoned), raise_overrun=ended)
 
-    async def _afinish(self, exc: BaseException | None = None, *, abandoned: bool = False) -> None:
-        closing = self._closing(exc, abandoned)
-        if closing is not None:
-            await gate.asettle(self._tg_call, closing[0], **closing[1])
+    async def _afinish(
+        self, exc: BaseException | None = None, *, abandoned: bool = False, ended: bool = False
+    ) -> None:
+        call = self._tg_call
+        if call.settled:
+            return
+        if exc is not None:
+            await call.afail(exc, self._outcome(False, failed=True))
+        else:
+            await call.afinish(self._outcome(abandoned), raise_overrun=ended)
 
     def _overrun(self) -> BudgetExceeded | None:
         """Settle and return the cut-off error once the output passes the call's room (else None)."""
@@ -140,16 +138,16 @@ class _Settling:
         counter, seen = self._tg_count
         output = counter.add(acc.text[seen[0] :])
         seen[0] = len(acc.text)
-        if output > room[0]:  # piecewise counts run a little high: recount the whole text first
+        if output > room.tokens:  # piecewise counts run a little high: recount the whole text first
             output = counter.recount("".join(acc.text))
         reported = acc.usage
         if reported is not None:  # Anthropic's message_delta carries a running output count
             output = max(output, reported.output_tokens)
-        if output <= room[0]:
+        if output <= room.tokens:
             return None
         input_tokens = reported.input_tokens if reported is not None and reported.input_tokens else None
         usage = Usage(input_tokens=input_tokens or call.estimate.input_tokens, output_tokens=output)
-        return gate.cut_off(call, usage, acc.response_model, acc.response_id)
+        return call.cut_off(usage, self._outcome(False))
 
     def __del__(self) -> None:
         # Dropped without being read to the end or closed: still recorded, never lost.
@@ -193,8 +191,7 @@ class GatedStream(_Settling):
             try:
                 chunk = next(self._tg_stream)
             except StopIteration:
-                self._finish()
-                gate.raise_if_overrun(self._tg_call)
+                self._finish(ended=True)  # raises an on_exceed="raise" overrun
                 raise
             except Exception as exc:
                 self._finish(exc)
@@ -282,8 +279,7 @@ class AsyncGatedStream(_Settling):
             try:
                 chunk = await self._tg_stream.__anext__()
             except StopAsyncIteration:
-                await self._afinish()
-                gate.raise_if_overrun(self._tg_call)
+                await self._afinish(ended=True)  # raises an on_exceed="raise" overrun
                 raise
             except Exception as exc:
                 await self._afinish(exc)

@@ -20,19 +20,22 @@ import logging
 import os
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, nullcontext
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from opentelemetry import metrics, trace
 from opentelemetry.metrics import _internal as _metrics_api
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
-from tollgate.budgets.enforce import Check
+from tollgate.budgets.room import BudgetFacts
+from tollgate.decisions import EVENT_PREFIX as EVENT_PREFIX
+from tollgate.decisions import STORE_UNAVAILABLE_EVENT as STORE_UNAVAILABLE_EVENT
+from tollgate.decisions import Clamped, Downgraded, Truncated, actions
 
 if TYPE_CHECKING:
     from opentelemetry.trace import Span
     from opentelemetry.util.types import AttributeValue
 
-    from tollgate.gate import Call
+    from tollgate.config import Settings
     from tollgate.request import CallRecord, LLMRequest
 
 # -- Every name tollgate emits ---------------------------------------------------------------------
@@ -79,9 +82,8 @@ CLAMPED_MAX_TOKENS = "tollgate.budget.clamped_max_tokens"  # clamp: the cap toll
 ORIGINAL_MAX_TOKENS = "tollgate.budget.original_max_tokens"  # clamp: the caller's cap, if any
 DROPPED_MESSAGES = "tollgate.budget.dropped_messages"  # truncate
 TAG_PREFIX = "tollgate.tag."  # + tag name: every tag on spans, opted-in ones on metrics
-# Span events: one per decision, "tollgate.budget." + action, with the decision's fields.
-EVENT_PREFIX = "tollgate.budget."
-STORE_UNAVAILABLE_EVENT = "tollgate.store.unavailable"  # on_store_error="open" let the call through
+# Span events: one per step (tollgate.decisions): "tollgate.budget." + action, with its fields;
+# EVENT_PREFIX and STORE_UNAVAILABLE_EVENT (on_store_error="open" let the call through) live there.
 # Metrics (meter "tollgate"), with the GenAI conventions' bucket advice.
 TOKEN_USAGE_METRIC = "gen_ai.client.token.usage"
 DURATION_METRIC = "gen_ai.client.operation.duration"
@@ -179,19 +181,35 @@ def current(span: Span) -> AbstractContextManager[Any]:
     return nullcontext()
 
 
-def end_span(span: Span, record: CallRecord, call: Call | None = None) -> None:
+class Facts(NamedTuple):
+    """What the span and metrics of a call say beyond its record (the gate fills it in)."""
+
+    model: str  # the model sent (after a downgrade)
+    max_output_tokens: int | None  # the cap sent (after a clamp)
+    finish_reasons: Sequence[str]
+    input_messages: Sequence[Mapping[str, Any]] | None  # content capture only
+    prompt: Sequence[Any]  # content capture only
+    output_messages: Sequence[Mapping[str, Any]]  # content capture only
+    server_address: str | None
+    server_port: int | None
+    metric_tags: Sequence[str]
+    actions: Sequence[str]  # every budget action, in order ("proceed" when budgets let it through)
+    budget: BudgetFacts | None  # the budget behind the decision, as it stood
+
+
+def end_span(span: Span, record: CallRecord, facts: Facts | None = None) -> None:
     """Put the settled facts of the call on ``span``, end it, and record the call's metrics."""
     try:
         if span.is_recording():
-            _annotate(span, record, call)
+            _annotate(span, record, facts)
     finally:
         span.end(end_time=int(record.ended_at * 1e9))
-        _measure(record, call)
+        _measure(record, facts)
 
 
-def _annotate(span: Span, record: CallRecord, call: Call | None) -> None:
+def _annotate(span: Span, record: CallRecord, facts: Facts | None) -> None:
     u = record.usage
-    model = call.decision.model if call is not None else record.request_model
+    model = facts.model if facts is not None else record.request_model
     if model != record.request_model:
         span.update_name(f"{record.operation} {model}")
     a: dict[str, AttributeValue] = {
@@ -209,104 +227,63 @@ def _annotate(span: Span, record: CallRecord, call: Call | None) -> None:
         CACHE_WRITE_TOKENS: u.cache_write_tokens,
         REASONING_TOKENS: u.reasoning_tokens,
     }
-    if call is not None:
-        optional[REQUEST_MAX_TOKENS] = call.decision.max_output_tokens
-        optional[FINISH_REASONS] = list(call.finish_reasons)
-        if capture_content(call):
-            optional[INPUT_MESSAGES] = _json(_input_messages(call))
-            optional[OUTPUT_MESSAGES] = _json(_output_messages(call)) if call.output_messages else None
+    if facts is not None:
+        optional[REQUEST_MAX_TOKENS] = facts.max_output_tokens
+        optional[FINISH_REASONS] = list(facts.finish_reasons)
+        if facts.input_messages is not None:
+            optional[INPUT_MESSAGES] = _json(_input_messages(facts))
+            optional[OUTPUT_MESSAGES] = _json(_output_messages(facts)) if facts.output_messages else None
     a.update({k: v for k, v in optional.items() if v})
-    a.update(_budget_attributes(record, call))
+    a.update(_budget_attributes(record, facts))
     span.set_attributes(a)
-    for note in record.decisions:
-        name = EVENT_PREFIX + str(note["action"]) if "action" in note else STORE_UNAVAILABLE_EVENT
-        at = record.ended_at if note.get("action") == "cutoff" else record.started_at
-        span.add_event(name, _event_attributes(note), timestamp=int(at * 1e9))
+    for step in record.decisions:
+        event = getattr(step, "event", None)
+        if event is None:
+            continue
+        at = record.ended_at if step.get("action") == "cutoff" else record.started_at
+        span.add_event(event, step.attributes(), timestamp=int(at * 1e9))
     if record.error:
         span.set_attribute(ERROR_TYPE, _error_type(record.error))
         span.set_status(Status(StatusCode.ERROR, record.error))
 
 
 def _error_type(error: str) -> str:
-    return error.split(":", 1)[0]  # CallRecord.error is "Type: message"
+    return error.split(":", 1)[0]  # CallRecord.error is "Type[: HTTP status][: code]"
 
 
-def _event_attributes(note: Mapping[str, Any]) -> dict[str, AttributeValue]:
-    out: dict[str, AttributeValue] = {}
-    for key, value in note.items():
-        if isinstance(value, str | bool | int | float):
-            out[key] = value
-        elif value is not None:
-            out[key] = _json(value)
-    return out
-
-
-def _actions(record: CallRecord, call: Call | None) -> list[str]:
-    """Every budget action taken on the call, in order ("proceed" when budgets let it through)."""
-    actions = [str(n["action"]) for n in record.decisions if "action" in n]
-    if call is not None:
-        if call.overrun is not None and "cutoff" not in actions:  # a cut-off stream raises that
-            actions.append("raise")
-        elif not actions and any(isinstance(c, Check) for c in call.checks):
-            actions.append("proceed")
-    return actions
-
-
-def _budget_attributes(record: CallRecord, call: Call | None) -> dict[str, AttributeValue]:
+def _budget_attributes(record: CallRecord, facts: Facts | None) -> dict[str, AttributeValue]:
     """The budget decision: the last action, what each action changed, and the deciding budget."""
-    actions = _actions(record, call)
-    if not actions:
+    if facts is None or not facts.actions:
         return {}
-    a: dict[str, AttributeValue] = {BUDGET_ACTION: actions[-1]}
-    for note in record.decisions:
-        action = note.get("action")
-        if action == "downgrade":
-            a.setdefault(ORIGINAL_MODEL, note["from"])
-        elif action == "clamp":
-            a[CLAMPED_MAX_TOKENS] = note["max_output_tokens"]
-            if note.get("was") is not None:
-                a[ORIGINAL_MAX_TOKENS] = note["was"]
-        elif action == "truncate":
-            a[DROPPED_MESSAGES] = note["dropped_messages"]
-    facts = _deciding_budget(call, actions[-1]) if call is not None else None
-    if facts is not None:
-        name, unit, limit, spent, reserved = facts
+    a: dict[str, AttributeValue] = {BUDGET_ACTION: facts.actions[-1]}
+    for step in record.decisions:
+        if isinstance(step, Downgraded):
+            a.setdefault(ORIGINAL_MODEL, step.original)
+        elif isinstance(step, Clamped):
+            a[CLAMPED_MAX_TOKENS] = step.max_output_tokens
+            if step.was is not None:
+                a[ORIGINAL_MAX_TOKENS] = step.was
+        elif isinstance(step, Truncated):
+            a[DROPPED_MESSAGES] = step.dropped_messages
+    b = facts.budget
+    if b is not None:
         a.update(
             {
-                BUDGET_NAME: name,
-                BUDGET_UNIT: unit,
-                BUDGET_LIMIT: limit,
-                BUDGET_SPENT: spent,
-                BUDGET_REMAINING: limit - spent - reserved,
+                BUDGET_NAME: b.name,
+                BUDGET_UNIT: b.unit,
+                BUDGET_LIMIT: b.limit,
+                BUDGET_SPENT: b.spent,
+                BUDGET_REMAINING: b.limit - b.spent - b.reserved,
             }
         )
     return a
 
 
-def _deciding_budget(call: Call, action: str) -> tuple[str, str, float, float, float] | None:
-    """Name, unit, limit, spent and reserved of the budget behind the call's decision.
-
-    The one that refused, blocked or cut off the call, as it stood when tollgate decided; after
-    the call for an ``on_exceed="raise"`` overrun; else the budget with the least room left.
-    """
-    if action == "raise" and call.overrun is not None:
-        e = call.overrun
-        return e.budget, e.unit, e.limit, e.spent, e.reserved
-    if call.deciding is not None:
-        check, state = call.deciding
-    else:
-        budgets = [(c, s) for c, s in zip(call.checks, call.states, strict=False) if isinstance(c, Check)]
-        if not budgets:
-            return None
-        check, state = min(budgets, key=lambda b: (b[0].limit - b[1].spent - b[1].reserved) / b[0].limit)
-    return check.spec.name, check.unit, check.limit, state.spent, state.reserved
-
-
-def _measure(record: CallRecord, call: Call | None) -> None:
+def _measure(record: CallRecord, facts: Facts | None) -> None:
     """One set of measurements per call: duration, tokens, cost and budget decisions."""
     if _no_sdk(_metrics_api, "_METER_PROVIDER"):
         return
-    model = call.decision.model if call is not None else record.request_model
+    model = facts.model if facts is not None else record.request_model
     a: dict[str, AttributeValue] = {
         OPERATION: record.operation,
         PROVIDER: record.provider,
@@ -314,12 +291,12 @@ def _measure(record: CallRecord, call: Call | None) -> None:
     }
     if record.response_model:
         a[RESPONSE_MODEL] = record.response_model
-    if call is not None:
-        if call.request.server_address:
-            a[SERVER_ADDRESS] = call.request.server_address
-        if call.request.server_port:
-            a[SERVER_PORT] = call.request.server_port
-        for name in call.settings.metric_tags:
+    if facts is not None:
+        if facts.server_address:
+            a[SERVER_ADDRESS] = facts.server_address
+        if facts.server_port:
+            a[SERVER_PORT] = facts.server_port
+        for name in facts.metric_tags:
             if name in record.tags:
                 a[TAG_PREFIX + name] = record.tags[name]
     if record.error:
@@ -332,19 +309,19 @@ def _measure(record: CallRecord, call: Call | None) -> None:
             _token_usage.record(u.output_tokens, {**a, TOKEN_TYPE: "output"})
     if record.usd > 0:
         _cost.add(record.usd, a)
-    for action in _actions(record, call):
+    for action in facts.actions if facts is not None else actions(record.decisions):
         _decisions.add(1, {**a, BUDGET_ACTION: action})
 
 
 # -- Content capture (opt-in) -----------------------------------------------------------------------
 
 
-def capture_content(call: Call) -> bool:
-    """Whether prompts and completions go on the span of ``call`` (adapters may skip building
-    ``output_messages`` for :func:`tollgate.gate.settle` when not)."""
-    if not call.span.is_recording():
+def capture_content(span: Span, settings: Settings) -> bool:
+    """Whether prompts and completions go on ``span`` (doors may skip building an outcome's
+    ``output_messages`` when not)."""
+    if not span.is_recording():
         return False
-    if call.settings.capture_content:
+    if settings.capture_content:
         return True
     return os.environ.get(CAPTURE_CONTENT_ENV, "").strip().lower() in _CAPTURE_VALUES
 
@@ -353,23 +330,26 @@ def _json(value: Any) -> str:
     return json.dumps(value, ensure_ascii=False, default=str)
 
 
-def _input_messages(call: Call) -> list[dict[str, Any]]:
+def _input_messages(facts: Facts) -> list[dict[str, Any]]:
     """The messages sent (after a truncate), in the GenAI conventions' shape."""
-    messages = call.decision.messages if call.decision.messages is not None else call.request.messages
-    out = [{"role": str(m.get("role", "user")), "parts": list(_parts(m))} for m in messages]
-    out += [{"role": "user", "parts": [_text(p)]} for p in call.request.prompt if isinstance(p, str)]
+    out = [
+        {"role": str(m.get("role", "user")), "parts": list(_parts(m))}
+        for m in facts.input_messages or ()
+        if isinstance(m, Mapping)
+    ]
+    out += [{"role": "user", "parts": [_text(p)]} for p in facts.prompt if isinstance(p, str)]
     return out
 
 
-def _output_messages(call: Call) -> list[dict[str, Any]]:
-    reasons = list(call.finish_reasons)
+def _output_messages(facts: Facts) -> list[dict[str, Any]]:
+    reasons = list(facts.finish_reasons)
     return [
         {
             "role": str(m.get("role", "assistant")),
             "parts": list(_parts(m)),
             "finish_reason": reasons[i] if i < len(reasons) else "",
         }
-        for i, m in enumerate(call.output_messages)
+        for i, m in enumerate(facts.output_messages)
     ]
 
 

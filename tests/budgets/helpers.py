@@ -28,7 +28,9 @@ def request(
 def run(req: LLMRequest, output_tokens: int = 100) -> tuple[gate.Call, CallRecord]:
     """Pre-flight ``req``, then settle it as if the provider answered with ``output_tokens``."""
     call = gate.preflight(req)
-    record = gate.settle(call, Usage(input_tokens=call.estimate.input_tokens, output_tokens=output_tokens))
+    record = call.finish(
+        tollgate.gate.Outcome(Usage(input_tokens=call.estimate.input_tokens, output_tokens=output_tokens))
+    )
     assert record is not None
     return call, record
 

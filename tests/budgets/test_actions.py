@@ -27,7 +27,7 @@ def test_downgrade_chain_walks_until_one_fits() -> None:
     big = request("gpt-4o", cap=4000)
     with tollgate.budget(usd=0.003, on_exceed="downgrade", downgrade=chain):
         call = tollgate.gate.preflight(big)
-    assert [n["to"] for n in call.decision.notes] == ["gpt-4.1-mini", "gpt-4o-mini"]
+    assert [n["to"] for n in call.steps] == ["gpt-4.1-mini", "gpt-4o-mini"]
     assert call.decision.model == "gpt-4o-mini"
 
 
@@ -73,7 +73,7 @@ def test_clamp_lowers_the_cap_to_what_the_budget_affords() -> None:
     assert call.decision.action == "clamp" and cap is not None and 16 <= cap < 1000
     input_usd = call.estimate.input_tokens * price.input
     assert input_usd + cap * price.output <= 0.003 < input_usd + (cap + 1) * price.output
-    assert call.decision.notes == ({"action": "clamp", "max_output_tokens": cap, "was": 1000},)
+    assert call.steps == ({"action": "clamp", "max_output_tokens": cap, "was": 1000},)
 
 
 def test_clamp_applies_to_a_call_with_no_cap_and_never_raises_a_lower_one() -> None:
@@ -133,7 +133,7 @@ def test_truncate_drops_oldest_turns_keeping_system_last_user_and_tool_pairs() -
     assert kept == [messages[0], *messages[len(messages) - len(kept) + 1 :]]  # a suffix of the history
     roles = [m["role"] for m in kept]
     assert roles[1] != "tool"  # never a tool result without its call
-    dropped = call.decision.notes[0]["dropped_messages"]
+    dropped = call.steps[0]["dropped_messages"]
     assert dropped == len(messages) - len(kept)
     assert call.estimate.input_tokens + 100 <= full // 2 + 100
     # Minimal: keeping one more message would not have fitted.

@@ -49,17 +49,17 @@ def test_decorated_function_gets_a_fresh_budget_per_call() -> None:
 
 def test_raise_lets_the_call_run_then_raises_once_crossed() -> None:
     with tollgate.budget(usd=0.004, on_exceed="raise"):
-        call, record = run(request(cap=500), output_tokens=100)  # $0.00128: under
-        tollgate.gate.raise_if_overrun(call)
-        call, record = run(request(cap=500), output_tokens=400)  # crosses the cap
-        assert record.status == "ok"
+        call, _ = run(request(cap=500), output_tokens=100)  # $0.00128: under
+        assert call.overrun is None
         with pytest.raises(tollgate.BudgetExceeded, match="action: raise"):
-            tollgate.gate.raise_if_overrun(call)
+            run(request(cap=500), output_tokens=400)  # crosses the cap: raised once settled
+        (crossing,) = [r for r in tollgate.config.settings().ledger.records() if r.usage.output_tokens == 400]
+        assert crossing.status == "ok"
 
 
 def test_failed_call_releases_its_reservation() -> None:
     with tollgate.budget(usd=0.006):
         for _ in range(5):  # each reserves ~$0.005; released, not spent
             call = tollgate.gate.preflight(request(cap=500))
-            tollgate.gate.release(call, RuntimeError("HTTP 500"))
+            call.fail(RuntimeError("HTTP 500"))
         run(request(cap=500))

@@ -64,7 +64,9 @@ def test_tokens_are_reserved_then_refunded(clock: list[float]) -> None:
     key = Charge("rate[all]/60s:tokens", rate.window, 1000.0, 0)
     (state,) = settings().store.read([key], clock[0])
     assert state.reserved == call.estimate.input_tokens + 500
-    tollgate.gate.settle(call, tollgate.Usage(input_tokens=call.estimate.input_tokens, output_tokens=20))
+    call.finish(
+        tollgate.gate.Outcome(tollgate.Usage(input_tokens=call.estimate.input_tokens, output_tokens=20))
+    )
     (state,) = settings().store.read([key], clock[0])
     assert (state.spent, state.reserved) == (call.estimate.input_tokens + 20, 0)
 
@@ -87,7 +89,7 @@ async def test_async_callers_queue_for_room(clock: list[float]) -> None:
 
     async def one() -> None:
         call = await tollgate.gate.apreflight(request())
-        tollgate.gate.settle(call, tollgate.Usage(input_tokens=10, output_tokens=10))
+        call.finish(tollgate.gate.Outcome(tollgate.Usage(input_tokens=10, output_tokens=10)))
 
     start = clock[0]
     await asyncio.gather(*(one() for _ in range(12)))

@@ -61,6 +61,6 @@ def test_settle_trouble_never_fails_the_call(caplog: pytest.LogCaptureFixture) -
     tollgate.configure(store=SettleDown())
     with tollgate.budget(usd=1):
         call = tollgate.gate.preflight(request())
-        record = tollgate.gate.settle(call, tollgate.Usage(input_tokens=5, output_tokens=5))
+        record = call.finish(tollgate.gate.Outcome(tollgate.Usage(input_tokens=5, output_tokens=5)))
     assert record is not None and settings().ledger.records() == [record]  # nothing lost
     assert "could not settle call" in caplog.text and "in the store" in caplog.text

@@ -152,7 +152,7 @@ def test_a_call_reserved_before_midnight_and_settled_after(store: str, clock: li
         assert state(before).reserved == pytest.approx(call.estimate.usd)
         clock[0] = after
         assert state(after).reserved == 0  # the new day does not see yesterday's hold
-        record = tollgate.gate.settle(call, tollgate.Usage(input_tokens=20, output_tokens=300))
+        record = call.finish(tollgate.gate.Outcome(tollgate.Usage(input_tokens=20, output_tokens=300)))
         assert record is not None and record.usd > 0
         yesterday, today = state(before), state(after)
         assert yesterday.reserved == pytest.approx(0, abs=1e-12)
@@ -163,7 +163,7 @@ def test_a_call_reserved_before_midnight_and_settled_after(store: str, clock: li
         clock[0] = before  # the 17th's last second again
         call = tollgate.gate.preflight(request(cap=500))
         clock[0] = after
-        tollgate.gate.release(call, RuntimeError("connection reset"))
+        call.fail(RuntimeError("connection reset"))
         assert state(before).reserved == pytest.approx(0, abs=1e-12)
         assert state(after).spent == 0 and state(after).reserved == 0
 

@@ -104,7 +104,7 @@ def estimate_of(kwargs: dict[str, Any], provider: str = "gemini", *, stream: boo
     from tollgate.providers import gemini
 
     request = gemini.generate_request(kwargs, provider, (None, None), stream=stream)
-    return tollgate.gate.estimate_request(request, price(request.model, provider)).input_tokens
+    return tollgate.estimate_request(request, price(request.model, provider)).input_tokens
 
 
 def text_of(chunks: list[Any]) -> str:

@@ -67,7 +67,7 @@ def assert_released() -> None:
     request = tollgate.LLMRequest(provider="gemini", operation="generate_content", model=FLASH, prompt=["x"])
     call = tollgate.gate.preflight(request)
     assert call.states and (call.states[0].spent, call.states[0].reserved) == (0.0, 0.0)
-    tollgate.gate.settle(call, tollgate.Usage())
+    call.finish(tollgate.gate.Outcome(tollgate.Usage()))
 
 
 # -- the proxy ------------------------------------------------------------------------------

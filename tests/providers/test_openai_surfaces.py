@@ -239,7 +239,6 @@ def test_embeddings(client, replay) -> None:  # type: ignore[no-untyped-def]
 
 
 def test_embeddings_estimate_is_the_exact_input_count_and_no_output() -> None:
-    from tollgate import gate
     from tollgate.request import LLMRequest
 
     request = LLMRequest(
@@ -248,7 +247,7 @@ def test_embeddings_estimate_is_the_exact_input_count_and_no_output() -> None:
         model="text-embedding-3-small",
         prompt=["The sea is vast.", "Paris is the capital of France."],
     )
-    estimate = gate.estimate_request(request, default_table().lookup("text-embedding-3-small"))
+    estimate = tollgate.estimate_request(request, default_table().lookup("text-embedding-3-small"))
     assert (estimate.input_tokens, estimate.output_tokens) == (12, 0)  # what the cassette's server counted
 
 

@@ -95,7 +95,7 @@ def limit_then_call(path: str, out: multiprocessing.Queue) -> None:  # type: ign
         except tollgate.BudgetExceeded as exc:
             out.put(f"blocked by {exc.budget}")
             return
-        tollgate.gate.release(call, RuntimeError("not sent"))
+        call.fail(RuntimeError("not sent"))
     out.put("ok")
 
 

@@ -93,7 +93,7 @@ def test_a_budget_that_lets_calls_through_counts_proceed(measured: Measured) -> 
     with tollgate.budget(usd=5):
         for _ in range(3):
             call = gate.preflight(LLMRequest(provider="openai", operation="chat", model="gpt-4o-mini"))
-            gate.settle(call, Usage(input_tokens=10, output_tokens=5))
+            call.finish(tollgate.gate.Outcome(Usage(input_tokens=10, output_tokens=5)))
     (proceed,) = measured.points(DECISIONS, **{"tollgate.budget.action": "proceed"})
     assert proceed.value == 3
 
@@ -102,7 +102,7 @@ def test_embeddings_have_no_output_tokens(measured: Measured) -> None:
     call = gate.preflight(
         LLMRequest(provider="openai", operation="embeddings", model="text-embedding-3-small")
     )
-    gate.settle(call, Usage(input_tokens=8))
+    call.finish(tollgate.gate.Outcome(Usage(input_tokens=8)))
     assert [p.sum for p in measured.points(TOKENS)] == [8]
 
 
@@ -144,7 +144,7 @@ reader = InMemoryMetricReader()
 drop = View(meter_name="tollgate", instrument_name="gen_ai.client.*", aggregation=DropAggregation())
 metrics.set_meter_provider(MeterProvider(metric_readers=[reader], views=[drop]))
 call = gate.preflight(LLMRequest(provider="openai", operation="chat", model="gpt-4o-mini"))
-gate.settle(call, Usage(input_tokens=10, output_tokens=5))
+call.finish(tollgate.gate.Outcome(Usage(input_tokens=10, output_tokens=5)))
 data = reader.get_metrics_data()
 print(sorted(m.name for rm in data.resource_metrics for sm in rm.scope_metrics for m in sm.metrics))
 """

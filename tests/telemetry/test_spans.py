@@ -108,7 +108,7 @@ def test_cache_read_and_reasoning_tokens(client, replay, spans) -> None:  # type
 
 def test_cache_write_tokens_use_the_genai_conventions_name(spans) -> None:  # type: ignore[no-untyped-def]
     call = gate.preflight(LLMRequest(provider="anthropic", operation="chat", model="claude-sonnet-4-6"))
-    gate.settle(call, Usage(input_tokens=1500, output_tokens=10, cache_write_tokens=1200))
+    call.finish(tollgate.gate.Outcome(Usage(input_tokens=1500, output_tokens=10, cache_write_tokens=1200)))
     a = attrs(only_span(spans))
     assert a["gen_ai.usage.cache_write.input_tokens"] == 1200
     assert "gen_ai.usage.cache_creation.input_tokens" not in a
@@ -231,7 +231,7 @@ def test_stream_cutoff_is_an_event(client, replay, spans) -> None:  # type: igno
 def test_rate_limited_call_has_an_error_span(client, spans) -> None:  # type: ignore[no-untyped-def]
     tollgate.limit(rpm=1, model="gpt-4o-mini", wait=False)
     call = gate.preflight(LLMRequest(provider="openai", operation="chat", model="gpt-4o-mini"))
-    gate.settle(call, Usage(input_tokens=10, output_tokens=1))
+    call.finish(tollgate.gate.Outcome(Usage(input_tokens=10, output_tokens=1)))
     spans.clear()
     with pytest.raises(tollgate.RateLimited):
         client.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES)
@@ -319,11 +319,12 @@ def test_finish_reasons_and_completions_from_the_adapter(spans) -> None:  # type
     call = gate.preflight(
         LLMRequest(provider="openai", operation="chat", model="gpt-4o-mini", messages=messages)
     )
-    gate.settle(
-        call,
-        Usage(input_tokens=30, output_tokens=2),
-        finish_reasons=["stop"],
-        output_messages=[{"role": "assistant", "content": "Paris."}],
+    call.finish(
+        tollgate.gate.Outcome(
+            Usage(input_tokens=30, output_tokens=2),
+            finish_reasons=tuple(["stop"]),
+            output_messages=tuple([{"role": "assistant", "content": "Paris."}]),
+        )
     )
     a = attrs(only_span(spans))
     assert a["gen_ai.response.finish_reasons"] == ("stop",)
@@ -343,8 +344,12 @@ def test_finish_reasons_and_completions_from_the_adapter(spans) -> None:  # type
     call = gate.preflight(
         LLMRequest(provider="openai", operation="chat", model="gpt-4o-mini", messages=messages)
     )
-    gate.settle(
-        call, Usage(), finish_reasons=["length"], output_messages=[{"role": "assistant", "content": "P"}]
+    call.finish(
+        tollgate.gate.Outcome(
+            Usage(),
+            finish_reasons=tuple(["length"]),
+            output_messages=tuple([{"role": "assistant", "content": "P"}]),
+        )
     )
     a = attrs(only_span(spans))
     assert a["gen_ai.response.finish_reasons"] == ("length",) and "gen_ai.output.messages" not in a

@@ -13,10 +13,11 @@ import dataclasses
 import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Literal
 
 from tollgate.budgets.scope import Frame
 from tollgate.budgets.spec import CLAMP_FLOOR, PREFLIGHT_ORDER, BudgetSpec
+from tollgate.decisions import Clamped, Downgraded, Skipped, Step, Steps, Truncated
 from tollgate.pricing import ModelPrice
 from tollgate.pricing.tokens import count_messages
 from tollgate.request import Estimate, LLMRequest
@@ -93,12 +94,12 @@ class Context:
 
 
 @dataclass(frozen=True, slots=True)
-class Outcome:
+class Resolution:
     """What :func:`resolve` found: a request that fits (with its estimate), or the budget that blocks."""
 
     request: LLMRequest | None
     estimate: Estimate | None
-    notes: tuple[Mapping[str, Any], ...]
+    steps: Steps
     blocking: Check | None = None
     blocking_state: CounterState | None = None
 
@@ -131,7 +132,7 @@ def resolve(
     states: Sequence[CounterState],
     refused: Sequence[int],
     estimator: Estimator,
-) -> Outcome:
+) -> Resolution:
     """Find the cheapest edit of ``request`` that every budget admits, or the budget that blocks."""
     wanted: set[str] = set()
     downgrades: dict[str, str] = {}
@@ -143,25 +144,25 @@ def resolve(
             for src, dst in check.spec.downgrade.items():
                 downgrades.setdefault(src, dst)  # the innermost refusing budget's map wins
     floor = max((checks[i].spec.clamp_floor for i in refused), default=CLAMP_FLOOR)
-    notes: list[Mapping[str, Any]] = []
+    notes: list[Step] = []
     current, current_est, price = request, estimate, None
     for action in PREFLIGHT_ORDER:
         if action not in wanted:
             continue
         if action in request.fixed:
             reason = f"{action} does not apply to {request.provider} {request.operation} ({request.model})"
-            notes.append({"action": "skip", "skipped": action, "reason": reason})
+            notes.append(Skipped(action, reason))
             continue
         if action == "downgrade":
             seen = {current.model}
             while current.model in downgrades and downgrades[current.model] not in seen:
                 cheaper = dataclasses.replace(current, model=downgrades[current.model])
                 seen.add(cheaper.model)
-                notes.append({"action": "downgrade", "from": current.model, "to": cheaper.model})
+                notes.append(Downgraded(current.model, cheaper.model))
                 current = cheaper
                 current_est, price = estimator(current)
                 if _all_fit(checks, states, current_est) is None:
-                    return Outcome(current, current_est, tuple(notes))
+                    return Resolution(current, current_est, tuple(notes))
         elif action == "clamp":
             if price is None:
                 current_est, price = estimator(current)
@@ -173,17 +174,17 @@ def resolve(
                 clamped_est, price = estimator(clamped)
                 if _all_fit(checks, states, clamped_est) is None:
                     was = current.max_output_tokens
-                    notes.append({"action": "clamp", "max_output_tokens": cap, "was": was})
-                    return Outcome(clamped, clamped_est, tuple(notes))
+                    notes.append(Clamped(cap, was))
+                    return Resolution(clamped, clamped_est, tuple(notes))
         elif action == "truncate":
             truncated = _truncate(current, checks, states, estimator)
             if truncated is not None:
                 new, new_est, dropped = truncated
-                notes.append({"action": "truncate", "dropped_messages": dropped})
-                return Outcome(new, new_est, tuple(notes))
+                notes.append(Truncated(dropped))
+                return Resolution(new, new_est, tuple(notes))
     blocking = _all_fit(checks, states, current_est)
     index = blocking if blocking is not None else refused[0]
-    return Outcome(None, None, tuple(notes), checks[index], states[index])
+    return Resolution(None, None, tuple(notes), checks[index], states[index])
 
 
 def _affordable_output(

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Literal
 
+from tollgate.budgets.spec import check_count, finite_number
 from tollgate.request import Estimate, LLMRequest
 from tollgate.stores.base import Charge
 from tollgate.stores.windows import Rolling
@@ -42,14 +43,30 @@ class RateLimit:
     def __post_init__(self) -> None:
         if self.requests is None and self.tokens is None:
             raise ValueError("a rate limit needs rpm=... (requests) and/or tpm=... (tokens)")
-        for unit in ("requests", "tokens"):
+        for unit, example in (("requests", "rpm=500"), ("tokens", "tpm=200_000")):
             value = getattr(self, unit)
-            if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value <= 0):
-                raise ValueError(f"rate limit {unit}={value!r}: a quota must be a positive integer")
+            if value is not None:
+                fix = f"a quota must be a positive integer (a whole number above 0), e.g. {example}"
+                object.__setattr__(self, unit, check_count(f"rate limit {unit}", value, fix))
         if not isinstance(self.per, timedelta) or self.per.total_seconds() <= 0:
-            raise ValueError(f"rate limit per={self.per!r}: a positive timedelta")
-        if not isinstance(self.timeout, (int, float)) or self.timeout < 0:
-            raise ValueError(f"rate limit timeout={self.timeout!r}: seconds, zero or more")
+            raise ValueError(
+                f"rate limit per={self.per!r}: a window longer than zero, e.g. per=timedelta(minutes=1)"
+            )
+        timeout = finite_number(self.timeout)
+        if timeout is None or timeout < 0:
+            raise ValueError(
+                f"rate limit timeout={self.timeout!r}: seconds to wait for room, a finite number, "
+                "zero or more, e.g. timeout=60"
+            )
+        for what in ("model", "provider"):
+            value = getattr(self, what)
+            if value is not None and (not isinstance(value, str) or not value.strip()):
+                raise ValueError(
+                    f"rate limit {what}={value!r}: a {what} name (or a glob, for model), "
+                    f"e.g. {what}={'gpt-4o' if what == 'model' else 'openai'!r}, or None for every {what}"
+                )
+        if not isinstance(self.wait, bool):
+            raise ValueError(f"rate limit wait={self.wait!r}: use True (wait for room) or False (raise)")
         object.__setattr__(self, "window", Rolling(self.per.total_seconds()))
         scope = "/".join(p for p in (self.provider, self.model) if p) or "all"
         object.__setattr__(self, "name", f"rate[{scope}]/{self.per.total_seconds():g}s")

@@ -6,6 +6,8 @@ A :class:`BudgetSpec` is a small frozen dataclass that validates itself on creat
 
 from __future__ import annotations
 
+import math
+import numbers
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -21,16 +23,44 @@ PREFLIGHT_ORDER: tuple[Action, ...] = ("downgrade", "clamp", "truncate")
 CLAMP_FLOOR = 16
 
 
+def finite_number(value: object) -> float | None:
+    """``value`` as an int or float if it is a finite real number (a bool is not), else None."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        return None
+    if isinstance(value, numbers.Integral):
+        return int(value)
+    number = float(value)
+    return number if math.isfinite(number) else None
+
+
+def check_amount(label: str, value: object, fix: str) -> float:
+    """``value`` if it is a finite number above zero, else a ValueError
+    ``"{label}={value!r}: {fix}"`` naming it and saying what to give instead."""
+    number = finite_number(value)
+    if number is None or number <= 0:
+        raise ValueError(f"{label}={value!r}: {fix}")
+    return number
+
+
+def check_count(label: str, value: object, fix: str, *, least: int = 1) -> int:
+    """``value`` as an int if it is a whole number of at least ``least`` (``100`` or ``1e6``,
+    not ``1.5``, NaN, infinity or a bool), else a ValueError naming it as :func:`check_amount`."""
+    number = finite_number(value)
+    if number is None or (isinstance(number, float) and not number.is_integer()) or number < least:
+        raise ValueError(f"{label}={value!r}: {fix}")
+    return int(number)
+
+
 @dataclass(frozen=True)
 class BudgetSpec:
     """A validated budget definition.
 
     >>> BudgetSpec(usd=5, per="day", key="tenant").name
     'usd=5/day/tenant'
-    >>> BudgetSpec(usd=-1)
+    >>> BudgetSpec(usd=float("nan"))
     Traceback (most recent call last):
     ...
-    ValueError: budget usd=-1: a limit must be a positive number
+    ValueError: budget usd=nan: a limit must be a positive number of USD (finite, above 0), e.g. usd=5
     """
 
     usd: float | None = None
@@ -46,17 +76,25 @@ class BudgetSpec:
     def __post_init__(self) -> None:
         if self.usd is None and self.tokens is None:
             raise ValueError("a budget needs a limit: usd=..., tokens=..., or both")
-        for unit in ("usd", "tokens"):
-            value = getattr(self, unit)
-            bad = isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0
-            if value is not None and bad:
-                raise ValueError(f"budget {unit}={value!r}: a limit must be a positive number")
+        if self.usd is not None:
+            fix = "a limit must be a positive number of USD (finite, above 0), e.g. usd=5"
+            object.__setattr__(self, "usd", check_amount("budget usd", self.usd, fix))
+        if self.tokens is not None:
+            fix = "a limit must be a positive number of tokens (a whole number above 0), e.g. tokens=20_000"
+            object.__setattr__(self, "tokens", check_count("budget tokens", self.tokens, fix))
+        if not isinstance(self.name, str):
+            raise ValueError(f"budget name={self.name!r}: a name must be a string, e.g. name='nightly'")
+        if self.name and not self.name.strip():
+            raise ValueError(f"budget name={self.name!r}: a name must not be blank; leave it out for one")
         object.__setattr__(self, "window", window_for(self.per))
         key = self.key
         if isinstance(key, str):
             key = (key,)
         if not isinstance(key, tuple) or not all(isinstance(k, str) and k.isidentifier() for k in key):
-            raise ValueError(f"budget key={self.key!r}: use a tag name or a tuple of tag names")
+            raise ValueError(
+                f"budget key={self.key!r}: use a tag name or a tuple of tag names, "
+                "e.g. key='tenant' or key=('tenant', 'feature')"
+            )
         object.__setattr__(self, "key", key)
         if not callable(self.on_exceed) and self.on_exceed not in ACTIONS:
             raise ValueError(
@@ -67,11 +105,14 @@ class BudgetSpec:
                 "budget on_exceed='downgrade' needs a downgrade map, e.g. {'gpt-4o': 'gpt-4o-mini'}"
             )
         if not isinstance(self.downgrade, Mapping) or not all(
-            isinstance(a, str) and isinstance(b, str) for a, b in self.downgrade.items()
+            isinstance(a, str) and isinstance(b, str) and a and b for a, b in self.downgrade.items()
         ):
-            raise ValueError(f"budget downgrade={self.downgrade!r}: a map of model name to cheaper model")
-        if not isinstance(self.clamp_floor, int) or self.clamp_floor < 1:
-            raise ValueError(f"budget clamp_floor={self.clamp_floor!r}: a positive number of tokens")
+            raise ValueError(
+                f"budget downgrade={self.downgrade!r}: a map of model name to cheaper model, "
+                "e.g. {'gpt-4o': 'gpt-4o-mini'}"
+            )
+        fix = "a positive number of tokens (a whole number above 0), e.g. clamp_floor=16"
+        object.__setattr__(self, "clamp_floor", check_count("budget clamp_floor", self.clamp_floor, fix))
         if not self.name:
             parts = [f"usd={self.usd:g}" if self.usd is not None else ""]
             parts.append(f"tokens={self.tokens}" if self.tokens else "")

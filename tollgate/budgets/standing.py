@@ -20,8 +20,36 @@ from tollgate.stores.base import Store
 
 
 def limit_id(match: Mapping[str, object]) -> str:
-    """The id of the standing limit for a tag match: ``limit[tenant=acme]``."""
-    return "limit[" + ",".join(f"{k}={match[k]}" for k in sorted(match)) + "]"
+    """The id of the standing limit for a tag match: ``limit[tenant=acme]``.
+
+    The characters that separate the parts (``,=[]``, and ``%``) are escaped in values, so
+    ``tenant="a,plan=free"`` cannot take the id of ``tenant="a", plan="free"``.
+
+    >>> limit_id({"tenant": "acme", "feature": "search"}), limit_id({"tenant": "a,plan=free"})
+    ('limit[feature=search,tenant=acme]', 'limit[tenant=a%2Cplan%3Dfree]')
+    """
+    return "limit[" + ",".join(f"{k}={_escape(str(match[k]))}" for k in sorted(match)) + "]"
+
+
+def _escape(value: str) -> str:
+    return value.translate(_ESCAPES) if any(c in value for c in "%,=[]") else value
+
+
+_ESCAPES = str.maketrans({c: f"%{ord(c):02X}" for c in "%,=[]"})
+
+
+def check_match(match: Mapping[str, object], what: str = "set_limit") -> None:
+    """Refuse a tag match no call can have: tag names are identifiers, values non-empty strings
+    (as :func:`tollgate.track` sets them)."""
+    for name, value in match.items():
+        if not name.isidentifier():
+            raise ValueError(f"{what} {name}=...: tag name {name!r} is not an identifier, e.g. tenant='acme'")
+        if not isinstance(value, str):
+            raise ValueError(
+                f"{what} {name}={value!r}: tag values are strings, as track() sets them, e.g. {name}='acme'"
+            )
+        if not value:
+            raise ValueError(f"{what} {name}='': a tag value must not be empty, e.g. {name}='acme'")
 
 
 def _per_to_json(per: str | timedelta | None) -> object:
@@ -61,9 +89,9 @@ def set_limit(
         raise ValueError("set_limit needs a window: per='minute'|'hour'|'day'|'week'|'month' or a timedelta")
     if callable(on_exceed):
         raise ValueError("set_limit(on_exceed=...) must be an action name; a callable cannot be stored")
-    for name, value in match.items():
-        if not isinstance(value, str):
-            raise ValueError(f"set_limit {name}={value!r}: tag values are strings")
+    check_match(match)
+    if store is not None and not isinstance(store, Store):
+        raise ValueError(f"set_limit store={store!r}: a Store, or None for the configured one")
     ident = limit_id(match)
     spec = BudgetSpec(
         usd=usd,
@@ -89,6 +117,7 @@ def set_limit(
 
 def remove_limit(*, store: Store | None = None, **match: str) -> bool:
     """Remove the standing limit for calls tagged ``match``; True if there was one."""
+    check_match(match, "remove_limit")
     return _store(store).delete_limit(limit_id(match))
 
 

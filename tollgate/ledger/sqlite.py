@@ -48,6 +48,7 @@ from collections import deque
 from pathlib import Path
 from typing import Any, cast
 
+from tollgate.decisions import step_from_dict
 from tollgate.ledger.base import Ledger, logger
 from tollgate.request import CallRecord, Status, Usage
 
@@ -443,7 +444,7 @@ def _to_row(r: CallRecord) -> tuple[Any, ...]:
         u.audio_input_tokens, u.audio_output_tokens, _json(dict(u.units)) if u.units else "{}",
         r.usd, r.priced, r.estimated, r.stream, r.status, r.error, r.response_id,
         _json(dict(r.tags)) if r.tags else "{}",
-        _json([dict(d) for d in r.decisions]) if r.decisions else "[]",
+        _json([d.as_dict() for d in r.decisions]) if r.decisions else "[]",
     )  # fmt: skip
 
 
@@ -478,7 +479,7 @@ def _from_row(row: tuple[Any, ...]) -> CallRecord:
         error=error,
         response_id=response_id,
         tags=json.loads(tags),
-        decisions=tuple(json.loads(decisions)),
+        decisions=tuple(step_from_dict(d) for d in json.loads(decisions)),
     )
 
 

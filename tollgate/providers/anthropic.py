@@ -46,6 +46,7 @@ per call, create the client with ``open_telemetry=False``.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections.abc import Iterable, Mapping
 from typing import Any
@@ -388,10 +389,12 @@ class MessagesSurface(Surface):
 
     def found(self, response: Any) -> Found:
         reason = field(response, "stop_reason")
+        usage = usage_from(field(response, "usage"))
         return Found(
-            usage_from(field(response, "usage")),
+            usage,
             field(response, "model"),
             field(response, "id"),
+            text=self.content(response) if usage is None else None,  # to estimate the output from
             finish_reasons=(str(reason),) if reason else (),
         )
 
@@ -410,9 +413,7 @@ class MessagesHelperSurface(MessagesSurface):
     manager = True
 
     def request(self, kwargs: dict[str, Any]) -> LLMRequest:
-        request = super().request(kwargs)
-        request.stream = True
-        return request
+        return dataclasses.replace(super().request(kwargs), stream=True)
 
 
 class CompletionsSurface(Surface):

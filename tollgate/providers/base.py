@@ -26,15 +26,14 @@ from __future__ import annotations
 
 import abc
 import contextlib
+import dataclasses
 import functools
 import json
 from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
 from typing import Any, Literal
 from urllib.parse import urlsplit
 
 from tollgate import gate, telemetry
-from tollgate.pricing.tokens import count_text
 from tollgate.request import LLMRequest, Usage
 from tollgate.streams import AsyncGatedStream, GatedStream, StreamAccountant
 
@@ -81,18 +80,9 @@ def server_of(base_url: Any) -> Server:
     return url.hostname, url.port or (443 if url.scheme == "https" else 80 if url.scheme == "http" else None)
 
 
-@dataclass(slots=True)  # not frozen: made on every call, and frozen ones take 3x longer to make
-class Found:
-    """What a response says of itself: usage (None when missing or malformed), model, id, cost,
-    the generated text (to estimate the output when the usage is missing), and why each
-    choice or candidate finished (for the span)."""
-
-    usage: Usage | None
-    model: str | None = None
-    id: str | None = None
-    usd: float | None = None  # a cost the provider reported (OpenRouter); None: priced by tollgate
-    text: str | None = None
-    finish_reasons: tuple[str, ...] = ()
+#: What a response says of itself (usage, model, id, reported cost, text, finish reasons): the
+#: gate's :class:`~tollgate.gate.Outcome`, read by a surface.
+Found = gate.Outcome
 
 
 class Accountant:
@@ -126,6 +116,8 @@ class Surface(abc.ABC):
     operation = "chat"
     #: The method returns a stream manager (``with client.messages.stream(...) as s``).
     manager = False
+    #: The client's credentials, masked in a captured error message (set by instrument()).
+    secrets: tuple[str, ...] = ()
 
     def __init__(self, provider: str, server: Server) -> None:
         self.provider = provider
@@ -162,9 +154,9 @@ class Surface(abc.ABC):
         """The generated text of a response, put on the span when content capture is on."""
         return None
 
-    def outcome(self, call: gate.Call, response: Any) -> tuple[Usage, dict[str, Any]]:
-        """Usage and settle arguments for a (non-streamed) response: :func:`outcome` by
-        default; a surface billed in more than tokens (audio, images) overrides it."""
+    def outcome(self, call: gate.Call, response: Any) -> gate.Outcome:
+        """What a (non-streamed) response says of the call: :func:`outcome` by default; a
+        surface billed in more than tokens (audio, images) overrides it."""
         return outcome(call, self, response)
 
     def accountant(self, injected: bool) -> StreamAccountant:
@@ -196,48 +188,30 @@ def native_items(messages: Sequence[Mapping[str, Any]]) -> list[Any]:
 
 
 def outcome(
-    call: gate.Call, surface: Surface, response: Any, read: Callable[[Any], Found] | None = None
-) -> tuple[Usage, dict[str, Any]]:
-    """Usage and settle arguments from a response; an estimate when its usage is missing or
-    malformed. ``read`` reads the response when not ``surface.found`` (a framework's variant)."""
+    call: gate.Call, surface: Surface, response: Any, read: Callable[[Any], gate.Outcome] | None = None
+) -> gate.Outcome:
+    """What a response says of the call (``read``: how to read it, when not ``surface.found``);
+    a response it cannot read says nothing, and the gate estimates the call."""
     try:
         found = (read or surface.found)(response)
     except Exception:  # malformed response: record an estimate, hand the response back untouched
-        found = Found(None)
-    extra: dict[str, Any] = {
-        "response_model": found.model,
-        "response_id": found.id,
-        "usd": found.usd,
-        "finish_reasons": found.finish_reasons,
-        **captured(call, surface, response),
-    }
-    if found.usage is None:
-        output = count_text(found.text, call.decision.model, call.request.provider) if found.text else 0
-        return Usage(input_tokens=call.estimate.input_tokens, output_tokens=output), {
-            **extra,
-            "estimated": True,
-        }
-    return found.usage, extra
-
-
-def captured(call: gate.Call, surface: Surface, response: Any) -> dict[str, Any]:
-    """The response's text for the span (``output_messages``), when content capture is on."""
-    if telemetry.capture_content(call):
+        found = _UNREAD
+    if telemetry.capture_content(call.span, call.settings):
         with contextlib.suppress(Exception):  # content is optional: never let it fail the settle
-            return {"output_messages": ({"role": "assistant", "content": surface.content(response) or ""},)}
-    return {}
+            message = {"role": "assistant", "content": surface.content(response) or ""}
+            return dataclasses.replace(found, output_messages=(message,))
+    return found
 
 
-def settle_response(call: gate.Call, surface: Surface, response: Any) -> None:
-    usage, extra = surface.outcome(call, response)
-    gate.settle(call, usage, **extra)
-    gate.raise_if_overrun(call)
+_UNREAD = gate.Outcome()
 
 
-async def asettle_response(call: gate.Call, surface: Surface, response: Any) -> None:
-    usage, extra = surface.outcome(call, response)
-    await gate.asettle(call, usage, **extra)
-    gate.raise_if_overrun(call)
+def _said(call: gate.Call, surface: Surface, response: Any) -> gate.Outcome:
+    """``surface.outcome``, or nothing (the gate estimates) should the surface fail to read it."""
+    try:
+        return surface.outcome(call, response)
+    except Exception:
+        return _UNREAD
 
 
 def _finish_sync(call: gate.Call, surface: Surface, injected: bool, result: Any, mode: Mode) -> Any:
@@ -247,11 +221,11 @@ def _finish_sync(call: gate.Call, surface: Surface, injected: bool, result: Any,
         if surface.streams(call):
             proxy._tg_take(result.parse())  # constructs the SDK stream; reads nothing yet
         else:
-            settle_response(call, surface, result.parse())  # the SDK caches what parse() returns
+            call.finish(_said(call, surface, result.parse()))  # the SDK caches what parse() returns
         return proxy
     if surface.streams(call):
         return GatedStream(result, call, surface.accountant(injected))
-    settle_response(call, surface, result)
+    call.finish(_said(call, surface, result))
     return result
 
 
@@ -264,12 +238,23 @@ async def _finish_async(call: gate.Call, surface: Surface, injected: bool, resul
         if surface.streams(call):
             proxy._tg_take(parsed)
         else:
-            await asettle_response(call, surface, parsed)
+            await call.afinish(_said(call, surface, parsed))
         return proxy
     if surface.streams(call):
         return AsyncGatedStream(result, call, surface.accountant(injected))
-    await asettle_response(call, surface, result)
+    await call.afinish(_said(call, surface, result))
     return result
+
+
+def flight(surface: Surface, kwargs: dict[str, Any]) -> gate.flight:
+    """The gate's flight of one call of ``surface`` with native ``kwargs``."""
+    return gate.flight(
+        lambda: surface.request(kwargs),
+        provider=surface.provider,
+        operation=surface.operation,
+        model=kwargs.get("model"),
+        secrets=surface.secrets,
+    )
 
 
 def gated(
@@ -292,15 +277,12 @@ def gated(
         async def agated(*args: Any, **kwargs: Any) -> Any:
             if gate.covered():  # an outer door (LangChain) gates and records this call
                 return await method(*args, **kwargs)
-            call = await gate.apreflight(surface.request(kwargs))
-            injected = surface.apply(call, kwargs)
-            try:
+            async with flight(surface, kwargs) as call:
+                injected = call.edit(surface.apply, call, kwargs)
                 with telemetry.current(call.span):
                     result = await method(*args, **kwargs)
-            except BaseException as exc:
-                await gate.arelease(call, exc)
-                raise
-            return await _finish_async(call, surface, injected, result, mode)
+                call.hand_over()
+                return await _finish_async(call, surface, injected, result, mode)
 
         return agated
 
@@ -308,15 +290,12 @@ def gated(
     def sgated(*args: Any, **kwargs: Any) -> Any:
         if gate.covered():  # an outer door (LangChain) gates and records this call
             return method(*args, **kwargs)
-        call = gate.preflight(surface.request(kwargs))
-        injected = surface.apply(call, kwargs)
-        try:
+        with flight(surface, kwargs) as call:
+            injected = call.edit(surface.apply, call, kwargs)
             with telemetry.current(call.span):
                 result = method(*args, **kwargs)
-        except BaseException as exc:
-            gate.release(call, exc)
-            raise
-        return _finish_sync(call, surface, injected, result, mode)
+            call.hand_over()
+            return _finish_sync(call, surface, injected, result, mode)
 
     return sgated
 
@@ -358,21 +337,14 @@ class GatedManager:
     def __repr__(self) -> str:
         return f"<tollgate manager of {self._tg_method!r}>"
 
-    def _open(self, call: gate.Call) -> Any:
-        injected = self._tg_surface.apply(call, self._tg_kwargs)
-        self._tg_manager = self._tg_method(*self._tg_args, **self._tg_kwargs)
-        return injected
-
     def __enter__(self) -> Any:
         surface = self._tg_surface
-        call = gate.preflight(surface.request(self._tg_kwargs))
-        try:
+        with flight(surface, self._tg_kwargs) as call:
+            injected = call.edit(surface.apply, call, self._tg_kwargs)
             with telemetry.current(call.span):
-                injected = self._open(call)
+                self._tg_manager = self._tg_method(*self._tg_args, **self._tg_kwargs)
                 entered = self._tg_manager.__enter__()
-        except BaseException as exc:
-            gate.release(call, exc)
-            raise
+            call.hand_over()
         if self._tg_wrap:
             self._tg_entered = ResponseProxy(entered, call, surface, injected)
         else:
@@ -389,14 +361,12 @@ class GatedManager:
 
     async def __aenter__(self) -> Any:
         surface = self._tg_surface
-        call = await gate.apreflight(surface.request(self._tg_kwargs))
-        try:
+        async with flight(surface, self._tg_kwargs) as call:
+            injected = call.edit(surface.apply, call, self._tg_kwargs)
             with telemetry.current(call.span):
-                injected = self._open(call)
+                self._tg_manager = self._tg_method(*self._tg_args, **self._tg_kwargs)
                 entered = await self._tg_manager.__aenter__()
-        except BaseException as exc:
-            await gate.arelease(call, exc)
-            raise
+            call.hand_over()
         if self._tg_wrap:
             self._tg_entered = ResponseProxy(entered, call, surface, injected, is_async=True)
         else:
@@ -484,8 +454,7 @@ class ResponseProxy:
                 body = json.loads(body)
             except ValueError:
                 body = None
-        usage, extra = self._tg_surface.outcome(self._tg_call, body)
-        gate.settle(self._tg_call, usage, **extra)
+        self._tg_call.finish(_said(self._tg_call, self._tg_surface, body), raise_overrun=False)
 
     def _tg_observe_line(self, line: str) -> bool:
         """Account for one line of a server-sent-events body; False: the caller must not see it
@@ -499,15 +468,18 @@ class ResponseProxy:
         acc, call = self._tg_acc, self._tg_call
         if acc is None or call.settled:
             return
-        usage = acc.usage or Usage(input_tokens=call.estimate.input_tokens)
-        gate.settle(
-            call,
-            usage,
-            response_model=acc.response_model,
-            response_id=acc.response_id,
-            estimated=acc.usage is None,
-            status="abandoned" if abandoned else "ok",
-            usd=acc.usd,
+        call.finish(
+            gate.Outcome(
+                acc.usage,
+                acc.response_model,
+                acc.response_id,
+                usd=acc.usd,
+                text="".join(acc.text),
+                finish_reasons=tuple(acc.finish_reasons),
+                status="abandoned" if abandoned else "ok",
+                estimated=acc.usage is None or abandoned,
+            ),
+            raise_overrun=False,
         )
 
     def parse(self, **kwargs: Any) -> Any:
@@ -515,13 +487,13 @@ class ResponseProxy:
         if hasattr(parsed, "__await__"):  # an async client's streamed response parses asynchronously
             return self._tg_aparse(parsed)
         if not self._tg_streams and not self._tg_call.settled:
-            settle_response(self._tg_call, self._tg_surface, parsed)
+            self._tg_call.finish(_said(self._tg_call, self._tg_surface, parsed))
         return self._tg_take(parsed)
 
     async def _tg_aparse(self, pending: Any) -> Any:
         parsed = await pending
         if not self._tg_streams and not self._tg_call.settled:
-            await asettle_response(self._tg_call, self._tg_surface, parsed)
+            await self._tg_call.afinish(_said(self._tg_call, self._tg_surface, parsed))
         return self._tg_take(parsed)
 
     def _tg_body(self, name: str) -> Any:
@@ -580,8 +552,10 @@ class ResponseProxy:
             return
         # What the surface makes of no body: the prompt's tokens (and an audio or image
         # request's units: the audio sent is billed even when the answer goes unread).
-        usage, extra = self._tg_surface.outcome(self._tg_call, None)
-        gate.settle(self._tg_call, usage, **{**extra, "estimated": True, "status": "abandoned"})
+        said = _said(self._tg_call, self._tg_surface, None)
+        self._tg_call.finish(
+            dataclasses.replace(said, estimated=True, status="abandoned"), raise_overrun=False
+        )
 
     def close(self) -> Any:
         if self._tg_stream is not None:

@@ -148,10 +148,12 @@ def _reason(candidate: Any) -> str | None:
 def response_found(response: Any) -> Found:
     """Usage, model, id and finish reasons of a ``GenerateContentResponse`` (or its JSON)."""
     reasons = tuple(r for c in _get(response, "candidates") or () if (r := _reason(c)))
+    usage = usage_from(_get(response, "usage_metadata"))
     return Found(
-        usage_from(_get(response, "usage_metadata")),
+        usage,
         _get(response, "model_version") or None,
         _get(response, "response_id") or None,
+        text=response_text(response) or None if usage is None else None,  # to estimate the output from
         finish_reasons=reasons,
     )
 

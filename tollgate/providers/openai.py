@@ -19,6 +19,7 @@ recorded instead of the price table's).
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections.abc import Mapping
 from typing import Any
@@ -317,9 +318,7 @@ class ChatHelperSurface(ChatSurface):
     manager = True
 
     def request(self, kwargs: dict[str, Any]) -> LLMRequest:
-        request = super().request(kwargs)
-        request.stream = True
-        return request
+        return dataclasses.replace(super().request(kwargs), stream=True)
 
     def accountant(self, injected: bool) -> ChatStreamAccountant:
         return ChatHelperAccountant(hide_usage_chunk=injected)
@@ -494,9 +493,7 @@ class ResponsesHelperSurface(ResponsesSurface):
     manager = True
 
     def request(self, kwargs: dict[str, Any]) -> LLMRequest:
-        request = super().request(kwargs)
-        request.stream = True
-        return request
+        return dataclasses.replace(super().request(kwargs), stream=True)
 
 
 def routes(client: Any) -> dict[tuple[str, ...], Any]:

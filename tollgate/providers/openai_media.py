@@ -52,12 +52,11 @@ from tollgate.providers.base import (
     Server,
     Surface,
     as_int,
-    asettle_response,
-    captured,
     count_of,
     field,
+    flight,
+    outcome,
     routes_for,
-    settle_response,
     sse_data,
 )
 from tollgate.request import LLMRequest, Usage
@@ -264,9 +263,9 @@ class MediaSurface(Surface):
     def found(self, response: Any) -> Found:
         return Found(self.usage_of(response))
 
-    def outcome(self, call: gate.Call, response: Any) -> tuple[Usage, dict[str, Any]]:
+    def outcome(self, call: gate.Call, response: Any) -> gate.Outcome:
         usage, estimated = self.settled(call, response)
-        return usage, {"estimated": estimated, **captured(call, self, response)}
+        return outcome(call, self, response, read=lambda _: gate.Outcome(usage, estimated=estimated))
 
 
 class TranscriptionSurface(MediaSurface):
@@ -504,35 +503,27 @@ class _OpeningManager:
         self._tg_method, self._tg_args, self._tg_kwargs, self._tg_surface = method, args, kwargs, surface
         self._tg_manager: Any = None
 
-    def _open(self, call: gate.Call) -> None:
-        self._tg_surface.apply(call, self._tg_kwargs)
-        self._tg_manager = self._tg_method(*self._tg_args, **self._tg_kwargs)
-
     def __enter__(self) -> Any:
-        call = gate.preflight(self._tg_surface.request(self._tg_kwargs))
-        try:
+        surface = self._tg_surface
+        with flight(surface, self._tg_kwargs) as call:
+            call.edit(surface.apply, call, self._tg_kwargs)
             with telemetry.current(call.span):
-                self._open(call)
+                self._tg_manager = self._tg_method(*self._tg_args, **self._tg_kwargs)
                 entered = self._tg_manager.__enter__()
-        except BaseException as exc:
-            gate.release(call, exc)
-            raise
-        settle_response(call, self._tg_surface, None)
+            call.finish(surface.outcome(call, None))
         return entered
 
     def __exit__(self, *exc: Any) -> Any:
         return self._tg_manager.__exit__(*exc) if self._tg_manager is not None else None
 
     async def __aenter__(self) -> Any:
-        call = await gate.apreflight(self._tg_surface.request(self._tg_kwargs))
-        try:
+        surface = self._tg_surface
+        async with flight(surface, self._tg_kwargs) as call:
+            call.edit(surface.apply, call, self._tg_kwargs)
             with telemetry.current(call.span):
-                self._open(call)
+                self._tg_manager = self._tg_method(*self._tg_args, **self._tg_kwargs)
                 entered = await self._tg_manager.__aenter__()
-        except BaseException as exc:
-            await gate.arelease(call, exc)
-            raise
-        await asettle_response(call, self._tg_surface, None)
+            await call.afinish(surface.outcome(call, None))
         return entered
 
     async def __aexit__(self, *exc: Any) -> Any:

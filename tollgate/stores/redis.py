@@ -44,6 +44,12 @@ When Redis is down, slow or unreachable (what this store guarantees):
   and ``appendfsync always`` to keep every acknowledged hold and spend across a restart) and
   this process has made one more operation, its counters hold exactly what the calls that
   ran left: nothing reserved by finished calls, and their actual costs spent.
+- **Error replies.** A server that answers but refuses (out of memory, a read-only replica
+  after a failover, a database index it does not have, a key under this store's prefix that
+  holds another type) fails the operation the same way, with a StoreUnavailable that names
+  the reply and what to change; so ``configure(on_store_error=...)`` applies as for an
+  outage. A replayed operation refused by a reply that can pass (out of memory, read-only,
+  loading) stays queued; one refused for good (a wrong type) is logged and dropped.
 - What this cannot cover: a process that dies with operations queued (or in flight) leaves
   their holds until the slots expire (the window plus an hour, a week for a lifetime
   counter), as for any process that dies mid-call; and a Redis that restarts *without* its
@@ -53,7 +59,9 @@ When Redis is down, slow or unreachable (what this store guarantees):
 from __future__ import annotations
 
 import asyncio
+import functools
 import hashlib
+import inspect
 import logging
 import math
 import re
@@ -65,13 +73,23 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from importlib import resources
 from typing import Any, TypeVar
-from urllib.parse import urlsplit
+from urllib.parse import parse_qs, unquote, urlsplit
 
 import redis
 import redis.asyncio
+import redis.asyncio.connection
+import redis.connection
 from redis.asyncio.retry import Retry as AsyncRetry
 from redis.backoff import NoBackoff
-from redis.exceptions import NoScriptError, OutOfMemoryError, ReadOnlyError
+from redis.exceptions import (
+    BusyLoadingError,
+    ClusterDownError,
+    NoScriptError,
+    OutOfMemoryError,
+    ReadOnlyError,
+    ResponseError,
+    TryAgainError,
+)
 from redis.retry import Retry
 
 from tollgate.errors import StoreUnavailable
@@ -89,16 +107,19 @@ _REPLAY_BATCH = 500  # operations per pipelined replay round trip
 _CANCEL_TTL = 3_600  # seconds a cancelled reservation stays marked (see cancel.lua)
 _LOG_EVERY = 10.0  # seconds between two "operations lost" log lines
 
-# Errors that mean "the server cannot be used now" (down, unreachable, timed out, out of memory,
-# or a replica after a failover), as opposed to a bug. BusyLoading, Authentication and pool
-# exhaustion are ConnectionErrors.
+# Errors that mean "the server cannot be used now": down, unreachable, timed out (BusyLoading,
+# Authentication and pool exhaustion are ConnectionErrors), or an error reply: out of memory, a
+# replica after a failover, a database index the server does not have, a key of this store's
+# that holds another type. NoScriptError, also an error reply, is handled where scripts run.
 _UNAVAILABLE = (
     redis.exceptions.ConnectionError,
     redis.exceptions.TimeoutError,
     TimeoutError,
-    ReadOnlyError,
-    OutOfMemoryError,
+    redis.exceptions.InvalidResponse,
+    ResponseError,
 )
+# The error replies a replayed operation may succeed after: it is kept, not dropped.
+_TRANSIENT = (OutOfMemoryError, ReadOnlyError, BusyLoadingError, ClusterDownError, TryAgainError)
 
 # For clients made from a URL: a budget check must fail fast rather than hang, and retry once
 # only, on a connection error (a pooled connection the server dropped), never on a timeout
@@ -113,6 +134,112 @@ _POOL_OPTIONS: dict[str, Any] = {
     "max_connections": 50,
     "timeout": 10.0,
 }
+
+
+def _whole(least: int) -> Callable[[str], bool]:
+    return lambda text: text.isascii() and text.isdigit() and int(text) >= least
+
+
+def _seconds(*, zero: bool) -> Callable[[str], bool]:
+    def check(text: str) -> bool:
+        try:
+            value = float(text)
+        except ValueError:
+            return False
+        return math.isfinite(value) and (value >= 0 if zero else value > 0)
+
+    return check
+
+
+def _flag(text: str) -> bool:
+    return text.lower() in ("1", "0", "true", "false", "yes", "no", "y", "n", "t", "f")
+
+
+def _verify_flags(text: str) -> bool:
+    try:
+        redis.connection.parse_ssl_verify_flags(text)  # type: ignore[no-untyped-call]
+    except ValueError:
+        return False
+    return True
+
+
+_TEXT = (lambda text: True, "text, e.g. ?{name}=...")
+_BOOL = (_flag, "true or false, e.g. ?{name}=true")
+_FLAGS = (_verify_flags, "ssl.VerifyFlags names, e.g. ?{name}=VERIFY_X509_STRICT")
+# The query options a store URL may carry: how to check each value, and what to write instead.
+# Others (unknown names, and options a URL cannot express, such as retry_on_error) are
+# refused: redis-py would pass them on and fail at the first connection, or ignore them.
+_URL_OPTIONS: dict[str, tuple[Callable[[str], bool], str]] = {
+    "db": (_whole(0), "a database number, 0 or more, e.g. redis://host:6379/0"),
+    "socket_timeout": (_seconds(zero=False), "seconds, a number above 0, e.g. ?socket_timeout=2"),
+    "socket_connect_timeout": (_seconds(zero=False), "seconds, a number above 0, e.g. ?{name}=2"),
+    "timeout": (_seconds(zero=True), "seconds to wait for a free connection, 0 or more, e.g. ?timeout=10"),
+    "max_connections": (_whole(1), "a whole number, 1 or more, e.g. ?max_connections=50"),
+    "socket_read_size": (_whole(1), "bytes, a whole number, 1 or more, e.g. ?socket_read_size=65536"),
+    "health_check_interval": (_whole(0), "seconds, a whole number, e.g. ?health_check_interval=30"),
+    "protocol": (lambda text: text in ("2", "3"), "2 or 3, e.g. ?protocol=3"),
+    "ssl_min_version": (_whole(0), "a TLS version number, e.g. ?ssl_min_version=771"),
+    **dict.fromkeys(("ssl_include_verify_flags", "ssl_exclude_verify_flags"), _FLAGS),
+    **dict.fromkeys(
+        ("socket_keepalive", "retry_on_timeout", "ssl_check_hostname", "legacy_responses"), _BOOL
+    ),
+    **dict.fromkeys(("username", "password", "client_name", "lib_name", "lib_version"), _TEXT),
+    **dict.fromkeys(("ssl_keyfile", "ssl_certfile", "ssl_password", "ssl_cert_reqs", "ssl_ciphers"), _TEXT),
+    **dict.fromkeys(("ssl_ca_certs", "ssl_ca_path", "ssl_ca_data"), _TEXT),
+}
+
+
+@functools.cache
+def _url_options(scheme: str) -> tuple[str, ...]:
+    """The options of ``_URL_OPTIONS`` that both redis-py clients (sync and async) take for a
+    URL of this scheme (``ssl_*`` only for ``rediss://``, no ``socket_keepalive`` for ``unix://``)."""
+    pool = {"max_connections", "timeout"}
+    taken = set(_URL_OPTIONS)
+    for module in (redis.connection, redis.asyncio.connection):
+        kind = {"redis": "Connection", "rediss": "SSLConnection", "unix": "UnixDomainSocketConnection"}
+        names = {n for c in getattr(module, kind[scheme]).__mro__ for n in _init_parameters(c)}
+        taken &= names | pool
+    return tuple(sorted(taken))
+
+
+def _init_parameters(cls: type) -> list[str]:
+    init = vars(cls).get("__init__")
+    return list(inspect.signature(init).parameters) if init is not None else []
+
+
+def _check_url(url: str) -> None:
+    """Refuse, naming it, what redis-py would misread or fail on only at the first connection:
+    a bad port or database number, an unknown query option, an option value it cannot use."""
+    where = f"Redis URL {_redact(url)!r}"
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018  (raises ValueError for a port that is not a number in range)
+    except ValueError as exc:
+        raise ValueError(f"{where}: {exc}; use e.g. redis://host:6379/0") from None
+    if parts.scheme not in ("redis", "rediss", "unix"):
+        raise ValueError(f"{where}: use a redis://, rediss:// (TLS) or unix:// (socket) URL")
+    query = parse_qs(parts.query, keep_blank_values=True)
+    path = unquote(parts.path).strip("/")
+    if parts.scheme == "unix" and not path:
+        raise ValueError(f"{where}: give the socket's path, e.g. unix:///run/redis/redis.sock?db=0")
+    if parts.scheme != "unix" and path:
+        if not _whole(0)(path):
+            raise ValueError(f"{where}: the database {path!r} is not a number: use e.g. redis://host:6379/0")
+        if "db" in query:
+            raise ValueError(f"{where}: the database is given twice (path and ?db=): give it once")
+    allowed = _url_options(parts.scheme)
+    for name, values in query.items():
+        if name not in allowed:
+            raise ValueError(
+                f"{where}: unknown option {name!r} for a {parts.scheme}:// URL; use {', '.join(allowed)}"
+            )
+        check, fix = _URL_OPTIONS[name]
+        if len(values) > 1:
+            raise ValueError(f"{where}: option {name!r} is given {len(values)} times: give it once")
+        value = values[0]
+        if not value or not check(value):
+            shown = "***" if "password" in name and value else repr(value)
+            raise ValueError(f"{where}: {name}={shown}: use {fix.format(name=name)}")
 
 
 class _Script:
@@ -155,6 +282,8 @@ class RedisStore(Store):
     ``redis.asyncio.Redis`` made from the same URL (one per event loop); with a client, pass
     ``async_client=`` too, or the async twins run the sync client in a worker thread.
     ``prefix`` names this store's keys (``{prefix}:...``), so several stores can share a server.
+    A URL is checked here (port, database number, query options and their values: see
+    ``_URL_OPTIONS``); a bad one is a ValueError naming it, not an error at the first call.
     ``round_trips`` counts the commands sent, for tests and benchmarks. ``pending`` is the
     number of failed operations waiting to be replayed, ``lost`` how many were dropped because
     the queue was full (see the module's documentation for what happens when Redis is down).
@@ -180,6 +309,7 @@ class RedisStore(Store):
         self._url: str | None = None
         self._client: redis.Redis | None = None
         if isinstance(url_or_client, str):
+            _check_url(url_or_client)
             self._url = url_or_client
             self.location = _redact(url_or_client)
         elif isinstance(url_or_client, redis.Redis):
@@ -218,10 +348,11 @@ class RedisStore(Store):
         self._replay("reserve")  # first, so a failure here leaves nothing to cancel
         try:
             result = self._eval("reserve", _RESERVE, keys, args)
+            version = self._version(result[2], "reserve")
         except StoreUnavailable:
             self._queue(self._cancel(charges, slots, token))
             raise
-        return _reservation(result, charges, slots, token)
+        return _reservation(result, charges, slots, token, version)
 
     def settle(self, holds: Sequence[Hold], actuals: Sequence[float]) -> None:
         if holds:
@@ -242,7 +373,8 @@ class RedisStore(Store):
 
     def read(self, charges: Sequence[Charge], now: float) -> tuple[CounterState, ...]:
         slots, keys, args = self._reserve_args("read", charges, now, "read")
-        return _reservation(self._eval("read", _RESERVE, keys, args), charges, slots, "").states
+        result = self._eval("read", _RESERVE, keys, args)
+        return _reservation(result, charges, slots, "", self._version(result[2], "read")).states
 
     async def areserve(self, charges: Sequence[Charge], now: float) -> Reservation:
         if self._async() is None:  # only a sync client was given
@@ -252,10 +384,11 @@ class RedisStore(Store):
         await self._areplay("reserve")
         try:
             result = await self._aeval("reserve", _RESERVE, keys, args)
+            version = self._version(result[2], "reserve")
         except StoreUnavailable:
             self._queue(self._cancel(charges, slots, token))
             raise
-        return _reservation(result, charges, slots, token)
+        return _reservation(result, charges, slots, token, version)
 
     async def asettle(self, holds: Sequence[Hold], actuals: Sequence[float]) -> None:
         if holds:
@@ -284,10 +417,11 @@ class RedisStore(Store):
             return pipe.execute()
 
         version, documents = self._call("limits", both)
-        return int(version or 0), {_text(k): _text(v) for k, v in documents.items()}
+        return self._version(version, "limits"), {_text(k): _text(v) for k, v in documents.items()}
 
     def limits_version(self) -> int:
-        return int(self._call("limits_version", lambda client: client.get(self._version_key)) or 0)
+        raw = self._call("limits_version", lambda client: client.get(self._version_key))
+        return self._version(raw, "limits_version")
 
     def clear(self) -> None:
         def clear(client: redis.Redis) -> None:
@@ -422,15 +556,24 @@ class RedisStore(Store):
                 self._pending.pop()
                 self.lost += 1
 
-    def _replayed(self, batch: list[_Pending], results: list[Any]) -> None:
+    def _replayed(self, operation: str, batch: list[_Pending], results: list[Any]) -> None:
+        """Log what the replay did; put back, and raise for, what an error reply the server may
+        stop giving refused (out of memory, a read-only replica, loading)."""
+        again = [op for op, result in zip(batch, results, strict=True) if isinstance(result, _TRANSIENT)]
         for op, result in zip(batch, results, strict=True):
-            if isinstance(result, Exception):  # not an outage (those raise): a bug, never retried
+            if isinstance(result, Exception) and not isinstance(result, _TRANSIENT):  # a bug: dropped
                 log.error(
                     "tollgate: replaying a failed %s on %s failed: %r", op.operation, self.location, result
                 )
         log.info(
-            "tollgate: replayed %d operation(s) that failed on the Redis store %s", len(batch), self.location
+            "tollgate: replayed %d operation(s) that failed on the Redis store %s",
+            len(batch) - len(again),
+            self.location,
         )
+        if again:
+            self._put_back(again)
+            refused = next(r for r in results if isinstance(r, _TRANSIENT))
+            raise self._unavailable(operation, refused)
 
     def _replay(self, operation: str) -> None:
         """Send the queued operations, in order; raise StoreUnavailable if Redis still fails."""
@@ -451,7 +594,7 @@ class RedisStore(Store):
                 except _UNAVAILABLE as exc:
                     self._put_back(batch)
                     raise self._unavailable(operation, exc) from exc
-                self._replayed(batch, results)
+                self._replayed(operation, batch, results)
         finally:
             self._replaying.release()
 
@@ -478,7 +621,7 @@ class RedisStore(Store):
                 except BaseException:  # cancelled mid-way: keep them for the next replay
                     self._put_back(batch)
                     raise
-                self._replayed(batch, results)
+                self._replayed(operation, batch, results)
         finally:
             self._replaying.release()
 
@@ -499,7 +642,38 @@ class RedisStore(Store):
             raise
 
     def _unavailable(self, operation: str, exc: BaseException) -> StoreUnavailable:
-        return StoreUnavailable(f"Redis store {self.location} unreachable during {operation}: {exc}")
+        if not isinstance(exc, ResponseError):
+            return StoreUnavailable(f"Redis store {self.location} unreachable during {operation}: {exc}")
+        # An error reply: the server is there but refuses. Name the reason, and what to do.
+        reply = str(exc)
+        code = getattr(exc, "status_code", None)
+        if code and not reply.startswith(code):
+            reply = f"{code} {reply}"
+        if isinstance(exc, OutOfMemoryError):
+            hint = "the server is out of memory: raise its maxmemory or free memory"
+        elif isinstance(exc, ReadOnlyError):
+            hint = "the server is a read-only replica: point the store at the primary"
+        elif "DB index" in reply:
+            hint = "the URL's database number is beyond the server's 'databases' setting"
+        elif "WRONGTYPE" in reply:
+            hint = (
+                f"a key under {self._keys}* holds another type: something else writes there; "
+                "give this store its own prefix= or database"
+            )
+        else:
+            hint = "the server refused the command"
+        return StoreUnavailable(f"Redis store {self.location} refused {operation} ({hint}): {reply}")
+
+    def _version(self, raw: Any, operation: str) -> int:
+        """The standing limits' version from its key, as an int (0 when never set)."""
+        try:
+            return int(raw or 0)
+        except ValueError:
+            raise StoreUnavailable(
+                f"Redis store {self.location} refused {operation} (the key {self._version_key} holds "
+                f"{_text(raw)!r}, not a number: something else writes there; give this store its own "
+                "prefix= or database)"
+            ) from None
 
     # -- sync I/O -----------------------------------------------------------------------------
 
@@ -522,6 +696,8 @@ class RedisStore(Store):
         self.round_trips += 1
         try:
             return do(self._sync())
+        except NoScriptError:
+            raise
         except _UNAVAILABLE as exc:
             raise self._unavailable(operation, exc) from exc
 
@@ -562,6 +738,8 @@ class RedisStore(Store):
         self.round_trips += 1
         try:
             return await do(client)
+        except NoScriptError:
+            raise
         except _UNAVAILABLE as exc:
             raise self._unavailable(operation, exc) from exc
 
@@ -585,10 +763,11 @@ class RedisStore(Store):
             return await self._acall(operation, run)
 
 
-def _reservation(result: Any, charges: Sequence[Charge], slots: Sequence[Slots], token: str) -> Reservation:
+def _reservation(
+    result: Any, charges: Sequence[Charge], slots: Sequence[Slots], token: str, limits_version: int
+) -> Reservation:
     """Turn reserve.lua's ``{states, refused, limits version}`` into a :class:`Reservation`."""
-    numbers, refused, version = result
-    limits_version = int(version or 0)
+    numbers, refused, _ = result
     states = tuple(
         CounterState(float(numbers[2 * i]), float(numbers[2 * i + 1]), charge.limit)
         for i, charge in enumerate(charges)

@@ -19,7 +19,6 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from tollgate import gate
-from tollgate.pricing.tokens import count_text
 from tollgate.providers.base import NATIVE, as_int, server_of
 from tollgate.request import LLMRequest, Usage
 
@@ -245,28 +244,29 @@ def message_text(message: Any) -> str:
     return "".join(parts)
 
 
-def settle_arguments(call: gate.Call, message: Any, extra_usage: Any = None) -> tuple[Usage, dict[str, Any]]:
-    """Usage and settle arguments for a call answered by ``message`` (an AIMessage, or None).
+def outcome(message: Any, extra_usage: Any = None) -> gate.Outcome:
+    """What a call answered by ``message`` (an AIMessage, or None) says of itself.
 
     ``extra_usage`` is an ``LLMResult.llm_output`` to fall back on. Without reported usage the
-    output is estimated from the text and the record flagged ``estimated``.
+    gate estimates the output from the text. A reply tollgate cannot read says nothing.
     """
-    usage = usage_from_metadata(getattr(message, "usage_metadata", None))
-    if usage is None and isinstance(extra_usage, Mapping):
-        usage = _usage_from_llm_output(extra_usage, call.request.provider)
-    model, rid, reasons = response_facts(message) if message is not None else (None, None, ())
-    if isinstance(extra_usage, Mapping):
-        model = model or extra_usage.get("model_name") or extra_usage.get("model")
-    extra: dict[str, Any] = {"response_model": model, "response_id": rid, "finish_reasons": reasons}
-    if usage is None:
-        text = message_text(message) if message is not None else ""
-        output = count_text(text, call.decision.model, call.request.provider) if text else 0
-        usage = Usage(input_tokens=call.estimate.input_tokens, output_tokens=output)
-        extra["estimated"] = True
-    return usage, extra
+    try:
+        usage = usage_from_metadata(getattr(message, "usage_metadata", None))
+        if usage is None and isinstance(extra_usage, Mapping):
+            usage = _usage_from_llm_output(extra_usage)
+        model, rid, reasons = response_facts(message) if message is not None else (None, None, ())
+        if isinstance(extra_usage, Mapping):
+            model = model or extra_usage.get("model_name") or extra_usage.get("model")
+        text = message_text(message) if message is not None and usage is None else None
+        return gate.Outcome(usage, model, rid, text=text, finish_reasons=tuple(reasons))
+    except Exception:  # a reply of a shape tollgate does not know: the gate estimates
+        return _UNREAD
 
 
-def _usage_from_llm_output(output: Mapping[str, Any], provider: str) -> Usage | None:
+_UNREAD = gate.Outcome()
+
+
+def _usage_from_llm_output(output: Mapping[str, Any]) -> Usage | None:
     raw = output.get("token_usage") or output.get("usage")
     if not isinstance(raw, Mapping):
         return None

@@ -19,6 +19,8 @@ recorded as blocked, the call goes ahead, and its usage is recorded in a second 
 
 from __future__ import annotations
 
+import dataclasses
+import functools
 import logging
 import threading
 from collections import OrderedDict
@@ -31,9 +33,8 @@ from langchain_core.outputs import ChatGenerationChunk, GenerationChunk, LLMResu
 
 from tollgate import gate
 from tollgate.errors import BudgetExceeded
-from tollgate.pricing.tokens import count_text
 from tollgate.providers.base import as_int
-from tollgate.request import LLMRequest, Usage
+from tollgate.request import LLMRequest
 from tollgate.tags import current_tags, track
 from tollgate_langchain import _translate as tr
 
@@ -114,9 +115,9 @@ class _Core:
         self.calls: dict[UUID, gate.Call] = {}
         # Refused runs LangChain may run anyway (async handler under a sync invoke), with their
         # tags; bounded, since under ainvoke such a run never ends.
-        self.ignored: OrderedDict[UUID, tuple[LLMRequest, Mapping[str, str]]] = OrderedDict()
+        self.ignored: OrderedDict[UUID, tuple[LLMRequest | gate.Reader, Mapping[str, str]]] = OrderedDict()
 
-    def ignore(self, run_id: UUID, request: LLMRequest) -> None:
+    def ignore(self, run_id: UUID, request: LLMRequest | gate.Reader) -> None:
         self.ignored[run_id] = (request, current_tags())
         while len(self.ignored) > _MAX_IGNORED:
             self.ignored.popitem(last=False)
@@ -128,35 +129,29 @@ class _Core:
     def scope(self, metadata: Mapping[str, Any] | None, tags: Sequence[str] | None) -> track:
         return track(**(tr.tags_from(metadata, tags) if self.tags else {}))
 
-    def refuse_edits(self, call: gate.Call) -> BudgetExceeded | None:
-        """The error when the decision edits the call and ``on_action`` is ``block``."""
+    def edits(self, call: gate.Call) -> str | None:
+        """Why the call must be refused: its decision edits it, a callback cannot, and
+        ``on_action`` is ``block`` (None: it may go ahead)."""
         if call.decision.action == "proceed" or self.on_action == "proceed":
             return None
-        detail = (
+        return (
             f"a callback cannot {call.decision.action} a call; wrap the model with tollgate_langchain.guard()"
         )
-        exc = gate.refusal(call, detail)
-        call.decision.notes = (
-            *call.decision.notes,
-            {"action": "block", "budget": exc.budget, "reason": "callback cannot edit"},
-        )
-        return exc
 
-    def outcome(self, call: gate.Call, response: LLMResult) -> tuple[Usage, dict[str, Any]]:
-        generation = response.generations[0][0] if response.generations and response.generations[0] else None
-        if isinstance(generation, (ChatGenerationChunk, GenerationChunk)):
-            call.request.stream = True
-        message = getattr(generation, "message", None)
-        if message is None and generation is not None:  # a plain LLM: only text
-            text = getattr(generation, "text", "")
-            usage, extra = tr.settle_arguments(call, None, response.llm_output)
-            if extra.get("estimated") and text:
-                usage = Usage(
-                    input_tokens=usage.input_tokens,
-                    output_tokens=count_text(text, call.decision.model, call.request.provider),
-                )
-            return usage, extra
-        return tr.settle_arguments(call, message, response.llm_output)
+    @staticmethod
+    def outcome(response: LLMResult) -> gate.Outcome:
+        try:
+            generations = response.generations
+            generation = generations[0][0] if generations and generations[0] else None
+            streamed = isinstance(generation, (ChatGenerationChunk, GenerationChunk))
+            message = getattr(generation, "message", None)
+            said = tr.outcome(message, response.llm_output)
+            if message is None and generation is not None and said.usage is None:  # a plain LLM: text
+                text = getattr(generation, "text", None)
+                said = dataclasses.replace(said, text=text if isinstance(text, str) else None)
+            return dataclasses.replace(said, stream=streamed) if streamed else said
+        except Exception:  # a result of a shape tollgate does not know: the gate estimates
+            return gate.Outcome()
 
 
 class TollgateCallbackHandler(BaseCallbackHandler):
@@ -197,8 +192,12 @@ class TollgateCallbackHandler(BaseCallbackHandler):
     ) -> None:
         if not self._core.begin(run_id, self):
             return
-        request = chat_request(
-            serialized, messages[0] if messages else [], kwargs.get("invocation_params"), metadata
+        request = functools.partial(
+            chat_request,
+            serialized,
+            messages[0] if messages else [],
+            kwargs.get("invocation_params"),
+            metadata,
         )
         self._start(run_id, request, metadata, tags)
 
@@ -215,13 +214,15 @@ class TollgateCallbackHandler(BaseCallbackHandler):
     ) -> None:
         if not self._core.begin(run_id, self):
             return
-        request = text_request(serialized, prompts[:1], kwargs.get("invocation_params"), metadata)
+        request = functools.partial(
+            text_request, serialized, prompts[:1], kwargs.get("invocation_params"), metadata
+        )
         self._start(run_id, request, metadata, tags)
 
     def _start(
         self,
         run_id: UUID,
-        request: LLMRequest,
+        request: gate.Reader,
         metadata: Mapping[str, Any] | None,
         tags: Sequence[str] | None,
     ) -> None:
@@ -231,11 +232,10 @@ class TollgateCallbackHandler(BaseCallbackHandler):
         except BaseException:
             _unclaim(run_id, self)
             raise
-        exc = self._core.refuse_edits(call)
-        if exc is not None:
+        reason = self._core.edits(call)
+        if reason is not None:
             _unclaim(run_id, self)
-            gate.settle(call, Usage(), status="blocked", error=gate.describe_error(exc))
-            raise exc
+            raise call.refuse(reason)
         self._core.calls[run_id] = call
 
     def on_llm_new_token(
@@ -250,22 +250,20 @@ class TollgateCallbackHandler(BaseCallbackHandler):
     ) -> None:
         call = self._core.calls.get(run_id)
         if call is not None:
-            call.request.stream = True
+            call.streaming()
 
     def on_llm_end(self, response: LLMResult, *, run_id: UUID, **kwargs: Any) -> None:
         call = self._core.calls.pop(run_id, None)
         _unclaim(run_id, self)
         if call is None:
             return
-        usage, extra = self._core.outcome(call, response)
-        gate.settle(call, usage, **extra)
-        gate.raise_if_overrun(call)
+        call.finish(self._core.outcome(response))
 
     def on_llm_error(self, error: BaseException, *, run_id: UUID, **kwargs: Any) -> None:
         call = self._core.calls.pop(run_id, None)
         _unclaim(run_id, self)
         if call is not None:
-            gate.release(call, error)
+            call.fail(error)
 
 
 class AsyncTollgateCallbackHandler(AsyncCallbackHandler):
@@ -297,8 +295,12 @@ class AsyncTollgateCallbackHandler(AsyncCallbackHandler):
     ) -> None:
         if not self._core.begin(run_id, self):
             return
-        request = chat_request(
-            serialized, messages[0] if messages else [], kwargs.get("invocation_params"), metadata
+        request = functools.partial(
+            chat_request,
+            serialized,
+            messages[0] if messages else [],
+            kwargs.get("invocation_params"),
+            metadata,
         )
         await self._start(run_id, request, metadata, tags)
 
@@ -315,13 +317,15 @@ class AsyncTollgateCallbackHandler(AsyncCallbackHandler):
     ) -> None:
         if not self._core.begin(run_id, self):
             return
-        request = text_request(serialized, prompts[:1], kwargs.get("invocation_params"), metadata)
+        request = functools.partial(
+            text_request, serialized, prompts[:1], kwargs.get("invocation_params"), metadata
+        )
         await self._start(run_id, request, metadata, tags)
 
     async def _start(
         self,
         run_id: UUID,
-        request: LLMRequest,
+        request: gate.Reader,
         metadata: Mapping[str, Any] | None,
         tags: Sequence[str] | None,
     ) -> None:
@@ -337,10 +341,10 @@ class AsyncTollgateCallbackHandler(AsyncCallbackHandler):
             except BaseException:
                 _unclaim(run_id, self)
                 raise
-            exc = self._core.refuse_edits(call)
-            if exc is not None:
+            reason = self._core.edits(call)
+            if reason is not None:
                 _unclaim(run_id, self)
-                await gate.asettle(call, Usage(), status="blocked", error=gate.describe_error(exc))
+                exc = await call.arefuse(reason)
                 self._core.ignore(run_id, call.request)
                 raise exc
         self._core.calls[run_id] = call
@@ -357,7 +361,7 @@ class AsyncTollgateCallbackHandler(AsyncCallbackHandler):
     ) -> None:
         call = self._core.calls.get(run_id)
         if call is not None:
-            call.request.stream = True
+            call.streaming()
 
     async def on_llm_end(self, response: LLMResult, *, run_id: UUID, **kwargs: Any) -> None:
         call = self._core.calls.pop(run_id, None)
@@ -374,13 +378,11 @@ class AsyncTollgateCallbackHandler(AsyncCallbackHandler):
             call = gate.observe(request, note="block_ignored", tags=tags)
         if call is None:
             return
-        usage, extra = self._core.outcome(call, response)
-        await gate.asettle(call, usage, **extra)
-        gate.raise_if_overrun(call)
+        await call.afinish(self._core.outcome(response))
 
     async def on_llm_error(self, error: BaseException, *, run_id: UUID, **kwargs: Any) -> None:
         call = self._core.calls.pop(run_id, None)
         self._core.ignored.pop(run_id, None)
         _unclaim(run_id, self)
         if call is not None:
-            await gate.arelease(call, error)
+            await call.afail(error)

@@ -31,7 +31,7 @@ from langchain_core.runnables import Runnable, RunnableConfig
 
 from tollgate import gate
 from tollgate.providers.base import as_int, native_items
-from tollgate.request import LLMRequest
+from tollgate.request import LLMRequest, Status
 from tollgate.tags import track
 from tollgate_langchain import _translate as tr
 
@@ -192,17 +192,27 @@ class Guard(Runnable[LanguageModelInput, BaseMessage]):
         bound = self._bound(model)
         return bound.bind(**kwargs) if kwargs else bound
 
-    def _prepare(
+    def _begin(
         self, input: LanguageModelInput, config: RunnableConfig | None, stream: bool
-    ) -> tuple[list[BaseMessage], LLMRequest, track]:
-        messages = self.model._convert_input(input).to_messages()
-        request = self._request(messages, stream)
-        cfg = config or {}
-        scope = track(**(tr.tags_from(cfg.get("metadata"), cfg.get("tags")) if self.tags else {}))
-        return messages, request, scope
+    ) -> tuple[gate.Call, list[BaseMessage] | None]:
+        """Pre-flight of a call with ``input``, in the run's tags, and the messages read from it
+        (None when LangChain cannot read them: the model is sent ``input`` and answers it its
+        own way)."""
+        read: list[BaseMessage] | None = None
 
-    @staticmethod
-    def _messages(call: gate.Call, messages: list[BaseMessage]) -> list[BaseMessage]:
+        def request() -> LLMRequest:
+            nonlocal read
+            read = self.model._convert_input(input).to_messages()
+            return self._request(read, stream)
+
+        cfg = config or {}
+        with track(**(tr.tags_from(cfg.get("metadata"), cfg.get("tags")) if self.tags else {})):
+            call = gate.preflight(request, provider=self.provider or "unknown")
+        return call, read
+
+    def _input(self, call: gate.Call, messages: list[BaseMessage] | None, input: LanguageModelInput) -> Any:
+        if messages is None:
+            return input
         if call.decision.messages is None:
             return messages
         return list(native_items(call.decision.messages))
@@ -212,100 +222,99 @@ class Guard(Runnable[LanguageModelInput, BaseMessage]):
     def invoke(
         self, input: LanguageModelInput, config: RunnableConfig | None = None, **kwargs: Any
     ) -> BaseMessage:
-        messages, request, scope = self._prepare(input, config, stream=False)
-        with scope:
-            call = gate.preflight(request)
-        target = self._target(call, stream=False)
-        try:
-            with gate.sending(call):
-                result = target.invoke(self._messages(call, messages), config, **kwargs)
-        except BaseException as exc:
-            gate.release(call, exc)
-            raise
-        usage, extra = tr.settle_arguments(call, result)
-        gate.settle(call, usage, **extra)
-        gate.raise_if_overrun(call)
+        call, messages = self._begin(input, config, stream=False)
+        with call:
+            target = call.edit(self._target, call, False)
+            with call.sending():
+                result = target.invoke(self._input(call, messages, input), config, **kwargs)
+            call.finish(tr.outcome(result))
         return result
 
     async def ainvoke(
         self, input: LanguageModelInput, config: RunnableConfig | None = None, **kwargs: Any
     ) -> BaseMessage:
-        messages, request, scope = self._prepare(input, config, stream=False)
-        with scope:
-            call = await gate.apreflight(request)
-        target = self._target(call, stream=False)
-        try:
-            with gate.sending(call):
-                result = await target.ainvoke(self._messages(call, messages), config, **kwargs)
-        except BaseException as exc:
-            await gate.arelease(call, exc)
-            raise
-        usage, extra = tr.settle_arguments(call, result)
-        await gate.asettle(call, usage, **extra)
-        gate.raise_if_overrun(call)
+        call, messages = await self._abegin(input, config, stream=False)
+        async with call:
+            target = call.edit(self._target, call, False)
+            with call.sending():
+                result = await target.ainvoke(self._input(call, messages, input), config, **kwargs)
+            await call.afinish(tr.outcome(result))
         return result
+
+    async def _abegin(
+        self, input: LanguageModelInput, config: RunnableConfig | None, stream: bool
+    ) -> tuple[gate.Call, list[BaseMessage] | None]:
+        read: list[BaseMessage] | None = None
+
+        def request() -> LLMRequest:
+            nonlocal read
+            read = self.model._convert_input(input).to_messages()
+            return self._request(read, stream)
+
+        cfg = config or {}
+        with track(**(tr.tags_from(cfg.get("metadata"), cfg.get("tags")) if self.tags else {})):
+            call = await gate.apreflight(request, provider=self.provider or "unknown")
+        return call, read
 
     # -- stream ---------------------------------------------------------------------------------
 
     def stream(
         self, input: LanguageModelInput, config: RunnableConfig | None = None, **kwargs: Any
     ) -> Iterator[BaseMessageChunk]:
-        messages, request, scope = self._prepare(input, config, stream=True)
-        with scope:
-            call = gate.preflight(request)
-        target = self._target(call, stream=True)
+        call, messages = self._begin(input, config, stream=True)
         acc: BaseMessageChunk | None = None
-        try:
-            with gate.sending(call):  # the model's run starts on the first next()
-                chunks = iter(target.stream(self._messages(call, messages), config, **kwargs))
-                first = next(chunks, None)
-            if first is not None:
-                acc = first  # type: ignore[assignment]
-                yield first  # type: ignore[misc]
-                for chunk in chunks:
-                    acc = chunk if acc is None else acc + chunk  # type: ignore[assignment]
-                    yield chunk  # type: ignore[misc]
-        except GeneratorExit:
-            usage, extra = tr.settle_arguments(call, acc)
-            gate.settle(call, usage, **{**extra, "estimated": True}, status="abandoned")
-            raise
-        except BaseException as exc:
-            usage, extra = tr.settle_arguments(call, acc)
-            gate.release(call, exc, usage if acc is not None else None, estimated=acc is not None)
-            raise
-        usage, extra = tr.settle_arguments(call, acc)
-        gate.settle(call, usage, **extra)
-        gate.raise_if_overrun(call)
+        with call:
+            target = call.edit(self._target, call, True)
+            try:
+                with call.sending():  # the model's run starts on the first next()
+                    chunks = iter(target.stream(self._input(call, messages, input), config, **kwargs))
+                    first = next(chunks, None)
+                if first is not None:
+                    acc = first  # type: ignore[assignment]
+                    yield first  # type: ignore[misc]
+                    for chunk in chunks:
+                        acc = chunk if acc is None else acc + chunk  # type: ignore[assignment]
+                        yield chunk  # type: ignore[misc]
+            except GeneratorExit:
+                call.finish(_partial(acc, "abandoned"), raise_overrun=False)
+                raise
+            except BaseException as exc:
+                call.fail(exc, _partial(acc, "error") if acc is not None else None)
+                raise
+            call.finish(tr.outcome(acc))
 
     async def astream(
         self, input: LanguageModelInput, config: RunnableConfig | None = None, **kwargs: Any
     ) -> AsyncIterator[BaseMessageChunk]:
-        messages, request, scope = self._prepare(input, config, stream=True)
-        with scope:
-            call = await gate.apreflight(request)
-        target = self._target(call, stream=True)
+        call, messages = await self._abegin(input, config, stream=True)
         acc: BaseMessageChunk | None = None
-        try:
-            with gate.sending(call):  # the model's run starts on the first anext()
-                chunks = aiter(target.astream(self._messages(call, messages), config, **kwargs))
-                first = await anext(chunks, None)
-            if first is not None:
-                acc = first  # type: ignore[assignment]
-                yield first  # type: ignore[misc]
-                async for chunk in chunks:
-                    acc = chunk if acc is None else acc + chunk  # type: ignore[assignment]
-                    yield chunk  # type: ignore[misc]
-        except GeneratorExit:
-            usage, extra = tr.settle_arguments(call, acc)
-            await gate.asettle(call, usage, **{**extra, "estimated": True}, status="abandoned")
-            raise
-        except BaseException as exc:
-            usage, extra = tr.settle_arguments(call, acc)
-            await gate.arelease(call, exc, usage if acc is not None else None, estimated=acc is not None)
-            raise
-        usage, extra = tr.settle_arguments(call, acc)
-        await gate.asettle(call, usage, **extra)
-        gate.raise_if_overrun(call)
+        async with call:
+            target = call.edit(self._target, call, True)
+            try:
+                with call.sending():  # the model's run starts on the first anext()
+                    chunks = aiter(target.astream(self._input(call, messages, input), config, **kwargs))
+                    first = await anext(chunks, None)
+                if first is not None:
+                    acc = first  # type: ignore[assignment]
+                    yield first  # type: ignore[misc]
+                    async for chunk in chunks:
+                        acc = chunk if acc is None else acc + chunk  # type: ignore[assignment]
+                        yield chunk  # type: ignore[misc]
+            except GeneratorExit:
+                await call.afinish(_partial(acc, "abandoned"), raise_overrun=False)
+                raise
+            except Exception as exc:
+                await call.afail(exc, _partial(acc, "error") if acc is not None else None)
+                raise
+            except BaseException as exc:  # cancelled: no awaiting while being cancelled
+                call.fail(exc, _partial(acc, "error") if acc is not None else None)
+                raise
+            await call.afinish(tr.outcome(acc))
+
+
+def _partial(acc: BaseMessageChunk | None, status: Status) -> gate.Outcome:
+    """What a stream that ended early had said: estimated."""
+    return dataclasses.replace(tr.outcome(acc), status=status, estimated=True)
 
 
 def guard(

@@ -26,12 +26,15 @@ from tollgate_langchain.guard import Guard
 
 
 def _last_ai(response: Any) -> Any:
-    result = getattr(response, "result", None)
-    if result is None:  # ExtendedModelResponse
-        result = getattr(getattr(response, "model_response", None), "result", None)
-    for message in reversed(result or []):
-        if getattr(message, "type", None) == "ai":
-            return message
+    try:
+        result = getattr(response, "result", None)
+        if result is None:  # ExtendedModelResponse
+            result = getattr(getattr(response, "model_response", None), "result", None)
+        for message in reversed(result or []):
+            if getattr(message, "type", None) == "ai":
+                return message
+    except Exception:  # a response of a shape tollgate does not know: the gate estimates
+        pass
     return None
 
 
@@ -114,17 +117,12 @@ class TollgateMiddleware(AgentMiddleware):
         handler: Callable[[ModelRequest], ModelResponse],
     ) -> Any:
         with self._scope():
-            call = gate.preflight(self._request(request))
-        edited = self._edit(call, request)
-        try:
-            with gate.sending(call):
+            call = gate.preflight(lambda: self._request(request), provider=self.provider or "unknown")
+        with call:
+            edited = call.edit(self._edit, call, request)
+            with call.sending():
                 response = handler(edited)
-        except BaseException as exc:
-            gate.release(call, exc)
-            raise
-        usage, extra = tr.settle_arguments(call, _last_ai(response))
-        gate.settle(call, usage, **extra)
-        gate.raise_if_overrun(call)
+            call.finish(tr.outcome(_last_ai(response)))
         return response
 
     async def awrap_model_call(
@@ -133,15 +131,10 @@ class TollgateMiddleware(AgentMiddleware):
         handler: Callable[[ModelRequest], Awaitable[ModelResponse]],
     ) -> Any:
         with self._scope():
-            call = await gate.apreflight(self._request(request))
-        edited = self._edit(call, request)
-        try:
-            with gate.sending(call):
+            call = await gate.apreflight(lambda: self._request(request), provider=self.provider or "unknown")
+        async with call:
+            edited = call.edit(self._edit, call, request)
+            with call.sending():
                 response = await handler(edited)
-        except BaseException as exc:
-            await gate.arelease(call, exc)
-            raise
-        usage, extra = tr.settle_arguments(call, _last_ai(response))
-        await gate.asettle(call, usage, **extra)
-        gate.raise_if_overrun(call)
+            await call.afinish(tr.outcome(_last_ai(response)))
         return response

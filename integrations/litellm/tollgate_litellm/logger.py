@@ -23,6 +23,7 @@ it (observe-only, not charged to budgets); :func:`tollgate_litellm.completion` g
 from __future__ import annotations
 
 import atexit
+import dataclasses
 import logging
 import threading
 import time
@@ -34,8 +35,10 @@ from litellm.integrations.custom_logger import CustomLogger
 
 from tollgate import gate
 from tollgate.config import settings
+from tollgate.decisions import CacheHit, CostNote
 from tollgate.errors import BudgetExceeded, TollgateError
 from tollgate.pricing import cost
+from tollgate.pricing.estimate import estimator, lookup_price
 from tollgate.providers.base import field as get_field
 from tollgate.providers.base import outcome
 from tollgate.request import Usage
@@ -139,8 +142,10 @@ class Registry:
 
 
 def _abandon(pending: _Pending) -> None:
-    call = pending.call
-    gate.settle(call, Usage(input_tokens=call.estimate.input_tokens), estimated=True, status="abandoned")
+    pending.call.finish(_ABANDONED, raise_overrun=False)
+
+
+_ABANDONED = gate.Outcome(status="abandoned", estimated=True)
 
 
 registry = Registry()
@@ -174,47 +179,39 @@ def _metadata(kwargs: Mapping[str, Any]) -> Any:
 
 
 async def _refuse(call: gate.Call, reason: str) -> BudgetExceeded:
-    exc = gate.refusal(call, f"tollgate cannot {call.decision.action} this call: {reason}")
-    call.decision.notes = (*call.decision.notes, {"action": "block", "budget": exc.budget, "reason": reason})
-    await gate.asettle(call, Usage(), status="blocked", error=gate.describe_error(exc))
-    return exc
+    return await call.arefuse(f"tollgate cannot {call.decision.action} this call: {reason}")
 
 
-def settle_arguments(
-    call: gate.Call, view: tr.View, kwargs: Mapping[str, Any], response: Any
-) -> tuple[Usage, dict[str, Any]]:
-    """Usage and settle arguments for ``response``; LiteLLM's cost noted (or used) beside tollgate's.
+def outcome_of(call: gate.Call, view: tr.View, kwargs: Mapping[str, Any], response: Any) -> gate.Outcome:
+    """What ``response`` says of the call; LiteLLM's cost noted (or used) beside tollgate's.
 
-    Without reported usage (a stream that did not send it) the output is estimated from the
-    text and the record flagged ``estimated``.
+    Without reported usage (a stream that did not send it) the gate estimates the output from
+    the text and flags the record ``estimated``.
     """
+    said = outcome(call, view.surface, response, lambda r: tr.found(view.surface, r))
     if kwargs.get("cache_hit") is True:  # LiteLLM answered from its cache: nothing was billed
-        call.decision.notes = (*call.decision.notes, {"cache_hit": True})
-        _, extra = outcome(call, view.surface, response, lambda r: tr.found(view.surface, r))
-        extra.pop("estimated", None)
-        return Usage(), {**extra, "usd": None}
-    usage, extra = outcome(call, view.surface, response, lambda r: tr.found(view.surface, r))
+        return dataclasses.replace(said, usage=Usage(), usd=None, estimated=False, steps=(CacheHit(),))
     decided = call.decision.model
-    if decided != call.request.model and extra["response_model"] == call.request.model:
+    if decided != call.request.model and said.model == call.request.model:
         # The proxy names the model group the client asked for in its response, not the one a
         # downgrade sent the call to: the cheaper model answered and is billed.
-        extra["response_model"] = decided
+        said = dataclasses.replace(said, model=decided)
     theirs = tr.reported_cost(kwargs)
-    if theirs is not None and extra["usd"] is None:
-        model = extra["response_model"]
-        price = gate.lookup_price(call.settings, str(model), call.request.provider) if model else None
-        price = price or call.price
-        if price is None:
-            extra["usd"] = theirs  # tollgate has no price: LiteLLM's is better than $0
-            call.decision.notes = (*call.decision.notes, {"cost_source": "litellm", "litellm_usd": theirs})
-        else:
-            ours = cost(price, usage)
-            if abs(ours - theirs) > _COST_TOLERANCE * max(abs(ours), abs(theirs), 1e-12):
-                call.decision.notes = (
-                    *call.decision.notes,
-                    {"cost_mismatch": True, "tollgate_usd": ours, "litellm_usd": theirs},
-                )
-    return usage, extra
+    if theirs is None or said.usd is not None:
+        return said
+    price = lookup_price(call.settings, said.model, call.request.provider) if said.model else None
+    price = price or call.price
+    if price is None:  # tollgate has no price: LiteLLM's is better than $0
+        return dataclasses.replace(said, usd=theirs, steps=(CostNote("litellm", theirs),))
+    if said.usage is None:
+        return said
+    try:
+        ours = cost(price, said.usage)
+    except Exception:  # the gate notes a usage it cannot price
+        return said
+    if abs(ours - theirs) > _COST_TOLERANCE * max(abs(ours), abs(theirs), 1e-12):
+        return dataclasses.replace(said, steps=(CostNote("litellm", theirs, ours, mismatch=True),))
+    return said
 
 
 class TollgateLogger(CustomLogger):
@@ -317,7 +314,7 @@ class TollgateLogger(CustomLogger):
             view = tr.view_of(native, "acompletion", model=str(params.get("model") or ""))
             if view is not None:
                 views.append(view)
-        estimate = gate.estimator(settings())
+        estimate = estimator(settings())
         view = max(views, key=lambda v: estimate(v.request)[0].usd)
         with self._scope(request_kwargs):
             call = await gate.apreflight(view.request)
@@ -413,9 +410,7 @@ class TollgateLogger(CustomLogger):
         pending = registry.take(_call_id(kwargs))
         if pending is not None:
             exc = kwargs.get("exception")
-            await gate.arelease(
-                pending.call, exc if isinstance(exc, BaseException) else RuntimeError(str(exc))
-            )
+            await pending.call.afail(exc if isinstance(exc, BaseException) else RuntimeError(str(exc)))
 
     def log_failure_event(self, kwargs: Any, response_obj: Any, start_time: Any, end_time: Any) -> None:
         if _is_async(kwargs):
@@ -424,7 +419,7 @@ class TollgateLogger(CustomLogger):
         error = exc if isinstance(exc, BaseException) else RuntimeError(str(exc))
         pending = registry.take(_call_id(kwargs))
         if pending is not None:
-            gate.release(pending.call, error)
+            pending.call.fail(error)
         elif self.observe_sync:
             self._observe(kwargs, None, error)
 
@@ -436,13 +431,12 @@ class TollgateLogger(CustomLogger):
         if pending is None:
             return
         call = pending.call
-        usage, extra = settle_arguments(call, pending.view, kwargs, response_obj)
-        await gate.asettle(call, usage, **extra)
+        await call.afinish(outcome_of(call, pending.view, kwargs, response_obj), raise_overrun=False)
 
     def _settle(self, pending: _Pending, kwargs: Any, response_obj: Any) -> None:
         response_obj = _whole(kwargs, response_obj)
-        usage, extra = settle_arguments(pending.call, pending.view, kwargs, response_obj)
-        gate.settle(pending.call, usage, **extra)
+        call = pending.call
+        call.finish(outcome_of(call, pending.view, kwargs, response_obj), raise_overrun=False)
 
     def _observe(self, kwargs: Any, response_obj: Any, error: BaseException | None) -> None:
         if isinstance(error, TollgateError):
@@ -461,12 +455,10 @@ class TollgateLogger(CustomLogger):
         with track(**tags):
             call = gate.observe(view.request)
         if error is not None:
-            gate.release(call, error)
+            call.fail(error)
             return
-        if kwargs.get("stream"):
-            call.request.stream = True
-        usage, extra = settle_arguments(call, view, kwargs, response_obj)
-        gate.settle(call, usage, **extra)
+        said = outcome_of(call, view, kwargs, response_obj)
+        call.finish(dataclasses.replace(said, stream=kwargs.get("stream") is True), raise_overrun=False)
 
 
 def _whole(kwargs: Mapping[str, Any], response_obj: Any) -> Any:

@@ -19,7 +19,7 @@ import litellm
 from tollgate import gate
 from tollgate.tags import track
 from tollgate_litellm import _translate as tr
-from tollgate_litellm.logger import TollgateLogger, _Pending, registry, settle_arguments
+from tollgate_litellm.logger import TollgateLogger, _Pending, outcome_of, registry
 
 _default: TollgateLogger | None = None
 
@@ -80,21 +80,17 @@ def completion(*args: Any, router: Any = None, **kwargs: Any) -> Any:
     kwargs, view, call_id = _prepare(args, kwargs, router)
     with track(**tr.tags_from(kwargs.get("metadata"))):
         call = gate.preflight(view.request)
-    sent = _edits(call, view, kwargs, router)
-    registry.add(call_id, _Pending(call, view, applied=True))
-    try:
-        with gate.sending(call):
+    with call:
+        sent = call.edit(_edits, call, view, kwargs, router)
+        registry.add(call_id, _Pending(call, view, applied=True))
+        with call.sending():
             result = (router.completion if router is not None else litellm.completion)(**sent)
-    except BaseException as exc:
-        if registry.take(call_id) is not None:
-            gate.release(call, exc)
-        raise
-    if not view.request.stream:
-        pending = registry.take(call_id)
-        if pending is not None:
-            usage, extra = settle_arguments(call, view, {}, result)
-            gate.settle(call, usage, **extra)
-            gate.raise_if_overrun(call)
+        # A stream is settled by the logger's event at its end; the rest here, unless the
+        # logger's success event got there first.
+        if view.request.stream or registry.take(call_id) is None:
+            call.hand_over()
+        else:
+            call.finish(outcome_of(call, view, {}, result))
     return result
 
 
@@ -103,19 +99,13 @@ async def acompletion(*args: Any, router: Any = None, **kwargs: Any) -> Any:
     kwargs, view, call_id = _prepare(args, kwargs, router)
     with track(**tr.tags_from(kwargs.get("metadata"))):
         call = await gate.apreflight(view.request)
-    sent = _edits(call, view, kwargs, router)
-    registry.add(call_id, _Pending(call, view, applied=True))
-    try:
-        with gate.sending(call):
+    async with call:
+        sent = call.edit(_edits, call, view, kwargs, router)
+        registry.add(call_id, _Pending(call, view, applied=True))
+        with call.sending():
             result = await (router.acompletion if router is not None else litellm.acompletion)(**sent)
-    except BaseException as exc:
-        if registry.take(call_id) is not None:
-            await gate.arelease(call, exc)
-        raise
-    if not view.request.stream:
-        pending = registry.take(call_id)
-        if pending is not None:
-            usage, extra = settle_arguments(call, view, {}, result)
-            await gate.asettle(call, usage, **extra)
-            gate.raise_if_overrun(call)
+        if view.request.stream or registry.take(call_id) is None:
+            call.hand_over()
+        else:
+            await call.afinish(outcome_of(call, view, {}, result))
     return result
