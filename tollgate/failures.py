@@ -121,7 +121,7 @@ class Failure:
     type: str
     """The exception's class name, e.g. ``"AuthenticationError"``."""
     status: int | None
-    """The HTTP status, when the exception carries one."""
+    """The HTTP status (300-599), when the exception carries one."""
     code: str | None
     """The provider's error code, e.g. ``"invalid_api_key"``, ``"INVALID_ARGUMENT"``."""
     message: str | None
@@ -213,7 +213,10 @@ def secrets_of(client: object) -> tuple[str, ...]:
 
 def _status_of(exc: BaseException) -> int | None:
     """The HTTP status: ``status_code`` (openai, anthropic, LiteLLM), google-genai's int ``code``,
-    an int ``status`` (aiohttp), or the ``response``'s (httpx.HTTPStatusError, requests)."""
+    an int ``status`` (aiohttp), or the ``response``'s (httpx.HTTPStatusError, requests).
+
+    Only 3xx-5xx: an error event inside a streamed 200 (Anthropic raises it with the stream's
+    response) did not fail with that status, and its code says what did."""
     for holder, names in (
         (exc, ("status_code", "code", "status")),
         (_get(exc, "response"), ("status_code", "status")),
@@ -291,7 +294,7 @@ def _http_status(value: object) -> int | None:
     try:
         if isinstance(value, int) and not isinstance(value, bool):
             status = int.__int__(value)  # an int subclass's own methods are not called
-            return status if 100 <= status < 600 else None
+            return status if 300 <= status < 600 else None
     except Exception:
         pass
     return None

@@ -571,10 +571,10 @@ class Call:
         try:
             store.settle(self.holds, amounts)
             return
-        except StoreUnavailable:  # unreachable: a store that can replays the settle itself
-            log.exception("tollgate could not settle call %s in the store", self.id)
-            return
-        except Exception:  # the store refused the settle: give the holds back rather than pin them
+        except Exception as exc:  # give the holds back rather than pin the budget, unless the store replays
+            if isinstance(exc, StoreUnavailable) and store.replays:
+                log.warning("tollgate could not settle call %s yet: the store replays it", self.id)
+                return
             log.exception("tollgate could not settle call %s in the store; releasing its holds", self.id)
         try:
             store.release(self.holds)
@@ -586,10 +586,10 @@ class Call:
         try:
             await store.asettle(self.holds, amounts)
             return
-        except StoreUnavailable:  # unreachable: a store that can replays the settle itself
-            log.exception("tollgate could not settle call %s in the store", self.id)
-            return
-        except Exception:  # the store refused the settle: give the holds back rather than pin them
+        except Exception as exc:  # give the holds back rather than pin the budget, unless the store replays
+            if isinstance(exc, StoreUnavailable) and store.replays:
+                log.warning("tollgate could not settle call %s yet: the store replays it", self.id)
+                return
             log.exception("tollgate could not settle call %s in the store; releasing its holds", self.id)
         try:
             await store.arelease(self.holds)

@@ -81,7 +81,7 @@ class _Settling:
     def _outcome(self, abandoned: bool, failed: bool = False) -> gate.Outcome:
         """What the stream said of itself, however it ended; the gate estimates what it did not."""
         call, acc = self._tg_call, self._tg_acc
-        text = "".join(acc.text)
+        text = self._text()
         usage = acc.usage
         if failed and not self._tg_started:  # failed before anything arrived (an HTTP error)
             return _NOTHING
@@ -89,7 +89,8 @@ class _Settling:
             usage = None  # what streamed before the failure, estimated
         elif usage is not None and abandoned:  # a running count (Anthropic, Gemini) may lag the text
             streamed = count_text(text, call.decision.model, call.request.provider) if text else 0
-            usage = dataclasses.replace(usage, output_tokens=max(usage.output_tokens, streamed))
+            if type(usage.output_tokens) is int and usage.output_tokens < streamed:
+                usage = dataclasses.replace(usage, output_tokens=streamed)
         capture = telemetry.capture_content(call.span, call.settings)
         return gate.Outcome(
             usage,
@@ -127,6 +128,17 @@ class _Settling:
         else:
             await call.afinish(self._outcome(abandoned), raise_overrun=ended)
 
+    def _observe(self, chunk: Any) -> bool:
+        """Account for ``chunk``; whether the caller sees it. A chunk the accountant cannot read
+        goes to the caller all the same: the stream is estimated, never broken by tollgate."""
+        try:
+            return self._tg_acc.observe(chunk)
+        except Exception:
+            return True
+
+    def _text(self) -> str:
+        return "".join(t for t in self._tg_acc.text if type(t) is str)
+
     def _overrun(self) -> BudgetExceeded | None:
         """Settle and return the cut-off error once the output passes the call's room (else None)."""
         call, acc = self._tg_call, self._tg_acc
@@ -136,16 +148,18 @@ class _Settling:
         if self._tg_count is None:
             self._tg_count = (RunningCount(call.decision.model, call.request.provider), [0])
         counter, seen = self._tg_count
-        output = counter.add(acc.text[seen[0] :])
+        output = counter.add([t for t in acc.text[seen[0] :] if type(t) is str])
         seen[0] = len(acc.text)
         if output > room.tokens:  # piecewise counts run a little high: recount the whole text first
-            output = counter.recount("".join(acc.text))
+            output = counter.recount(self._text())
         reported = acc.usage
-        if reported is not None:  # Anthropic's message_delta carries a running output count
+        if reported is not None and type(reported.output_tokens) is int:  # Anthropic's running count
             output = max(output, reported.output_tokens)
         if output <= room.tokens:
             return None
-        input_tokens = reported.input_tokens if reported is not None and reported.input_tokens else None
+        input_tokens = (
+            reported.input_tokens if reported is not None and type(reported.input_tokens) is int else None
+        )
         usage = Usage(input_tokens=input_tokens or call.estimate.input_tokens, output_tokens=output)
         return call.cut_off(usage, self._outcome(False))
 
@@ -200,7 +214,7 @@ class GatedStream(_Settling):
                 self._finish(abandoned=True)
                 raise
             self._tg_started = True
-            show = self._tg_acc.observe(chunk)
+            show = self._observe(chunk)
             if self._tg_call.output_room is not None:
                 cut = self._overrun()
                 if cut is not None:
@@ -288,7 +302,7 @@ class AsyncGatedStream(_Settling):
                 self._finish(abandoned=True)  # no awaiting while being cancelled
                 raise
             self._tg_started = True
-            show = self._tg_acc.observe(chunk)
+            show = self._observe(chunk)
             if self._tg_call.output_room is not None:
                 cut = self._overrun()
                 if cut is not None:

@@ -78,6 +78,10 @@ class Reservation:
 class Store(abc.ABC):
     """Budget and rate-limit state; one instance is shared by every thread of a process."""
 
+    #: A settle or release the store could not make while unreachable is kept and made once it
+    #: is back (Redis); otherwise the gate gives a failed settle's holds back by a release.
+    replays: bool = False
+
     @abc.abstractmethod
     def reserve(self, charges: Sequence[Charge], now: float) -> Reservation:
         """Hold every charge's amount, or none of them, atomically."""

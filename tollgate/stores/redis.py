@@ -297,6 +297,8 @@ class RedisStore(Store):
     >>> store.settle(r.holds, [0.015])  # doctest: +SKIP
     """
 
+    replays = True
+
     def __init__(
         self,
         url_or_client: str | redis.Redis,
