@@ -88,9 +88,9 @@ T = TypeVar("T")
 
 __all__ = [
     "Call",
-    "Reader",
     "Decision",
     "Outcome",
+    "Reader",
     "apreflight",
     "covered",
     "flight",
