@@ -172,6 +172,29 @@ def test_anthropic_specific_error_code_wins_over_the_broad_type() -> None:
     )
 
 
+def test_anthropic_error_event_inside_a_streamed_200() -> None:
+    anthropic = pytest.importorskip("anthropic")
+    httpx2 = pytest.importorskip("httpx2")
+    event = '{"type": "error", "error": {"type": "overloaded_error", "message": "Overloaded"}}'
+
+    def answer(request: Any) -> Any:
+        sse = f"event: error\ndata: {event}\n\n"
+        return httpx2.Response(200, headers={"content-type": "text/event-stream"}, content=sse.encode())
+
+    raw = anthropic.Anthropic(
+        api_key=ANTHROPIC_KEY,
+        max_retries=0,
+        http_client=httpx2.Client(transport=httpx2.MockTransport(answer)),
+    )
+    with pytest.raises(anthropic.APIStatusError) as raised:
+        for _ in raw.messages.create(
+            model="claude-haiku-4-5", max_tokens=10, messages=[{"role": "user", "content": "hi"}], stream=True
+        ):
+            pass
+    assert getattr(raised.value, "status_code", None) == 200  # the stream's status, not the failure's
+    assert failure_of(raised.value, capture_content=False).describe() == "APIStatusError: overloaded_error"
+
+
 def test_anthropic_body_that_is_not_json() -> None:
     anthropic = pytest.importorskip("anthropic")
     httpx2 = pytest.importorskip("httpx2")
@@ -539,7 +562,7 @@ def test_hostile_exceptions_never_make_failure_of_raise(index: int, capture: boo
     failure = failure_of(hostile()[index], capture_content=capture, secrets=[OPENAI_KEY])
     line = failure.describe()
     assert isinstance(line, str) and line.split(":", 1)[0] == failure.type
-    assert failure.status is None or 100 <= failure.status < 600
+    assert failure.status is None or 300 <= failure.status < 600
     assert failure.code is None or (CODE.fullmatch(failure.code) and len(failure.code) <= 80)
     assert not leaks(line, OPENAI_KEY)
 
@@ -576,7 +599,7 @@ ANYTHING = st.recursive(
 def test_any_attribute_values_give_a_failure(attributes: dict[str, Any], capture: bool) -> None:
     failure = failure_of(Odd(**attributes), capture_content=capture)
     assert failure.type == "Odd" and failure.describe().startswith("Odd")
-    assert failure.status is None or (type(failure.status) is int and 100 <= failure.status < 600)
+    assert failure.status is None or (type(failure.status) is int and 300 <= failure.status < 600)
     assert failure.code is None or CODE.fullmatch(failure.code)
 
 

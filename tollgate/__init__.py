@@ -14,10 +14,8 @@ from collections.abc import Callable, Collection, Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
-from tollgate.budgets.rates import limit
 from tollgate.budgets.scope import budget
-from tollgate.budgets.standing import remove_limit, set_limit
-from tollgate.config import configure, reset, settings
+from tollgate.config import configure, limit, remove_limit, reset, set_limit, settings
 from tollgate.errors import (
     BudgetExceeded,
     RateLimited,

@@ -11,16 +11,18 @@ import dataclasses
 import logging
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import timedelta
 from typing import TYPE_CHECKING, Any, Literal
 
-from tollgate.budgets.spec import check_count
+from tollgate.budgets.rates import RateLimit
+from tollgate.budgets.spec import Action, check_count
+from tollgate.budgets.standing import check_match, limit_document, limit_id
 from tollgate.ledger import Ledger, open_ledger
 from tollgate.pricing import PriceTable, default_table
 from tollgate.stores.base import Store
 from tollgate.stores.memory import MemoryStore
 
 if TYPE_CHECKING:
-    from tollgate.budgets.rates import RateLimit
     from tollgate.request import CallRecord
 
 log = logging.getLogger("tollgate")
@@ -212,12 +214,78 @@ def _prices(prices: object) -> Mapping[str, Mapping[str, float]]:
     return prices
 
 
-def add_rate_limit(rate: RateLimit) -> Settings:
-    """Add a rate limit to the settings in force (see :func:`tollgate.limit`)."""
+def limit(
+    rpm: int | None = None,
+    tpm: int | None = None,
+    *,
+    model: str | None = None,
+    provider: str | None = None,
+    per: timedelta = timedelta(minutes=1),
+    wait: bool = True,
+    timeout: float = 60.0,
+) -> RateLimit:
+    """Add a rate limit for this process (its counters live in the configured store).
+
+    >>> import tollgate
+    >>> tollgate.limit(rpm=500, tpm=200_000, model="gpt-4o").name
+    'rate[gpt-4o]/60s'
+    >>> _ = tollgate.reset()
+
+    ``rpm`` / ``tpm`` count requests and tokens per ``per`` (a rolling minute by default).
+    """
     global _settings
+    rate = RateLimit(
+        requests=rpm, tokens=tpm, per=per, model=model, provider=provider, wait=wait, timeout=timeout
+    )  # validates
     current = settings()
     _settings = dataclasses.replace(current, rate_limits=(*current.rate_limits, rate))
-    return _settings
+    return rate
+
+
+def set_limit(
+    usd: float | None = None,
+    tokens: int | None = None,
+    *,
+    per: str | timedelta,
+    on_exceed: Action = "block",
+    downgrade: Mapping[str, str] | None = None,
+    key: str | tuple[str, ...] = (),
+    store: Store | None = None,
+    **match: str,
+) -> str:
+    """Create or change the standing limit for calls tagged ``match``; returns its id.
+
+    >>> import tollgate
+    >>> tollgate.set_limit(usd=50, per="month", tenant="acme")
+    'limit[tenant=acme]'
+    >>> tollgate.remove_limit(tenant="acme")
+    True
+
+    The limit is written to the store (``store``, else the configured one), so every process
+    sharing it applies it from its next call on. ``key`` gives one counter per value of other
+    tags (``set_limit(usd=5, per="day", key="api_key")`` caps every API key at $5 a day).
+    Standing limits need a window (``per``), and ``on_exceed`` must be an action name: a
+    callable cannot be stored.
+    """
+    ident, document = limit_document(
+        usd, tokens, per=per, on_exceed=on_exceed, downgrade=downgrade, key=key, match=match
+    )
+    _limits_store(store, "set_limit").put_limit(ident, document)
+    return ident
+
+
+def remove_limit(*, store: Store | None = None, **match: str) -> bool:
+    """Remove the standing limit for calls tagged ``match``; True if there was one."""
+    check_match(match, "remove_limit")
+    return _limits_store(store, "remove_limit").delete_limit(limit_id(match))
+
+
+def _limits_store(store: Store | None, what: str) -> Store:
+    if store is None:
+        return settings().store
+    if not isinstance(store, Store):
+        raise ValueError(f"{what} store={store!r}: a Store, or None for the configured one")
+    return store
 
 
 def reset() -> Settings:

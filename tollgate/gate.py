@@ -70,7 +70,7 @@ from tollgate.errors import (
     UnpricedModelError,
     UnpricedModelWarning,
 )
-from tollgate.failures import failure_of
+from tollgate.failures import failure_of, mask
 from tollgate.ids import random_hex
 from tollgate.pricing import ModelPrice, cost
 from tollgate.pricing.estimate import estimate_request, estimator, lookup_price
@@ -420,8 +420,8 @@ class Call:
     def _error_line(self, exc: BaseException) -> str:
         """``CallRecord.error``: tollgate's own errors in full; any other error by its type, HTTP
         status and provider code, with its message only under content capture, masked."""
-        if isinstance(exc, TollgateError):
-            return f"{type(exc).__name__}: {exc}"
+        if isinstance(exc, TollgateError):  # its own words, but a store's error may quote a URL
+            return f"{type(exc).__name__}: {mask(str(exc), self.secrets)}"
         return failure_of(exc, capture_content=self.settings.capture_content, secrets=self.secrets).describe()
 
     def _refusal(self, detail: str) -> BudgetExceeded:

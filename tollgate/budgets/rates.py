@@ -117,31 +117,3 @@ def rate_checks(limits: tuple[RateLimit, ...], request: LLMRequest) -> list[Rate
             if rate.tokens is not None:
                 checks.append(RateCheck(rate, "tokens", f"{rate.name}:tokens"))
     return checks
-
-
-def limit(
-    rpm: int | None = None,
-    tpm: int | None = None,
-    *,
-    model: str | None = None,
-    provider: str | None = None,
-    per: timedelta = timedelta(minutes=1),
-    wait: bool = True,
-    timeout: float = 60.0,
-) -> RateLimit:
-    """Add a rate limit for this process (its counters live in the configured store).
-
-    >>> import tollgate
-    >>> tollgate.limit(rpm=500, tpm=200_000, model="gpt-4o").name
-    'rate[gpt-4o]/60s'
-    >>> _ = tollgate.reset()
-
-    ``rpm`` / ``tpm`` count requests and tokens per ``per`` (a rolling minute by default).
-    """
-    from tollgate.config import add_rate_limit
-
-    rate = RateLimit(
-        requests=rpm, tokens=tpm, per=per, model=model, provider=provider, wait=wait, timeout=timeout
-    )
-    add_rate_limit(rate)
-    return rate

@@ -62,36 +62,22 @@ def _per_from_json(per: object) -> str | timedelta | None:
     return per  # type: ignore[return-value]
 
 
-def set_limit(
-    usd: float | None = None,
-    tokens: int | None = None,
+def limit_document(
+    usd: float | None,
+    tokens: int | None,
     *,
     per: str | timedelta,
-    on_exceed: Action = "block",
-    downgrade: Mapping[str, str] | None = None,
-    key: str | tuple[str, ...] = (),
-    store: Store | None = None,
-    **match: str,
-) -> str:
-    """Create or change the standing limit for calls tagged ``match``; returns its id.
-
-    >>> import tollgate
-    >>> tollgate.set_limit(usd=50, per="month", tenant="acme")
-    'limit[tenant=acme]'
-    >>> tollgate.remove_limit(tenant="acme")
-    True
-
-    ``key`` gives one counter per value of other tags (``set_limit(usd=5, per="day",
-    key="api_key")`` caps every API key at $5 a day). Standing limits need a window (``per``),
-    and ``on_exceed`` must be an action name: a callable cannot be stored.
-    """
+    on_exceed: Action,
+    downgrade: Mapping[str, str] | None,
+    key: str | tuple[str, ...],
+    match: Mapping[str, str],
+) -> tuple[str, str]:
+    """The id and stored JSON document of a standing limit (validated: ValueError when bad)."""
     if per is None:
         raise ValueError("set_limit needs a window: per='minute'|'hour'|'day'|'week'|'month' or a timedelta")
     if callable(on_exceed):
         raise ValueError("set_limit(on_exceed=...) must be an action name; a callable cannot be stored")
     check_match(match)
-    if store is not None and not isinstance(store, Store):
-        raise ValueError(f"set_limit store={store!r}: a Store, or None for the configured one")
     ident = limit_id(match)
     spec = BudgetSpec(
         usd=usd,
@@ -111,22 +97,7 @@ def set_limit(
         "downgrade": dict(spec.downgrade),
         "match": dict(match),
     }
-    _store(store).put_limit(ident, json.dumps(document, sort_keys=True))
-    return ident
-
-
-def remove_limit(*, store: Store | None = None, **match: str) -> bool:
-    """Remove the standing limit for calls tagged ``match``; True if there was one."""
-    check_match(match, "remove_limit")
-    return _store(store).delete_limit(limit_id(match))
-
-
-def _store(store: Store | None) -> Store:
-    if store is not None:
-        return store
-    from tollgate.config import settings
-
-    return settings().store
+    return ident, json.dumps(document, sort_keys=True)
 
 
 class StandingLimits:

@@ -499,7 +499,7 @@ class EmbedSurface(Surface):
 def _gated_chats(surfaces: Mapping[tuple[str, ...], Surface], *, is_async: bool) -> Callable[[Any], Any]:
     """``chats`` whose sessions call the gated ``generate_content`` / ``generate_content_stream``
     (the SDK builds them on the client's own, ungated ``models``)."""
-    from tollgate.instrument import proxy
+    from tollgate.proxy import proxy
 
     table = routes_for(surfaces, is_async=is_async)
 

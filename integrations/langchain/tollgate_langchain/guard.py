@@ -22,7 +22,7 @@ output is estimated and the record flagged. A callback handler on the wrapped mo
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
 from typing import Any
 
 from langchain_core.language_models import BaseChatModel, LanguageModelInput
@@ -30,6 +30,7 @@ from langchain_core.messages import BaseMessage, BaseMessageChunk
 from langchain_core.runnables import Runnable, RunnableConfig
 
 from tollgate import gate
+from tollgate.failures import secrets_of
 from tollgate.providers.base import as_int, native_items
 from tollgate.request import LLMRequest, Status
 from tollgate.tags import track
@@ -192,23 +193,43 @@ class Guard(Runnable[LanguageModelInput, BaseMessage]):
         bound = self._bound(model)
         return bound.bind(**kwargs) if kwargs else bound
 
+    def _reading(
+        self, input: LanguageModelInput, config: RunnableConfig | None, stream: bool
+    ) -> tuple[Callable[[], LLMRequest], list[list[BaseMessage]], track, Mapping[str, Any]]:
+        """How pre-flight reads a call with ``input`` (and where it keeps the messages read), the
+        run's tags, and the gate's fallback facts. Should LangChain fail to read ``input``, the
+        model is sent ``input`` as given and answers it its own way."""
+        read: list[list[BaseMessage]] = []
+
+        def request() -> LLMRequest:
+            messages = self.model._convert_input(input).to_messages()
+            read.append(messages)
+            return self._request(messages, stream)
+
+        cfg = config or {}
+        scope = track(**(tr.tags_from(cfg.get("metadata"), cfg.get("tags")) if self.tags else {}))
+        return (
+            request,
+            read,
+            scope,
+            {"provider": self.provider or "unknown", "secrets": secrets_of(self.model)},
+        )
+
     def _begin(
         self, input: LanguageModelInput, config: RunnableConfig | None, stream: bool
     ) -> tuple[gate.Call, list[BaseMessage] | None]:
-        """Pre-flight of a call with ``input``, in the run's tags, and the messages read from it
-        (None when LangChain cannot read them: the model is sent ``input`` and answers it its
-        own way)."""
-        read: list[BaseMessage] | None = None
+        request, read, scope, facts = self._reading(input, config, stream)
+        with scope:
+            call = gate.preflight(request, **facts)
+        return call, read[0] if read else None
 
-        def request() -> LLMRequest:
-            nonlocal read
-            read = self.model._convert_input(input).to_messages()
-            return self._request(read, stream)
-
-        cfg = config or {}
-        with track(**(tr.tags_from(cfg.get("metadata"), cfg.get("tags")) if self.tags else {})):
-            call = gate.preflight(request, provider=self.provider or "unknown")
-        return call, read
+    async def _abegin(
+        self, input: LanguageModelInput, config: RunnableConfig | None, stream: bool
+    ) -> tuple[gate.Call, list[BaseMessage] | None]:
+        request, read, scope, facts = self._reading(input, config, stream)
+        with scope:
+            call = await gate.apreflight(request, **facts)
+        return call, read[0] if read else None
 
     def _input(self, call: gate.Call, messages: list[BaseMessage] | None, input: LanguageModelInput) -> Any:
         if messages is None:
@@ -240,21 +261,6 @@ class Guard(Runnable[LanguageModelInput, BaseMessage]):
                 result = await target.ainvoke(self._input(call, messages, input), config, **kwargs)
             await call.afinish(tr.outcome(result))
         return result
-
-    async def _abegin(
-        self, input: LanguageModelInput, config: RunnableConfig | None, stream: bool
-    ) -> tuple[gate.Call, list[BaseMessage] | None]:
-        read: list[BaseMessage] | None = None
-
-        def request() -> LLMRequest:
-            nonlocal read
-            read = self.model._convert_input(input).to_messages()
-            return self._request(read, stream)
-
-        cfg = config or {}
-        with track(**(tr.tags_from(cfg.get("metadata"), cfg.get("tags")) if self.tags else {})):
-            call = await gate.apreflight(request, provider=self.provider or "unknown")
-        return call, read
 
     # -- stream ---------------------------------------------------------------------------------
 

@@ -18,6 +18,7 @@ from langchain.agents.middleware import AgentMiddleware, ModelRequest, ModelResp
 from langchain_core.language_models import BaseChatModel
 
 from tollgate import gate
+from tollgate.failures import secrets_of
 from tollgate.providers.base import NATIVE, native_items
 from tollgate.request import LLMRequest
 from tollgate.tags import track
@@ -117,7 +118,11 @@ class TollgateMiddleware(AgentMiddleware):
         handler: Callable[[ModelRequest], ModelResponse],
     ) -> Any:
         with self._scope():
-            call = gate.preflight(lambda: self._request(request), provider=self.provider or "unknown")
+            call = gate.preflight(
+                lambda: self._request(request),
+                provider=self.provider or "unknown",
+                secrets=secrets_of(request.model),
+            )
         with call:
             edited = call.edit(self._edit, call, request)
             with call.sending():
@@ -131,7 +136,11 @@ class TollgateMiddleware(AgentMiddleware):
         handler: Callable[[ModelRequest], Awaitable[ModelResponse]],
     ) -> Any:
         with self._scope():
-            call = await gate.apreflight(lambda: self._request(request), provider=self.provider or "unknown")
+            call = await gate.apreflight(
+                lambda: self._request(request),
+                provider=self.provider or "unknown",
+                secrets=secrets_of(request.model),
+            )
         async with call:
             edited = call.edit(self._edit, call, request)
             with call.sending():

@@ -152,6 +152,12 @@ registry = Registry()
 atexit.register(registry.abandon_all)
 
 
+def api_keys(kwargs: Mapping[str, Any]) -> tuple[str, ...]:
+    """The credentials a call carries (masked in a captured error message)."""
+    keys = (kwargs.get("api_key"), kwargs.get("azure_ad_token"))
+    return tuple(k for k in keys if isinstance(k, str) and k)
+
+
 def _call_id(kwargs: Mapping[str, Any]) -> Any:
     call_id = kwargs.get("litellm_call_id")
     if call_id is None:
@@ -250,7 +256,7 @@ class TollgateLogger(CustomLogger):
             return None
         registry.seen(call_id)  # a refused call's failure event is not to be recorded again
         with self._scope(kwargs):
-            call = await gate.apreflight(view.request)
+            call = await gate.apreflight(view.request, secrets=api_keys(kwargs))
         reason = tr.blocked_edits(call, view)
         if reason is not None:
             raise await _refuse(call, f"the {reason}d argument was passed positionally")
@@ -317,7 +323,7 @@ class TollgateLogger(CustomLogger):
         estimate = estimator(settings())
         view = max(views, key=lambda v: estimate(v.request)[0].usd)
         with self._scope(request_kwargs):
-            call = await gate.apreflight(view.request)
+            call = await gate.apreflight(view.request, secrets=api_keys(request_kwargs))
         pending = _Pending(call, view)
         registry.add(call_id, pending)
         return pending
@@ -370,7 +376,7 @@ class TollgateLogger(CustomLogger):
         registry.seen(call_id)  # the proxy's failure event for a refused call is not recorded again
         try:
             with self._scope(data, tags):
-                call = await gate.apreflight(view.request)
+                call = await gate.apreflight(view.request, secrets=api_keys(data))
         except BudgetExceeded as exc:
             raise _http_429(exc) from exc
         reason = None

@@ -19,7 +19,7 @@ import litellm
 from tollgate import gate
 from tollgate.tags import track
 from tollgate_litellm import _translate as tr
-from tollgate_litellm.logger import TollgateLogger, _Pending, outcome_of, registry
+from tollgate_litellm.logger import TollgateLogger, _Pending, api_keys, outcome_of, registry
 
 _default: TollgateLogger | None = None
 
@@ -79,7 +79,7 @@ def completion(*args: Any, router: Any = None, **kwargs: Any) -> Any:
     """
     kwargs, view, call_id = _prepare(args, kwargs, router)
     with track(**tr.tags_from(kwargs.get("metadata"))):
-        call = gate.preflight(view.request)
+        call = gate.preflight(view.request, secrets=api_keys(kwargs))
     with call:
         sent = call.edit(_edits, call, view, kwargs, router)
         registry.add(call_id, _Pending(call, view, applied=True))
@@ -98,7 +98,7 @@ async def acompletion(*args: Any, router: Any = None, **kwargs: Any) -> Any:
     """The async twin of :func:`completion` (``litellm.acompletion`` / ``router.acompletion``)."""
     kwargs, view, call_id = _prepare(args, kwargs, router)
     with track(**tr.tags_from(kwargs.get("metadata"))):
-        call = await gate.apreflight(view.request)
+        call = await gate.apreflight(view.request, secrets=api_keys(kwargs))
     async with call:
         sent = call.edit(_edits, call, view, kwargs, router)
         registry.add(call_id, _Pending(call, view, applied=True))
