@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from tollgate.budgets.rates import RateLimit
 from tollgate.budgets.spec import Action, check_count
-from tollgate.budgets.standing import check_match, limit_document, limit_id
+from tollgate.budgets.standing import check_match, limit_document, limit_id, limits_cache
 from tollgate.ledger import Ledger, open_ledger
 from tollgate.pricing import PriceTable, default_table
 from tollgate.stores.base import Store
@@ -192,6 +192,7 @@ def configure(
         current.ledger.close()
     if "store" in changes and current.store is not new.store:
         current.store.close()
+        limits_cache.forget()
     _settings = new
     return new
 
@@ -297,5 +298,6 @@ def reset() -> Settings:
     if _settings is not None:
         _settings.ledger.close()
         _settings.store.close()
+    limits_cache.forget()
     _settings = _defaults()
     return _settings

@@ -46,7 +46,7 @@ from tollgate.budgets.enforce import Check, checks_for, resolve
 from tollgate.budgets.rates import RateCheck, rate_checks
 from tollgate.budgets.room import BudgetFacts, Room, actual, facts, output_room, overrun, tightest
 from tollgate.budgets.scope import active_budgets
-from tollgate.budgets.standing import StandingLimits
+from tollgate.budgets.standing import limits_cache
 from tollgate.config import Settings, settings, watchers
 from tollgate.decisions import (
     Action,
@@ -365,36 +365,6 @@ class Call:
         await self.afail(exc, Outcome(Usage(), status="blocked"))
         return exc
 
-    def cut_off(self, usage: Usage, outcome: Outcome) -> BudgetExceeded:
-        """End a stream tollgate stops mid-way because its output passed :meth:`room`: the
-        partial usage is settled (estimated); the door raises the error returned."""
-        from tollgate.decisions import CutOff
-
-        room = self.room()
-        assert room is not None
-        self._deciding = facts(room.check, room.state)
-        check, state = room.check, room.state
-        used = (
-            float(usage.total_tokens)
-            if check.unit == "tokens"
-            else cost(self.price, usage)
-            if self.price
-            else 0.0
-        )
-        exc = BudgetExceeded(
-            check.spec.name,
-            limit=check.limit,
-            spent=state.spent,
-            reserved=state.reserved,
-            requested=used,
-            action="cutoff",
-            unit=check.unit,
-            detail=f"the stream was closed after {usage.output_tokens} output tokens",
-        )
-        self.steps = (*self.steps, CutOff(check.spec.name, usage.output_tokens))
-        self.fail(exc, dataclasses.replace(outcome, usage=usage, estimated=True))
-        return exc
-
     # -- the gate's own ----------------------------------------------------------------------------
 
     def _end(self, outcome: Outcome, exc: BaseException | None) -> CallRecord | None:
@@ -625,7 +595,9 @@ class Call:
         elif not taken and any(isinstance(c, Check) for c in self.checks):
             taken.append("proceed")
         if budget is None and taken:
-            budget = self._deciding or tightest(self.checks, self.states)
+            room = self.output_room if "cutoff" in taken else None  # a cut-off is decided by its room
+            budget = self._deciding or (facts(room.check, room.state) if room else None)
+            budget = budget or tightest(self.checks, self.states)
         capture = telemetry.capture_content(self.span, self.settings)
         d = self.decision
         return telemetry.Facts(
@@ -731,7 +703,6 @@ def _begin(request: LLMRequest, steps: Steps, secrets: tuple[str, ...]) -> Call:
     return call
 
 
-_standing = StandingLimits()
 # How waiting for a rate limit sleeps (module attributes, so tests can run a fake clock).
 sleep = time.sleep
 
@@ -750,13 +721,13 @@ def _checks(call: Call, *, trust_cache: bool = True) -> tuple[list[Check | RateC
     frames = active_budgets()
     rates = rate_checks(call.settings.rate_limits, call.request) if call.settings.rate_limits else []
     store = call.settings.store
-    cached = _standing.cached(store, call.tags) if trust_cache and (frames or rates) else None
+    cached = limits_cache.cached(store, call.tags) if trust_cache and (frames or rates) else None
     assumed: int | None = None
     if cached is not None:  # the call reserves anyway: the reservation will say if limits moved
         assumed, standing = cached
     else:
         try:
-            standing = _standing.frames(store, call.tags)
+            standing = limits_cache.frames(store, call.tags)
         except StoreUnavailable as exc:
             _store_failed(call, exc)  # raises unless on_store_error="open"
             return [], None  # open: the call goes ahead unbudgeted, without a second timeout
@@ -1067,7 +1038,7 @@ def account(
     store = call.settings.store
     try:
         frames = active_budgets()
-        standing = _standing.frames(store, call.tags)
+        standing = limits_cache.frames(store, call.tags)
         if frames or standing:
             checks = checks_for((*standing, *frames), call.tags)
             # No limit on the charges: a record is counted, never refused.

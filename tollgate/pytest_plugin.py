@@ -487,15 +487,10 @@ def pytest_unconfigure(config: pytest.Config) -> None:
 
 
 def _clean() -> None:
-    """tollgate.reset(), and drop the standing limits cached from the store now closed (a new
-    store may get the old one's ``id()``, and the cache would then be trusted)."""
+    """tollgate.reset() (which also forgets the standing limits cached from the closed store)."""
     import tollgate
-    from tollgate import gate
-    from tollgate.budgets.standing import StandingLimits
 
     tollgate.reset()
-    if isinstance(getattr(gate, "_standing", None), StandingLimits):
-        gate._standing = StandingLimits()
 
 
 @pytest.fixture

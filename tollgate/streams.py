@@ -26,7 +26,10 @@ from types import TracebackType
 from typing import Any, Protocol
 
 from tollgate import gate, telemetry
+from tollgate.budgets.room import Room
+from tollgate.decisions import CutOff
 from tollgate.errors import BudgetExceeded
+from tollgate.pricing import cost
 from tollgate.pricing.tokens import RunningCount, count_text
 from tollgate.request import Usage
 
@@ -161,7 +164,29 @@ class _Settling:
             reported.input_tokens if reported is not None and type(reported.input_tokens) is int else None
         )
         usage = Usage(input_tokens=input_tokens or call.estimate.input_tokens, output_tokens=output)
-        return call.cut_off(usage, self._outcome(False))
+        return self._cut_off(room, usage)
+
+    def _cut_off(self, room: Room, usage: Usage) -> BudgetExceeded:
+        """End the call of a stream tollgate stops mid-way because its output passed ``room``:
+        the partial usage is billed (estimated) and the error returned is raised to the reader."""
+        call, check, state = self._tg_call, room.check, room.state
+        if check.unit == "tokens":
+            used = float(usage.total_tokens)
+        else:
+            used = cost(call.price, usage) if call.price else 0.0
+        exc = BudgetExceeded(
+            check.spec.name,
+            limit=check.limit,
+            spent=state.spent,
+            reserved=state.reserved,
+            requested=used,
+            action="cutoff",
+            unit=check.unit,
+            detail=f"the stream was closed after {usage.output_tokens} output tokens",
+        )
+        step = CutOff(check.spec.name, usage.output_tokens)
+        call.fail(exc, dataclasses.replace(self._outcome(False), usage=usage, estimated=True, steps=(step,)))
+        return exc
 
     def __del__(self) -> None:
         # Dropped without being read to the end or closed: still recorded, never lost.

@@ -49,6 +49,15 @@ class Frame:
 
 
 _active: contextvars.ContextVar[tuple[Frame, ...]] = contextvars.ContextVar("tollgate_budgets", default=())
+
+# The `budget` blocks open in this context, innermost last: (the budget object, its frame, the
+# token of its change to _active, the token that restores this stack as it was before the
+# block). Module-level and immutable, nothing per object (see tollgate.tags._open): one budget
+# may be open in many threads and tasks at once and nested in itself, and a block leaves the
+# context as it found it (issue 16).
+_Open = tuple["budget", Frame, contextvars.Token[tuple[Frame, ...]], contextvars.Token[tuple["_Open", ...]]]
+_open: contextvars.ContextVar[tuple[_Open, ...]] = contextvars.ContextVar("tollgate_budget_open", default=())
+_MISSING = contextvars.Token.MISSING  # a token's old_value when the variable was unset
 log = logging.getLogger("tollgate")
 
 
@@ -87,7 +96,7 @@ class budget:  # lower case: used like a function, `with tollgate.budget(...)`
     decision context and returns one of those.
     """
 
-    __slots__ = ("_tokens", "spec")
+    __slots__ = ("spec",)
 
     def __init__(
         self,
@@ -111,11 +120,6 @@ class budget:  # lower case: used like a function, `with tollgate.budget(...)`
             name=name,
             clamp_floor=clamp_floor,
         )
-        # Per-context stack of tokens, so one budget object can be entered by many threads or
-        # tasks at once, each undoing only its own entry.
-        self._tokens: contextvars.ContextVar[tuple[contextvars.Token[tuple[Frame, ...]], ...]] = (
-            contextvars.ContextVar("tollgate_budget_tokens", default=())
-        )
 
     def __repr__(self) -> str:
         return f"tollgate.budget({self.spec.name!r}, on_exceed={self.spec.on_exceed!r})"
@@ -124,18 +128,31 @@ class budget:  # lower case: used like a function, `with tollgate.budget(...)`
         return Frame(self.spec, os.urandom(8).hex())
 
     def __enter__(self) -> budget:
-        token = _active.set((*_active.get(), self._frame()))
-        self._tokens.set((*self._tokens.get(), token))
+        frame = self._frame()
+        opened = _open.get()
+        mark = _open.set(opened)  # restores the stack on exit, and unsets it if it was unset
+        _open.set((*opened, (self, frame, _active.set((*_active.get(), frame)), mark)))
         return self
 
     def __exit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
-        *rest, token = self._tokens.get()
-        self._tokens.set(tuple(rest))
-        frame = _active.get()[-1]
-        _active.reset(token)
-        _end(frame)
+        opened = _open.get()
+        if opened:
+            owner, frame, token, mark = opened[-1]
+            before = mark.old_value
+            # The innermost block ends and no block below it ended out of order: undo both
+            # changes exactly (a variable that was unset is unset again).
+            if owner is self and (0 if before is _MISSING else len(before)) == len(opened) - 1:
+                try:
+                    _active.reset(token)
+                except (ValueError, RuntimeError):  # begun in another context (this is a copy)
+                    pass
+                else:
+                    _open.reset(mark)
+                    _end(frame)
+                    return
+        _end(_leave(self, opened))
 
     async def __aenter__(self) -> budget:
         return self.__enter__()
@@ -227,3 +244,23 @@ class budget:  # lower case: used like a function, `with tollgate.budget(...)`
                 _end(frame)
 
         return run
+
+
+def _leave(owner: budget, opened: tuple[_Open, ...]) -> Frame:
+    """End ``owner``'s innermost block here, when it cannot simply be undone; its frame.
+
+    That is when blocks end out of order (generators holding blocks open, closed in another
+    order than they began), or in a copy of the context they began in (an async generator
+    finalised in a task of its own). Only ``owner``'s frame goes. The block above
+    ``owner``'s takes over its tokens, which restore the context as it was before it.
+    """
+    for i in range(len(opened) - 1, -1, -1):
+        if opened[i][0] is owner:
+            break
+    else:
+        raise RuntimeError(f"{owner!r} ends a block that was not begun in this context")
+    _, frame, token, mark = opened[i]
+    above = opened[i + 1 : i + 2]
+    _open.set((*opened[:i], *((e[0], e[1], token, mark) for e in above), *opened[i + 2 :]))
+    _active.set(tuple(f for f in _active.get() if f is not frame))
+    return frame

@@ -129,6 +129,15 @@ class StandingLimits:
             return None
         return cache[1], _matching(cache[2], tags)
 
+    def forget(self) -> None:
+        """Drop the cached copy (its store was closed: a new one may get the old one's ``id()``)."""
+        with self._lock:
+            self._cache = None
+
+
+#: The process's cache of the configured store's standing limits (forgotten when the store changes).
+limits_cache = StandingLimits()
+
 
 class _Index:
     """Standing limits indexed by one ``(tag, value)`` of their match, so that a call looks at

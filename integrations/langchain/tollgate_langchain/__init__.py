@@ -61,8 +61,7 @@ def enable(*, on_action: str = "block", tags: bool = True) -> TollgateCallbackHa
     var: contextvars.ContextVar[TollgateCallbackHandler | None] = contextvars.ContextVar(
         "tollgate_langchain_handler", default=_GLOBAL
     )
-    if _hook_var is not None:
-        _hook_var.set(None)
+    if _hook_var is not None:  # unregistered, not set to None: a set would stay in this context
         _switch_off(_hook_var)
     _hook_var = var
     register_configure_hook(var, True, TollgateCallbackHandler)
