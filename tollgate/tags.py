@@ -11,9 +11,11 @@ from __future__ import annotations
 import contextvars
 import functools
 import inspect
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from types import MappingProxyType, TracebackType
 from typing import Any, ParamSpec, TypeVar
+
+from tollgate.scopes import Scopes
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -21,15 +23,18 @@ R = TypeVar("R")
 _EMPTY: Mapping[str, str] = MappingProxyType({})
 _tags: contextvars.ContextVar[Mapping[str, str]] = contextvars.ContextVar("tollgate_tags", default=_EMPTY)
 
-# The `track` blocks open in this context, innermost last: (the track object, the token of its
-# change to _tags, the token that restores this stack as it was before the block). Two
-# module-level variables holding immutable values, and nothing per object: one track object
-# may be open in many threads and tasks at once (each has its own copy of the stack) and
-# nested in itself, and a block leaves the context as it found it, so 10,000 blocks leave no
-# trace in it (issue 16: a ContextVar per object grew every long-lived thread's context).
-_Open = tuple["track", contextvars.Token[Mapping[str, str]], contextvars.Token[tuple["_Open", ...]]]
-_open: contextvars.ContextVar[tuple[_Open, ...]] = contextvars.ContextVar("tollgate_track_open", default=())
-_MISSING = contextvars.Token.MISSING  # a token's old_value when the variable was unset
+
+def _merged(
+    value: Mapping[str, str], item: Mapping[str, str], items: Sequence[Mapping[str, str]]
+) -> Mapping[str, str]:
+    merged: dict[str, str] = {}
+    for tags in items:
+        merged.update(tags)
+    return MappingProxyType(merged) if merged else _EMPTY
+
+
+# The `track` blocks open in this context (see tollgate.scopes: nothing is kept per object).
+_scopes: Scopes[Mapping[str, str], Mapping[str, str]] = Scopes("tollgate_track_open", _tags, _merged)
 
 
 def current_tags() -> Mapping[str, str]:
@@ -76,29 +81,13 @@ class track:  # lower case: used like a function: `with tollgate.track(...)`
 
     def __enter__(self) -> Mapping[str, str]:
         merged = MappingProxyType({**_tags.get(), **self._tags})
-        opened = _open.get()
-        mark = _open.set(opened)  # restores the stack on exit, and unsets it if it was unset
-        _open.set((*opened, (self, _tags.set(merged), mark)))
+        _scopes.enter(self, self._tags, merged)
         return merged
 
     def __exit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
-        opened = _open.get()
-        if opened:
-            owner, token, mark = opened[-1]
-            before = mark.old_value
-            # The innermost block ends and no block below it ended out of order: undo both
-            # changes exactly (a variable that was unset is unset again).
-            if owner is self and (0 if before is _MISSING else len(before)) == len(opened) - 1:
-                try:
-                    _tags.reset(token)
-                except (ValueError, RuntimeError):  # begun in another context (this is a copy)
-                    pass
-                else:
-                    _open.reset(mark)
-                    return
-        _leave(self, opened)
+        _scopes.exit(self)
 
     async def __aenter__(self) -> Mapping[str, str]:
         return self.__enter__()
@@ -124,30 +113,6 @@ class track:  # lower case: used like a function: `with tollgate.track(...)`
                 return fn(*args, **kwargs)
 
         return run
-
-
-def _leave(owner: track, opened: tuple[_Open, ...]) -> None:
-    """End ``owner``'s innermost block here, when it cannot simply be undone.
-
-    That is when blocks end out of order (generators holding blocks open, closed in another
-    order than they began), or in a copy of the context they began in (an async generator
-    finalised in a task of its own). Only ``owner``'s tags go: those in force become the
-    tags of the blocks still open, in order. The block above ``owner``'s takes over its
-    tokens, which restore the context as it was before ``owner``'s block.
-    """
-    for i in range(len(opened) - 1, -1, -1):
-        if opened[i][0] is owner:
-            break
-    else:
-        raise RuntimeError(f"{owner!r} ends a block that was not begun in this context")
-    _, token, mark = opened[i]
-    above = opened[i + 1 : i + 2]
-    rest = (*opened[:i], *((entry[0], token, mark) for entry in above), *opened[i + 2 :])
-    merged: dict[str, str] = {}
-    for entry in rest:
-        merged.update(entry[0]._tags)
-    _open.set(rest)
-    _tags.set(MappingProxyType(merged) if merged else _EMPTY)
 
 
 def propagate(fn: Callable[P, R]) -> Callable[P, R]:

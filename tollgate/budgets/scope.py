@@ -14,13 +14,14 @@ import functools
 import inspect
 import logging
 import os
-from collections.abc import AsyncGenerator, Callable, Generator, Mapping
+from collections.abc import AsyncGenerator, Callable, Generator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
 from types import TracebackType
 from typing import Any, TypeVar
 
 from tollgate.budgets.spec import CLAMP_FLOOR, Action, BudgetSpec
+from tollgate.scopes import Scopes
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -50,14 +51,13 @@ class Frame:
 
 _active: contextvars.ContextVar[tuple[Frame, ...]] = contextvars.ContextVar("tollgate_budgets", default=())
 
-# The `budget` blocks open in this context, innermost last: (the budget object, its frame, the
-# token of its change to _active, the token that restores this stack as it was before the
-# block). Module-level and immutable, nothing per object (see tollgate.tags._open): one budget
-# may be open in many threads and tasks at once and nested in itself, and a block leaves the
-# context as it found it (issue 16).
-_Open = tuple["budget", Frame, contextvars.Token[tuple[Frame, ...]], contextvars.Token[tuple["_Open", ...]]]
-_open: contextvars.ContextVar[tuple[_Open, ...]] = contextvars.ContextVar("tollgate_budget_open", default=())
-_MISSING = contextvars.Token.MISSING  # a token's old_value when the variable was unset
+
+def _without(value: tuple[Frame, ...], frame: Frame, frames: Sequence[Frame]) -> tuple[Frame, ...]:
+    return tuple(f for f in value if f is not frame)  # generators' own frames stay
+
+
+# The `budget` blocks open in this context (see tollgate.scopes: nothing is kept per object).
+_scopes: Scopes[tuple[Frame, ...], Frame] = Scopes("tollgate_budget_open", _active, _without)
 log = logging.getLogger("tollgate")
 
 
@@ -129,30 +129,13 @@ class budget:  # lower case: used like a function, `with tollgate.budget(...)`
 
     def __enter__(self) -> budget:
         frame = self._frame()
-        opened = _open.get()
-        mark = _open.set(opened)  # restores the stack on exit, and unsets it if it was unset
-        _open.set((*opened, (self, frame, _active.set((*_active.get(), frame)), mark)))
+        _scopes.enter(self, frame, (*_active.get(), frame))
         return self
 
     def __exit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
-        opened = _open.get()
-        if opened:
-            owner, frame, token, mark = opened[-1]
-            before = mark.old_value
-            # The innermost block ends and no block below it ended out of order: undo both
-            # changes exactly (a variable that was unset is unset again).
-            if owner is self and (0 if before is _MISSING else len(before)) == len(opened) - 1:
-                try:
-                    _active.reset(token)
-                except (ValueError, RuntimeError):  # begun in another context (this is a copy)
-                    pass
-                else:
-                    _open.reset(mark)
-                    _end(frame)
-                    return
-        _end(_leave(self, opened))
+        _end(_scopes.exit(self))
 
     async def __aenter__(self) -> budget:
         return self.__enter__()
@@ -244,23 +227,3 @@ class budget:  # lower case: used like a function, `with tollgate.budget(...)`
                 _end(frame)
 
         return run
-
-
-def _leave(owner: budget, opened: tuple[_Open, ...]) -> Frame:
-    """End ``owner``'s innermost block here, when it cannot simply be undone; its frame.
-
-    That is when blocks end out of order (generators holding blocks open, closed in another
-    order than they began), or in a copy of the context they began in (an async generator
-    finalised in a task of its own). Only ``owner``'s frame goes. The block above
-    ``owner``'s takes over its tokens, which restore the context as it was before it.
-    """
-    for i in range(len(opened) - 1, -1, -1):
-        if opened[i][0] is owner:
-            break
-    else:
-        raise RuntimeError(f"{owner!r} ends a block that was not begun in this context")
-    _, frame, token, mark = opened[i]
-    above = opened[i + 1 : i + 2]
-    _open.set((*opened[:i], *((e[0], e[1], token, mark) for e in above), *opened[i + 2 :]))
-    _active.set(tuple(f for f in _active.get() if f is not frame))
-    return frame
