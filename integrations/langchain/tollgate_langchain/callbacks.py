@@ -19,10 +19,13 @@ recorded as blocked, the call goes ahead, and its usage is recorded in a second 
 
 from __future__ import annotations
 
+import atexit
 import dataclasses
 import functools
 import logging
 import threading
+import time
+import weakref
 from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from typing import Any, Literal
@@ -104,10 +107,26 @@ def text_request(
     )
 
 
+#: Seconds after which a call LangChain never ended is settled as abandoned (see
+#: :meth:`_Core.settle_stale`); at exit, every such call is.
+STALE_AFTER = 600.0
+_ABANDONED = gate.Outcome(status="abandoned", estimated=True)
+_cores: weakref.WeakSet[_Core] = weakref.WeakSet()
+
+
+def settle_stale(older_than: float = STALE_AFTER) -> int:
+    """Settle as abandoned the calls of every handler that LangChain never ended and that
+    started more than ``older_than`` seconds ago (0: all of them; done at exit)."""
+    return sum(core.settle_stale(older_than) for core in list(_cores))
+
+
+atexit.register(settle_stale, 0.0)
+
+
 class _Core:
     """What both handlers share: translating events, and the calls in flight by run id."""
 
-    def __init__(self, on_action: OnAction, tags: bool) -> None:
+    def __init__(self, on_action: OnAction, tags: bool, owner: object = None) -> None:
         if on_action not in ("block", "proceed"):
             raise ValueError(f"on_action must be 'block' or 'proceed', not {on_action!r}")
         self.on_action: OnAction = on_action
@@ -116,6 +135,28 @@ class _Core:
         # Refused runs LangChain may run anyway (async handler under a sync invoke), with their
         # tags; bounded, since under ainvoke such a run never ends.
         self.ignored: OrderedDict[UUID, tuple[LLMRequest | gate.Reader, Mapping[str, str]]] = OrderedDict()
+        self.owner = owner
+        _cores.add(self)
+
+    def hold(self, run_id: UUID, call: gate.Call) -> None:
+        """Keep ``call`` until its run ends; first settle the runs LangChain never ended."""
+        if self.calls:
+            self.settle_stale(STALE_AFTER)
+        self.calls[run_id] = call
+
+    def settle_stale(self, older_than: float) -> int:
+        """Settle as abandoned (estimated) the calls started more than ``older_than`` seconds
+        ago that LangChain never ended: it reports neither end nor error for a stream whose
+        chunks it cannot add up (a malformed ``usage_metadata``), nor for a task cancelled in
+        flight. How many there were."""
+        now = time.time()
+        stale = [r for r, c in list(self.calls.items()) if now - c.started_at >= older_than]
+        for run_id in stale:
+            call = self.calls.pop(run_id, None)
+            _unclaim(run_id, self.owner)
+            if call is not None:
+                call.finish(_ABANDONED, raise_overrun=False)
+        return len(stale)
 
     def ignore(self, run_id: UUID, request: LLMRequest | gate.Reader) -> None:
         self.ignored[run_id] = (request, current_tags())
@@ -177,7 +218,7 @@ class TollgateCallbackHandler(BaseCallbackHandler):
     run_inline = True  # under ainvoke, run in the loop's context, not a worker thread
 
     def __init__(self, *, on_action: OnAction = "block", tags: bool = True) -> None:
-        self._core = _Core(on_action, tags)
+        self._core = _Core(on_action, tags, self)
 
     def on_chat_model_start(
         self,
@@ -236,7 +277,7 @@ class TollgateCallbackHandler(BaseCallbackHandler):
         if reason is not None:
             _unclaim(run_id, self)
             raise call.refuse(reason)
-        self._core.calls[run_id] = call
+        self._core.hold(run_id, call)
 
     def on_llm_new_token(
         self,
@@ -279,7 +320,7 @@ class AsyncTollgateCallbackHandler(AsyncCallbackHandler):
     run_inline = True
 
     def __init__(self, *, on_action: OnAction = "block", tags: bool = True) -> None:
-        self._core = _Core(on_action, tags)
+        self._core = _Core(on_action, tags, self)
         self._warned = False
 
     async def on_chat_model_start(
@@ -347,7 +388,7 @@ class AsyncTollgateCallbackHandler(AsyncCallbackHandler):
                 exc = await call.arefuse(reason)
                 self._core.ignore(run_id, call.request)
                 raise exc
-        self._core.calls[run_id] = call
+        self._core.hold(run_id, call)
 
     async def on_llm_new_token(
         self,

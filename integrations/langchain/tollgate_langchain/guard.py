@@ -21,6 +21,7 @@ output is estimated and the record flagged. A callback handler on the wrapped mo
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
 from typing import Any
@@ -268,7 +269,7 @@ class Guard(Runnable[LanguageModelInput, BaseMessage]):
         self, input: LanguageModelInput, config: RunnableConfig | None = None, **kwargs: Any
     ) -> Iterator[BaseMessageChunk]:
         call, messages = self._begin(input, config, stream=True)
-        acc: BaseMessageChunk | None = None
+        streamed = _Chunks()
         with call:
             target = call.edit(self._target, call, True)
             try:
@@ -276,24 +277,24 @@ class Guard(Runnable[LanguageModelInput, BaseMessage]):
                     chunks = iter(target.stream(self._input(call, messages, input), config, **kwargs))
                     first = next(chunks, None)
                 if first is not None:
-                    acc = first  # type: ignore[assignment]
+                    streamed.add(first)
                     yield first  # type: ignore[misc]
                     for chunk in chunks:
-                        acc = chunk if acc is None else acc + chunk  # type: ignore[assignment]
+                        streamed.add(chunk)
                         yield chunk  # type: ignore[misc]
             except GeneratorExit:
-                call.finish(_partial(acc, "abandoned"), raise_overrun=False)
+                call.finish(streamed.outcome("abandoned"), raise_overrun=False)
                 raise
             except BaseException as exc:
-                call.fail(exc, _partial(acc, "error") if acc is not None else None)
+                call.fail(exc, streamed.outcome("error") if streamed else None)
                 raise
-            call.finish(tr.outcome(acc))
+            call.finish(streamed.outcome())
 
     async def astream(
         self, input: LanguageModelInput, config: RunnableConfig | None = None, **kwargs: Any
     ) -> AsyncIterator[BaseMessageChunk]:
         call, messages = await self._abegin(input, config, stream=True)
-        acc: BaseMessageChunk | None = None
+        streamed = _Chunks()
         async with call:
             target = call.edit(self._target, call, True)
             try:
@@ -301,26 +302,58 @@ class Guard(Runnable[LanguageModelInput, BaseMessage]):
                     chunks = aiter(target.astream(self._input(call, messages, input), config, **kwargs))
                     first = await anext(chunks, None)
                 if first is not None:
-                    acc = first  # type: ignore[assignment]
+                    streamed.add(first)
                     yield first  # type: ignore[misc]
                     async for chunk in chunks:
-                        acc = chunk if acc is None else acc + chunk  # type: ignore[assignment]
+                        streamed.add(chunk)
                         yield chunk  # type: ignore[misc]
             except GeneratorExit:
-                await call.afinish(_partial(acc, "abandoned"), raise_overrun=False)
+                await call.afinish(streamed.outcome("abandoned"), raise_overrun=False)
                 raise
             except Exception as exc:
-                await call.afail(exc, _partial(acc, "error") if acc is not None else None)
+                await call.afail(exc, streamed.outcome("error") if streamed else None)
                 raise
             except BaseException as exc:  # cancelled: no awaiting while being cancelled
-                call.fail(exc, _partial(acc, "error") if acc is not None else None)
+                call.fail(exc, streamed.outcome("error") if streamed else None)
                 raise
-            await call.afinish(tr.outcome(acc))
+            await call.afinish(streamed.outcome())
 
 
-def _partial(acc: BaseMessageChunk | None, status: Status) -> gate.Outcome:
-    """What a stream that ended early had said: estimated."""
-    return dataclasses.replace(tr.outcome(acc), status=status, estimated=True)
+class _Chunks:
+    """The chunks a stream yielded, added up as LangChain adds them. A chunk LangChain cannot
+    add (a malformed ``usage_metadata``) is the caller's all the same: from then on only the
+    text is kept, and the call is estimated from it."""
+
+    __slots__ = ("_broken", "_merged", "_texts")
+
+    def __init__(self) -> None:
+        self._merged: Any = None
+        self._texts: list[str] = []
+        self._broken = False
+
+    def __bool__(self) -> bool:
+        return self._merged is not None
+
+    def add(self, chunk: Any) -> None:
+        if self._merged is None:
+            self._merged = chunk
+        elif not self._broken:
+            try:
+                self._merged = self._merged + chunk
+                return
+            except Exception:
+                self._broken = True
+        if self._broken:
+            with contextlib.suppress(Exception):
+                self._texts.append(tr.message_text(chunk))
+
+    def outcome(self, status: Status | None = None) -> gate.Outcome:
+        """What the stream said; ``status``: it ended early (estimated)."""
+        said = tr.outcome(self._merged)
+        if self._broken:
+            text = (said.text or tr.message_text(self._merged)) + "".join(self._texts)
+            said = gate.Outcome(None, said.model, said.id, text=text, finish_reasons=said.finish_reasons)
+        return said if status is None else dataclasses.replace(said, status=status, estimated=True)
 
 
 def guard(

@@ -162,6 +162,19 @@ def apply(call: gate.Call, view: View, kwargs: Mapping[str, Any]) -> dict[str, A
     return out
 
 
+def check_routable(call: gate.Call, kwargs: Mapping[str, Any]) -> None:
+    """Raise ValueError when a downgrade sent the call to a model LiteLLM cannot route (no
+    provider it knows): the decision cannot be applied, and the gate refuses the call."""
+    if call.decision.model == call.request.model:
+        return
+    import litellm
+
+    try:
+        litellm.get_llm_provider(str(kwargs.get("model")), api_base=kwargs.get("api_base"))
+    except Exception as exc:
+        raise ValueError(f"LiteLLM cannot route the downgraded model {call.decision.model!r}") from exc
+
+
 # -- post-flight ------------------------------------------------------------------------------
 
 

@@ -23,10 +23,12 @@ it (observe-only, not charged to budgets); :func:`tollgate_litellm.completion` g
 from __future__ import annotations
 
 import atexit
+import contextlib
 import dataclasses
 import logging
 import threading
 import time
+import weakref
 from collections import OrderedDict
 from collections.abc import Mapping
 from typing import Any
@@ -89,15 +91,37 @@ class Registry:
         self._done: OrderedDict[str, None] = OrderedDict()
 
     def add(self, call_id: str, pending: _Pending) -> None:
+        self.settle_stale(STALE_AFTER)
+        with self._lock:
+            self._pending[call_id] = pending
+
+    def settle_stale(self, older_than: float) -> int:
+        """Settle as abandoned the calls pending for more than ``older_than`` seconds; how many."""
         now = time.time()
         with self._lock:
-            stale = [k for k, p in self._pending.items() if now - p.call.started_at > STALE_AFTER]
+            stale = [k for k, p in self._pending.items() if now - p.call.started_at >= older_than]
             abandoned = [self._pending.pop(k) for k in stale]
             for k in stale:
                 self._mark(k)
-            self._pending[call_id] = pending
         for p in abandoned:
             _abandon(p)
+        return len(abandoned)
+
+    def watch(self, holder: Any, call_id: str) -> None:
+        """Settle the call as abandoned once ``holder`` is gone (LiteLLM's logging object, or the
+        stream a wrapper returned): a stream its reader dropped sends LiteLLM no event, and
+        without this the call would wait :data:`STALE_AFTER` seconds. A call settled already
+        is left alone."""
+        if holder is None:
+            return
+        with contextlib.suppress(TypeError):  # no weak reference: the stale sweep settles it
+            weakref.finalize(holder, self.abandon, call_id)
+
+    def abandon(self, call_id: str) -> None:
+        """Settle the call as abandoned, if it is still pending."""
+        pending = self.take(call_id)
+        if pending is not None:
+            _abandon(pending)
 
     def abandon_all(self) -> None:
         """Settle every call still pending as abandoned (at exit)."""
@@ -260,8 +284,14 @@ class TollgateLogger(CustomLogger):
         reason = tr.blocked_edits(call, view)
         if reason is not None:
             raise await _refuse(call, f"the {reason}d argument was passed positionally")
+        edited = tr.apply(call, view, kwargs)
+        try:
+            tr.check_routable(call, edited)
+        except ValueError as exc:
+            raise await _refuse(call, str(exc)) from exc
         registry.add(call_id, _Pending(call, view, applied=True))
-        return tr.apply(call, view, kwargs)
+        registry.watch(kwargs.get("litellm_logging_obj"), call_id)
+        return edited
 
     async def async_filter_deployments(
         self,
@@ -393,6 +423,23 @@ class TollgateLogger(CustomLogger):
         edited["model"] = out["model"]
         registry.add(call_id, _Pending(call, view, applied=True))
         return edited
+
+    def log_pre_api_call(self, model: Any, messages: Any, kwargs: Any) -> None:
+        """A plain sync ``litellm.completion(stream=True)`` (no hook can gate it) is noted as it
+        starts, so that a stream its reader drops, of which LiteLLM says nothing more, is still
+        recorded (as abandoned, by the stale sweep or at exit)."""
+        if not self.observe_sync or kwargs.get("stream") is not True or _is_async(kwargs) or gate.covered():
+            return
+        call_id = _call_id(kwargs)
+        if not isinstance(call_id, str) or registry.get(call_id) is not None or registry.seen(call_id):
+            return
+        view = tr.view_of(kwargs, tr.call_type_name(kwargs.get("call_type") or "completion"))
+        if view is None:
+            return
+        with track(**(tr.tags_from(_metadata(kwargs)) if self.tags else {})):
+            call = gate.observe(view.request)
+        call.streaming()
+        registry.add(call_id, _Pending(call, view))
 
     # -- post-flight ----------------------------------------------------------------------------
 

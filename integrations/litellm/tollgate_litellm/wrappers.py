@@ -11,6 +11,7 @@ is passed to the call when ``litellm.callbacks`` has none). ``router=`` sends th
 
 from __future__ import annotations
 
+import contextlib
 import uuid
 from typing import Any
 
@@ -60,7 +61,9 @@ def _prepare(
 
 def _edits(call: gate.Call, view: tr.View, kwargs: dict[str, Any], router: Any) -> dict[str, Any]:
     if router is None:
-        return tr.apply(call, view, kwargs)
+        out = tr.apply(call, view, kwargs)
+        tr.check_routable(call, out)
+        return out
     from tollgate_litellm.logger import _router_group_for
 
     out = tr.apply(call, view, {**kwargs, "model": call.decision.model})
@@ -87,7 +90,10 @@ def completion(*args: Any, router: Any = None, **kwargs: Any) -> Any:
             result = (router.completion if router is not None else litellm.completion)(**sent)
         # A stream is settled by the logger's event at its end; the rest here, unless the
         # logger's success event got there first.
-        if view.request.stream or registry.take(call_id) is None:
+        if view.request.stream:  # settled by the logger's event at its end, or as abandoned
+            call.hand_over()
+            return _Watched(result, call_id)
+        elif registry.take(call_id) is None:  # the logger's success event settled it already
             call.hand_over()
         else:
             call.finish(outcome_of(call, view, {}, result))
@@ -104,8 +110,69 @@ async def acompletion(*args: Any, router: Any = None, **kwargs: Any) -> Any:
         registry.add(call_id, _Pending(call, view, applied=True))
         with call.sending():
             result = await (router.acompletion if router is not None else litellm.acompletion)(**sent)
-        if view.request.stream or registry.take(call_id) is None:
+        if view.request.stream:  # settled by the logger's event at its end, or as abandoned
+            call.hand_over()
+            return _Watched(result, call_id)
+        elif registry.take(call_id) is None:  # the logger's success event settled it already
             call.hand_over()
         else:
             await call.afinish(outcome_of(call, view, {}, result))
     return result
+
+
+class _Watched:
+    """LiteLLM's stream, read through: a stream its reader closes or drops before the end sends
+    LiteLLM no event, so it is settled here as abandoned (a stream read to its end is settled
+    by the logger's success event)."""
+
+    __slots__ = ("_tg_call_id", "_tg_ended", "_tg_inner")
+
+    def __init__(self, inner: Any, call_id: str) -> None:
+        self._tg_inner, self._tg_call_id, self._tg_ended = inner, call_id, False
+
+    @property  # type: ignore[misc]
+    def __class__(self) -> type:
+        return type(self._tg_inner)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._tg_inner, name)
+
+    def __iter__(self) -> _Watched:
+        return self
+
+    def __next__(self) -> Any:
+        try:
+            return next(self._tg_inner)
+        except StopIteration:
+            self._tg_ended = True
+            raise
+
+    def __aiter__(self) -> _Watched:
+        return self
+
+    async def __anext__(self) -> Any:
+        try:
+            return await self._tg_inner.__anext__()
+        except StopAsyncIteration:
+            self._tg_ended = True
+            raise
+
+    def _left(self) -> None:
+        if not self._tg_ended:
+            self._tg_ended = True
+            registry.abandon(self._tg_call_id)
+
+    def close(self) -> Any:
+        self._left()
+        close = getattr(self._tg_inner, "close", None)
+        return close() if close is not None else None
+
+    async def aclose(self) -> None:
+        self._left()
+        close = getattr(self._tg_inner, "aclose", None)
+        if close is not None:
+            await close()
+
+    def __del__(self) -> None:
+        with contextlib.suppress(Exception):  # nothing may escape a finaliser
+            self._left()
