@@ -35,7 +35,6 @@ LangChain ``guard``) is counted by that door.
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 import inspect
 import logging
@@ -389,9 +388,7 @@ class _Door:
                 mine = None
             if mine is not None:
                 model = mine.model or recognised.model
-                return dataclasses.replace(
-                    mine, model=model, id=recognised.id, text=recognised.text
-                ), provider
+                return mine._replace(model=model, id=recognised.id, text=recognised.text), provider
         return recognised, provider
 
     def _warn(self, why: str) -> None:
@@ -404,7 +401,7 @@ class _Door:
         found, provider = self.found(result)
         call.learn(found.model, provider if self.provider is None else None)
         if found.text is None and isinstance(result, str):
-            found = dataclasses.replace(found, text=result)
+            found = found._replace(text=result)
         if found.usage is None and found.text is None and self.extract is None and not call.request.model:
             self._warn("no usage tollgate recognises in what it returned (pass extract_usage=)")
         return outcome(call, _RESULTS, result, read=lambda _: found)
@@ -479,7 +476,7 @@ def recognise(value: Any) -> tuple[Found, str | None]:
             ), provider
         if any(field(value, name) is not None for name in ("usage_metadata", "usageMetadata", "candidates")):
             found = gemini.response_found(value)
-            return dataclasses.replace(found, text=gemini.response_text(value) or None), "gemini"
+            return found._replace(text=gemini.response_text(value) or None), "gemini"
     except Exception:  # a malformed response: nothing recognised, the usage is estimated
         log.debug("tollgate could not read a metered function's result", exc_info=True)
     return Found(None), None

@@ -185,7 +185,7 @@ class _Settling:
             detail=f"the stream was closed after {usage.output_tokens} output tokens",
         )
         step = CutOff(check.spec.name, usage.output_tokens)
-        call.fail(exc, dataclasses.replace(self._outcome(False), usage=usage, estimated=True, steps=(step,)))
+        call.fail(exc, self._outcome(False)._replace(usage=usage, estimated=True, steps=(step,)))
         return exc
 
     def __del__(self) -> None:

@@ -18,7 +18,7 @@ from __future__ import annotations
 import json
 import logging
 import os
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, nullcontext
 from typing import TYPE_CHECKING, Any, NamedTuple
 
@@ -197,14 +197,22 @@ class Facts(NamedTuple):
     budget: BudgetFacts | None  # the budget behind the decision, as it stood
 
 
-def end_span(span: Span, record: CallRecord, facts: Facts | None = None) -> None:
-    """Put the settled facts of the call on ``span``, end it, and record the call's metrics."""
+def end_span(span: Span, record: CallRecord, facts: Callable[[], Facts] | None = None) -> None:
+    """Put the settled facts of the call on ``span``, end it, and record the call's metrics.
+
+    ``facts`` is asked for only when a span records or metrics are measured (not at all
+    without an OpenTelemetry SDK)."""
+    known: Facts | None = None
     try:
         if span.is_recording():
-            _annotate(span, record, facts)
+            known = facts() if facts is not None else None
+            _annotate(span, record, known)
     finally:
         span.end(end_time=int(record.ended_at * 1e9))
-        _measure(record, facts)
+        if not _no_sdk(_metrics_api, "_METER_PROVIDER"):
+            if known is None and facts is not None:
+                known = facts()
+            _measure(record, known)
 
 
 def _annotate(span: Span, record: CallRecord, facts: Facts | None) -> None:
@@ -281,8 +289,6 @@ def _budget_attributes(record: CallRecord, facts: Facts | None) -> dict[str, Att
 
 def _measure(record: CallRecord, facts: Facts | None) -> None:
     """One set of measurements per call: duration, tokens, cost and budget decisions."""
-    if _no_sdk(_metrics_api, "_METER_PROVIDER"):
-        return
     model = facts.model if facts is not None else record.request_model
     a: dict[str, AttributeValue] = {
         OPERATION: record.operation,

@@ -43,10 +43,11 @@ import pytest
 from hypothesis import strategies as st
 
 import tollgate
+from tests.faults.delegating import DelegatingStore
 from tollgate import CallRecord
 from tollgate.ledger import Ledger, MemoryLedger
 from tollgate.stores import MemoryStore, SQLiteStore
-from tollgate.stores.base import Charge, CounterState, Hold, Reservation, Store
+from tollgate.stores.base import Charge, CounterState, Hold, Store
 from tollgate.stores.windows import Window
 from tollgate.stores.windows import now as store_now
 
@@ -348,7 +349,7 @@ async def cancelled(
 # -- the store, ledger and budgets of a cell -----------------------------------------------------
 
 
-class FaultyStore(Store):
+class FaultyStore(DelegatingStore):
     """A real store, with ``settle`` made to fail (the store went away after the call was sent)."""
 
     def __init__(self, inner: Store, *, fail_settle: bool = False, owned: bool = True) -> None:
@@ -360,50 +361,17 @@ class FaultyStore(Store):
         if self.fail_settle:
             raise tollgate.StoreUnavailable("the budget store went away (injected by the matrix test)")
 
-    def reserve(self, charges: Sequence[Charge], now: float) -> Reservation:
-        return self.inner.reserve(charges, now)
-
     def settle(self, holds: Sequence[Hold], actuals: Sequence[float]) -> None:
         self._settle_fails()
         self.inner.settle(holds, actuals)
-
-    def release(self, holds: Sequence[Hold]) -> None:
-        self.inner.release(holds)
-
-    def forget(self, slots: Sequence[str]) -> None:
-        self.inner.forget(slots)
-
-    def read(self, charges: Sequence[Charge], now: float) -> tuple[CounterState, ...]:
-        return self.inner.read(charges, now)
-
-    def put_limit(self, limit_id: str, document: str) -> None:
-        self.inner.put_limit(limit_id, document)
-
-    def delete_limit(self, limit_id: str) -> bool:
-        return self.inner.delete_limit(limit_id)
-
-    def limits(self) -> tuple[int, dict[str, str]]:
-        return self.inner.limits()
-
-    def limits_version(self) -> int:
-        return self.inner.limits_version()
-
-    def clear(self) -> None:
-        self.inner.clear()
 
     def close(self) -> None:
         if self.owned:
             self.inner.close()
 
-    async def areserve(self, charges: Sequence[Charge], now: float) -> Reservation:
-        return await self.inner.areserve(charges, now)
-
     async def asettle(self, holds: Sequence[Hold], actuals: Sequence[float]) -> None:
         self._settle_fails()
         await self.inner.asettle(holds, actuals)
-
-    async def arelease(self, holds: Sequence[Hold]) -> None:
-        await self.inner.arelease(holds)
 
 
 class FailingLedger(Ledger):

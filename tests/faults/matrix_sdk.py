@@ -62,9 +62,10 @@ from google.genai import types as genai_types
 from hypothesis import strategies as st
 
 import tollgate
+from tests.faults.delegating import DelegatingStore
 from tollgate.ledger import Ledger, MemoryLedger
 from tollgate.request import CallRecord
-from tollgate.stores import Charge, CounterState, Hold, MemoryStore, Reservation, SQLiteStore, Store
+from tollgate.stores import Charge, Hold, MemoryStore, Reservation, SQLiteStore, Store
 
 CASSETTES = Path(__file__).resolve().parents[2] / "cassettes"
 
@@ -296,7 +297,7 @@ class Provider:
 # -- injected store and ledger ---------------------------------------------------------------------------
 
 
-class FaultyStore(Store):
+class FaultyStore(DelegatingStore):
     """A real store (memory, SQLite, Redis) that remembers every counter a call reserved on, and
     fails on demand: every reserve (``fail_reserve``), or the first settle (``fail_settle``)."""
 
@@ -333,33 +334,6 @@ class FaultyStore(Store):
     async def asettle(self, holds: Sequence[Hold], actuals: Sequence[float]) -> None:
         self._settling()
         await self.inner.asettle(holds, actuals)
-
-    def release(self, holds: Sequence[Hold]) -> None:
-        self.inner.release(holds)
-
-    async def arelease(self, holds: Sequence[Hold]) -> None:
-        await self.inner.arelease(holds)
-
-    def forget(self, slots: Sequence[str]) -> None:
-        self.inner.forget(slots)
-
-    def read(self, charges: Sequence[Charge], now: float) -> tuple[CounterState, ...]:
-        return self.inner.read(charges, now)
-
-    def put_limit(self, limit_id: str, document: str) -> None:
-        self.inner.put_limit(limit_id, document)
-
-    def delete_limit(self, limit_id: str) -> bool:
-        return self.inner.delete_limit(limit_id)
-
-    def limits(self) -> tuple[int, dict[str, str]]:
-        return self.inner.limits()
-
-    def limits_version(self) -> int:
-        return self.inner.limits_version()
-
-    def clear(self) -> None:
-        self.inner.clear()
 
     def close(self) -> None:
         """Nothing: the inner store is the test module's, reused by every cell (cleared first)."""

@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import abc
 import contextlib
-import dataclasses
 import functools
 import json
 from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
@@ -199,7 +198,7 @@ def outcome(
     if telemetry.capture_content(call.span, call.settings):
         with contextlib.suppress(Exception):  # content is optional: never let it fail the settle
             message = {"role": "assistant", "content": surface.content(response) or ""}
-            return dataclasses.replace(found, output_messages=(message,))
+            return found._replace(output_messages=(message,))
     return found
 
 
@@ -553,9 +552,7 @@ class ResponseProxy:
         # What the surface makes of no body: the prompt's tokens (and an audio or image
         # request's units: the audio sent is billed even when the answer goes unread).
         said = _said(self._tg_call, self._tg_surface, None)
-        self._tg_call.finish(
-            dataclasses.replace(said, estimated=True, status="abandoned"), raise_overrun=False
-        )
+        self._tg_call.finish(said._replace(estimated=True, status="abandoned"), raise_overrun=False)
 
     def close(self) -> Any:
         if self._tg_stream is not None:

@@ -20,7 +20,6 @@ recorded as blocked, the call goes ahead, and its usage is recorded in a second 
 from __future__ import annotations
 
 import atexit
-import dataclasses
 import functools
 import logging
 import threading
@@ -189,8 +188,8 @@ class _Core:
             said = tr.outcome(message, response.llm_output)
             if message is None and generation is not None and said.usage is None:  # a plain LLM: text
                 text = getattr(generation, "text", None)
-                said = dataclasses.replace(said, text=text if isinstance(text, str) else None)
-            return dataclasses.replace(said, stream=streamed) if streamed else said
+                said = said._replace(text=text if isinstance(text, str) else None)
+            return said._replace(stream=streamed) if streamed else said
         except Exception:  # a result of a shape tollgate does not know: the gate estimates
             return gate.Outcome()
 

@@ -353,7 +353,7 @@ class _Chunks:
         if self._broken:
             text = (said.text or tr.message_text(self._merged)) + "".join(self._texts)
             said = gate.Outcome(None, said.model, said.id, text=text, finish_reasons=said.finish_reasons)
-        return said if status is None else dataclasses.replace(said, status=status, estimated=True)
+        return said if status is None else said._replace(status=status, estimated=True)
 
 
 def guard(

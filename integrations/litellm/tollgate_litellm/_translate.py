@@ -188,13 +188,13 @@ def found(surface: Surface, response: Any) -> Found:
         # (prompt_tokens / completion_tokens), and may do the reverse.
         usage = usage_from(raw) or responses_usage(raw)
         if usage is not None:
-            result = dataclasses.replace(result, usage=usage)
+            result = result._replace(usage=usage)
     if usage is not None and raw is not None and not usage.cache_write_tokens:
         write = as_int(field(raw, "cache_creation_input_tokens")) or as_int(
             field(field(raw, "prompt_tokens_details"), "cache_creation_tokens")
         )
         if write:
-            result = dataclasses.replace(result, usage=dataclasses.replace(usage, cache_write_tokens=write))
+            result = result._replace(usage=dataclasses.replace(usage, cache_write_tokens=write))
     return result
 
 

@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import atexit
 import contextlib
-import dataclasses
 import logging
 import threading
 import time
@@ -220,19 +219,19 @@ def outcome_of(call: gate.Call, view: tr.View, kwargs: Mapping[str, Any], respon
     """
     said = outcome(call, view.surface, response, lambda r: tr.found(view.surface, r))
     if kwargs.get("cache_hit") is True:  # LiteLLM answered from its cache: nothing was billed
-        return dataclasses.replace(said, usage=Usage(), usd=None, estimated=False, steps=(CacheHit(),))
+        return said._replace(usage=Usage(), usd=None, estimated=False, steps=(CacheHit(),))
     decided = call.decision.model
     if decided != call.request.model and said.model == call.request.model:
         # The proxy names the model group the client asked for in its response, not the one a
         # downgrade sent the call to: the cheaper model answered and is billed.
-        said = dataclasses.replace(said, model=decided)
+        said = said._replace(model=decided)
     theirs = tr.reported_cost(kwargs)
     if theirs is None or said.usd is not None:
         return said
     price = lookup_price(call.settings, said.model, call.request.provider) if said.model else None
     price = price or call.price
     if price is None:  # tollgate has no price: LiteLLM's is better than $0
-        return dataclasses.replace(said, usd=theirs, steps=(CostNote("litellm", theirs),))
+        return said._replace(usd=theirs, steps=(CostNote("litellm", theirs),))
     if said.usage is None:
         return said
     try:
@@ -240,7 +239,7 @@ def outcome_of(call: gate.Call, view: tr.View, kwargs: Mapping[str, Any], respon
     except Exception:  # the gate notes a usage it cannot price
         return said
     if abs(ours - theirs) > _COST_TOLERANCE * max(abs(ours), abs(theirs), 1e-12):
-        return dataclasses.replace(said, steps=(CostNote("litellm", theirs, ours, mismatch=True),))
+        return said._replace(steps=(CostNote("litellm", theirs, ours, mismatch=True),))
     return said
 
 
@@ -511,7 +510,7 @@ class TollgateLogger(CustomLogger):
             call.fail(error)
             return
         said = outcome_of(call, view, kwargs, response_obj)
-        call.finish(dataclasses.replace(said, stream=kwargs.get("stream") is True), raise_overrun=False)
+        call.finish(said._replace(stream=kwargs.get("stream") is True), raise_overrun=False)
 
 
 def _whole(kwargs: Mapping[str, Any], response_obj: Any) -> Any:
