@@ -415,7 +415,7 @@ def test_stream_error_event_midway(claude, replay) -> None:  # type: ignore[no-u
                 pass
     record = only_record()
     assert record.status == "error" and record.estimated
-    assert record.error == "APIStatusError: HTTP 200: overloaded_error"  # no message without capture
+    assert record.error == "APIStatusError: overloaded_error"  # no message without capture
     assert record.usage.output_tokens == estimated_output("One, two,")
 
 
