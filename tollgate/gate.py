@@ -29,7 +29,6 @@ the store, the ledger or the span is logged, never turned into a failed LLM call
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import math
 import operator
@@ -201,7 +200,7 @@ class Call:
             self.price = lookup_price(s, request.model, request.provider)
             estimate = estimate_request(request, self.price, s.expected_output_tokens)
         except Exception as exc:  # messages it cannot read: budget what it can, send as given
-            request = dataclasses.replace(request, messages=(), tools=(), prompt=())
+            request = request._replace(messages=(), tools=(), prompt=())
             self.steps = (*self.steps, Unreadable("messages", type(exc).__name__))
             estimate = estimate_request(request, self.price, s.expected_output_tokens)
         self.request: LLMRequest = request
@@ -299,11 +298,11 @@ class Call:
         its span renamed)."""
         request = self.request
         if provider and provider != request.provider:
-            request = dataclasses.replace(request, provider=provider)
+            request = request._replace(provider=provider)
             if request.model:
                 self.price = lookup_price(self.settings, request.model, provider) or self.price
         if isinstance(model, str) and model and not request.model:
-            request = dataclasses.replace(request, model=model)
+            request = request._replace(model=model)
             self.decision = self.decision._replace(model=model)
             self.price = lookup_price(self.settings, model, request.provider)
             try:
@@ -315,7 +314,7 @@ class Call:
     def streaming(self) -> None:
         """The call turned out to stream (LangChain learns it as tokens arrive)."""
         if not self.request.stream:
-            self.request = dataclasses.replace(self.request, stream=True)
+            self.request = self.request._replace(stream=True)
 
     def room(self) -> Room | None:
         """How far a stream of this call may run before a budget would be crossed."""
@@ -682,7 +681,7 @@ def _read(
         except Exception as exc:
             return _basis(provider, operation, model), (Unreadable("request", type(exc).__name__),)
     if type(read.model) is not str:
-        return dataclasses.replace(read, model="", messages=(), tools=(), prompt=()), (
+        return read._replace(model="", messages=(), tools=(), prompt=()), (
             Unreadable("model", type(read.model).__name__),
         )
     return read, ()

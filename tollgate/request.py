@@ -22,7 +22,7 @@ import dataclasses
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
 
 from tollgate.decisions import Step, step_from_dict
 
@@ -78,8 +78,7 @@ class Usage:
 _NO_UNITS: Mapping[str, float] = MappingProxyType({})
 
 
-@dataclass(frozen=True, slots=True)
-class LLMRequest:
+class LLMRequest(NamedTuple):  # immutable, and ~5x cheaper to make than a frozen dataclass
     """What a call asks for, in provider-neutral terms.
 
     ``messages`` keeps the OpenAI chat shape (``{"role": ..., "content": ...}``); adapters
@@ -116,7 +115,7 @@ class LLMRequest:
     #: counts images whose list price the table files per image under
     #: ``<quality>/<size>/<model>``: when that entry exists it prices them instead of
     #: ``image_output_tokens``. Empty for token-only calls (chat, embeddings).
-    units: Mapping[str, float] = field(default_factory=lambda: _NO_UNITS)  # shared: no dict per call
+    units: Mapping[str, float] = _NO_UNITS  # shared: no dict per call
 
 
 @dataclass(frozen=True, slots=True)

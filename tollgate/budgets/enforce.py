@@ -156,7 +156,7 @@ def resolve(
         if action == "downgrade":
             seen = {current.model}
             while current.model in downgrades and downgrades[current.model] not in seen:
-                cheaper = dataclasses.replace(current, model=downgrades[current.model])
+                cheaper = current._replace(model=downgrades[current.model])
                 seen.add(cheaper.model)
                 notes.append(Downgraded(current.model, cheaper.model))
                 current = cheaper
@@ -170,7 +170,7 @@ def resolve(
             if current.max_output_tokens is not None:
                 cap = min(cap, current.max_output_tokens)
             if cap >= floor:
-                clamped = dataclasses.replace(current, max_output_tokens=cap)
+                clamped = current._replace(max_output_tokens=cap)
                 clamped_est, price = estimator(clamped)
                 if _all_fit(checks, states, clamped_est) is None:
                     was = current.max_output_tokens
@@ -237,7 +237,7 @@ def _truncate(
         candidate = dataclasses.replace(full_est, input_tokens=input_tokens, usd=usd)
         if _all_fit(checks, states, candidate) is None:
             kept = [m for m, d in zip(messages, dropped, strict=True) if not d]
-            new = dataclasses.replace(request, messages=kept)
+            new = request._replace(messages=kept)
             # The running estimate is exact unless a price tier's rate moved with the prompt.
             return new, estimator(new)[0] if price is not None and price.tiers else candidate, n_dropped
     return None

@@ -46,7 +46,6 @@ per call, create the client with ``open_telemetry=False``.
 
 from __future__ import annotations
 
-import dataclasses
 import json
 from collections.abc import Iterable, Mapping
 from typing import Any
@@ -413,7 +412,7 @@ class MessagesHelperSurface(MessagesSurface):
     manager = True
 
     def request(self, kwargs: dict[str, Any]) -> LLMRequest:
-        return dataclasses.replace(super().request(kwargs), stream=True)
+        return super().request(kwargs)._replace(stream=True)
 
 
 class CompletionsSurface(Surface):

@@ -5,10 +5,10 @@ A surface is translation only (native keyword arguments -> :class:`~tollgate.req
 a gate decision -> edits of those arguments, a native response or stream chunk -> usage).
 The wrappers here do the rest, the same way for every provider:
 
-    call = preflight(surface.request(kwargs))      # may raise before any traffic
-    surface.apply(call, kwargs)                     # downgrade / clamp / truncate, on the wire
-    response = method(**kwargs)                     # tollgate's span is current: SDK spans nest under it
-    settle(call, surface.found(response))           # or wrap the stream, or the raw response
+    with begin(surface, kwargs) as call:            # pre-flight; may raise before any traffic
+        call.edit(surface.apply, call, kwargs)      # downgrade / clamp / truncate, on the wire
+        response = method(**kwargs)                 # the span is current: SDK spans nest under it
+        call.finish(surface.outcome(call, response))  # or hand the call to a stream or raw response
 
 Shapes of what a method returns, each handled once here:
 
@@ -245,9 +245,20 @@ async def _finish_async(call: gate.Call, surface: Surface, injected: bool, resul
     return result
 
 
-def flight(surface: Surface, kwargs: dict[str, Any]) -> gate.flight:
-    """The gate's flight of one call of ``surface`` with native ``kwargs``."""
-    return gate.flight(
+def begin(surface: Surface, kwargs: dict[str, Any]) -> gate.Call:
+    """Pre-flight of one call of ``surface`` with native ``kwargs`` (see :func:`tollgate.gate.preflight`)."""
+    return gate.preflight(
+        lambda: surface.request(kwargs),
+        provider=surface.provider,
+        operation=surface.operation,
+        model=kwargs.get("model"),
+        secrets=surface.secrets,
+    )
+
+
+async def abegin(surface: Surface, kwargs: dict[str, Any]) -> gate.Call:
+    """The async twin of :func:`begin`."""
+    return await gate.apreflight(
         lambda: surface.request(kwargs),
         provider=surface.provider,
         operation=surface.operation,
@@ -276,7 +287,7 @@ def gated(
         async def agated(*args: Any, **kwargs: Any) -> Any:
             if gate.covered():  # an outer door (LangChain) gates and records this call
                 return await method(*args, **kwargs)
-            async with flight(surface, kwargs) as call:
+            async with await abegin(surface, kwargs) as call:
                 injected = call.edit(surface.apply, call, kwargs)
                 with telemetry.current(call.span):
                     result = await method(*args, **kwargs)
@@ -289,7 +300,7 @@ def gated(
     def sgated(*args: Any, **kwargs: Any) -> Any:
         if gate.covered():  # an outer door (LangChain) gates and records this call
             return method(*args, **kwargs)
-        with flight(surface, kwargs) as call:
+        with begin(surface, kwargs) as call:
             injected = call.edit(surface.apply, call, kwargs)
             with telemetry.current(call.span):
                 result = method(*args, **kwargs)
@@ -338,7 +349,7 @@ class GatedManager:
 
     def __enter__(self) -> Any:
         surface = self._tg_surface
-        with flight(surface, self._tg_kwargs) as call:
+        with begin(surface, self._tg_kwargs) as call:
             injected = call.edit(surface.apply, call, self._tg_kwargs)
             with telemetry.current(call.span):
                 self._tg_manager = self._tg_method(*self._tg_args, **self._tg_kwargs)
@@ -360,7 +371,7 @@ class GatedManager:
 
     async def __aenter__(self) -> Any:
         surface = self._tg_surface
-        async with flight(surface, self._tg_kwargs) as call:
+        async with await abegin(surface, self._tg_kwargs) as call:
             injected = call.edit(surface.apply, call, self._tg_kwargs)
             with telemetry.current(call.span):
                 self._tg_manager = self._tg_method(*self._tg_args, **self._tg_kwargs)

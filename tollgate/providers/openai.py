@@ -19,7 +19,6 @@ recorded instead of the price table's).
 
 from __future__ import annotations
 
-import dataclasses
 import json
 from collections.abc import Mapping
 from typing import Any
@@ -318,7 +317,7 @@ class ChatHelperSurface(ChatSurface):
     manager = True
 
     def request(self, kwargs: dict[str, Any]) -> LLMRequest:
-        return dataclasses.replace(super().request(kwargs), stream=True)
+        return super().request(kwargs)._replace(stream=True)
 
     def accountant(self, injected: bool) -> ChatStreamAccountant:
         return ChatHelperAccountant(hide_usage_chunk=injected)
@@ -493,7 +492,7 @@ class ResponsesHelperSurface(ResponsesSurface):
     manager = True
 
     def request(self, kwargs: dict[str, Any]) -> LLMRequest:
-        return dataclasses.replace(super().request(kwargs), stream=True)
+        return super().request(kwargs)._replace(stream=True)
 
 
 def routes(client: Any) -> dict[tuple[str, ...], Any]:

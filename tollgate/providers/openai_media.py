@@ -51,10 +51,11 @@ from tollgate.providers.base import (
     Found,
     Server,
     Surface,
+    abegin,
     as_int,
+    begin,
     count_of,
     field,
-    flight,
     outcome,
     routes_for,
     sse_data,
@@ -505,7 +506,7 @@ class _OpeningManager:
 
     def __enter__(self) -> Any:
         surface = self._tg_surface
-        with flight(surface, self._tg_kwargs) as call:
+        with begin(surface, self._tg_kwargs) as call:
             call.edit(surface.apply, call, self._tg_kwargs)
             with telemetry.current(call.span):
                 self._tg_manager = self._tg_method(*self._tg_args, **self._tg_kwargs)
@@ -518,7 +519,7 @@ class _OpeningManager:
 
     async def __aenter__(self) -> Any:
         surface = self._tg_surface
-        async with flight(surface, self._tg_kwargs) as call:
+        async with await abegin(surface, self._tg_kwargs) as call:
             call.edit(surface.apply, call, self._tg_kwargs)
             with telemetry.current(call.span):
                 self._tg_manager = self._tg_method(*self._tg_args, **self._tg_kwargs)
