@@ -25,9 +25,9 @@ def clock(monkeypatch: pytest.MonkeyPatch) -> list[float]:
         now[0] += seconds
         await asyncio.sleep(0)
 
-    monkeypatch.setattr(tollgate.gate, "store_clock", lambda: now[0])
-    monkeypatch.setattr(tollgate.gate, "sleep", sleep)
-    monkeypatch.setattr(tollgate.gate, "asleep", asleep)
+    monkeypatch.setattr(tollgate.preflight, "store_clock", lambda: now[0])
+    monkeypatch.setattr(tollgate.preflight, "sleep", sleep)
+    monkeypatch.setattr(tollgate.preflight, "asleep", asleep)
     return now
 
 

@@ -78,7 +78,7 @@ def test_a_new_limit_applies_at_once_to_calls_that_trust_the_cache() -> None:
                     "budget:ambient:usd", tollgate.budget(usd=1, per="day").spec.window, 1, 0
                 )
             ],
-            tollgate.gate.store_clock(),
+            tollgate.preflight.store_clock(),
         )[0]
         with pytest.raises(tollgate.BudgetExceeded, match=r"limit\[tenant=acme\]"):
             run(request(cap=500))
@@ -88,7 +88,7 @@ def test_a_new_limit_applies_at_once_to_calls_that_trust_the_cache() -> None:
                     "budget:ambient:usd", tollgate.budget(usd=1, per="day").spec.window, 1, 0
                 )
             ],
-            tollgate.gate.store_clock(),
+            tollgate.preflight.store_clock(),
         )[0]
     assert after.reserved == before.reserved == 0  # the stale first reservation was released
 

@@ -15,7 +15,7 @@ MIDNIGHT = 1_795_046_400.0  # 2026-11-18 00:00:00 UTC
 @pytest.fixture
 def clock(monkeypatch: pytest.MonkeyPatch):  # type: ignore[no-untyped-def]
     now = [MIDNIGHT - 60]
-    monkeypatch.setattr(tollgate.gate, "store_clock", lambda: now[0])
+    monkeypatch.setattr(tollgate.preflight, "store_clock", lambda: now[0])
     return now
 
 

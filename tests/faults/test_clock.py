@@ -38,7 +38,7 @@ def at(year: int, month: int, day: int, hour: int = 0, minute: int = 0, second: 
 @pytest.fixture
 def clock(monkeypatch: pytest.MonkeyPatch) -> list[float]:
     now = [0.0]
-    monkeypatch.setattr(tollgate.gate, "store_clock", lambda: now[0])
+    monkeypatch.setattr(tollgate.preflight, "store_clock", lambda: now[0])
     return now
 
 

@@ -169,7 +169,7 @@ def test_estimate_unpriced() -> None:
 
 
 def test_gate_prices_units_and_leaves_chat_alone() -> None:
-    from tollgate.gate import estimate_request
+    from tollgate.pricing.estimate import estimate_request
 
     p = default_table().lookup("tts-1")
     speech = LLMRequest(provider="openai", operation="speech", model="tts-1", units={"characters": 1000})

@@ -27,7 +27,7 @@ def timing_out(request: Any) -> Any:
 def counter() -> Any:
     spec = tollgate.budget(**DAILY).spec  # type: ignore[arg-type]
     charge = Charge("budget:failures-daily:usd", spec.window, 1.0, 0)
-    return tollgate.config.settings().store.read([charge], tollgate.gate.store_clock())[0]
+    return tollgate.config.settings().store.read([charge], tollgate.preflight.store_clock())[0]
 
 
 def check_released_and_recorded(n: int) -> None:
