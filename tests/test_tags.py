@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+from collections.abc import AsyncIterator, Iterator
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
@@ -78,3 +79,27 @@ async def test_one_track_object_entered_by_interleaved_tasks() -> None:
         return dict(current_tags())
 
     assert await asyncio.gather(worker(0.0), worker(0.02)) == [{}, {}]
+
+
+def test_track_decorates_generators_tags_each_step_and_leaks_nothing() -> None:
+    @tollgate.track(feature="stream")
+    def numbers() -> Iterator[dict[str, str]]:
+        yield dict(tollgate.current_tags())
+        yield dict(tollgate.current_tags())
+
+    with tollgate.track(tenant="acme"):
+        gen = numbers()
+        first = next(gen)
+        assert dict(tollgate.current_tags()) == {"tenant": "acme"}  # not set in the caller between steps
+        second = next(gen)
+    assert first == second == {"tenant": "acme", "feature": "stream"}
+    assert dict(tollgate.current_tags()) == {}
+
+
+async def test_track_decorates_async_generators() -> None:
+    @tollgate.track(feature="astream")
+    async def numbers() -> AsyncIterator[dict[str, str]]:
+        yield dict(tollgate.current_tags())
+
+    assert [tags async for tags in numbers()] == [{"feature": "astream"}]
+    assert dict(tollgate.current_tags()) == {}

@@ -11,7 +11,7 @@ ContextVar made per object grew every long-lived thread's context by one per blo
 from __future__ import annotations
 
 import contextvars
-from collections.abc import Callable, Sequence
+from collections.abc import AsyncGenerator, Callable, Generator, Sequence
 from typing import Any, Generic, TypeVar
 
 V = TypeVar("V")
@@ -80,3 +80,78 @@ class Scopes(Generic[V, I]):
         self._open.set(rest)
         self._var.set(self._without(self._var.get(), item, [e[1] for e in rest]))
         return item
+
+
+#: What a decorator puts in force for one run of a generator function: ``(enter, leave, done)``;
+#: ``enter()`` applies it for one step and returns a token, ``leave(token)`` undoes that step's,
+#: ``done()`` runs once the generator has ended.
+Stepper = tuple[Callable[[], Any], Callable[[Any], None], Callable[[], None]]
+
+
+def in_steps(fn: Callable[..., Generator[Any, Any, Any]], begin: Callable[[], Stepper]) -> Callable[..., Any]:
+    """``fn`` (a generator function) with ``begin()``'s change in force during each of its steps.
+
+    A generator runs in its caller's context, a step at a time: the change is made for each
+    step and undone before control returns to the caller, so it never leaks out (a ``with``
+    around a ``yield`` would leave it set in the caller, or reset it in the wrong context).
+    """
+
+    def run(*args: Any, **kwargs: Any) -> Generator[Any, Any, Any]:
+        enter, leave, done = begin()
+        gen = fn(*args, **kwargs)
+        send: Any = None
+        throw: BaseException | None = None
+        try:
+            while True:
+                token = enter()
+                try:
+                    value = gen.throw(throw) if throw is not None else gen.send(send)
+                except StopIteration as stop:
+                    return stop.value
+                finally:
+                    leave(token)
+                send, throw = None, None
+                try:
+                    send = yield value
+                except GeneratorExit:
+                    gen.close()
+                    raise
+                except BaseException as exc:
+                    throw = exc
+        finally:
+            done()
+
+    return run
+
+
+def in_async_steps(
+    fn: Callable[..., AsyncGenerator[Any, Any]], begin: Callable[[], Stepper]
+) -> Callable[..., Any]:
+    """The async-generator twin of :func:`in_steps`."""
+
+    async def run(*args: Any, **kwargs: Any) -> AsyncGenerator[Any, Any]:
+        enter, leave, done = begin()
+        agen = fn(*args, **kwargs)
+        send: Any = None
+        throw: BaseException | None = None
+        try:
+            while True:
+                token = enter()
+                try:
+                    value = await (agen.athrow(throw) if throw is not None else agen.asend(send))
+                except StopAsyncIteration:
+                    return
+                finally:
+                    leave(token)
+                send, throw = None, None
+                try:
+                    send = yield value
+                except GeneratorExit:
+                    await agen.aclose()
+                    raise
+                except BaseException as exc:
+                    throw = exc
+        finally:
+            done()
+
+    return run

@@ -15,7 +15,7 @@ from collections.abc import Callable, Mapping, Sequence
 from types import MappingProxyType, TracebackType
 from typing import Any, ParamSpec, TypeVar
 
-from tollgate.scopes import Scopes
+from tollgate.scopes import Scopes, Stepper, in_async_steps, in_steps
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -35,6 +35,10 @@ def _merged(
 
 # The `track` blocks open in this context (see tollgate.scopes: nothing is kept per object).
 _scopes: Scopes[Mapping[str, str], Mapping[str, str]] = Scopes("tollgate_track_open", _tags, _merged)
+
+
+def _nothing() -> None:
+    pass
 
 
 def current_tags() -> Mapping[str, str]:
@@ -89,6 +93,10 @@ class track:  # lower case: used like a function: `with tollgate.track(...)`
     ) -> None:
         _scopes.exit(self)
 
+    def _stepper(self) -> Stepper:
+        """The tags, merged over the caller's, for each step of a decorated generator."""
+        return (lambda: _tags.set(MappingProxyType({**_tags.get(), **self._tags})), _tags.reset, _nothing)
+
     async def __aenter__(self) -> Mapping[str, str]:
         return self.__enter__()
 
@@ -98,6 +106,10 @@ class track:  # lower case: used like a function: `with tollgate.track(...)`
         self.__exit__(exc_type, exc, tb)
 
     def __call__(self, fn: Callable[P, R]) -> Callable[P, R]:
+        if inspect.isasyncgenfunction(fn):
+            return functools.wraps(fn)(in_async_steps(fn, self._stepper))
+        if inspect.isgeneratorfunction(fn):
+            return functools.wraps(fn)(in_steps(fn, self._stepper))
         if inspect.iscoroutinefunction(fn):
 
             @functools.wraps(fn)

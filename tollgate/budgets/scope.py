@@ -14,14 +14,14 @@ import functools
 import inspect
 import logging
 import os
-from collections.abc import AsyncGenerator, Callable, Generator, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
 from types import TracebackType
 from typing import Any, TypeVar
 
 from tollgate.budgets.spec import CLAMP_FLOOR, Action, BudgetSpec
-from tollgate.scopes import Scopes
+from tollgate.scopes import Scopes, Stepper, in_async_steps, in_steps
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -147,9 +147,9 @@ class budget:  # lower case: used like a function, `with tollgate.budget(...)`
 
     def __call__(self, fn: F) -> F:
         if inspect.isasyncgenfunction(fn):
-            return functools.wraps(fn)(self._wrap_async_gen(fn))  # type: ignore[return-value]
+            return functools.wraps(fn)(in_async_steps(fn, self._stepper))  # type: ignore[return-value]
         if inspect.isgeneratorfunction(fn):
-            return functools.wraps(fn)(self._wrap_gen(fn))  # type: ignore[return-value]
+            return functools.wraps(fn)(in_steps(fn, self._stepper))  # type: ignore[return-value]
         if inspect.iscoroutinefunction(fn):
 
             @functools.wraps(fn)
@@ -166,64 +166,7 @@ class budget:  # lower case: used like a function, `with tollgate.budget(...)`
 
         return run  # type: ignore[return-value]
 
-    # A generator runs in its caller's context, a step at a time: the budget is pushed for
-    # each step and popped before control returns to the caller, so it never leaks out.
-    def _wrap_gen(
-        self, fn: Callable[..., Generator[Any, Any, Any]]
-    ) -> Callable[..., Generator[Any, Any, Any]]:
-        def run(*args: Any, **kwargs: Any) -> Generator[Any, Any, Any]:
-            frame = self._frame()
-            gen = fn(*args, **kwargs)
-            send: Any = None
-            throw: BaseException | None = None
-            try:
-                while True:
-                    token = _active.set((*_active.get(), frame))
-                    try:
-                        value = gen.throw(throw) if throw is not None else gen.send(send)
-                    except StopIteration as stop:
-                        return stop.value
-                    finally:
-                        _active.reset(token)
-                    send, throw = None, None
-                    try:
-                        send = yield value
-                    except GeneratorExit:
-                        gen.close()
-                        raise
-                    except BaseException as exc:
-                        throw = exc
-            finally:
-                _end(frame)
-
-        return run
-
-    def _wrap_async_gen(
-        self, fn: Callable[..., AsyncGenerator[Any, Any]]
-    ) -> Callable[..., AsyncGenerator[Any, Any]]:
-        async def run(*args: Any, **kwargs: Any) -> AsyncGenerator[Any, Any]:
-            frame = self._frame()
-            agen = fn(*args, **kwargs)
-            send: Any = None
-            throw: BaseException | None = None
-            try:
-                while True:
-                    token = _active.set((*_active.get(), frame))
-                    try:
-                        value = await (agen.athrow(throw) if throw is not None else agen.asend(send))
-                    except StopAsyncIteration:
-                        return
-                    finally:
-                        _active.reset(token)
-                    send, throw = None, None
-                    try:
-                        send = yield value
-                    except GeneratorExit:
-                        await agen.aclose()
-                        raise
-                    except BaseException as exc:
-                        throw = exc
-            finally:
-                _end(frame)
-
-        return run
+    def _stepper(self) -> Stepper:
+        """A fresh frame for one run of a decorated generator, pushed for each of its steps."""
+        frame = self._frame()
+        return (lambda: _active.set((*_active.get(), frame)), _active.reset, lambda: _end(frame))
