@@ -319,6 +319,11 @@ def step_from_dict(d: Mapping[str, Any]) -> Step:
     return Note(dict(d))
 
 
+def stored(step: Mapping[str, Any]) -> dict[str, Any]:
+    """The stored form of a step (or of a plain dict given in its place)."""
+    return step.as_dict() if isinstance(step, Step) else dict(step)
+
+
 def actions(steps: Sequence[Step]) -> list[str]:
     """The budget actions among ``steps``, in order."""
     out: list[str] = []

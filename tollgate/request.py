@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any, Literal, NamedTuple
 
-from tollgate.decisions import Step, step_from_dict
+from tollgate.decisions import Step, step_from_dict, stored
 
 Status = Literal["ok", "error", "blocked", "abandoned"]
 
@@ -162,10 +162,6 @@ class CallRecord:
     #: the dict it is stored as (``record.decisions[0]["action"]``).
     decisions: Sequence[Step] = ()
 
-    def __post_init__(self) -> None:
-        if self.decisions and not all(isinstance(x, Step) for x in self.decisions):
-            self.decisions = tuple(x if isinstance(x, Step) else step_from_dict(x) for x in self.decisions)
-
     @property
     def duration(self) -> float:
         return self.ended_at - self.started_at
@@ -176,7 +172,7 @@ class CallRecord:
         d["usage"] = {f.name: getattr(self.usage, f.name) for f in dataclasses.fields(Usage)}
         d["usage"]["units"] = dict(self.usage.units)
         d["tags"] = dict(self.tags)
-        d["decisions"] = [x.as_dict() if isinstance(x, Step) else dict(x) for x in self.decisions]
+        d["decisions"] = [stored(x) for x in self.decisions]
         return d
 
     @classmethod

@@ -48,7 +48,7 @@ from collections import deque
 from pathlib import Path
 from typing import Any, cast
 
-from tollgate.decisions import step_from_dict
+from tollgate.decisions import step_from_dict, stored
 from tollgate.ledger.base import Ledger, logger
 from tollgate.request import CallRecord, Status, Usage
 
@@ -444,7 +444,7 @@ def _to_row(r: CallRecord) -> tuple[Any, ...]:
         u.audio_input_tokens, u.audio_output_tokens, _json(dict(u.units)) if u.units else "{}",
         r.usd, r.priced, r.estimated, r.stream, r.status, r.error, r.response_id,
         _json(dict(r.tags)) if r.tags else "{}",
-        _json([d.as_dict() for d in r.decisions]) if r.decisions else "[]",
+        _json([stored(d) for d in r.decisions]) if r.decisions else "[]",
     )  # fmt: skip
 
 
