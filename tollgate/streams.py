@@ -158,13 +158,28 @@ class _Settling:
         reported = acc.usage
         if reported is not None and type(reported.output_tokens) is int:  # Anthropic's running count
             output = max(output, reported.output_tokens)
-        if output <= room.tokens:
+        if output <= room.tokens or self._within_own_cap(counter, reported):
             return None
         input_tokens = (
             reported.input_tokens if reported is not None and type(reported.input_tokens) is int else None
         )
         usage = Usage(input_tokens=input_tokens or call.estimate.input_tokens, output_tokens=output)
         return self._cut_off(room, usage)
+
+    def _within_own_cap(self, counter: RunningCount, reported: Usage | None) -> bool:
+        """The stream is still inside the output cap it asked for and reserved. The provider
+        enforces that cap, so a running count past the room there is the estimate's margin
+        (the provider factor, 1.15-1.2), not output the budget has not paid for: compare like
+        with like, the tokenizer's own count with the cap, and the provider's own count when it
+        sent one. A budget that reserved nothing (``on_exceed="raise"``) gets no such margin."""
+        call, room = self._tg_call, self._tg_call.output_room
+        cap = call.decision.max_output_tokens or call.request.max_output_tokens
+        if cap is None or room is None or room.check.post_flight:
+            return False
+        own = cap * max(1, call.request.n)
+        if reported is not None and type(reported.output_tokens) is int and reported.output_tokens > own:
+            return False
+        return counter.raw <= own
 
     def _cut_off(self, room: Room, usage: Usage) -> BudgetExceeded:
         """End the call of a stream tollgate stops mid-way because its output passed ``room``:

@@ -313,6 +313,11 @@ class RunningCount:
         self._factor = 1.0 if exact else PROVIDER_FACTORS.get(provider or "", DEFAULT_FACTOR)
         self._raw = 0
 
+    @property
+    def raw(self) -> int:
+        """The count before the provider factor: the tokenizer's own tokens (exact for OpenAI)."""
+        return self._raw
+
     def add(self, pieces: Iterable[str]) -> int:
         """Count ``pieces`` in; returns the running total (a piece at a time counts a little
         high: a word split across pieces may be one token when whole)."""
