@@ -16,6 +16,23 @@ CASSETTES = ROOT / "cassettes"
 SHARED_CASSETTES = ROOT.parent / "shared" / "cassettes"
 
 
+def http_module(sdk: str):  # type: ignore[no-untyped-def]
+    """``httpx`` or ``httpx2``: whatever the installed SDK's own default client is built on
+    (openai 3.x and anthropic 2.x run on httpx2), so tests build their transports with it.
+
+    openai and anthropic name it through ``DefaultHttpxClient``; google-genai picks a default
+    backend of its own and takes clients of either."""
+    import importlib
+
+    if sdk == "gemini":
+        from google.genai import _api_client
+
+        return importlib.import_module(getattr(_api_client, "_DEFAULT_HTTP_CLIENT_BACKEND", "httpx"))
+    default = importlib.import_module(sdk).DefaultHttpxClient
+    base = next(c for c in default.__mro__[1:] if c.__name__ == "Client")
+    return importlib.import_module(base.__module__.split(".")[0])
+
+
 def run_python(*args: str, timeout: float = 120, **env: str) -> str:
     """Run ``python *args`` from the repository root, offline; its stdout (it must succeed)."""
     import subprocess

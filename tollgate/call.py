@@ -159,10 +159,14 @@ class Call:
         try:
             self.price = lookup_price(s, request.model, request.provider)
             estimate = estimate_request(request, self.price, s.expected_output_tokens)
-        except Exception as exc:  # messages it cannot read: budget what it can, send as given
-            request = request._replace(messages=(), tools=(), prompt=())
+        except Exception as exc:  # a request it cannot read: budget what it can, send as given
             self.steps = (*self.steps, Unreadable("messages", type(exc).__name__))
-            estimate = estimate_request(request, self.price, s.expected_output_tokens)
+            request = request._replace(messages=(), tools=(), prompt=())
+            try:
+                estimate = estimate_request(request, self.price, s.expected_output_tokens)
+            except Exception:  # not the messages: an output cap, n or units it cannot read either
+                request = request._replace(max_output_tokens=None, n=1, units={})
+                estimate = estimate_request(request, self.price, s.expected_output_tokens)
         self.request: LLMRequest = request
         self.estimate: Estimate = estimate
         self.decision = _proceed(request.model)
@@ -308,6 +312,11 @@ class Call:
         """The async twin of :meth:`fail`."""
         await self._aend(outcome or _NOTHING, exc)
 
+    def abandon(self) -> None:
+        """End a call whose door lost track of it (its framework never said how it ended):
+        status ``abandoned``, usage estimated from the prompt. Never raises."""
+        self._end(_ABANDONED, None)
+
     def refuse(self, reason: str) -> BudgetExceeded:
         """Refuse the call (recorded as blocked, its holds released) because the door cannot
         apply the decision; the door raises the error returned."""
@@ -319,7 +328,7 @@ class Call:
         """The async twin of :meth:`refuse`."""
         exc = self._refusal(reason)
         self.steps = (*self.steps, Blocked(exc.budget, reason))
-        await self.afail(exc, Outcome(Usage(), status="blocked"))
+        await self.afail(exc, _BLOCKED)
         return exc
 
     # -- the gate's own ----------------------------------------------------------------------------
@@ -374,7 +383,7 @@ class Call:
 
     def _block_record(self, exc: BaseException, step: Step) -> None:
         self.steps = (*self.steps, step)
-        self.fail(exc, Outcome(Usage(), status="blocked"))
+        self.fail(exc, _BLOCKED)
 
     def _close(self, outcome: Outcome, exc: BaseException | None) -> tuple[CallRecord, list[float]] | None:
         """The call's record and what each hold becomes (None when the call ended already).
@@ -589,6 +598,8 @@ def _proceed(model: str) -> Decision:
 #: Units an audio or image request expects that bill it whatever came back (see ``LLMRequest.units``).
 _BILLED_UNITS = ("audio_seconds", "audio_output_seconds", "characters", "images")
 _NOTHING = Outcome(Usage())
+_BLOCKED = Outcome(Usage(), status="blocked")
+_ABANDONED = Outcome(status="abandoned", estimated=True)
 _USAGE_COUNTS = (
     "input_tokens",
     "output_tokens",

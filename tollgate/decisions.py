@@ -43,6 +43,10 @@ class Step(Mapping[str, Any]):
         """The step's own fields, under their stored names."""
         raise NotImplementedError
 
+    def event_name(self) -> str | None:
+        """The span event this step becomes (None: none)."""
+        return self.event
+
     def as_dict(self) -> dict[str, Any]:
         """The stored form (ledger, hooks, JSON)."""
         out: dict[str, Any] = {"action": self.action} if self.action else {}
@@ -208,8 +212,8 @@ class Observed(Step):
     def fields(self) -> dict[str, Any]:
         return {}
 
-    def attributes(self) -> dict[str, str | bool | int | float]:
-        return {"action": self.kind}
+    def event_name(self) -> str:
+        return EVENT_PREFIX + self.kind
 
 
 @dataclass(frozen=True, slots=True, eq=False, repr=False)

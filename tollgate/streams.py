@@ -63,6 +63,36 @@ class StreamAccountant(Protocol):
         ...
 
 
+def accounted(
+    call: gate.Call, acc: StreamAccountant, *, abandoned: bool, failed: bool = False
+) -> gate.Outcome:
+    """What a stream's accountant read, as the call's outcome (a stream that ``failed`` or was
+    ``abandoned`` is estimated from what streamed; the gate estimates a missing usage)."""
+    usage = None if failed else acc.usage
+    text: str | None = None
+    if usage is None or abandoned:
+        text = "".join(t for t in acc.text if type(t) is str)
+    if usage is not None and abandoned and text:  # a running count (Anthropic, Gemini) may lag the text
+        streamed = count_text(text, call.decision.model, call.request.provider)
+        if type(usage.output_tokens) is int and usage.output_tokens < streamed:
+            usage = dataclasses.replace(usage, output_tokens=streamed)
+    messages: tuple[dict[str, str], ...] = ()
+    if telemetry.capture_content(call.span, call.settings):
+        text = text if text is not None else "".join(t for t in acc.text if type(t) is str)
+        messages = ({"role": "assistant", "content": text},)
+    return gate.Outcome(
+        usage,
+        acc.response_model,
+        acc.response_id,
+        usd=acc.usd,
+        text=text,
+        finish_reasons=tuple(acc.finish_reasons),
+        status="abandoned" if abandoned else "ok",
+        estimated=usage is None or abandoned,
+        output_messages=messages,
+    )
+
+
 class _Settling:
     __slots__ = ("_tg_acc", "_tg_call", "_tg_count", "_tg_started", "_tg_stream")
 
@@ -83,29 +113,9 @@ class _Settling:
 
     def _outcome(self, abandoned: bool, failed: bool = False) -> gate.Outcome:
         """What the stream said of itself, however it ended; the gate estimates what it did not."""
-        call, acc = self._tg_call, self._tg_acc
-        text = self._text()
-        usage = acc.usage
         if failed and not self._tg_started:  # failed before anything arrived (an HTTP error)
             return _NOTHING
-        if failed:
-            usage = None  # what streamed before the failure, estimated
-        elif usage is not None and abandoned:  # a running count (Anthropic, Gemini) may lag the text
-            streamed = count_text(text, call.decision.model, call.request.provider) if text else 0
-            if type(usage.output_tokens) is int and usage.output_tokens < streamed:
-                usage = dataclasses.replace(usage, output_tokens=streamed)
-        capture = telemetry.capture_content(call.span, call.settings)
-        return gate.Outcome(
-            usage,
-            acc.response_model,
-            acc.response_id,
-            usd=acc.usd,
-            text=text,
-            finish_reasons=tuple(acc.finish_reasons),
-            status="abandoned" if abandoned else "ok",
-            estimated=usage is None or abandoned,
-            output_messages=({"role": "assistant", "content": text},) if capture else (),
-        )
+        return accounted(self._tg_call, self._tg_acc, abandoned=abandoned, failed=failed)
 
     def _finish(
         self, exc: BaseException | None = None, *, abandoned: bool = False, ended: bool = False

@@ -29,7 +29,7 @@ from opentelemetry.trace import SpanKind, Status, StatusCode
 from tollgate.budgets.room import BudgetFacts
 from tollgate.decisions import EVENT_PREFIX as EVENT_PREFIX
 from tollgate.decisions import STORE_UNAVAILABLE_EVENT as STORE_UNAVAILABLE_EVENT
-from tollgate.decisions import Clamped, Downgraded, Truncated, actions
+from tollgate.decisions import Clamped, Downgraded, Step, Truncated, actions
 
 if TYPE_CHECKING:
     from opentelemetry.trace import Span
@@ -245,7 +245,7 @@ def _annotate(span: Span, record: CallRecord, facts: Facts | None) -> None:
     a.update(_budget_attributes(record, facts))
     span.set_attributes(a)
     for step in record.decisions:
-        event = getattr(step, "event", None)
+        event = step.event_name() if isinstance(step, Step) else None
         if event is None:
             continue
         at = record.ended_at if step.get("action") == "cutoff" else record.started_at

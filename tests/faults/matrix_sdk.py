@@ -43,7 +43,6 @@ import copy
 import dataclasses
 import functools
 import gc
-import importlib
 import inspect
 import itertools
 import json
@@ -62,6 +61,7 @@ from google.genai import types as genai_types
 from hypothesis import strategies as st
 
 import tollgate
+from tests.conftest import http_module as conftest_http_module
 from tests.faults.delegating import DelegatingStore
 from tollgate.ledger import Ledger, MemoryLedger
 from tollgate.request import CallRecord
@@ -84,19 +84,8 @@ COMPAT_URL = "https://llm.internal.example/v1"
 # -- the HTTP library each SDK sends through ------------------------------------------------------------
 
 
-@functools.cache
-def http_module(sdk: str) -> Any:
-    """``httpx`` or ``httpx2``: whatever the installed SDK's own default client is built on.
-
-    openai and anthropic name it through ``DefaultHttpxClient``; google-genai picks a default
-    backend of its own (``httpx2`` in 3.x) and takes clients of either."""
-    if sdk == "gemini":
-        from google.genai import _api_client
-
-        return importlib.import_module(getattr(_api_client, "_DEFAULT_HTTP_CLIENT_BACKEND", "httpx"))
-    default = (openai if sdk == "openai" else anthropic).DefaultHttpxClient
-    base = next(c for c in default.__mro__[1:] if c.__name__ == "Client")
-    return importlib.import_module(base.__module__.split(".")[0])
+#: One lookup per SDK (it runs for every response the fake provider sends).
+http_module = functools.cache(conftest_http_module)
 
 
 # -- wire bodies ----------------------------------------------------------------------------------------

@@ -10,6 +10,7 @@ from __future__ import annotations
 import pytest
 
 import tollgate
+from tests.conftest import http_module
 from tollgate.pricing.tokens import count_messages
 
 openai = pytest.importorskip("openai")
@@ -135,7 +136,7 @@ def _openai_sse(words: list[str], model: str) -> bytes:
 
 
 def _compatible_client(words: list[str]):  # type: ignore[no-untyped-def]
-    httpx = pytest.importorskip("httpx")
+    httpx = http_module("openai")  # httpx2 under openai 3.x
     body = _openai_sse(words, "meta-llama/Llama-3.3-70B-Instruct-Turbo")
 
     def handler(request):  # type: ignore[no-untyped-def]
@@ -216,7 +217,7 @@ def _anthropic_sse(words: list[str]) -> bytes:
 
 def test_an_anthropic_stream_within_its_own_cap_is_not_cut() -> None:
     anthropic = pytest.importorskip("anthropic")
-    httpx2 = pytest.importorskip("httpx2")
+    httpx2 = http_module("anthropic")
     body = _anthropic_sse(WORDS[:100])
 
     def handler(request):  # type: ignore[no-untyped-def]

@@ -373,3 +373,25 @@ def test_a_failing_sdk_does_not_break_the_call(client, replay, otel: OTel, caplo
     assert response.choices[0].message.content == "Paris."
     assert only_record().status == "ok"
     assert "could not start the span" in caplog.text
+
+
+def test_a_framework_note_is_not_mistaken_for_a_store_outage(spans: InMemorySpanExporter) -> None:
+    # Was: telemetry guessed from dict keys, and LiteLLM's {"cache_hit": True} became a
+    # tollgate.store.unavailable event. Steps now say which event they are, if any.
+    from tollgate.decisions import CacheHit, CostNote, StoreDown
+
+    call = gate.preflight(LLMRequest(provider="openai", operation="chat", model="gpt-4o-mini"))
+    call.finish(gate.Outcome(Usage(), steps=(CacheHit(), CostNote("litellm", 0.001))))
+    assert only_span(spans).events == ()
+    spans.clear()
+    call = gate.preflight(LLMRequest(provider="openai", operation="chat", model="gpt-4o-mini"))
+    call.finish(gate.Outcome(Usage(), steps=(StoreDown("redis unreachable"),)))
+    (event,) = only_span(spans).events
+    assert event.name == "tollgate.store.unavailable" and event.attributes["error"] == "redis unreachable"
+
+
+def test_a_call_gated_by_nobody_says_so_in_an_event(spans: InMemorySpanExporter) -> None:
+    call = gate.observe(LLMRequest(provider="openai", operation="chat", model="gpt-4o-mini"))
+    call.finish(gate.Outcome(Usage(input_tokens=3, output_tokens=1)))
+    (event,) = only_span(spans).events
+    assert event.name == "tollgate.budget.observe_only" and event.attributes == {"action": "observe_only"}

@@ -34,7 +34,7 @@ from urllib.parse import urlsplit
 
 from tollgate import gate, telemetry
 from tollgate.request import LLMRequest, Usage
-from tollgate.streams import AsyncGatedStream, GatedStream, StreamAccountant
+from tollgate.streams import AsyncGatedStream, GatedStream, StreamAccountant, accounted
 
 Mode = Literal["plain", "raw", "streaming"]
 Server = tuple[str | None, int | None]
@@ -478,19 +478,7 @@ class ResponseProxy:
         acc, call = self._tg_acc, self._tg_call
         if acc is None or call.settled:
             return
-        call.finish(
-            gate.Outcome(
-                acc.usage,
-                acc.response_model,
-                acc.response_id,
-                usd=acc.usd,
-                text="".join(acc.text),
-                finish_reasons=tuple(acc.finish_reasons),
-                status="abandoned" if abandoned else "ok",
-                estimated=acc.usage is None or abandoned,
-            ),
-            raise_overrun=False,
-        )
+        call.finish(accounted(call, acc, abandoned=abandoned), raise_overrun=False)
 
     def parse(self, **kwargs: Any) -> Any:
         parsed = self._tg_response.parse(**kwargs)

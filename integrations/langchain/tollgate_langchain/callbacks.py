@@ -109,7 +109,6 @@ def text_request(
 #: Seconds after which a call LangChain never ended is settled as abandoned (see
 #: :meth:`_Core.settle_stale`); at exit, every such call is.
 STALE_AFTER = 600.0
-_ABANDONED = gate.Outcome(status="abandoned", estimated=True)
 _cores: weakref.WeakSet[_Core] = weakref.WeakSet()
 
 
@@ -154,7 +153,7 @@ class _Core:
             call = self.calls.pop(run_id, None)
             _unclaim(run_id, self.owner)
             if call is not None:
-                call.finish(_ABANDONED, raise_overrun=False)
+                call.abandon()
         return len(stale)
 
     def ignore(self, run_id: UUID, request: LLMRequest | gate.Reader) -> None:

@@ -103,7 +103,7 @@ class Registry:
             for k in stale:
                 self._mark(k)
         for p in abandoned:
-            _abandon(p)
+            p.call.abandon()
         return len(abandoned)
 
     def watch(self, holder: Any, call_id: str) -> None:
@@ -120,7 +120,7 @@ class Registry:
         """Settle the call as abandoned, if it is still pending."""
         pending = self.take(call_id)
         if pending is not None:
-            _abandon(pending)
+            pending.call.abandon()
 
     def abandon_all(self) -> None:
         """Settle every call still pending as abandoned (at exit)."""
@@ -128,7 +128,7 @@ class Registry:
             pending = list(self._pending.values())
             self._pending.clear()
         for p in pending:
-            _abandon(p)
+            p.call.abandon()
 
     def get(self, call_id: Any) -> _Pending | None:
         with self._lock:
@@ -162,13 +162,6 @@ class Registry:
     def __len__(self) -> int:
         with self._lock:
             return len(self._pending)
-
-
-def _abandon(pending: _Pending) -> None:
-    pending.call.finish(_ABANDONED, raise_overrun=False)
-
-
-_ABANDONED = gate.Outcome(status="abandoned", estimated=True)
 
 
 registry = Registry()

@@ -88,12 +88,10 @@ def completion(*args: Any, router: Any = None, **kwargs: Any) -> Any:
         registry.add(call_id, _Pending(call, view, applied=True))
         with call.sending():
             result = (router.completion if router is not None else litellm.completion)(**sent)
-        # A stream is settled by the logger's event at its end; the rest here, unless the
-        # logger's success event got there first.
         if view.request.stream:  # settled by the logger's event at its end, or as abandoned
             call.hand_over()
             return _Watched(result, call_id)
-        elif registry.take(call_id) is None:  # the logger's success event settled it already
+        if registry.take(call_id) is None:  # the logger's success event settled it already
             call.hand_over()
         else:
             call.finish(outcome_of(call, view, {}, result))
@@ -113,7 +111,7 @@ async def acompletion(*args: Any, router: Any = None, **kwargs: Any) -> Any:
         if view.request.stream:  # settled by the logger's event at its end, or as abandoned
             call.hand_over()
             return _Watched(result, call_id)
-        elif registry.take(call_id) is None:  # the logger's success event settled it already
+        if registry.take(call_id) is None:  # the logger's success event settled it already
             call.hand_over()
         else:
             await call.afinish(outcome_of(call, view, {}, result))
