@@ -29,6 +29,10 @@ from tollgate.decisions import Step, step_from_dict, stored
 Status = Literal["ok", "error", "blocked", "abandoned"]
 
 
+_NO_UNITS: Mapping[str, float] = MappingProxyType({})
+_NO_FIELDS: Mapping[str, Any] = MappingProxyType({})
+
+
 @dataclass(frozen=True, slots=True)
 class Usage:
     """Tokens (and other billable units) one call used; see the module doc for the convention.
@@ -47,8 +51,20 @@ class Usage:
     reasoning_tokens: int = 0
     audio_input_tokens: int = 0
     audio_output_tokens: int = 0
-    #: Non-token units, e.g. ``{"audio_seconds": 12.5, "images": 2, "characters": 340}``.
+    #: Non-token units, e.g. ``{"audio_seconds": 12.5, "images": 2, "characters": 340}``, and
+    #: server-side tool requests billed per request (``web_search_requests``,
+    #: ``web_fetch_requests``, ``maps_grounding_requests``).
     units: Mapping[str, float] = field(default_factory=dict)
+    #: The service tier the provider says it served the call at, when that tier has its own
+    #: price: ``"priority"``, ``"flex"`` or ``"batch"``; ``None`` for the standard tier.
+    service_tier: str | None = None
+    #: The call's usage by sampling step, when the provider reports several that bill apart
+    #: (Anthropic's ``usage.iterations``: a compaction step, an advisor sub-inference on another
+    #: model). Each part is priced at its own model's rates; the counts above are their sum.
+    parts: tuple[UsagePart, ...] = ()
+    #: Usage fields the provider sent that tollgate does not know, as sent (the drift alarm:
+    #: a new billing dimension shows up here, in the report and on the span).
+    unknown: Mapping[str, Any] = field(default_factory=lambda: _NO_FIELDS)
 
     @property
     def uncached_input_tokens(self) -> int:
@@ -72,10 +88,26 @@ class Usage:
             audio_input_tokens=self.audio_input_tokens + other.audio_input_tokens,
             audio_output_tokens=self.audio_output_tokens + other.audio_output_tokens,
             units=units,
+            service_tier=self.service_tier or other.service_tier,
+            parts=self.parts + other.parts,
+            unknown={**self.unknown, **other.unknown} if other.unknown else self.unknown,
         )
 
 
-_NO_UNITS: Mapping[str, float] = MappingProxyType({})
+class UsagePart(NamedTuple):
+    """One sampling step of a call that bills apart (see ``Usage.parts``).
+
+    ``model`` is the model that ran it (``None``: the call's own model); ``kind`` is what the
+    provider calls the step (``"message"``, ``"compaction"``, ``"advisor_message"``, ...);
+    ``usd`` is filled in when the call is priced.
+    """
+
+    model: str | None
+    usage: Usage
+    kind: str = ""
+    usd: float | None = None
+
+
 
 
 class LLMRequest(NamedTuple):  # immutable, and ~5x cheaper to make than a frozen dataclass
@@ -169,8 +201,7 @@ class CallRecord:
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready dict (usage flattened into ``usage``; tags and decisions as plain data)."""
         d = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
-        d["usage"] = {f.name: getattr(self.usage, f.name) for f in dataclasses.fields(Usage)}
-        d["usage"]["units"] = dict(self.usage.units)
+        d["usage"] = usage_dict(self.usage)
         d["tags"] = dict(self.tags)
         d["decisions"] = [stored(x) for x in self.decisions]
         return d
@@ -178,8 +209,32 @@ class CallRecord:
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> CallRecord:
         data = dict(d)
-        data["usage"] = Usage(**data.get("usage") or {})
+        data["usage"] = usage_of(data.get("usage") or {})
         data["decisions"] = tuple(
             x if isinstance(x, Step) else step_from_dict(x) for x in data.get("decisions") or ()
         )
         return cls(**data)
+
+
+def usage_dict(usage: Usage) -> dict[str, Any]:
+    """``usage`` as JSON-ready data (parts as a list of dicts, each with its own usage)."""
+    d = {f.name: getattr(usage, f.name) for f in dataclasses.fields(Usage)}
+    d["units"] = dict(usage.units)
+    d["unknown"] = dict(usage.unknown)
+    d["parts"] = [
+        {"model": p.model, "kind": p.kind, "usd": p.usd, "usage": usage_dict(p.usage)} for p in usage.parts
+    ]
+    return d
+
+
+def usage_of(data: Mapping[str, Any]) -> Usage:
+    """The Usage :func:`usage_dict` wrote."""
+    d = dict(data)
+    parts = d.pop("parts", None) or ()
+    d["parts"] = tuple(
+        UsagePart(p.get("model"), usage_of(p.get("usage") or {}), p.get("kind") or "", p.get("usd"))
+        for p in parts
+    )
+    if "unknown" in d:
+        d["unknown"] = dict(d["unknown"] or {})
+    return Usage(**d)
