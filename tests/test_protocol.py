@@ -19,7 +19,7 @@ import pytest
 import tollgate
 from tests.conftest import http_module
 from tollgate import gate
-from tollgate.decisions import Blocked, PricingFailed, Unreadable
+from tollgate.decisions import Blocked, Implausible, PricingFailed, Unreadable
 from tollgate.request import CallRecord, LLMRequest, Usage
 
 KEY = "sk-test-LEAKCHECK-000000000000"
@@ -150,10 +150,29 @@ def test_anthropic_reply_with_unreadable_usage_estimates_its_output_from_the_tex
     assert record.estimated and record.usage.output_tokens >= 10 and record.usd > 0
 
 
-def test_pricing_that_fails_still_records_and_charges_what_was_reserved(day_budget: None) -> None:
+def test_usage_no_call_could_use_is_estimated_flagged_and_never_overflows(day_budget: None) -> None:
     huge = {"prompt_tokens": 10**400, "completion_tokens": 1, "total_tokens": 10**400}  # overflows a float
     sent: list[Any] = []
     client = openai_client(lambda _: HTTP.Response(200, json=chat_reply(usage=huge)), sent)
+    client.chat.completions.create(
+        model="gpt-4o-mini", max_tokens=10, messages=[{"role": "user", "content": "hi"}]
+    )
+    (record,) = records()
+    assert record.status == "ok" and record.priced and record.estimated
+    assert isinstance(record.decisions[-1], Implausible)
+    assert record.usage.input_tokens < 100 and 0 < record.usd < 1e-4
+    assert held() == 0.0
+
+
+def test_pricing_that_fails_still_records_and_charges_what_was_reserved(
+    day_budget: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def broken(*_: Any, **__: Any) -> float:
+        raise ArithmeticError("a price table entry that cannot be applied")
+
+    monkeypatch.setattr("tollgate.call.cost", broken)
+    sent: list[Any] = []
+    client = openai_client(lambda _: HTTP.Response(200, json=chat_reply()), sent)
     client.chat.completions.create(
         model="gpt-4o-mini", max_tokens=10, messages=[{"role": "user", "content": "hi"}]
     )

@@ -21,6 +21,7 @@ from tollgate.errors import (
     RateLimited,
     StoreUnavailable,
     TollgateError,
+    UnknownUsageWarning,
     UnpricedModelError,
     UnpricedModelWarning,
 )
@@ -47,6 +48,7 @@ __all__ = [
     "Report",
     "StoreUnavailable",
     "TollgateError",
+    "UnknownUsageWarning",
     "UnpricedModelError",
     "UnpricedModelWarning",
     "Usage",

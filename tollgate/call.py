@@ -12,6 +12,7 @@ settle or give back the holds, write the one record, end the span, run the hooks
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 import operator
@@ -31,6 +32,7 @@ from tollgate.config import Settings, settings, watchers
 from tollgate.decisions import (
     Action,
     Blocked,
+    Implausible,
     PricingFailed,
     Step,
     Steps,
@@ -41,6 +43,7 @@ from tollgate.errors import (
     BudgetExceeded,
     StoreUnavailable,
     TollgateError,
+    UnknownUsageWarning,
     UnpricedModelWarning,
 )
 from tollgate.failures import failure_of, mask
@@ -401,6 +404,9 @@ class Call:
         self, outcome: Outcome, exc: BaseException | None, degraded: bool = False
     ) -> tuple[CallRecord, list[float]]:
         usage = outcome.usage if _readable(outcome.usage) else None
+        implausible = _implausible(usage, self.price, self.request) if usage is not None else None
+        if implausible is not None:
+            usage = None
         estimated = outcome.estimated or usage is None
         status: Status = outcome.status
         error = None
@@ -412,9 +418,13 @@ class Call:
             usage, estimated = Usage(), False
         elif usage is None:
             usage = self._estimated(outcome.text)
+        elif usage.unknown:
+            self._warn_unknown(usage.unknown)
         model = outcome.model if type(outcome.model) is str and outcome.model else None
         steps = (*self.steps, *outcome.steps) if outcome.steps else self.steps
-        usd, priced, pricing_failed = self._priced(usage, model, outcome.usd)
+        if implausible is not None:
+            steps = (*steps, Implausible(implausible))
+        usd, priced, pricing_failed, usage = self._priced(usage, model, outcome.usd)
         if pricing_failed is not None:
             steps = (*steps, PricingFailed(pricing_failed))
         self._finish_reasons = outcome.finish_reasons  # checked when a span reads them
@@ -462,8 +472,10 @@ class Call:
         billed = {k: units[k] for k in _BILLED_UNITS if k in units} if units else {}
         return Usage(input_tokens=self.estimate.input_tokens, output_tokens=output, units=billed)
 
-    def _priced(self, usage: Usage, model: str | None, usd: Any) -> tuple[float, bool, str | None]:
-        """USD, whether priced, and the error type when pricing failed."""
+    def _priced(self, usage: Usage, model: str | None, usd: Any) -> tuple[float, bool, str | None, Usage]:
+        """USD, whether priced, the error type when pricing failed, and the usage with the
+        price of each of its parts (a part run by another model is billed at that model's
+        rates; the call's units, e.g. web searches, at the call's model's)."""
         reported = None if usd is None else usd if _amount(usd) else None
         try:
             price = self._price_for(model)
@@ -471,14 +483,37 @@ class Call:
                 # Warned here, not pre-flight: an Azure deployment name is unpriced until the
                 # response names the model behind it.
                 self._warn_unpriced(model or self.request.model)
+            if usage.parts:
+                usd_parts, priced, usage = self._priced_parts(usage, price)
+                return (float(reported) if reported is not None else usd_parts), priced, None, usage
             if reported is not None:
-                return float(reported), True, None
-            return (cost(price, usage) if price is not None else 0.0), price is not None, None
+                return float(reported), True, None, usage
+            return (cost(price, usage) if price is not None else 0.0), price is not None, None, usage
         except Exception as exc:
             log.warning(
                 "tollgate could not price call %s (%s): billed as reserved", self.id, type(exc).__name__
             )
-            return 0.0, False, type(exc).__name__
+            return 0.0, False, type(exc).__name__, usage
+
+    def _priced_parts(self, usage: Usage, price: ModelPrice | None) -> tuple[float, bool, Usage]:
+        parts = []
+        total, priced = 0.0, price is not None
+        for part in usage.parts:
+            at = price
+            if part.model is not None and part.model not in (self.request.model, self.decision.model):
+                at = lookup_price(self.settings, part.model, self.request.provider)
+                if at is None and part.usage.total_tokens:
+                    self._warn_unpriced(part.model)
+            part_usage = part.usage
+            if usage.service_tier and not part_usage.service_tier:
+                part_usage = dataclasses.replace(part_usage, service_tier=usage.service_tier)
+            usd = cost(at, part_usage) if at is not None else 0.0
+            priced = priced and at is not None
+            total += usd
+            parts.append(part._replace(usd=usd))
+        if usage.units and price is not None:  # per-request units (web searches): once, at the call's model
+            total += cost(price, Usage(units=usage.units, service_tier=usage.service_tier))
+        return total, priced, dataclasses.replace(usage, parts=tuple(parts))
 
     def _price_for(self, model: str | None) -> ModelPrice | None:
         # The model that answered is the one billed (a dated snapshot may cost more than its alias).
@@ -487,6 +522,22 @@ class Call:
             if price is not None:
                 return price
         return self.price
+
+    def _warn_unknown(self, unknown: Mapping[str, Any]) -> None:
+        """Warn once per (provider, field) of a usage field tollgate does not know."""
+        s = self.settings
+        provider = self.request.provider
+        for name in unknown:
+            if (provider, name) in s.warned_unknown:
+                continue
+            s.warned_unknown.add((provider, name))
+            warnings.warn(
+                f"tollgate: {provider} reported a usage field it does not know, {name!r}; it may be "
+                f"a new billing dimension, so the cost recorded may be short. The record keeps it "
+                f"(usage.unknown) and tollgate.report() counts it. Please report it to tollgate.",
+                UnknownUsageWarning,
+                stacklevel=4,
+            )
 
     def _warn_unpriced(self, model: str) -> None:
         s = self.settings
@@ -629,3 +680,36 @@ def _readable(usage: Any) -> bool:
     return not units or (
         isinstance(units, Mapping) and all(isinstance(k, str) and _amount(v) for k, v in units.items())
     )
+
+
+#: Counts beyond this are not counts (10^30 tokens overflows a ledger and blocks a budget).
+_MAX_COUNT = 10**9
+#: How many times its context window a call may read: server-side tool loops and compaction
+#: read the context again at each step, and report the sum.
+_STEPS = 64
+
+
+def _implausible(usage: Usage, price: ModelPrice | None, request: LLMRequest) -> str | None:
+    """Why ``usage`` cannot be what the call used, or None: a count beyond any call's, cache
+    or reasoning or audio tokens beyond the count they are a part of, input beyond what the
+    model can read or output beyond what it can write (over every step of a tool loop)."""
+    if usage.input_tokens > _MAX_COUNT or usage.output_tokens > _MAX_COUNT:
+        return f"more than {_MAX_COUNT:,} tokens"
+    if usage.cache_read_tokens + usage.cache_write_tokens > usage.input_tokens:
+        return "cached tokens exceed input tokens"
+    if usage.reasoning_tokens + usage.audio_output_tokens > usage.output_tokens:
+        return "reasoning or audio tokens exceed output tokens"
+    if usage.audio_input_tokens > usage.input_tokens:
+        return "audio tokens exceed input tokens"
+    if usage.units and any(v > _MAX_COUNT for v in usage.units.values()):
+        return f"a unit count above {_MAX_COUNT:,}"
+    if price is None:
+        return None
+    steps = max(len(usage.parts), 1) * _STEPS
+    window = price.max_input_tokens
+    if window and usage.input_tokens > window * steps:
+        return f"input tokens above {steps} times the context window ({window:,})"
+    most = price.max_output_tokens
+    if most and usage.output_tokens > most * max(request.n, 1) * steps:
+        return f"output tokens above {steps} times the model's maximum output ({most:,})"
+    return None

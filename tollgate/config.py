@@ -50,6 +50,7 @@ class Settings:
     rate_limits: tuple[RateLimit, ...] = ()
     # Models already warned about, so UnpricedModelWarning is issued once per model.
     warned_unpriced: set[str] = field(default_factory=set, compare=False)
+    warned_unknown: set[tuple[str, str]] = field(default_factory=set, compare=False)
 
 
 def _defaults() -> Settings:

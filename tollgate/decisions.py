@@ -241,6 +241,18 @@ class PricingFailed(Step):
 
 
 @dataclass(frozen=True, slots=True, eq=False, repr=False)
+class Implausible(Step):
+    """The provider reported usage no call could have used (``reason``: which count, and the
+    bound it broke); tollgate recorded and charged its own estimate instead."""
+
+    reason: str
+    event: ClassVar[str] = "tollgate.usage.implausible"
+
+    def fields(self) -> dict[str, Any]:
+        return {"usage": "implausible", "reason": self.reason}
+
+
+@dataclass(frozen=True, slots=True, eq=False, repr=False)
 class CacheHit(Step):
     """The framework answered from its own cache: no provider traffic."""
 
@@ -308,6 +320,8 @@ def step_from_dict(d: Mapping[str, Any]) -> Step:
                 return Unreadable(str(d["unreadable"]), str(d.get("error", "")))
             if d.get("pricing") == "failed":
                 return PricingFailed(str(d.get("error", "")))
+            if d.get("usage") == "implausible":
+                return Implausible(str(d.get("reason", "")))
             if d.get("cache_hit") is True and len(d) == 1:
                 return CacheHit()
             if isinstance(d.get("cost_source"), str):

@@ -82,6 +82,11 @@ class UnpricedModelWarning(UserWarning):
     """Issued once per model when a call's model has no price and ``on_unpriced="warn"``."""
 
 
+class UnknownUsageWarning(UserWarning):
+    """Issued once per (provider, field) when a response's usage carries a field tollgate does
+    not know: possibly a new billing dimension that the recorded cost leaves out."""
+
+
 def _fmt_usd(value: Any) -> str:
     return f"${float(value):.6f}".rstrip("0").rstrip(".") if value else "$0"
 

@@ -14,7 +14,7 @@ from tollgate.pricing.estimate import lookup_price
 from tollgate.request import CallRecord, LLMRequest, Status, Usage
 from tollgate.tags import _tag_value, current_tags
 
-_USAGE_FIELDS = tuple(f.name for f in dataclasses.fields(Usage) if f.name != "units")
+_USAGE_FIELDS = tuple(f.name for f in dataclasses.fields(Usage) if f.type == "int")  # the counts
 _STATUSES = ("ok", "error", "blocked", "abandoned")
 
 

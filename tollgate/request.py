@@ -108,8 +108,6 @@ class UsagePart(NamedTuple):
     usd: float | None = None
 
 
-
-
 class LLMRequest(NamedTuple):  # immutable, and ~5x cheaper to make than a frozen dataclass
     """What a call asks for, in provider-neutral terms.
 
@@ -197,6 +195,11 @@ class CallRecord:
     @property
     def duration(self) -> float:
         return self.ended_at - self.started_at
+
+    @property
+    def unknown_usage(self) -> Mapping[str, Any]:
+        """The usage fields the provider sent that tollgate does not know (``usage.unknown``)."""
+        return self.usage.unknown
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready dict (usage flattened into ``usage``; tags and decisions as plain data)."""

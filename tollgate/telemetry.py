@@ -70,6 +70,12 @@ ERROR_TYPE = "error.type"
 COST_USD = "tollgate.cost.usd"
 COST_ESTIMATED = "tollgate.cost.estimated"
 STATUS = "tollgate.status"  # ok | error | blocked | abandoned
+SERVICE_TIER = "tollgate.usage.service_tier"  # the billed tier, when not the standard one
+UNKNOWN_USAGE = "tollgate.usage.unknown"  # names of usage fields tollgate does not know
+# A call billed in parts (Anthropic iterations): each part's kind, model and USD, in order.
+PART_KINDS = "tollgate.usage.parts.kind"
+PART_MODELS = "tollgate.usage.parts.model"
+PART_USD = "tollgate.usage.parts.usd"
 # The last action: proceed, downgrade, clamp, truncate, block, cutoff, raise or rate_limited.
 BUDGET_ACTION = "tollgate.budget.action"
 BUDGET_NAME = "tollgate.budget.name"  # the deciding budget, and its numbers when tollgate decided:
@@ -241,6 +247,14 @@ def _annotate(span: Span, record: CallRecord, facts: Facts | None) -> None:
         if facts.input_messages is not None:
             optional[INPUT_MESSAGES] = _json(_input_messages(facts))
             optional[OUTPUT_MESSAGES] = _json(_output_messages(facts)) if facts.output_messages else None
+    if u.service_tier:
+        optional[SERVICE_TIER] = u.service_tier
+    if u.unknown:
+        optional[UNKNOWN_USAGE] = sorted(u.unknown)
+    if u.parts:
+        optional[PART_KINDS] = [p.kind for p in u.parts]
+        optional[PART_MODELS] = [p.model or record.response_model or model for p in u.parts]
+        optional[PART_USD] = [p.usd or 0.0 for p in u.parts]
     a.update({k: v for k, v in optional.items() if v})
     a.update(_budget_attributes(record, facts))
     span.set_attributes(a)

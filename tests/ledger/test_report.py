@@ -104,6 +104,7 @@ def test_group_by_several_tags_and_a_missing_tag_is_none(records: list[CallRecor
     assert set(report.rows[0]) == {
         "tags", "calls", "input_tokens", "output_tokens", "cache_read_tokens", "cache_write_tokens",
         "reasoning_tokens", "usd", "unpriced_calls", "blocked_calls", "errors", "estimated_calls",
+        "unknown_usage_calls", "unknown_usage", "parts_usd",
     }  # fmt: skip
 
 

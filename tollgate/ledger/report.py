@@ -40,6 +40,7 @@ COUNTERS = (
     "blocked_calls",
     "errors",
     "estimated_calls",
+    "unknown_usage_calls",
 )
 
 Where = Mapping[str, Any] | Callable[[CallRecord], bool]
@@ -60,6 +61,13 @@ class ReportRow(TypedDict):
     blocked_calls: int
     errors: int
     estimated_calls: int
+    #: Calls whose usage carried fields tollgate does not know (the drift alarm), and how
+    #: many calls carried each field, as ``"<provider>:<field>"``.
+    unknown_usage_calls: int
+    unknown_usage: dict[str, int]
+    #: USD by the model that ran each part of the calls billed in parts (an advisor, a
+    #: compaction step): ``{"claude-opus-4-6": 0.21, ...}``; empty when no call had parts.
+    parts_usd: dict[str, float]
 
 
 class Report:
@@ -185,7 +193,14 @@ class Report:
 
         rule = "-" * len(render(header))
         body = [render(cells) for cells in lines[:-1]]
-        return "\n".join([render(header), rule, *body, *([rule] if body else []), render(lines[-1])])
+        table = [render(header), rule, *body, *([rule] if body else []), render(lines[-1])]
+        unknown = self.total["unknown_usage"]
+        if unknown:
+            fields = ", ".join(
+                f"{name} ({n:,} call{'s' if n != 1 else ''})" for name, n in sorted(unknown.items())
+            )
+            table.append(f"usage fields tollgate does not know (cost may be short): {fields}")
+        return "\n".join(table)
 
 
 _HEADERS = {
@@ -200,6 +215,7 @@ _HEADERS = {
     "blocked_calls": "blocked",
     "errors": "errors",
     "estimated_calls": "estimated",
+    "unknown_usage_calls": "unknown usage",
 }
 
 
@@ -337,8 +353,12 @@ def _aggregate(records: Sequence[CallRecord], tags: dict[str, str | None]) -> Re
         blocked_calls=0,
         errors=0,
         estimated_calls=0,
+        unknown_usage_calls=0,
+        unknown_usage={},
+        parts_usd={},
     )
     usd: list[float] = []
+    parts: dict[str, list[float]] = {}
     for r in records:
         u = r.usage
         row["input_tokens"] += u.input_tokens
@@ -351,7 +371,15 @@ def _aggregate(records: Sequence[CallRecord], tags: dict[str, str | None]) -> Re
         row["blocked_calls"] += r.status == "blocked"
         row["errors"] += r.status == "error"
         row["estimated_calls"] += r.estimated
+        if u.unknown:
+            row["unknown_usage_calls"] += 1
+            for name in u.unknown:
+                key = f"{r.provider}:{name}"
+                row["unknown_usage"][key] = row["unknown_usage"].get(key, 0) + 1
+        for part in u.parts:
+            parts.setdefault(part.model or r.response_model or r.request_model, []).append(part.usd or 0.0)
     row["usd"] = math.fsum(usd)  # exact sum: totals must not depend on record order
+    row["parts_usd"] = {model: math.fsum(values) for model, values in parts.items()}
     return row
 
 

@@ -29,9 +29,12 @@ The table is plain so reports are possible by hand::
     sqlite3 tollgate.db "select json_extract(tags, '$.feature') as feature, sum(usd)
                          from calls group by feature"
 
-Schema version 1 (``PRAGMA user_version``): one ``calls`` table with the record's scalar
+Schema version 2 (``PRAGMA user_version``): one ``calls`` table with the record's scalar
 fields, the usage fields (``units`` as a JSON object), ``priced``/``estimated``/``stream`` as
 0/1, ``tags`` as a JSON object and ``decisions`` as a JSON array; indexed on ``started_at``.
+Version 2 added ``service_tier``, ``parts`` (a JSON array of the usage's priced parts) and
+``unknown_usage`` (a JSON object of the usage fields tollgate did not know); a version 1 file
+gains them (empty) when opened.
 """
 
 from __future__ import annotations
@@ -50,9 +53,9 @@ from typing import Any, cast
 
 from tollgate.decisions import step_from_dict, stored
 from tollgate.ledger.base import Ledger, logger
-from tollgate.request import CallRecord, Status, Usage
+from tollgate.request import CallRecord, Status, Usage, usage_dict, usage_of
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 _COLUMNS: tuple[tuple[str, str], ...] = (
     ("id", "TEXT NOT NULL"),
@@ -79,7 +82,11 @@ _COLUMNS: tuple[tuple[str, str], ...] = (
     ("response_id", "TEXT"),
     ("tags", "TEXT NOT NULL"),
     ("decisions", "TEXT NOT NULL"),
+    ("service_tier", "TEXT"),
+    ("parts", "TEXT NOT NULL DEFAULT '[]'"),
+    ("unknown_usage", "TEXT NOT NULL DEFAULT '{}'"),
 )
+_ADDED_IN_2 = _COLUMNS[-3:]
 _NAMES = tuple(name for name, _ in _COLUMNS)
 _CREATE_TABLE = "CREATE TABLE calls (" + ", ".join(f"{n} {t}" for n, t in _COLUMNS) + ")"
 _CREATE_INDEX = "CREATE INDEX calls_started_at ON calls (started_at)"
@@ -398,6 +405,11 @@ def _prepare(conn: sqlite3.Connection, path: str) -> None:
         if version is None:
             conn.execute(_CREATE_TABLE)
             conn.execute(_CREATE_INDEX)
+        elif version < 2:
+            columns = {row[1] for row in conn.execute("PRAGMA table_info(calls)")}
+            for name, kind in _ADDED_IN_2:
+                if name not in columns:
+                    conn.execute(f"ALTER TABLE calls ADD COLUMN {name} {kind}")
         if version != SCHEMA_VERSION:
             conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
         conn.execute("COMMIT")
@@ -418,7 +430,8 @@ def _check_schema(conn: sqlite3.Connection, path: str) -> int | None:
                 f"user_version is {version} (set by another application)"
             )
         return None
-    missing = [name for name in _NAMES if name not in columns]
+    added = {name for name, _ in _ADDED_IN_2} if version < 2 else set()
+    missing = [name for name in _NAMES if name not in columns and name not in added]
     if missing:
         raise ValueError(
             f"{path!r} is not a tollgate ledger: its 'calls' table lacks the columns {', '.join(missing)}"
@@ -445,13 +458,16 @@ def _to_row(r: CallRecord) -> tuple[Any, ...]:
         r.usd, r.priced, r.estimated, r.stream, r.status, r.error, r.response_id,
         _json(dict(r.tags)) if r.tags else "{}",
         _json([stored(d) for d in r.decisions]) if r.decisions else "[]",
+        u.service_tier, _json(usage_dict(u)["parts"]) if u.parts else "[]",
+        _json(dict(u.unknown)) if u.unknown else "{}",
     )  # fmt: skip
 
 
 def _from_row(row: tuple[Any, ...]) -> CallRecord:
     (id_, started_at, ended_at, provider, operation, request_model, response_model,
      input_tokens, output_tokens, cache_read, cache_write, reasoning, audio_in, audio_out, units,
-     usd, priced, estimated, stream, status, error, response_id, tags, decisions) = row  # fmt: skip
+     usd, priced, estimated, stream, status, error, response_id, tags, decisions,
+     service_tier, parts, unknown) = row  # fmt: skip
     usage = Usage(
         input_tokens=input_tokens,
         output_tokens=output_tokens,
@@ -461,6 +477,9 @@ def _from_row(row: tuple[Any, ...]) -> CallRecord:
         audio_input_tokens=audio_in,
         audio_output_tokens=audio_out,
         units=json.loads(units),
+        service_tier=service_tier,
+        parts=usage_of({"parts": json.loads(parts)}).parts if parts != "[]" else (),
+        unknown=json.loads(unknown) if unknown != "{}" else {},
     )
     return CallRecord(
         id=id_,

@@ -63,7 +63,8 @@ from tollgate.providers.base import (
     routes_for,
     server_of,
 )
-from tollgate.request import LLMRequest, Usage
+from tollgate.providers.fields import Known, items_of, unknown_fields
+from tollgate.request import LLMRequest, Usage, UsagePart
 
 #: Anthropic's smallest ``thinking.budget_tokens``.
 MIN_THINKING_BUDGET = 1024
@@ -96,12 +97,53 @@ def usage_from(raw: Any) -> Usage | None:
     ...                 "cache_creation_input_tokens": 248})
     >>> (u.input_tokens, u.cache_read_tokens, u.cache_write_tokens)
     (2069, 1800, 248)
+
+    A call with ``usage.iterations`` (compaction, an advisor on another model, a server-side
+    fallback) is billed as the sum of its iterations, each a part priced at its own model's
+    rates: the top-level counts leave the compaction step and the advisor out.
+
+    >>> u = usage_from({"input_tokens": 23000, "output_tokens": 1000, "iterations": [
+    ...     {"type": "compaction", "input_tokens": 180000, "output_tokens": 3500},
+    ...     {"type": "message", "input_tokens": 23000, "output_tokens": 1000}]})
+    >>> (u.input_tokens, u.output_tokens, [p.kind for p in u.parts])
+    (203000, 4500, ['compaction', 'message'])
     """
     if raw is None:
         return None
+    counts = _counts(raw)
+    if counts is None:
+        return None  # malformed (a broken proxy, a partial body): the caller estimates instead
+    tools = field(raw, "server_tool_use")
+    units = dict(counts.units)
+    for name in ("web_search_requests", "web_fetch_requests"):
+        if requests := as_int(field(tools, name)):
+            units[name] = requests
+    tier = field(raw, "service_tier")
+    unknown = unknown_fields(raw, _KNOWN)
+    iterations = field(raw, "iterations")
+    parts = _parts_of(iterations, counts) if iterations else ()
+    if parts:
+        counts = _summed(parts)
+        units.update(counts.units)  # the 1h cache writes of every part, for the record
+        unknown.update(_unknown_iterations(iterations))
+    return Usage(
+        input_tokens=counts.input_tokens,
+        output_tokens=counts.output_tokens,
+        cache_read_tokens=counts.cache_read_tokens,
+        cache_write_tokens=counts.cache_write_tokens,
+        reasoning_tokens=counts.reasoning_tokens,
+        units=units,
+        service_tier=tier if tier in ("priority", "batch") else None,
+        parts=parts,
+        unknown=unknown,
+    )
+
+
+def _counts(raw: Any) -> Usage | None:
+    """The token counts of one usage object or iteration entry (None when malformed)."""
     input_tokens, output_tokens = count_of(field(raw, "input_tokens")), count_of(field(raw, "output_tokens"))
     if input_tokens is None or output_tokens is None:
-        return None  # malformed (a broken proxy, a partial body): the caller estimates instead
+        return None
     cache_read = as_int(field(raw, "cache_read_input_tokens"))
     cache_write = as_int(field(raw, "cache_creation_input_tokens"))
     write_1h = as_int(field(field(raw, "cache_creation"), "ephemeral_1h_input_tokens"))
@@ -115,15 +157,77 @@ def usage_from(raw: Any) -> Usage | None:
     )
 
 
-# Fields of a stream's usage that later events replace (message_delta counts are cumulative).
-_USAGE_FIELDS = (
-    "input_tokens",
-    "output_tokens",
-    "cache_read_input_tokens",
-    "cache_creation_input_tokens",
-    "cache_creation",
-    "output_tokens_details",
-)
+# Iterations the top-level counts leave out (Anthropic: "A compaction entry's tokens are not
+# included in the top-level usage fields"; an advisor runs on another model, billed apart).
+_APART = frozenset({"compaction", "advisor_message"})
+
+
+def _parts_of(iterations: Any, top: Usage) -> tuple[UsagePart, ...]:
+    """One part per iteration; an entry that cannot be read leaves the top-level counts as the
+    bill for what the top level covers. The parts the top level covers never bill less than it:
+    a shortfall (an iteration list the provider cut short) is a part of its own."""
+    if not isinstance(iterations, list | tuple):
+        return ()
+    parts: list[UsagePart] = []
+    for entry in iterations:
+        counts = _counts(entry)
+        if counts is None:
+            return ()
+        model = field(entry, "model")
+        kind = field(entry, "type")
+        parts.append(UsagePart(model if isinstance(model, str) and model else None, counts, str(kind or "")))
+    covered = [p.usage for p in parts if p.kind not in _APART]
+    listed_in = sum(u.input_tokens for u in covered)
+    listed_out = sum(u.output_tokens for u in covered)
+    if top.input_tokens > listed_in or top.output_tokens > listed_out:
+        short = Usage(max(top.input_tokens - listed_in, 0), max(top.output_tokens - listed_out, 0))
+        parts.append(UsagePart(None, short, "unlisted"))
+    return tuple(parts)
+
+
+def _summed(parts: tuple[UsagePart, ...]) -> Usage:
+    total = Usage()
+    for part in parts:
+        total = total + part.usage
+    return total
+
+
+_KNOWN_ITERATION: Known = {
+    "type": frozenset({"message", "compaction", "advisor_message", "fallback_message"}),
+    "model": None,
+    "input_tokens": None,
+    "output_tokens": None,
+    "cache_read_input_tokens": None,
+    "cache_creation_input_tokens": None,
+    "cache_creation": {"ephemeral_5m_input_tokens": None, "ephemeral_1h_input_tokens": None},
+    "output_tokens_details": {"thinking_tokens": None},
+}
+
+
+def _unknown_iterations(iterations: Any) -> dict[str, Any]:
+    found: dict[str, Any] = {}
+    for entry in iterations:
+        found.update(unknown_fields(entry, _KNOWN_ITERATION, "iterations[]."))
+    return found
+
+
+#: The usage fields read above, and those known to carry no charge of their own.
+_KNOWN: Known = {
+    "input_tokens": None,
+    "output_tokens": None,
+    "cache_read_input_tokens": None,
+    "cache_creation_input_tokens": None,
+    "cache_creation": {"ephemeral_5m_input_tokens": None, "ephemeral_1h_input_tokens": None},
+    "output_tokens_details": {"thinking_tokens": None},
+    "server_tool_use": {"web_search_requests": None, "web_fetch_requests": None},
+    "service_tier": frozenset({"standard", "priority", "batch"}),
+    "iterations": None,  # read above, entry by entry
+    # Where the call ran: "global" costs the list price; US-only inference ("us") costs more,
+    # which tollgate does not price, so it is reported as unknown.
+    "inference_geo": frozenset({"global", "not_available"}),
+    "speed": frozenset({"standard"}),  # fast mode has its own (higher) price: unknown
+}
+
 
 # Which field of a content_block_delta holds the generated text, by delta type.
 _DELTA_TEXT = {"text_delta": "text", "input_json_delta": "partial_json", "thinking_delta": "thinking"}
@@ -147,8 +251,8 @@ class MessageStreamAccountant(Accountant):
         self._usage: dict[str, Any] = {}
 
     def _merge(self, raw: Any) -> None:
-        for name in _USAGE_FIELDS:
-            value = field(raw, name)
+        # A later event's fields replace the earlier ones (message_delta counts are cumulative).
+        for name, value in items_of(raw):
             if value is not None:
                 self._usage[name] = value
 

@@ -28,6 +28,7 @@ last response's usage, which is what gets recorded. Chat sessions' streaming
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import json
 from collections.abc import Callable, Iterable, Mapping
@@ -45,6 +46,7 @@ from tollgate.providers.base import (
     routes_for,
     server_of,
 )
+from tollgate.providers.fields import Known, unknown_fields
 from tollgate.request import LLMRequest, Usage
 
 # -- reading SDK objects and JSON dicts -------------------------------------------------------
@@ -128,6 +130,7 @@ def usage_from(raw: Any) -> Usage | None:
     candidates, thoughts, cached, tool_use = parts
     audio_in = _modality_tokens(_get(raw, "prompt_tokens_details"), "AUDIO")
     audio_cached = _modality_tokens(_get(raw, "cache_tokens_details"), "AUDIO")
+    unknown = unknown_fields(raw, _KNOWN)
     return Usage(
         input_tokens=prompt + tool_use,
         output_tokens=candidates + thoughts,
@@ -135,7 +138,69 @@ def usage_from(raw: Any) -> Usage | None:
         reasoning_tokens=thoughts,
         audio_input_tokens=max(0, audio_in - audio_cached),
         audio_output_tokens=_modality_tokens(_get(raw, "candidates_tokens_details"), "AUDIO"),
+        service_tier=_tier(raw, unknown),
+        unknown=unknown,
     )
+
+
+# The Gemini API reports the tier it served (serviceTier), Vertex AI the traffic type.
+_TIERS = {"priority": "priority", "flex": "flex", "on_demand_priority": "priority", "on_demand_flex": "flex"}
+_STANDARD_TIERS = frozenset({"standard", "unspecified", "on_demand", "traffic_type_unspecified"})
+
+
+def _tier(raw: Any, unknown: dict[str, Any]) -> str | None:
+    """The billed tier a usage names; a tier tollgate does not price (provisioned throughput,
+    off-peak) is reported as unknown."""
+    for name in ("service_tier", "traffic_type"):
+        value = _get(raw, name)
+        if value is None:
+            continue
+        text = str(getattr(value, "value", value)).lower()
+        if text in _TIERS:
+            return _TIERS[text]
+        if text not in _STANDARD_TIERS:
+            unknown[name] = text
+    return None
+
+
+def _camel_too(known: Known) -> Known:
+    """``known`` under both spellings: the SDK's snake_case and the wire's camelCase."""
+    both: dict[str, Any] = {}
+    for name, spec in known.items():
+        inner = _camel_too(spec) if isinstance(spec, Mapping) else spec
+        both[name] = both[_camel(name)] = inner
+    return both
+
+
+_KNOWN: Known = _camel_too(
+    {
+        "prompt_token_count": None,
+        "candidates_token_count": None,
+        "thoughts_token_count": None,
+        "cached_content_token_count": None,
+        "tool_use_prompt_token_count": None,
+        "total_token_count": None,
+        # Breakdowns by modality of the counts above (read for audio; text and images bill alike).
+        "prompt_tokens_details": None,
+        "cache_tokens_details": None,
+        "candidates_tokens_details": None,
+        "tool_use_prompt_tokens_details": None,
+        "service_tier": None,  # read by _tier
+        "traffic_type": None,
+    }
+)
+
+
+def _grounding_queries(response: Any) -> int:
+    """The Google Search queries a response's grounding ran (``groundingMetadata.webSearchQueries``
+    of each candidate)."""
+    try:
+        return sum(
+            len(_get(_get(c, "grounding_metadata"), "web_search_queries") or ())
+            for c in _get(response, "candidates") or ()
+        )
+    except Exception:
+        return 0
 
 
 def _reason(candidate: Any) -> str | None:
@@ -149,6 +214,8 @@ def response_found(response: Any) -> Found:
     """Usage, model, id and finish reasons of a ``GenerateContentResponse`` (or its JSON)."""
     reasons = tuple(r for c in _get(response, "candidates") or () if (r := _reason(c)))
     usage = usage_from(_get(response, "usage_metadata"))
+    if usage is not None and (searches := _grounding_queries(response)):
+        usage = dataclasses.replace(usage, units={**usage.units, "web_search_requests": searches})
     return Found(
         usage,
         _get(response, "model_version") or None,
@@ -387,10 +454,11 @@ class GenerateStreamAccountant(Accountant):
     count and the text that streamed).
     """
 
-    __slots__ = ("_open",)
+    __slots__ = ("_open", "_searches")
 
     def __init__(self) -> None:
         super().__init__()
+        self._searches = 0
         self._open: set[int] = set()
 
     def observe(self, chunk: Any) -> bool:
@@ -419,6 +487,10 @@ class GenerateStreamAccountant(Accountant):
                         self._open.add(index)
                 self.done = self.done and not self._open
             self.usage = usage_from(_get(chunk, "usage_metadata")) or self.usage
+            self._searches = _grounding_queries(chunk) or self._searches
+            if self._searches and self.usage is not None:
+                units = {**self.usage.units, "web_search_requests": self._searches}
+                self.usage = dataclasses.replace(self.usage, units=units)
         except Exception:  # a malformed chunk must never break the caller's stream
             pass
         return True

@@ -39,6 +39,7 @@ from tollgate.providers.base import (
     routes_for,
     server_of,
 )
+from tollgate.providers.fields import Known, unknown_fields
 from tollgate.providers.openai_media import media_routes
 from tollgate.request import LLMRequest, Usage
 
@@ -93,8 +94,9 @@ def provider_for_url(base_url: Any) -> str:
 # -- usage ------------------------------------------------------------------------------------
 
 
-def usage_from(raw: Any) -> Usage | None:
-    """Normalised usage from a chat/completions ``usage`` object or dict (None if there is none).
+def usage_from(raw: Any, tier: Any = None) -> Usage | None:
+    """Normalised usage from a chat/completions ``usage`` object or dict (None if there is none);
+    ``tier`` is the response's ``service_tier``.
 
     >>> usage_from({"prompt_tokens": 1370, "completion_tokens": 22,
     ...             "prompt_tokens_details": {"cached_tokens": 1280}}).cache_read_tokens
@@ -102,6 +104,9 @@ def usage_from(raw: Any) -> Usage | None:
     >>> deepseek = {"prompt_tokens": 10, "completion_tokens": 2, "prompt_cache_hit_tokens": 8}
     >>> usage_from(deepseek).cache_read_tokens
     8
+    >>> together = {"prompt_tokens": 10, "completion_tokens": 2, "cached_tokens": 6}
+    >>> usage_from(together).cache_read_tokens
+    6
     """
     if raw is None:
         return None
@@ -111,11 +116,15 @@ def usage_from(raw: Any) -> Usage | None:
         return None  # malformed (a broken proxy, a partial body): the caller estimates instead
     prompt = field(raw, "prompt_tokens_details")
     completion = field(raw, "completion_tokens_details")
-    # DeepSeek reports its cache hits beside prompt_tokens, in its own field.
-    cache_read = (as_int(field(prompt, "cached_tokens")) if prompt is not None else 0) or as_int(
-        extra_field(raw, "prompt_cache_hit_tokens")
+    # DeepSeek reports its cache hits beside prompt_tokens in its own field, Together in another.
+    cache_read = (
+        (as_int(field(prompt, "cached_tokens")) if prompt is not None else 0)
+        or as_int(extra_field(raw, "prompt_cache_hit_tokens"))
+        or as_int(extra_field(raw, "cached_tokens"))
     )
-    if prompt is None and completion is None and not cache_read:
+    unknown = unknown_fields(raw, _KNOWN_CHAT)
+    service_tier = _tier(tier, unknown)
+    if prompt is None and completion is None and not cache_read and not unknown and service_tier is None:
         return Usage(input_tokens=prompt_tokens, output_tokens=completion_tokens)
     return Usage(
         input_tokens=prompt_tokens,
@@ -125,22 +134,99 @@ def usage_from(raw: Any) -> Usage | None:
         reasoning_tokens=as_int(field(completion, "reasoning_tokens")),
         audio_input_tokens=as_int(field(prompt, "audio_tokens")),
         audio_output_tokens=as_int(field(completion, "audio_tokens")),
+        service_tier=service_tier,
+        unknown=unknown,
     )
 
 
-def responses_usage(raw: Any) -> Usage | None:
-    """Normalised usage from a Responses API ``usage`` (``input_tokens`` / ``output_tokens``)."""
+def responses_usage(raw: Any, response: Any = None) -> Usage | None:
+    """Normalised usage from a Responses API ``usage`` (``input_tokens`` / ``output_tokens``);
+    ``response`` gives the service tier and the web searches its output items ran."""
     if raw is None:
         return None
     input_tokens, output_tokens = count_of(field(raw, "input_tokens")), count_of(field(raw, "output_tokens"))
     if input_tokens is None or output_tokens is None:
         return None
+    details = field(raw, "input_tokens_details")
+    unknown = unknown_fields(raw, _KNOWN_RESPONSES)
+    searches = _web_searches(response) if response is not None else 0
     return Usage(
         input_tokens=input_tokens,
         output_tokens=output_tokens,
-        cache_read_tokens=as_int(field(field(raw, "input_tokens_details"), "cached_tokens")),
+        cache_read_tokens=as_int(field(details, "cached_tokens")),
+        cache_write_tokens=as_int(field(details, "cache_write_tokens")),
         reasoning_tokens=as_int(field(field(raw, "output_tokens_details"), "reasoning_tokens")),
+        units={"web_search_requests": searches} if searches else {},
+        service_tier=_tier(field(response, "service_tier") if response is not None else None, unknown),
+        unknown=unknown,
     )
+
+
+def _web_searches(response: Any) -> int:
+    """The web searches a response ran: its ``web_search_call`` output items (billed per call)."""
+    try:
+        return sum(1 for item in field(response, "output") or () if field(item, "type") == "web_search_call")
+    except Exception:
+        return 0
+
+
+_TIERS = frozenset({"priority", "flex"})  # priced apart; "default" and "auto" bill the list price
+_STANDARD_TIERS = frozenset({"default", "auto", "standard"})
+
+
+def _tier(value: Any, unknown: dict[str, Any]) -> str | None:
+    """The billed service tier named by a response; a tier tollgate does not price is unknown."""
+    if value is None or not isinstance(value, str):
+        return None
+    tier = value.lower()
+    if tier in _TIERS:
+        return tier
+    if tier not in _STANDARD_TIERS and tier:
+        unknown["service_tier"] = value
+    return None
+
+
+_DETAILS: Known = {
+    "cached_tokens": None,
+    "cache_write_tokens": None,
+    "audio_tokens": None,
+    "text_tokens": None,
+    "image_tokens": None,
+}
+# What OpenRouter adds: the charge itself (read), whether the key was the caller's, and how the
+# charge splits upstream (informational: the charge is usage.cost).
+_OPENROUTER: Known = {"cost": None, "is_byok": None, "cost_details": None}
+_KNOWN_CHAT: Known = {
+    "prompt_tokens": None,
+    "completion_tokens": None,
+    "total_tokens": None,
+    "prompt_tokens_details": _DETAILS,
+    "completion_tokens_details": {
+        "reasoning_tokens": None,
+        "audio_tokens": None,
+        "text_tokens": None,
+        "image_tokens": None,
+        "accepted_prediction_tokens": None,  # parts of completion_tokens, billed with them
+        "rejected_prediction_tokens": None,
+    },
+    "prompt_cache_hit_tokens": None,  # DeepSeek
+    "prompt_cache_miss_tokens": None,
+    "cached_tokens": None,  # Together
+    # Groq's timings
+    "queue_time": None,
+    "prompt_time": None,
+    "completion_time": None,
+    "total_time": None,
+    **_OPENROUTER,
+}
+_KNOWN_RESPONSES: Known = {
+    "input_tokens": None,
+    "output_tokens": None,
+    "total_tokens": None,
+    "input_tokens_details": _DETAILS,
+    "output_tokens_details": {"reasoning_tokens": None, "text_tokens": None},
+    **_OPENROUTER,
+}
 
 
 def _choices_text(response: Any) -> str | None:
@@ -254,7 +340,7 @@ class ChatStreamAccountant(Accountant):
             if raw_usage is None:  # Groq puts a stream's usage under x_groq
                 raw_usage = field(extra_field(chunk, "x_groq"), "usage")
             if raw_usage is not None:
-                self.usage = usage_from(raw_usage) or self.usage
+                self.usage = usage_from(raw_usage, field(chunk, "service_tier")) or self.usage
                 self.usd = _reported_cost(raw_usage)
                 # The usage-only chunk we asked for on the caller's behalf is not theirs to see.
                 return not (self._hide_usage_chunk and not choices)
@@ -280,7 +366,7 @@ class _ChoicesSurface(Surface):
 
     def found(self, response: Any) -> Found:
         raw = field(response, "usage")
-        usage = usage_from(raw)
+        usage = usage_from(raw, field(response, "service_tier"))
         text = _choices_text(response) if usage is None else None
         model, rid = field(response, "model"), field(response, "id")
         return Found(usage, model, rid, _reported_cost(raw), text, _finish_reasons(response))
@@ -441,7 +527,9 @@ class ResponseStreamAccountant(Accountant):
                 self.response_model = field(response, "model") or self.response_model
                 self.response_id = field(response, "id") or self.response_id
                 if kind != "response.created":
-                    self.usage = responses_usage(field(response, "usage")) or self.usage
+                    raw = field(response, "usage")
+                    self.usage = responses_usage(raw, response) or self.usage
+                    self.usd = _reported_cost(raw)
                     self.finish_reasons[:] = _status(response)
                     self.done = True
         except Exception:  # a malformed event must never break the caller's stream
@@ -475,8 +563,12 @@ class ResponsesSurface(Surface):
         return False
 
     def found(self, response: Any) -> Found:
-        usage = responses_usage(field(response, "usage"))
-        return Found(usage, field(response, "model"), field(response, "id"), finish_reasons=_status(response))
+        raw = field(response, "usage")
+        usage = responses_usage(raw, response)
+        rid = field(response, "id")
+        return Found(
+            usage, field(response, "model"), rid, _reported_cost(raw), finish_reasons=_status(response)
+        )
 
     def content(self, response: Any) -> str | None:
         text = getattr(response, "output_text", None)  # the SDK's property: every output_text part
