@@ -25,6 +25,7 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any, NamedTuple, TypeVar
 
 from tollgate import telemetry
+from tollgate.abandoned import charge
 from tollgate.budgets.enforce import Check
 from tollgate.budgets.rates import RateCheck
 from tollgate.budgets.room import BudgetFacts, Room, actual, facts, output_room, overrun, tightest
@@ -293,7 +294,10 @@ class Call:
         """End the call with what the door read of it: price it, settle its holds, write its one
         record, end its span, run the hooks. Raises the :class:`~tollgate.BudgetExceeded` of an
         ``on_exceed="raise"`` budget it crossed (unless ``raise_overrun`` is false: a stream
-        closed by its reader). A second finish is ignored (returns None)."""
+        closed by its reader). A second finish is ignored (returns None). An ``"abandoned"``
+        outcome is charged at least what the provider may have generated (:mod:`tollgate.abandoned`)."""
+        if outcome.status == "abandoned":
+            outcome = charge(self, outcome)
         record = self._end(outcome, None)
         if raise_overrun and record is not None and self.overrun is not None:
             raise self.overrun
@@ -301,6 +305,8 @@ class Call:
 
     async def afinish(self, outcome: Outcome, *, raise_overrun: bool = True) -> CallRecord | None:
         """The async twin of :meth:`finish`: the store is awaited (one round trip for Redis)."""
+        if outcome.status == "abandoned":
+            outcome = charge(self, outcome)
         record = await self._aend(outcome, None)
         if raise_overrun and record is not None and self.overrun is not None:
             raise self.overrun
@@ -308,17 +314,26 @@ class Call:
 
     def fail(self, exc: BaseException, outcome: Outcome | None = None) -> None:
         """End the call as failed or cancelled by ``exc``: a record with the error, billed what
-        ``outcome`` says the provider used before the failure (nothing, by default). Never raises."""
+        ``outcome`` says the provider used before the failure (nothing, by default). Never raises.
+        A ``GeneratorExit`` is no failure: the caller closed the generator reading the call, which
+        is abandoned (charged as :meth:`finish` charges an abandoned outcome)."""
+        if isinstance(exc, GeneratorExit):
+            self._end(charge(self, (outcome or _ABANDONED)._replace(status="abandoned")), None)
+            return
         self._end(outcome or _NOTHING, exc)
 
     async def afail(self, exc: BaseException, outcome: Outcome | None = None) -> None:
         """The async twin of :meth:`fail`."""
+        if isinstance(exc, GeneratorExit):
+            await self._aend(charge(self, (outcome or _ABANDONED)._replace(status="abandoned")), None)
+            return
         await self._aend(outcome or _NOTHING, exc)
 
     def abandon(self) -> None:
         """End a call whose door lost track of it (its framework never said how it ended):
-        status ``abandoned``, usage estimated from the prompt. Never raises."""
-        self._end(_ABANDONED, None)
+        status ``abandoned``, charged what pre-flight reserved (the provider may have generated
+        up to its output cap; see :mod:`tollgate.abandoned`). Never raises."""
+        self._end(charge(self, _ABANDONED), None)
 
     def refuse(self, reason: str) -> BudgetExceeded:
         """Refuse the call (recorded as blocked, its holds released) because the door cannot
@@ -523,6 +538,10 @@ class Call:
                 return price
         return self.price
 
+    def implausible(self, usage: Usage) -> str | None:
+        """Why ``usage`` (a running count, a final one) cannot be this call's, or None."""
+        return _implausible(usage, self.price, self.request) if _readable(usage) else "unreadable"
+
     def _warn_unknown(self, unknown: Mapping[str, Any]) -> None:
         """Warn once per (provider, field) of a usage field tollgate does not know."""
         s = self.settings
@@ -685,8 +704,11 @@ def _readable(usage: Any) -> bool:
 #: Counts beyond this are not counts (10^30 tokens overflows a ledger and blocks a budget).
 _MAX_COUNT = 10**9
 #: How many times its context window a call may read: server-side tool loops and compaction
-#: read the context again at each step, and report the sum.
+#: read the context again at each step, and report the sum. A call without tools or parts is
+#: one step, but the table's window may be short of a beta's (Anthropic's 1M context on models
+#: listed at 200k): 8.
 _STEPS = 64
+_ONE_STEP = 8
 
 
 def _implausible(usage: Usage, price: ModelPrice | None, request: LLMRequest) -> str | None:
@@ -705,7 +727,7 @@ def _implausible(usage: Usage, price: ModelPrice | None, request: LLMRequest) ->
         return f"a unit count above {_MAX_COUNT:,}"
     if price is None:
         return None
-    steps = max(len(usage.parts), 1) * _STEPS
+    steps = max(len(usage.parts), 1) * _STEPS if usage.parts or request.tools else _ONE_STEP
     window = price.max_input_tokens
     if window and usage.input_tokens > window * steps:
         return f"input tokens above {steps} times the context window ({window:,})"

@@ -162,6 +162,7 @@ def test_recorded_usage_matches_manifest(row: dict[str, str], replay) -> None:  
         read, creation = int(call.cache_read or 0), int(call.cache_creation or 0)
         u = record.usage
         assert not record.estimated, call.where
+        assert not record.usage.unknown, call.where  # every field of real traffic is known
         assert u.input_tokens == int(call.input_tokens) + read + creation, call.where
         assert u.output_tokens == int(call.output_tokens), call.where
         assert (u.cache_read_tokens, u.cache_write_tokens) == (read, creation), call.where

@@ -192,6 +192,7 @@ def test_recorded_usage_matches_manifest(row: dict[str, str]) -> None:
         assert record.response_model == exchange.model, where
         assert_usage(record.usage, exchange, where)
         assert record.priced and record.usd > 0, where
+        assert not record.usage.unknown, where  # every field of real traffic is known
     for exchange in calls:
         if not exchange.replayable:  # parsed directly: see the module doc
             found = gemini.response_found(json.loads(exchange.response))

@@ -65,3 +65,4 @@ def test_recorded_usage_matches_manifest(cassette: pathlib.Path, replay) -> None
         assert record.usage.cache_read_tokens == int(exchange.cached_read_tokens or 0), where
         assert record.usage.reasoning_tokens == int(exchange.reasoning_tokens or 0), where
         assert record.priced and record.usd > 0, where
+        assert not record.usage.unknown, where  # every field of real traffic is known

@@ -145,7 +145,8 @@ def usage_from(raw: Any) -> Usage | None:
 
 # The Gemini API reports the tier it served (serviceTier), Vertex AI the traffic type.
 _TIERS = {"priority": "priority", "flex": "flex", "on_demand_priority": "priority", "on_demand_flex": "flex"}
-_STANDARD_TIERS = frozenset({"standard", "unspecified", "on_demand", "traffic_type_unspecified"})
+# Some JSON encoders send the proto enum's number: 0 unspecified, 1 on demand.
+_STANDARD_TIERS = frozenset({"standard", "unspecified", "on_demand", "traffic_type_unspecified", "0", "1"})
 
 
 def _tier(raw: Any, unknown: dict[str, Any]) -> str | None:
