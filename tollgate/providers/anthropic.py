@@ -118,7 +118,7 @@ def usage_from(raw: Any) -> Usage | None:
     for name in ("web_search_requests", "web_fetch_requests"):
         if requests := as_int(field(tools, name)):
             units[name] = requests
-    tier = field(raw, "service_tier")
+    tier = "fast" if field(raw, "speed") == "fast" else field(raw, "service_tier")
     unknown = unknown_fields(raw, _KNOWN)
     iterations = field(raw, "iterations")
     parts = _parts_of(iterations, counts) if iterations else ()
@@ -133,7 +133,7 @@ def usage_from(raw: Any) -> Usage | None:
         cache_write_tokens=counts.cache_write_tokens,
         reasoning_tokens=counts.reasoning_tokens,
         units=units,
-        service_tier=tier if tier in ("priority", "batch") else None,
+        service_tier=tier if tier in ("priority", "batch", "fast") else None,
         parts=parts,
         unknown=unknown,
     )
@@ -225,7 +225,7 @@ _KNOWN: Known = {
     # Where the call ran: "global" costs the list price; US-only inference ("us") costs more,
     # which tollgate does not price, so it is reported as unknown.
     "inference_geo": frozenset({"global", "not_available"}),
-    "speed": frozenset({"standard"}),  # fast mode has its own (higher) price: unknown
+    "speed": frozenset({"standard", "fast"}),  # fast mode: billed as the "fast" tier
 }
 
 

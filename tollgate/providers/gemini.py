@@ -144,7 +144,13 @@ def usage_from(raw: Any) -> Usage | None:
 
 
 # The Gemini API reports the tier it served (serviceTier), Vertex AI the traffic type.
-_TIERS = {"priority": "priority", "flex": "flex", "on_demand_priority": "priority", "on_demand_flex": "flex"}
+_TIERS = {
+    "priority": "priority",
+    "flex": "flex",
+    "on_demand_priority": "priority",
+    "on_demand_flex": "flex",
+    "batch": "flex",  # as LiteLLM bills Vertex batch traffic
+}
 # Some JSON encoders send the proto enum's number: 0 unspecified, 1 on demand.
 _STANDARD_TIERS = frozenset({"standard", "unspecified", "on_demand", "traffic_type_unspecified", "0", "1"})
 
@@ -193,12 +199,17 @@ _KNOWN: Known = _camel_too(
 
 
 def _grounding_queries(response: Any) -> int:
-    """The Google Search queries a response's grounding ran (``groundingMetadata.webSearchQueries``
-    of each candidate)."""
+    """The Google Search queries a response's grounding ran: the distinct, non-empty
+    ``groundingMetadata.webSearchQueries`` of its candidates (as LiteLLM counts them; the price
+    entry says whether Google bills per query or once per grounded prompt)."""
     try:
-        return sum(
-            len(_get(_get(c, "grounding_metadata"), "web_search_queries") or ())
-            for c in _get(response, "candidates") or ()
+        return len(
+            {
+                q
+                for c in _get(response, "candidates") or ()
+                for q in _get(_get(c, "grounding_metadata"), "web_search_queries") or ()
+                if isinstance(q, str) and q
+            }
         )
     except Exception:
         return 0

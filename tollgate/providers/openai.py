@@ -19,6 +19,7 @@ recorded instead of the price table's).
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections.abc import Mapping
 from typing import Any
@@ -124,7 +125,8 @@ def usage_from(raw: Any, tier: Any = None) -> Usage | None:
     )
     unknown = unknown_fields(raw, _KNOWN_CHAT)
     service_tier = _tier(tier, unknown)
-    if prompt is None and completion is None and not cache_read and not unknown and service_tier is None:
+    searches = as_int(field(extra_field(raw, "server_tool_use"), "web_search_requests"))
+    if prompt is None and completion is None and not (cache_read or unknown or service_tier or searches):
         return Usage(input_tokens=prompt_tokens, output_tokens=completion_tokens)
     return Usage(
         input_tokens=prompt_tokens,
@@ -134,6 +136,7 @@ def usage_from(raw: Any, tier: Any = None) -> Usage | None:
         reasoning_tokens=as_int(field(completion, "reasoning_tokens")),
         audio_input_tokens=as_int(field(prompt, "audio_tokens")),
         audio_output_tokens=as_int(field(completion, "audio_tokens")),
+        units={"web_search_requests": searches} if searches else {},
         service_tier=service_tier,
         unknown=unknown,
     )
@@ -163,11 +166,27 @@ def responses_usage(raw: Any, response: Any = None) -> Usage | None:
 
 
 def _web_searches(response: Any) -> int:
-    """The web searches a response ran: its ``web_search_call`` output items (billed per call)."""
+    """The web searches a response ran: ``tool_usage.web_search.num_requests`` when it says, else
+    its ``web_search_call`` output items (billed per call)."""
     try:
+        said = count_of(field(field(extra_field(response, "tool_usage"), "web_search"), "num_requests"))
+        if said is not None:
+            return said
         return sum(1 for item in field(response, "output") or () if field(item, "type") == "web_search_call")
     except Exception:
         return 0
+
+
+def _chat_searched(response: Any) -> bool:
+    """A chat answer cites the web (``url_citation`` annotations): a search-model's one search."""
+    try:
+        for choice in field(response, "choices") or ():
+            for note in field(field(choice, "message"), "annotations") or ():
+                if field(note, "type") == "url_citation":
+                    return True
+    except Exception:
+        return False
+    return False
 
 
 _TIERS = frozenset({"priority", "flex"})  # priced apart; "default" and "auto" bill the list price
@@ -192,6 +211,8 @@ _DETAILS: Known = {
     "audio_tokens": None,
     "text_tokens": None,
     "image_tokens": None,
+    "video_tokens": None,
+    "cache_creation_tokens": None,  # LiteLLM's copy of cache_write_tokens
 }
 # What OpenRouter adds: the charge itself (read), whether the key was the caller's, and how the
 # charge splits upstream (informational: the charge is usage.cost).
@@ -212,6 +233,11 @@ _KNOWN_CHAT: Known = {
     "prompt_cache_hit_tokens": None,  # DeepSeek
     "prompt_cache_miss_tokens": None,
     "cached_tokens": None,  # Together
+    # LiteLLM's responses carry Anthropic's names beside OpenAI's (copies of the details above),
+    # and a provider's server tool requests.
+    "cache_creation_input_tokens": None,
+    "cache_read_input_tokens": None,
+    "server_tool_use": {"web_search_requests": None, "web_fetch_requests": None},
     # Groq's timings
     "queue_time": None,
     "prompt_time": None,
@@ -367,6 +393,8 @@ class _ChoicesSurface(Surface):
     def found(self, response: Any) -> Found:
         raw = field(response, "usage")
         usage = usage_from(raw, field(response, "service_tier"))
+        if usage is not None and not usage.units and _chat_searched(response):
+            usage = dataclasses.replace(usage, units={"web_search_requests": 1})
         text = _choices_text(response) if usage is None else None
         model, rid = field(response, "model"), field(response, "id")
         return Found(usage, model, rid, _reported_cost(raw), text, _finish_reasons(response))
