@@ -56,6 +56,37 @@ FIELDS = {
 TIER_FIELDS = ("input", "output", "cache_read", "cache_write", "cache_write_1h", "reasoning")
 BATCH_FIELDS = ("batch_input", "batch_output", "batch_cache_read", "batch_cache_write")
 
+#: litellm's cost-key suffix of each service tier it prices (``get_service_tier_cost_key``:
+#: ``input_cost_per_token_priority``...); a call served at "fast" bills the ``_priority`` keys.
+SERVICE_TIERS = ("priority", "flex", "balanced", "ultrafast")
+#: tollgate field <- litellm key of the flat rates a service tier may list (with its suffix).
+SERVICE_TIER_FIELDS = {
+    "input": "input_cost_per_token",
+    "output": "output_cost_per_token",
+    "cache_read": "cache_read_input_token_cost",
+    "cache_write": "cache_creation_input_token_cost",
+    "reasoning": "output_cost_per_reasoning_token",
+    "audio_input": "input_cost_per_audio_token",
+}
+#: The rates a long prompt's threshold replaces, and their litellm keys.
+THRESHOLD_RATE_KEYS = {
+    "input": "input_cost_per_token",
+    "output": "output_cost_per_token",
+    "cache_read": "cache_read_input_token_cost",
+    "cache_write": "cache_creation_input_token_cost",
+    "cache_write_1h": "cache_creation_input_token_cost_above_1hr",
+}
+
+#: Server-side tool fees. litellm prices a web search at ``search_context_size_medium`` unless an
+#: OpenAI request names another context size; every provider tollgate serves lists one price for
+#: all three sizes. Gemini models (``llms/gemini/cost_calculator.py``) bill Google Search and
+#: Google Maps grounding once per grounded prompt unless ``web_search_billing_unit`` is
+#: ``per_query``, and fall back to these list prices when the map has none.
+GOOGLE_MODELS = "vertex_ai-language-models"  # Google's own models on Vertex AI
+GEMINI_WEB_SEARCH_DEFAULT = 35e-3  # cost_per_web_search_request's _DEFAULT_COST
+GEMINI_MAPS_DEFAULT_PER_QUERY = 14e-3  # GOOGLE_MAPS_GROUNDING_DEFAULT_COST_PER_QUERY
+GEMINI_MAPS_DEFAULT_PER_PROMPT = 25e-3  # GOOGLE_MAPS_GROUNDING_DEFAULT_COST_PER_PROMPT
+
 #: The litellm rates that thresholds tier, and their tollgate names.
 RATE_FIELDS = {
     "input_cost_per_token": "input",
@@ -64,9 +95,12 @@ RATE_FIELDS = {
     "cache_creation_input_token_cost": "cache_write",
 }
 _RATE_KEYS = "|".join(RATE_FIELDS)
-# "..._above_200k_tokens" and the 1h cache-write variant "..._above_1hr_above_200k_tokens";
-# service-tier suffixes (_priority, _flex, ...) are left out: tollgate prices the standard tier.
+# "..._above_200k_tokens" and the 1h cache-write variant "..._above_1hr_above_200k_tokens"; the
+# same keys with a service tier's suffix (_priority, _flex, ...) tier that service tier's rates.
 _THRESHOLD_KEY = re.compile(rf"^({_RATE_KEYS})_above_(?:1hr_above_)?(\d+k?)_tokens$")
+_TIER_THRESHOLD_KEY = re.compile(
+    rf"^({_RATE_KEYS})_above_(?:1hr_above_)?(\d+k?)_tokens_({'|'.join(SERVICE_TIERS)})$"
+)
 _BATCH_THRESHOLD_KEY = re.compile(rf"^({_RATE_KEYS})_above_(\d+k?)_tokens_batches$")
 # litellm switches xAI to the higher tier once the prompt *reaches* the threshold (>=).
 _INCLUSIVE_THRESHOLD_PROVIDERS = frozenset({"xai"})
@@ -145,6 +179,123 @@ def threshold_tiers(raw: Mapping[str, Any], flat: Mapping[str, float | None]) ->
     return tiers
 
 
+def _service_tier(
+    raw: Mapping[str, Any], flat: Mapping[str, float | None], suffix: str, *, always: bool = False
+) -> dict[str, Any] | None:
+    """The rates of one service tier, resolved the way litellm's ``_get_token_base_cost`` does.
+
+    A rate the tier does not list is the standard one (``get_cost_per_unit`` drops the suffix),
+    so only the tier's own flat rates are kept; ``None`` when it lists none (standard pricing),
+    unless ``always``. Long prompts cross the standard thresholds and the tier's own
+    (``input_cost_per_token_above_272k_tokens_flex``); at each crossed threshold a rate is the
+    tier's above-threshold key, else the standard above-threshold key, else the rate below it,
+    so a tier's thresholds are written out in full.
+    """
+    own = {
+        field: rate
+        for field, key in SERVICE_TIER_FIELDS.items()
+        if (rate := _number(raw.get(f"{key}_{suffix}"))) is not None
+    }
+    own_thresholds = {
+        m[2]
+        for key, value in raw.items()
+        if value is not None and (m := _TIER_THRESHOLD_KEY.match(key)) and m[3] == suffix
+    }
+    if not (own or own_thresholds or always):
+        return None
+    spellings: dict[int, set[str]] = {}
+    standard_thresholds = {
+        m[2] for key, value in raw.items() if value is not None and (m := _THRESHOLD_KEY.match(key))
+    }
+    for text in own_thresholds | standard_thresholds:
+        spellings.setdefault(_threshold(text), set()).add(text)
+    shift = 1 if raw.get("litellm_provider") in _INCLUSIVE_THRESHOLD_PROVIDERS else 0
+    running = {field: own.get(field, flat.get(field)) for field in THRESHOLD_RATE_KEYS}
+    running["cache_write_1h"] = flat.get("cache_write_1h")  # litellm has no tier key for it
+    tiers = []
+    for threshold in sorted(spellings):
+        for text in sorted(spellings[threshold]):
+            for field, key in THRESHOLD_RATE_KEYS.items():
+                standard = f"{key}_above_{text}_tokens"
+                rate = _number(raw.get(f"{standard}_{suffix}"))
+                if rate is None:
+                    rate = _number(raw.get(standard))
+                if rate is not None:
+                    running[field] = rate
+        tiers.append({"above_input_tokens": threshold - shift, **running})
+    entry: dict[str, Any] = dict(own)
+    if tiers:
+        entry["tiers"] = [{k: v for k, v in tier.items() if v is not None} for tier in tiers]
+    return entry
+
+
+def service_tiers(raw: Mapping[str, Any], flat: Mapping[str, float | None]) -> dict[str, dict[str, Any]]:
+    """The service tiers a model lists its own rates for: ``{"priority": {...}, "flex": {...}}``.
+
+    Anthropic's fast mode (``usage.speed == "fast"``) bills every token at a multiple of the
+    rates the call would otherwise cost (``provider_specific_entry.fast``, applied by litellm's
+    Anthropic ``cost_per_token``); it is kept as the ``"fast"`` tier, which otherwise bills the
+    ``priority`` rates. Models priced by a ``tiered_pricing`` list ignore service tiers in
+    litellm, so they list none here.
+    """
+    if raw.get("tiered_pricing"):
+        return {}
+    tiers = {
+        suffix: entry for suffix in SERVICE_TIERS if (entry := _service_tier(raw, flat, suffix)) is not None
+    }
+    specific = raw.get("provider_specific_entry")
+    fast = _number(specific.get("fast")) if isinstance(specific, Mapping) else None
+    if raw.get("litellm_provider") == "anthropic" and fast is not None and fast != 1.0:
+        priority = _service_tier(raw, flat, "priority", always=True) or {}
+        tiers["fast"] = {**priority, "multiplier": fast}
+    return tiers
+
+
+def tool_fees(name: str, raw: Mapping[str, Any]) -> dict[str, Any]:
+    """USD per server-side tool request: ``web_search`` and ``maps_grounding``.
+
+    The price litellm bills each request at: ``search_context_size_medium`` (Perplexity bills
+    ``search_context_size_low``, in its own ``cost_per_token``). litellm prices every model on
+    Gemini and Vertex AI but Claude with its Gemini calculator: once per grounded prompt
+    (``search_per_prompt``) unless the model is billed ``per_query``, and at Google's list prices
+    when the map lists none. Those defaults are written out for the models that can ground a
+    prompt: Google's own (Gemini, Vertex AI's language models) and any that declare web search;
+    partner models on Vertex AI (Llama, Mistral...) and media models get none.
+    """
+    provider = str(raw.get("litellm_provider") or "")
+    search = raw.get("search_context_cost_per_query")
+    search = search if isinstance(search, Mapping) else {}
+    if provider == "perplexity":
+        legacy = raw.get("search_queries_cost_per_query")
+        size_low = (
+            legacy
+            if legacy is not None and not isinstance(legacy, Mapping)
+            else search.get("search_context_size_low")
+        )
+        fee = _number(size_low)
+        return {} if fee is None else {"web_search": fee}
+    gemini_calculator = (
+        provider == "gemini" or provider.startswith("vertex_ai")
+    ) and "claude" not in name.lower()
+    if not gemini_calculator:
+        fee = _number(search.get("search_context_size_medium"))
+        return {} if fee is None else {"web_search": fee}
+    model = name.lower().rsplit("/", 1)[-1]
+    if not (search or "gemini" in model or provider == GOOGLE_MODELS or raw.get("supports_web_search")):
+        return {}  # a partner model on Vertex (Llama, Mistral...), or one that cannot search
+    per_query = raw.get("web_search_billing_unit") == "per_query"
+    maps = _number(raw.get("google_maps_grounding_cost_per_query"))
+    if maps is None:
+        maps = GEMINI_MAPS_DEFAULT_PER_QUERY if per_query else GEMINI_MAPS_DEFAULT_PER_PROMPT
+    fees: dict[str, Any] = {
+        "web_search": _number(search.get("search_context_size_medium", GEMINI_WEB_SEARCH_DEFAULT)),
+        "maps_grounding": maps,
+    }
+    if not per_query:
+        fees["search_per_prompt"] = True
+    return fees
+
+
 def listed_tiers(raw: Mapping[str, Any], flat: dict[str, float | None]) -> list[dict[str, Any]]:
     """Tiers from a ``tiered_pricing`` list (Alibaba, Volcengine): one tier bills the whole call.
 
@@ -183,7 +334,7 @@ def listed_tiers(raw: Mapping[str, Any], flat: dict[str, float | None]) -> list[
     return tiers
 
 
-def convert(raw: Mapping[str, Any]) -> dict[str, Any] | None:
+def convert(raw: Mapping[str, Any], name: str = "") -> dict[str, Any] | None:
     """One tollgate entry from one litellm entry, or ``None`` when it has nothing usable."""
     flat: dict[str, float | None] = {field: _number(raw.get(key)) for field, key in FIELDS.items()}
     tiers = listed_tiers(raw, flat) if raw.get("tiered_pricing") else threshold_tiers(raw, flat)
@@ -191,6 +342,7 @@ def convert(raw: Mapping[str, Any]) -> dict[str, Any] | None:
     max_output = _count(raw.get("max_output_tokens")) or _count(raw.get("max_tokens"))
     if not tiers and all(v is None for v in flat.values()) and max_input is None and max_output is None:
         return None
+    by_service_tier = service_tiers(raw, flat)
     entry: dict[str, Any] = {
         "provider": raw.get("litellm_provider"),
         "mode": raw.get("mode"),
@@ -200,6 +352,9 @@ def convert(raw: Mapping[str, Any]) -> dict[str, Any] | None:
     }
     if tiers:
         entry["tiers"] = [{k: v for k, v in tier.items() if v is not None} for tier in tiers]
+    if by_service_tier:
+        entry["service_tiers"] = by_service_tier
+    entry.update(tool_fees(name, raw))
     return {k: v for k, v in entry.items() if v is not None}
 
 
@@ -213,7 +368,7 @@ def build(source: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
         # Lookups are case-insensitive, so the first of two names differing only in case wins.
         if name.lower() in seen:
             continue
-        entry = convert(raw)
+        entry = convert(raw, name)
         if entry is not None:
             models[name] = entry
             seen.add(name.lower())
@@ -248,7 +403,8 @@ def main(argv: list[str] | None = None) -> int:
         else None,
         "generated": dt.date.today().isoformat(),
         "entries": len(models),
-        "units": "USD per token, unless the field name says per second, character or image",
+        "units": "USD per token, unless the field name says per second, character or image; "
+        "web_search and maps_grounding are USD per request",
     }
     args.output.write_text(render(models, metadata), encoding="utf-8")
     size = args.output.stat().st_size // 1024

@@ -252,7 +252,8 @@ def cmd_prices(args: argparse.Namespace, out: TextIO) -> int:
     if args.format == "json":
         from dataclasses import asdict
 
-        entries = [{k: v for k, v in asdict(p).items() if v not in (None, ())} for p in prices]
+        unset = (None, (), False)  # False == 0: a listed price of 0.0 is kept
+        entries = [{k: v for k, v in asdict(p).items() if not any(v is u for u in unset)} for p in prices]
         out.write(json.dumps({"metadata": dict(meta), "models": entries}, indent=2) + "\n")
         return EXIT_OK
     if not prices:

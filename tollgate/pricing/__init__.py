@@ -12,12 +12,20 @@ True
 """
 
 from tollgate.pricing.cost import cost, estimate_cost
-from tollgate.pricing.table import ModelPrice, PriceTable, PriceTier, default_table, has_price
+from tollgate.pricing.table import (
+    ModelPrice,
+    PriceTable,
+    PriceTier,
+    ServiceTierPrice,
+    default_table,
+    has_price,
+)
 
 __all__ = [
     "ModelPrice",
     "PriceTable",
     "PriceTier",
+    "ServiceTierPrice",
     "cost",
     "default_table",
     "estimate_cost",

@@ -1,23 +1,65 @@
 """What a call cost in USD, from its usage and its model's price.
 
-The arithmetic is litellm's (``generic_cost_per_token`` and ``batch_cost_calculator``) applied
-to tollgate's token convention (see :mod:`tollgate.request`): ``input_tokens`` includes the
-cache reads and writes, ``output_tokens`` includes the reasoning tokens, so each part is
-billed once, at its own rate.
+The arithmetic is litellm's (``generic_cost_per_token``, ``batch_cost_calculator`` and the
+built-in tool fees of ``completion_cost``) applied to tollgate's token convention (see
+:mod:`tollgate.request`): ``input_tokens`` includes the cache reads and writes,
+``output_tokens`` includes the reasoning tokens, so each part is billed once, at its own rate.
+
+Service tiers
+-------------
+``Usage.service_tier`` names the tier the provider served the call at. A tier the model lists
+prices for (:meth:`~tollgate.pricing.table.ModelPrice.service_tier`: ``"priority"``,
+``"flex"``, ``"balanced"``, ``"ultrafast"``; ``"fast"`` is ``"priority"``, or Anthropic's fast
+mode where the model has one) bills at that tier's rates, each rate the tier does not list
+falling back to the standard one, exactly as litellm's ``get_cost_per_unit`` does:
+
+* a long prompt crosses the standard thresholds and the tier's own; above one, a rate is the
+  tier's above-threshold rate, else the standard above-threshold rate, else the tier's rate;
+* reasoning tokens bill at the tier's reasoning rate, else at the tier's output rate when the
+  tier lists one, else at the standard reasoning rate, else at the output rate;
+* audio input bills at the tier's audio rate, else the standard audio rate, else the tier's
+  input rate; audio output at the standard audio output rate, else the tier's output rate
+  (litellm's ``generic_cost_per_token`` does the same given the full map entry, but its
+  ``cost_per_token`` reads the map through ``get_model_info``, which drops the tier audio
+  prices of a few Gemini models: it bills their priority audio at the standard audio price);
+* the 1-hour cache write rate has no tier variant (its above-threshold rate does);
+* Anthropic's fast mode multiplies the whole token cost by the model's fast multiplier.
+
+``"batch"`` bills the batch prices, as ``cost(..., batch=True)`` does. Any other name
+(``"default"``, ``"scale"``, a tier the model lists no price for) bills the standard rates.
+
+Server-side tool fees
+---------------------
+Added to the token cost, never scaled by a tier and billed in batches too:
+``units["web_search_requests"]`` x ``price.web_search`` (litellm's medium search-context price;
+web searches, Google Search grounding queries) and ``units["maps_grounding_requests"]`` x
+``price.maps_grounding``. A model billed per prompt (``price.search_per_prompt``, Gemini 2.x)
+pays each fee once when its count is above zero. ``web_fetch_requests`` (Anthropic's web fetch)
+has no price: the fetched content is billed as input tokens. A unit the model lists no price
+for costs nothing.
+
+>>> from tollgate.pricing import default_table
+>>> gpt5 = default_table().lookup("gpt-5")
+>>> usage = Usage(input_tokens=10_000, output_tokens=1_000, service_tier="priority")
+>>> round(cost(gpt5, usage) / cost(gpt5, Usage(10_000, 1_000)), 6)
+2.0
+>>> round(cost(gpt5, Usage(1000, 100, units={"web_search_requests": 3})) - cost(gpt5, Usage(1000, 100)), 6)
+0.03
 """
 
 from __future__ import annotations
 
-from typing import Protocol
+from typing import NamedTuple, Protocol
 
-from tollgate.pricing.table import ModelPrice, PriceTable, PriceTier
+from tollgate.pricing.table import ModelPrice, PriceTable, PriceTier, ServiceTierPrice
 from tollgate.request import Estimate, LLMRequest, Usage
 
 __all__ = ["cost", "estimate_cost", "estimate_media"]
 
 
 class _Rates(Protocol):
-    # What a ModelPrice and a PriceTier have in common: the rates a prompt-size tier replaces.
+    # What a ModelPrice, a PriceTier and a service tier's resolved rates have in common: the
+    # rates a prompt-size tier replaces.
     @property
     def input(self) -> float | None: ...
     @property
@@ -26,6 +68,8 @@ class _Rates(Protocol):
     def cache_read(self) -> float | None: ...
     @property
     def cache_write(self) -> float | None: ...
+    @property
+    def cache_write_1h(self) -> float | None: ...
     @property
     def reasoning(self) -> float | None: ...
     @property
@@ -38,6 +82,21 @@ class _Rates(Protocol):
     def batch_cache_write(self) -> float | None: ...
 
 
+class _ServedRates(NamedTuple):
+    # A service tier's rates at one prompt size, each already resolved to the standard one
+    # where the tier lists none (``None`` still means: fall back as for the standard rates).
+    input: float | None
+    output: float | None
+    cache_read: float | None
+    cache_write: float | None
+    cache_write_1h: float | None
+    reasoning: float | None
+    batch_input: None = None
+    batch_output: None = None
+    batch_cache_read: None = None
+    batch_cache_write: None = None
+
+
 def _rates_for(price: ModelPrice, input_tokens: int) -> _Rates:
     # A tier bills the whole call, so the highest threshold the prompt exceeds wins.
     tier: PriceTier | None = None
@@ -47,6 +106,38 @@ def _rates_for(price: ModelPrice, input_tokens: int) -> _Rates:
     return tier if tier is not None else price
 
 
+def _served_rates(price: ModelPrice, served: ServiceTierPrice, input_tokens: int) -> _ServedRates:
+    """The rates of a call served at ``served``, resolved as litellm's ``_get_token_base_cost``
+    and ``_resolve_reasoning_token_cost`` resolve them (see the module doc)."""
+    crossed: PriceTier | None = None
+    for candidate in served.tiers:
+        if input_tokens > candidate.above_input_tokens:
+            crossed = candidate
+    if served.reasoning is not None:
+        reasoning: float | None = served.reasoning
+    elif served.output is not None:
+        reasoning = None  # the tier's output rate, at this prompt size
+    else:
+        reasoning = price.reasoning
+    if crossed is not None:  # written out in full by the generator
+        return _ServedRates(
+            crossed.input,
+            crossed.output,
+            crossed.cache_read,
+            crossed.cache_write,
+            crossed.cache_write_1h,
+            reasoning,
+        )
+    return _ServedRates(
+        _first(served.input, price.input),
+        _first(served.output, price.output),
+        _first(served.cache_read, price.cache_read),
+        _first(served.cache_write, price.cache_write),
+        price.cache_write_1h,
+        reasoning,
+    )
+
+
 def cost(price: ModelPrice, usage: Usage, *, batch: bool = False) -> float:
     """The USD cost of one call that used ``usage`` tokens of the model priced by ``price``.
 
@@ -54,10 +145,13 @@ def cost(price: ModelPrice, usage: Usage, *, batch: bool = False) -> float:
     the input price when the model lists none), audio at the audio prices when listed, and
     reasoning tokens at the reasoning price when the model has a separate one. Cache writes
     counted in ``usage.units["cache_write_1h_tokens"]`` (Anthropic's one-hour cache) are billed
-    at the one-hour write price. Audio, speech and image units (image tokens, audio seconds,
-    characters, images; see :func:`_media_cost`) are billed at their own prices. A prompt
-    above a tier's threshold bills the whole call at that tier's rates. ``batch=True``
-    uses the batch prices, or half the standard ones where none are listed.
+    at the one-hour write price (above a long-prompt threshold, the one listed there). Audio,
+    speech and image units (image tokens, audio seconds, characters, images; see
+    :func:`_media_cost`) are billed at their own prices. A prompt above a tier's threshold
+    bills the whole call at that tier's rates. ``batch=True`` (or ``usage.service_tier ==
+    "batch"``) uses the batch prices, or half the standard ones where none are listed. Another
+    ``usage.service_tier`` bills at that service tier's rates, and server-side tool requests in
+    ``usage.units`` add their fees (see the module doc).
 
     >>> p = ModelPrice("m", "openai", input=2e-06, output=8e-06, cache_read=5e-07)
     >>> round(cost(p, Usage(input_tokens=1000, output_tokens=100, cache_read_tokens=400)), 10)
@@ -65,11 +159,22 @@ def cost(price: ModelPrice, usage: Usage, *, batch: bool = False) -> float:
     >>> round(cost(p, Usage(input_tokens=1000, output_tokens=100), batch=True), 10)
     0.0014
     """
-    r = _rates_for(price, usage.input_tokens) if price.tiers else price
+    served: ServiceTierPrice | None = None
+    if usage.service_tier:
+        if usage.service_tier.lower() == "batch":
+            batch = True
+        elif not batch:
+            served = price.service_tier(usage.service_tier)
+    r: _Rates
+    if served is not None:
+        r = _served_rates(price, served, usage.input_tokens)
+    else:
+        r = _rates_for(price, usage.input_tokens) if price.tiers else price
     input_rate = r.input or 0.0
     output_rate = r.output or 0.0
     if not (
         batch
+        or served
         or usage.cache_read_tokens
         or usage.cache_write_tokens
         or usage.reasoning_tokens
@@ -78,13 +183,14 @@ def cost(price: ModelPrice, usage: Usage, *, batch: bool = False) -> float:
         or usage.units
     ):  # the common case, tokens in and out only: the same sum as below, term by term
         return max(usage.input_tokens, 0) * input_rate + max(usage.output_tokens, 0) * output_rate
+    fees = _tool_fees(price, usage) if usage.units else 0.0
     cache_read = max(usage.cache_read_tokens, 0)
     cache_write = max(usage.cache_write_tokens, 0)
     uncached = usage.uncached_input_tokens
     output = max(usage.output_tokens, 0)
     audio_in = min(max(usage.audio_input_tokens, 0), uncached)
     if batch:
-        return _batch_cost(price, r, uncached - audio_in, audio_in, cache_read, cache_write, output)
+        return _batch_cost(price, r, uncached - audio_in, audio_in, cache_read, cache_write, output) + fees
 
     reasoning = min(max(usage.reasoning_tokens, 0), output)
     audio_out = min(max(usage.audio_output_tokens, 0), output - reasoning)
@@ -93,27 +199,44 @@ def cost(price: ModelPrice, usage: Usage, *, batch: bool = False) -> float:
         min(max(int(usage.units.get("cache_write_1h_tokens", 0)), 0), cache_write) if usage.units else 0
     )
     write_rate = _or(r.cache_write, input_rate)
+    audio_in_rate = price.audio_input if served is None else _first(served.audio_input, price.audio_input)
     image_in = image_cached = image_out = media = 0.0
-    if usage.units and not usage.units.keys() <= _TOKEN_UNITS:  # audio, speech, images
+    if usage.units and not usage.units.keys() <= _NON_MEDIA_UNITS:  # audio, speech, images
         image_in, image_cached, image_out = _media_parts(
             usage, uncached - audio_in, cache_read, output - reasoning - audio_out
         )
         media = _media_cost(price, usage, image_in, image_cached, image_out)
-    return (
+    tokens = (
         (uncached - audio_in - image_in) * input_rate
         + (cache_read - image_cached) * _or(r.cache_read, input_rate)
-        + audio_in * _or(price.audio_input, input_rate)
+        + audio_in * _or(audio_in_rate, input_rate)
         + (cache_write - write_1h) * write_rate
-        + write_1h * _or(price.cache_write_1h, write_rate)
+        + write_1h * _or(r.cache_write_1h, write_rate)
         + (output - reasoning - audio_out - image_out) * output_rate
         + audio_out * _or(price.audio_output, output_rate)
         + reasoning * _or(r.reasoning, output_rate)
         + media
     )
+    if served is not None and served.multiplier != 1.0:
+        tokens *= served.multiplier
+    return tokens + fees
 
 
-#: Units that only refine token counts already billed above (no media pricing needed).
-_TOKEN_UNITS = frozenset({"cache_write_1h_tokens"})
+def _tool_fees(price: ModelPrice, usage: Usage) -> float:
+    """Server-side tool fees: web searches and Google Maps grounding requests, per request or,
+    for a model billed per prompt, once for any number of them."""
+    searches = _unit(usage, "web_search_requests")
+    maps = _unit(usage, "maps_grounding_requests")
+    if price.search_per_prompt:
+        searches, maps = float(searches > 0), float(maps > 0)
+    return searches * (price.web_search or 0.0) + maps * (price.maps_grounding or 0.0)
+
+
+#: Units that are not audio, speech or image media: refinements of token counts already billed
+#: above, and server-side tool requests (billed by :func:`_tool_fees`).
+_NON_MEDIA_UNITS = frozenset(
+    {"cache_write_1h_tokens", "web_search_requests", "web_fetch_requests", "maps_grounding_requests"}
+)
 
 
 def _unit(usage: Usage, name: str) -> float:
@@ -246,4 +369,8 @@ def estimate_media(
 
 def _or(value: float | None, default: float) -> float:
     # Explicit None check: a listed price of 0.0 is a real (free) price, not a missing one.
+    return default if value is None else value
+
+
+def _first(value: float | None, default: float | None) -> float | None:
     return default if value is None else value

@@ -2,7 +2,8 @@
 
 ``prices.json`` is generated from litellm's cost map by ``scripts/update_prices.py`` and read
 once, on the first :func:`default_table` call. Every price is USD per token unless its name
-says per second, character or image; ``None`` means the source lists no such price.
+says per second, character or image (``web_search`` and ``maps_grounding`` are USD per
+request); ``None`` means the source lists no such price.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from dataclasses import dataclass
 from importlib import resources
 from typing import Any
 
-__all__ = ["ModelPrice", "PriceTable", "PriceTier", "default_table", "has_price"]
+__all__ = ["ModelPrice", "PriceTable", "PriceTier", "ServiceTierPrice", "default_table", "has_price"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,6 +47,33 @@ class PriceTier:
 
 
 @dataclass(frozen=True, slots=True)
+class ServiceTierPrice:
+    """The rates of a call served at a service tier (``Usage.service_tier``), as litellm bills them.
+
+    ``name`` is the tier (``"priority"``, ``"flex"``, ``"balanced"``, ``"ultrafast"``, or
+    ``"fast"``, Anthropic's fast mode). A rate left ``None`` is the model's standard one. Long
+    prompts cross ``tiers``, written out in full (lowest threshold first): above a threshold a
+    rate is the tier's own above-threshold rate, else the *standard* above-threshold rate, else
+    the tier's rate below it, as in litellm. When the tier lists its own ``output`` but no
+    ``reasoning``, reasoning tokens bill at the tier's output rate. ``multiplier`` scales the
+    whole token cost (Anthropic's fast mode); tool fees are not scaled.
+
+    >>> ServiceTierPrice("priority", input=2.5e-06, output=2e-05).cache_read is None
+    True
+    """
+
+    name: str
+    input: float | None = None
+    output: float | None = None
+    cache_read: float | None = None
+    cache_write: float | None = None
+    reasoning: float | None = None
+    audio_input: float | None = None
+    multiplier: float = 1.0
+    tiers: tuple[PriceTier, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
 class ModelPrice:
     """What one model costs, as listed by one provider.
 
@@ -56,7 +84,11 @@ class ModelPrice:
     of image models such as gpt-image-1, billed apart from their text tokens) and the
     ``batch_*`` prices of batch APIs. ``tiers`` hold higher rates for long prompts, lowest
     threshold first. The ``*_per_second``, ``*_per_character`` and ``*_per_image`` prices are
-    for audio and image endpoints.
+    for audio and image endpoints. ``service_tiers`` hold the rates of the service tiers the
+    model lists its own prices for (see :meth:`service_tier`). ``web_search`` and
+    ``maps_grounding`` are USD per server-side web search (Google Search grounding) and per
+    Google Maps grounding request; ``search_per_prompt`` says they are billed once per prompt
+    that used them, however many queries it ran (Gemini 2.x).
 
     >>> p = ModelPrice("my-model", "openai", input=1e-06, output=4e-06, max_output_tokens=8192)
     >>> p.input * 1000 + p.output * 500
@@ -91,6 +123,30 @@ class ModelPrice:
     image_input: float | None = None
     image_output: float | None = None
     image_cache_read: float | None = None
+    service_tiers: tuple[ServiceTierPrice, ...] = ()
+    web_search: float | None = None
+    maps_grounding: float | None = None
+    search_per_prompt: bool = False
+
+    def service_tier(self, name: str | None) -> ServiceTierPrice | None:
+        """The rates of a call served at service tier ``name``, or ``None`` for standard rates.
+
+        Case-insensitive. ``"fast"`` is Anthropic's fast mode where the model lists one, else
+        litellm's alias of ``"priority"``. A tier the model lists no price for (``"flex"`` on a
+        model without flex prices, ``"scale"``, ``"default"``) bills the standard rates.
+
+        >>> priority = ServiceTierPrice("priority", input=2e-06)
+        >>> p = ModelPrice("m", "openai", input=1e-06, service_tiers=(priority,))
+        >>> p.service_tier("Fast").input, p.service_tier("flex")
+        (2e-06, None)
+        """
+        if not name or not self.service_tiers:
+            return None
+        key = name.lower()
+        for tier in self.service_tiers:
+            if tier.name == key:
+                return tier
+        return self.service_tier("priority") if key == "fast" else None
 
 
 _PRICE_OVERRIDES = ("input", "output", "cache_read", "cache_write", "reasoning")
@@ -362,8 +418,16 @@ def _overridden(base: ModelPrice, model: str, fields: Mapping[str, float]) -> Mo
         rates.update(dict.fromkeys(_BATCH_FIELDS))
     limits: dict[str, Any] = {k: int(v) for k, v in fields.items() if k in _LIMIT_OVERRIDES}
     tiers = tuple(dataclasses.replace(t, **rates) for t in base.tiers)
+    # An overridden rate holds at every service tier too (at every prompt size of each).
+    listed = {k: v for k, v in rates.items() if k in _PRICE_OVERRIDES}
+    service_tiers = tuple(
+        dataclasses.replace(s, tiers=tuple(dataclasses.replace(t, **listed) for t in s.tiers), **listed)
+        for s in base.service_tiers
+    )
     batch_audio: dict[str, Any] = {"batch_audio_input": None} if rates else {}
-    return dataclasses.replace(base, model=model, tiers=tiers, **rates, **batch_audio, **limits)
+    return dataclasses.replace(
+        base, model=model, tiers=tiers, service_tiers=service_tiers, **rates, **batch_audio, **limits
+    )
 
 
 def _from_json(text: str) -> PriceTable:
@@ -371,7 +435,11 @@ def _from_json(text: str) -> PriceTable:
     prices = []
     for model, fields in data["models"].items():
         tiers = tuple(PriceTier(**t) for t in fields.pop("tiers", ()))
-        prices.append(ModelPrice(model=model, tiers=tiers, **fields))
+        service_tiers = tuple(
+            ServiceTierPrice(name, tiers=tuple(PriceTier(**t) for t in rates.pop("tiers", ())), **rates)
+            for name, rates in fields.pop("service_tiers", {}).items()
+        )
+        prices.append(ModelPrice(model=model, tiers=tiers, service_tiers=service_tiers, **fields))
     return PriceTable(prices, metadata=data.get("metadata"))
 
 
