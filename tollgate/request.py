@@ -146,6 +146,9 @@ class LLMRequest(NamedTuple):  # immutable, and ~5x cheaper to make than a froze
     #: ``<quality>/<size>/<model>``: when that entry exists it prices them instead of
     #: ``image_output_tokens``. Empty for token-only calls (chat, embeddings).
     units: Mapping[str, float] = _NO_UNITS  # shared: no dict per call
+    #: The service tier the caller asked for when it has its own price (``"priority"``,
+    #: ``"flex"``, Anthropic's ``"fast"`` mode): pre-flight reserves at that tier's rates.
+    service_tier: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

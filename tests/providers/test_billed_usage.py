@@ -492,3 +492,31 @@ def test_a_long_tool_loop_is_not_implausible() -> None:
     price = default_table().lookup("claude-haiku-4-5", "anthropic")
     request = LLMRequest("anthropic", "chat", "claude-haiku-4-5")
     assert _implausible(Usage(5 * 200_000, 5 * 4_000), price, request) is None
+
+
+# -- pre-flight reserves at the tier asked for ------------------------------------------------------
+
+
+def test_a_priority_request_is_reserved_at_priority_rates(replay) -> None:  # type: ignore[no-untyped-def]
+    from tollgate.pricing import default_table
+    from tollgate.pricing.estimate import estimate_request
+    from tollgate.providers.openai import chat_request
+
+    price = default_table().lookup("gpt-5", "openai")
+    kwargs: dict[str, Any] = {"model": "gpt-5", "messages": ASK, "max_completion_tokens": 1_000}
+    standard = estimate_request(chat_request(kwargs, "openai", (None, None)), price).usd
+    priority = estimate_request(
+        chat_request({**kwargs, "service_tier": "priority"}, "openai", (None, None)), price
+    )
+    flex = estimate_request(chat_request({**kwargs, "service_tier": "flex"}, "openai", (None, None)), price)
+    assert close(priority.usd, 2 * standard) and close(flex.usd, standard / 2)
+    # A budget with room for the standard reservation but not the priority one blocks the call
+    # before any traffic (the replay has no interaction to play: nothing may be sent).
+    with (
+        replay("openai/chat_service_tiers.yaml"),
+        tollgate.budget(usd=1.5 * standard, on_exceed="block"),
+        pytest.raises(tollgate.BudgetExceeded),
+    ):
+        openai_client().chat.completions.create(
+            model="gpt-5", messages=ASK, max_completion_tokens=1_000, service_tier="priority"
+        )

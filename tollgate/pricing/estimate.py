@@ -9,10 +9,10 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from tollgate.config import Settings
-from tollgate.pricing.cost import estimate_cost
+from tollgate.pricing.cost import cost, estimate_cost
 from tollgate.pricing.table import ModelPrice, has_price
 from tollgate.pricing.tokens import count_messages, count_prompt
-from tollgate.request import Estimate, LLMRequest
+from tollgate.request import Estimate, LLMRequest, Usage
 
 #: Output cap assumed for the worst case when neither the caller nor the price table gives one.
 DEFAULT_MAX_OUTPUT_TOKENS = 4096
@@ -64,6 +64,13 @@ def estimate_request(
     output_tokens = cap * max(1, request.n)
     if price is None:
         return Estimate(counted, output_tokens, 0.0, priced=False)
+    if request.service_tier:  # the dearer of all-reasoning and no-reasoning output, at the tier's rates
+        tier = request.service_tier
+        usd = max(
+            cost(price, Usage(counted, output_tokens, service_tier=tier)),
+            cost(price, Usage(counted, output_tokens, reasoning_tokens=output_tokens, service_tier=tier)),
+        )
+        return Estimate(counted, output_tokens, usd)
     return Estimate(counted, output_tokens, estimate_cost(price, counted, output_tokens))
 
 

@@ -476,6 +476,7 @@ class MessagesSurface(Surface):
             max_output_tokens=count_of(kwargs.get("max_tokens")),  # 0 is a real cap (pre-warms a cache)
             stream=kwargs.get("stream") is True,
             tools=_neutral_tools(kwargs.get("tools")),
+            service_tier="fast" if kwargs.get("speed") == "fast" else None,  # fast mode's own price
         )
 
     def apply(self, call: gate.Call, kwargs: dict[str, Any]) -> bool:

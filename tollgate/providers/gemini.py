@@ -442,7 +442,13 @@ def generate_request(kwargs: Mapping[str, Any], provider: str, server: Server, *
         tools=[_tool_json(t) for t in tools] if isinstance(tools, (list, tuple)) else (),
         server_address=server[0],
         server_port=server[1],
+        service_tier=_asked_tier(_get(config, "service_tier")),
     )
+
+
+def _asked_tier(value: Any) -> str | None:
+    """The priced tier ``config.service_tier`` asks for (the SDK's ``ServiceTier`` or a string)."""
+    return _TIERS.get(str(getattr(value, "value", value)).lower()) if value is not None else None
 
 
 def with_max_output_tokens(config: Any, cap: int) -> Any:

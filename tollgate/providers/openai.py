@@ -324,7 +324,15 @@ def chat_request(kwargs: Mapping[str, Any], provider: str, server: Server) -> LL
         tools=tools if isinstance(tools, (list, tuple)) else (),
         server_address=server[0],
         server_port=server[1],
+        service_tier=_asked_tier(kwargs),
     )
+
+
+def _asked_tier(kwargs: Mapping[str, Any]) -> str | None:
+    """The priced tier a request asks for (``service_tier="priority"`` or ``"flex"``); "auto"
+    and "default" are served, and reserved, at the list price."""
+    tier = kwargs.get("service_tier")
+    return tier.lower() if isinstance(tier, str) and tier.lower() in _TIERS else None
 
 
 class ChatStreamAccountant(Accountant):
@@ -579,6 +587,7 @@ class ResponsesSurface(Surface):
             max_output_tokens=as_int(kwargs.get("max_output_tokens")) or None,
             stream=kwargs.get("stream") is True,
             tools=tools if isinstance(tools, (list, tuple)) else (),
+            service_tier=_asked_tier(kwargs),
         )
 
     def apply(self, call: gate.Call, kwargs: dict[str, Any]) -> bool:
