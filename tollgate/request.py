@@ -169,10 +169,12 @@ class CallRecord:
     """One ledger line: everything known about one call once it has ended.
 
     ``status`` is ``"ok"``, ``"error"`` (the provider or the network failed; zero cost unless
-    usage was reported), ``"blocked"`` (a budget stopped it before any traffic) or
-    ``"abandoned"`` (a stream the caller stopped reading; usage estimated). ``estimated`` is
-    true when the usage was not reported by the provider but estimated by tollgate.
-    Times are Unix epoch seconds.
+    usage was reported or output had streamed, which is charged as estimated), ``"blocked"``
+    (a budget stopped it before any traffic) or ``"abandoned"`` (a stream the caller stopped
+    reading; see :mod:`tollgate.streams`). ``estimated`` is true when the usage was not
+    reported by the provider but estimated by tollgate. ``usage.parts``, ``usage.service_tier``
+    and ``unknown_usage`` say what beyond tokens the call was billed for, and what tollgate
+    could not read. Times are Unix epoch seconds.
     """
 
     id: str
