@@ -44,10 +44,6 @@ def items_of(obj: Any) -> Iterable[tuple[str, Any]]:
     return own.items()
 
 
-def _empty(value: Any) -> bool:
-    return value is None or value is False or value == 0 or value == "" or value == {} or value == []
-
-
 def _plain(value: Any, depth: int = 0) -> Any:
     """``value`` as JSON-ready data (an SDK object becomes a dict; text is cut short and
     anything credential-shaped in it masked: a usage field is no place for text)."""
@@ -72,7 +68,7 @@ def unknown_fields(raw: Any, known: Known, prefix: str = "", depth: int = 0) -> 
     found: dict[str, Any] = {}
     try:
         for name, value in items_of(raw):
-            if _empty(value):
+            if not value:  # None, 0, "", False, an empty dict or list: nothing billed
                 continue
             spec: Any = known.get(name, _UNKNOWN) if type(name) is str else _UNKNOWN
             if spec is None:

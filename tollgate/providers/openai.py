@@ -117,15 +117,17 @@ def usage_from(raw: Any, tier: Any = None) -> Usage | None:
         return None  # malformed (a broken proxy, a partial body): the caller estimates instead
     prompt = field(raw, "prompt_tokens_details")
     completion = field(raw, "completion_tokens_details")
-    # DeepSeek reports its cache hits beside prompt_tokens in its own field, Together in another.
-    cache_read = (
-        (as_int(field(prompt, "cached_tokens")) if prompt is not None else 0)
-        or as_int(extra_field(raw, "prompt_cache_hit_tokens"))
-        or as_int(extra_field(raw, "cached_tokens"))
-    )
+    cache_read = as_int(field(prompt, "cached_tokens")) if prompt is not None else 0
+    searches = 0
+    extras = raw if type(raw) is dict else getattr(raw, "__pydantic_extra__", None)
+    if extras:  # fields beyond OpenAI's schema, read only when a provider sent some
+        # DeepSeek reports its cache hits beside prompt_tokens in its own field, Together in another.
+        cache_read = (
+            cache_read or as_int(extras.get("prompt_cache_hit_tokens")) or as_int(extras.get("cached_tokens"))
+        )
+        searches = as_int(field(extras.get("server_tool_use"), "web_search_requests"))
     unknown = unknown_fields(raw, _KNOWN_CHAT)
     service_tier = _tier(tier, unknown)
-    searches = as_int(field(extra_field(raw, "server_tool_use"), "web_search_requests"))
     if prompt is None and completion is None and not (cache_read or unknown or service_tier or searches):
         return Usage(input_tokens=prompt_tokens, output_tokens=completion_tokens)
     return Usage(

@@ -251,7 +251,7 @@ def outcome(message: Any, extra_usage: Any = None) -> gate.Outcome:
     gate estimates the output from the text. A reply tollgate cannot read says nothing.
     """
     try:
-        usage = usage_from_metadata(getattr(message, "usage_metadata", None))
+        usage = _provider_usage(message) or usage_from_metadata(getattr(message, "usage_metadata", None))
         if usage is None and isinstance(extra_usage, Mapping):
             usage = _usage_from_llm_output(extra_usage)
         model, rid, reasons = response_facts(message) if message is not None else (None, None, ())
@@ -264,6 +264,27 @@ def outcome(message: Any, extra_usage: Any = None) -> gate.Outcome:
 
 
 _UNREAD = gate.Outcome()
+
+
+def _provider_usage(message: Any) -> Usage | None:
+    """The provider's own usage, when the integration kept it in ``response_metadata``
+    (langchain-anthropic's ``usage``, langchain-openai's ``token_usage``): read by tollgate's
+    adapter, it bills what ``usage_metadata`` leaves out (Anthropic's compaction and advisor
+    iterations, server tool requests, the service tier) and flags fields tollgate does not know."""
+    meta = getattr(message, "response_metadata", None)
+    if not isinstance(meta, Mapping):
+        return None
+    raw = meta.get("usage")
+    if isinstance(raw, Mapping) and "input_tokens" in raw and "prompt_tokens" not in raw:
+        from tollgate.providers.anthropic import usage_from as anthropic_usage
+
+        return anthropic_usage(raw)
+    raw = meta.get("token_usage")
+    if isinstance(raw, Mapping) and "prompt_tokens" in raw:
+        from tollgate.providers.openai import usage_from as openai_usage
+
+        return openai_usage(raw, meta.get("service_tier"))
+    return None
 
 
 def _usage_from_llm_output(output: Mapping[str, Any]) -> Usage | None:
