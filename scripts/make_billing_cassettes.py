@@ -454,6 +454,49 @@ def openai() -> None:
         for i, tier in enumerate(("priority", "flex", "default"), start=5)
     ]
     _write("openai/chat_service_tiers.yaml", OPENAI, interactions)
+    interactions = [
+        _interaction(
+            chat,
+            {"model": "gpt-5", "service_tier": tier, "messages": [], "stream": True},
+            _chat_stream(f"chatcmpl-tg06{i}", "gpt-5-2025-08-07", usage, tier),
+            "text/event-stream",
+        )
+        for i, tier in enumerate(("priority", "flex", "default"), start=5)
+    ]
+    _write("openai/chat_service_tiers_stream.yaml", OPENAI, interactions)
+    usage = {"prompt_tokens": 1_500, "completion_tokens": 60, "total_tokens": 1_560, "cached_tokens": 1_024}
+    _write(
+        "openai/together_cached_stream.yaml",
+        OPENAI,
+        [
+            _interaction(
+                together,
+                {"model": model, "messages": [{"role": "user", "content": "Go on."}], "stream": True},
+                _chat_stream("tg-0605", model, usage, None),
+                "text/event-stream",
+            )
+        ],
+    )
+
+
+def _chat_stream(cid: str, model: str, usage: dict[str, Any], tier: str | None) -> str:
+    """Chat completion chunks as documented: the answer, the finish chunk, then (with
+    ``stream_options.include_usage``) a chunk with empty ``choices`` and the usage; every
+    chunk names the ``service_tier``."""
+    head = {"id": cid, "object": "chat.completion.chunk", "created": 1796560000, "model": model,
+            "service_tier": tier, "system_fingerprint": None}  # fmt: skip
+    chunks = [
+        {
+            **head,
+            "choices": [
+                {"index": 0, "delta": {"role": "assistant", "content": "Done."}, "finish_reason": None}
+            ],
+        },
+        {**head, "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]},
+        {**head, "choices": [], "usage": usage},
+    ]
+    body = "".join(f"data: {json.dumps(c, separators=(',', ':'))}\n\n" for c in chunks)
+    return body + "data: [DONE]\n\n"
 
 
 # -- Gemini -----------------------------------------------------------------------------------

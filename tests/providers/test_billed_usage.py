@@ -309,20 +309,28 @@ def test_openrouter_reported_cost_is_recorded_on_the_responses_api(replay, how) 
     assert record.provider == "openrouter" and record.usd == 0.00042 and not record.unknown_usage
 
 
-def test_together_cache_hits_are_read(replay) -> None:  # type: ignore[no-untyped-def]
-    with replay("openai/together_cached.yaml"):
-        openai_client("https://api.together.xyz/v1").chat.completions.create(
-            model="meta-llama/Llama-3.3-70B-Instruct-Turbo", messages=ASK
+@pytest.mark.parametrize("streamed", [False, True], ids=["create", "stream"])
+def test_together_cache_hits_are_read(replay, streamed) -> None:  # type: ignore[no-untyped-def]
+    with replay(f"openai/together_cached{'_stream' if streamed else ''}.yaml"):
+        reply = openai_client("https://api.together.xyz/v1").chat.completions.create(
+            model="meta-llama/Llama-3.3-70B-Instruct-Turbo", messages=ASK, stream=streamed
         )
+        if streamed:
+            _drain(reply)
     record = only_record()
     assert record.usage.cache_read_tokens == 1_024 and not record.unknown_usage
 
 
-def test_chat_is_billed_at_the_tier_the_response_names(replay) -> None:  # type: ignore[no-untyped-def]
-    with replay("openai/chat_service_tiers.yaml"):
+@pytest.mark.parametrize("streamed", [False, True], ids=["create", "stream"])
+def test_chat_is_billed_at_the_tier_the_response_names(replay, streamed) -> None:  # type: ignore[no-untyped-def]
+    with replay(f"openai/chat_service_tiers{'_stream' if streamed else ''}.yaml"):
         client = openai_client()
         for tier in ("priority", "flex", "default"):
-            client.chat.completions.create(model="gpt-5", messages=ASK, service_tier=tier)
+            reply = client.chat.completions.create(
+                model="gpt-5", messages=ASK, service_tier=tier, stream=streamed
+            )
+            if streamed:
+                _drain(reply)
     records = tollgate.config.settings().ledger.records()
     assert [r.usage.service_tier for r in records] == ["priority", "flex", None]
     for record, tier in zip(records, ("priority", "flex", "default"), strict=True):
