@@ -37,6 +37,7 @@ bench: $(STAMP)
 	$(PY) benchmarks/overhead.py --peers none
 	$(PY) benchmarks/stores.py
 	$(PY) benchmarks/overspend.py --peers none
+	$(PY) benchmarks/abandoned_streams.py
 	$(PY) benchmarks/scale.py
 	$(PY) benchmarks/memory.py
 	$(PY) benchmarks/estimate_error.py

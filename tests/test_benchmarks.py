@@ -211,7 +211,19 @@ def test_overhead_and_overspend(run_quick: Callable[[str], Run], script: str) ->
         assert isinstance(row[measured], (int, float)), row
 
 
+def test_abandoned_streams(run_quick: Callable[[str], Run]) -> None:
+    result = ok(run_quick("abandoned_streams.py"), "provider/cap")
+    assert [(r["provider"], r["reader"]) for r in result["rows"]] == [
+        ("paced", "sync close"),
+        ("paced", "async close"),
+        ("unpaced", "sync close"),
+        ("unpaced", "async close"),
+    ]
+    assert result["cap_held"], result["rows"]  # the provider never generated past the cap
+
+
 SCRIPTS_TESTED = {
+    "abandoned_streams.py",
     "doors.py",
     "scale.py",
     "memory.py",

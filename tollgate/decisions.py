@@ -252,6 +252,48 @@ class Implausible(Step):
         return {"usage": "implausible", "reason": self.reason}
 
 
+#: What an abandoned call was charged on: the provider's own final usage ("usage"), the text of
+#: an answer the provider had finished without reporting usage ("text"), or, when its end was
+#: not seen, the output cap pre-flight reserved: the most the provider can have generated
+#: ("reservation").
+Basis = Literal["usage", "text", "reservation"]
+_BASES = ("usage", "text", "reservation")
+
+
+@dataclass(frozen=True, slots=True, eq=False, repr=False)
+class Abandoned(Step):
+    """The caller let go of the call before its end: a stream closed, left or dropped before
+    the provider's final usage, a generator closed, a call its framework never ended.
+
+    ``read``: chunks (events) the caller took (None: the door cannot say); ``drained``: chunks
+    tollgate read after that, of what had already arrived, without waiting for more;
+    ``counted``: output tokens in what was read; ``charged``: output tokens billed, on ``basis``
+    (see :data:`Basis`). The record is estimated unless the basis is the provider's usage.
+
+    >>> step = Abandoned("reservation", read=3, drained=40, counted=43, charged=500)
+    >>> step.as_dict()["abandoned"], step["output_tokens_charged"]
+    ('reservation', 500)
+    >>> step_from_dict(step.as_dict()) == step
+    True
+    """
+
+    basis: Basis
+    read: int | None
+    drained: int
+    counted: int
+    charged: int
+    event: ClassVar[str] = "tollgate.call.abandoned"
+
+    def fields(self) -> dict[str, Any]:
+        return {
+            "abandoned": self.basis,
+            "chunks_read": self.read,
+            "chunks_drained": self.drained,
+            "output_tokens_counted": self.counted,
+            "output_tokens_charged": self.charged,
+        }
+
+
 @dataclass(frozen=True, slots=True, eq=False, repr=False)
 class CacheHit(Step):
     """The framework answered from its own cache: no provider traffic."""
@@ -322,6 +364,15 @@ def step_from_dict(d: Mapping[str, Any]) -> Step:
                 return PricingFailed(str(d.get("error", "")))
             if d.get("usage") == "implausible":
                 return Implausible(str(d.get("reason", "")))
+            if d.get("abandoned") in _BASES:
+                read = d.get("chunks_read")
+                return Abandoned(
+                    d["abandoned"],
+                    None if read is None else int(read),
+                    int(d.get("chunks_drained") or 0),
+                    int(d["output_tokens_counted"]),
+                    int(d["output_tokens_charged"]),
+                )
             if d.get("cache_hit") is True and len(d) == 1:
                 return CacheHit()
             if isinstance(d.get("cost_source"), str):

@@ -326,7 +326,7 @@ class _Door:
         try:
             yield from stream
         finally:
-            stream.close()  # closed early or dropped: abandoned, settled from what streamed
+            stream.close()  # closed early or dropped: abandoned, charged by tollgate.abandoned
 
     async def async_generator(self, *args: Any, **kwargs: Any) -> AsyncIterator[Any]:
         if gate.covered():

@@ -6,11 +6,26 @@ settle exactly once, whichever way the stream ends:
 
 - read to the end: the provider's usage (or, if it sent none, an estimate flagged as such);
 - raised mid-way: status ``error``, usage estimated from what streamed;
-- closed early, or dropped unread: status ``abandoned``, usage estimated from what streamed;
+- closed early, left by an exception, or dropped: status ``abandoned``. Its provider bills what
+  it generated before it saw the connection close, which can be far more than the reader read
+  (it keeps generating while the reader works; what it sent waits in buffers). So the wrapper
+  reads what has already arrived, without waiting for more (below), then closes, and the call
+  is charged by :mod:`tollgate.abandoned`: the provider's final usage if that had arrived,
+  else the output cap pre-flight reserved (the most the provider can have generated);
 - cut off: when a budget applies and the output streamed so far passes what the budget can
   still pay for (:attr:`tollgate.gate.Call.output_room`: a provider ignoring a clamp, or an
   ``on_exceed="raise"`` budget), tollgate closes the stream, settles the partial usage and
   raises :class:`~tollgate.BudgetExceeded` (action ``"cutoff"``) to the reader.
+
+Reading what has arrived without waiting: when the SDK's stream reads an HTTP/1.1 response
+from a socket of its own (httpx and httpx2 say which, through the response's
+``network_stream``), the socket is shut for reading (``shutdown(SHUT_RD)``): what the kernel
+holds stays readable, then reads end at once instead of waiting, so the SDK's own parser can be
+run over what arrived (its buffers included) and the accountant reads the chunks; no transport
+library is imported. Without such a socket (an in-memory transport, aiohttp, HTTP/2, Gemini's
+generators, a metered generator) nothing more is read and the reservation is charged. A stream
+dropped unclosed is drained the same way by a sync wrapper's finaliser; an async one cannot
+await there, and is charged the reservation.
 
 SDK stream helpers that read the stream themselves (``until_done()``,
 ``get_final_message()``, ``text_stream``, ...) are routed through the wrapper, so what they
@@ -20,23 +35,28 @@ read is accounted too.
 from __future__ import annotations
 
 import contextlib
-import dataclasses
+import socket
+import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from types import TracebackType
 from typing import Any, Protocol
 
 from tollgate import gate, telemetry
+from tollgate.abandoned import charge
 from tollgate.budgets.room import Room
 from tollgate.decisions import CutOff
 from tollgate.errors import BudgetExceeded
 from tollgate.pricing import cost
-from tollgate.pricing.tokens import RunningCount, count_text
+from tollgate.pricing.tokens import RunningCount
 from tollgate.request import Usage
 
 _NOTHING = gate.Outcome(Usage())
 
 # How many chunks past the last finish_reason close() reads to pick up a trailing usage chunk.
 _TRAILING_CHUNKS = 4
+# The longest a closing stream spends reading what had arrived (parsing, never waiting): a
+# provider still sending keeps the buffer from running dry; past this, the reservation is charged.
+_DRAIN_SECONDS = 0.2
 # SDK stream methods that consume the stream: the wrapper reads it through itself first.
 _DRAINING = frozenset(
     {"until_done", "get_final_completion", "get_final_response", "get_final_message", "get_final_text"}
@@ -64,23 +84,27 @@ class StreamAccountant(Protocol):
 
 
 def accounted(
-    call: gate.Call, acc: StreamAccountant, *, abandoned: bool, failed: bool = False
+    call: gate.Call,
+    acc: StreamAccountant,
+    *,
+    abandoned: bool,
+    failed: bool = False,
+    read: int | None = None,
+    drained: int = 0,
 ) -> gate.Outcome:
-    """What a stream's accountant read, as the call's outcome (a stream that ``failed`` or was
-    ``abandoned`` is estimated from what streamed; the gate estimates a missing usage)."""
+    """What a stream's accountant read, as the call's outcome: a stream that ``failed`` is
+    estimated from what streamed (the gate estimates a missing usage); one ``abandoned`` is
+    charged by :func:`tollgate.abandoned.charge` (``read``, ``drained``: the chunks the caller
+    read, and that tollgate read after it)."""
     usage = None if failed else acc.usage
     text: str | None = None
     if usage is None or abandoned:
         text = "".join(t for t in acc.text if type(t) is str)
-    if usage is not None and abandoned and text:  # a running count (Anthropic, Gemini) may lag the text
-        streamed = count_text(text, call.decision.model, call.request.provider)
-        if type(usage.output_tokens) is int and usage.output_tokens < streamed:
-            usage = dataclasses.replace(usage, output_tokens=streamed)
     messages: tuple[dict[str, str], ...] = ()
     if telemetry.capture_content(call.span, call.settings):
         text = text if text is not None else "".join(t for t in acc.text if type(t) is str)
         messages = ({"role": "assistant", "content": text},)
-    return gate.Outcome(
+    outcome = gate.Outcome(
         usage,
         acc.response_model,
         acc.response_id,
@@ -88,21 +112,65 @@ def accounted(
         text=text,
         finish_reasons=tuple(acc.finish_reasons),
         status="abandoned" if abandoned else "ok",
-        estimated=usage is None or abandoned,
+        estimated=usage is None,
         output_messages=messages,
     )
+    if abandoned:
+        return charge(call, outcome, ended=bool(acc.done), read=read, drained=drained)
+    return outcome
+
+
+def _final(acc: StreamAccountant) -> bool:
+    """The provider's final usage has been read: the stream is billed as reported."""
+    return acc.done and acc.usage is not None
+
+
+def receiving_socket(stream: Any) -> Any:
+    """The socket an SDK stream (or raw response) reads its HTTP/1.1 body from, or None.
+
+    Read through what httpx and httpx2 expose (``response.extensions["network_stream"]``),
+    without importing either. HTTP/2 is left alone: its connection carries other streams.
+    """
+    try:
+        response = getattr(stream, "response", None)
+        if response is None:  # openai's stream helpers (``.stream()``) keep it to themselves
+            response = getattr(stream, "_response", stream)
+        response = getattr(response, "http_response", response)  # an SDK's APIResponse
+        extensions = getattr(response, "extensions", None)
+        if not isinstance(extensions, dict) or getattr(response, "http_version", None) != "HTTP/1.1":
+            return None
+        network = extensions.get("network_stream")
+        return network.get_extra_info("socket") if network is not None else None
+    except Exception:
+        return None
+
+
+def stop_receiving(sock: Any) -> bool:
+    """Shut ``sock`` for reading: what has arrived stays readable, and then a read returns at
+    once (end of stream) instead of waiting. Whether it could be done."""
+    try:
+        if isinstance(sock, socket.socket):
+            # socket.socket's own shutdown: SSLSocket.shutdown drops the TLS session and with it
+            # what has been received but not yet decrypted.
+            socket.socket.shutdown(sock, socket.SHUT_RD)
+        else:
+            sock.shutdown(socket.SHUT_RD)  # asyncio's TransportSocket
+        return True
+    except Exception:
+        return False
 
 
 class _Settling:
-    __slots__ = ("_tg_acc", "_tg_call", "_tg_count", "_tg_started", "_tg_stream")
+    __slots__ = ("_tg_acc", "_tg_call", "_tg_count", "_tg_read", "_tg_room", "_tg_stream")
 
     def __init__(self, stream: Any, call: gate.Call, accountant: StreamAccountant) -> None:
         self._tg_stream = stream
         self._tg_call = call
         self._tg_acc = accountant
-        self._tg_started = False  # a chunk has arrived
+        self._tg_read = 0  # chunks the caller has had from the SDK
         self._tg_count: tuple[RunningCount, list[int]] | None = None
-        call.room()  # how far the stream may run before a budget is crossed (see _overrun)
+        # How far the stream may run before a budget is crossed (see _overrun); fixed at pre-flight.
+        self._tg_room = call.room()
 
     @property  # type: ignore[misc]
     def __class__(self) -> type:  # isinstance(s, openai.Stream) stays true for the caller
@@ -111,27 +179,45 @@ class _Settling:
     def __repr__(self) -> str:
         return f"<tollgate stream of {self._tg_stream!r}>"
 
-    def _outcome(self, abandoned: bool, failed: bool = False) -> gate.Outcome:
+    def _outcome(self, abandoned: bool, failed: bool = False, drained: int = 0) -> gate.Outcome:
         """What the stream said of itself, however it ended; the gate estimates what it did not."""
-        if failed and not self._tg_started:  # failed before anything arrived (an HTTP error)
+        if failed and not self._tg_read:  # failed before anything arrived (an HTTP error)
             return _NOTHING
-        return accounted(self._tg_call, self._tg_acc, abandoned=abandoned, failed=failed)
+        return accounted(
+            self._tg_call,
+            self._tg_acc,
+            abandoned=abandoned,
+            failed=failed,
+            read=self._tg_read,
+            drained=drained,
+        )
 
     def _finish(
-        self, exc: BaseException | None = None, *, abandoned: bool = False, ended: bool = False
+        self,
+        exc: BaseException | None = None,
+        *,
+        abandoned: bool = False,
+        ended: bool = False,
+        drained: int = 0,
     ) -> None:
         """Close the call however the stream ended; ``ended``: read to its end, when an
-        ``on_exceed="raise"`` overrun is raised to the reader."""
+        ``on_exceed="raise"`` overrun is raised to the reader; ``drained``: chunks read after
+        the caller let go."""
         call = self._tg_call
         if call.settled:
             return
         if exc is not None:
             call.fail(exc, self._outcome(False, failed=True))
         else:
-            call.finish(self._outcome(abandoned), raise_overrun=ended)
+            call.finish(self._outcome(abandoned, drained=drained), raise_overrun=ended)
 
     async def _afinish(
-        self, exc: BaseException | None = None, *, abandoned: bool = False, ended: bool = False
+        self,
+        exc: BaseException | None = None,
+        *,
+        abandoned: bool = False,
+        ended: bool = False,
+        drained: int = 0,
     ) -> None:
         call = self._tg_call
         if call.settled:
@@ -139,7 +225,16 @@ class _Settling:
         if exc is not None:
             await call.afail(exc, self._outcome(False, failed=True))
         else:
-            await call.afinish(self._outcome(abandoned), raise_overrun=ended)
+            await call.afinish(self._outcome(abandoned, drained=drained), raise_overrun=ended)
+
+    def _left(self) -> bool:
+        """The caller let go of the stream before its end: it has to be drained and charged."""
+        return not self._tg_call.settled and not _final(self._tg_acc)
+
+    def _draining_socket(self) -> bool:
+        """Shut the stream's socket for reading, so reading on never waits (False: it has none)."""
+        sock = receiving_socket(self._tg_stream)
+        return sock is not None and stop_receiving(sock)
 
     def _observe(self, chunk: Any) -> bool:
         """Account for ``chunk``; whether the caller sees it. A chunk the accountant cannot read
@@ -166,7 +261,9 @@ class _Settling:
         if output > room.tokens:  # piecewise counts run a little high: recount the whole text first
             output = counter.recount(self._text())
         reported = acc.usage
-        if reported is not None and type(reported.output_tokens) is int:  # Anthropic's running count
+        if reported is not None and call.implausible(reported):  # no call's count: the tokenizer's
+            reported = None
+        if reported is not None:  # Anthropic's running count
             output = max(output, reported.output_tokens)
         if output <= room.tokens or self._within_own_cap(counter, reported):
             return None
@@ -216,7 +313,11 @@ class _Settling:
     def __del__(self) -> None:
         # Dropped without being read to the end or closed: still recorded, never lost.
         with contextlib.suppress(Exception):  # nothing may escape a finaliser
-            self._finish(abandoned=True)
+            if not self._tg_call.settled:
+                self._dropped()
+
+    def _dropped(self) -> None:
+        self._finish(abandoned=not _final(self._tg_acc))
 
 
 class GatedStream(_Settling):
@@ -261,11 +362,11 @@ class GatedStream(_Settling):
                 self._finish(exc)
                 raise
             except BaseException:  # cancelled, interrupted: the caller stopped reading
-                self._finish(abandoned=True)
+                self._finish(abandoned=not _final(self._tg_acc))
                 raise
-            self._tg_started = True
+            self._tg_read += 1
             show = self._observe(chunk)
-            if self._tg_call.output_room is not None:
+            if self._tg_room is not None:
                 cut = self._overrun()
                 if cut is not None:
                     with contextlib.suppress(Exception):
@@ -275,19 +376,43 @@ class GatedStream(_Settling):
                 return chunk
 
     def close(self) -> None:
-        try:
-            if self._tg_acc.done and self._tg_acc.usage is None:
-                # The caller stopped at the finish chunk; the usage chunk is right behind it.
-                for _ in range(_TRAILING_CHUNKS):
-                    self._tg_acc.observe(next(self._tg_stream))
-                    if self._tg_acc.usage is not None:
-                        break
-        except Exception:  # draining is best effort; closing must go on
-            pass
+        self._close(trailing=True)
+
+    def _close(self, *, trailing: bool) -> None:
+        """Close the stream; a stream the caller left before its final usage is first read on,
+        as far as that needs no waiting (``trailing``: also wait for the chunks a finished
+        stream still owes, as a caller closing the stream can; a finaliser cannot)."""
+        acc, drained = self._tg_acc, 0
+        if self._left():
+            try:
+                if acc.done:
+                    if trailing:  # the caller stopped at the finish chunk; the usage chunk is right behind it
+                        for _ in range(_TRAILING_CHUNKS):
+                            acc.observe(next(self._tg_stream))
+                            if acc.usage is not None:
+                                break
+                elif self._draining_socket():
+                    drained = self._drain()
+            except Exception:  # reading on is best effort; closing must go on
+                pass
         try:
             self._tg_stream.close()
         finally:
-            self._finish(abandoned=not self._tg_acc.done or self._tg_acc.usage is None)
+            self._finish(abandoned=drained > 0 or not _final(acc), drained=drained)
+
+    def _drain(self) -> int:
+        """Read on, over a socket shut for reading, until the provider's final usage, the end of
+        what had arrived, or :data:`_DRAIN_SECONDS`; how many chunks."""
+        acc, stream, drained = self._tg_acc, self._tg_stream, 0
+        deadline = time.monotonic() + _DRAIN_SECONDS
+        with contextlib.suppress(Exception):  # the end of what arrived: the SDK's own error
+            while not _final(acc) and time.monotonic() < deadline:
+                self._observe(next(stream))
+                drained += 1
+        return drained
+
+    def _dropped(self) -> None:
+        self._close(trailing=False)  # the finaliser of a sync stream may read: nothing waits
 
     def __enter__(self) -> GatedStream:
         return self
@@ -349,11 +474,11 @@ class AsyncGatedStream(_Settling):
                 await self._afinish(exc)
                 raise
             except BaseException:  # cancelled, interrupted: the caller stopped reading
-                self._finish(abandoned=True)  # no awaiting while being cancelled
+                self._finish(abandoned=not _final(self._tg_acc))  # no awaiting while being cancelled
                 raise
-            self._tg_started = True
+            self._tg_read += 1
             show = self._observe(chunk)
-            if self._tg_call.output_room is not None:
+            if self._tg_room is not None:
                 cut = self._overrun()
                 if cut is not None:
                     with contextlib.suppress(Exception):
@@ -363,18 +488,35 @@ class AsyncGatedStream(_Settling):
                 return chunk
 
     async def close(self) -> None:
-        try:
-            if self._tg_acc.done and self._tg_acc.usage is None:
-                for _ in range(_TRAILING_CHUNKS):
-                    self._tg_acc.observe(await self._tg_stream.__anext__())
-                    if self._tg_acc.usage is not None:
-                        break
-        except Exception:  # draining is best effort; closing must go on
-            pass
+        acc, drained = self._tg_acc, 0
+        if self._left():
+            try:
+                if acc.done:  # the caller stopped at the finish chunk; the usage chunk is right behind it
+                    for _ in range(_TRAILING_CHUNKS):
+                        acc.observe(await self._tg_stream.__anext__())
+                        if acc.usage is not None:
+                            break
+                elif self._draining_socket():
+                    drained = await self._drain()
+            except Exception:  # reading on is best effort; closing must go on
+                pass
+            except BaseException:  # cancelled while closing: no awaiting while being cancelled
+                self._finish(abandoned=not _final(acc))
+                raise
         try:
             await _aclose(self._tg_stream)
         finally:
-            await self._afinish(abandoned=not self._tg_acc.done or self._tg_acc.usage is None)
+            await self._afinish(abandoned=drained > 0 or not _final(acc), drained=drained)
+
+    async def _drain(self) -> int:
+        """The async twin of :meth:`GatedStream._drain`."""
+        acc, stream, drained = self._tg_acc, self._tg_stream, 0
+        deadline = time.monotonic() + _DRAIN_SECONDS
+        with contextlib.suppress(Exception):  # the end of what arrived: the SDK's own error
+            while not _final(acc) and time.monotonic() < deadline:
+                self._observe(await stream.__anext__())
+                drained += 1
+        return drained
 
     aclose = close
 

@@ -15,6 +15,7 @@ import tollgate
 from tollgate import telemetry
 from tollgate.pricing import cost
 from tollgate.pricing.tokens import count_text
+from tollgate.request import Usage
 
 anthropic = pytest.importorskip("anthropic")
 pytest.importorskip("httpx2")
@@ -353,10 +354,14 @@ def test_stream_broken_early_then_closed(claude, replay) -> None:  # type: ignor
     assert delta_text(seen) == "One, two"
     record = only_record()
     assert record.status == "abandoned" and record.estimated
-    assert record.usage.output_tokens == estimated_output("One, two")
+    # The provider may have generated up to max_tokens before it saw the close: charged that,
+    # with what was read and counted in the record.
+    assert record.usage.output_tokens == 1024
+    step = record.decisions[-1]
+    assert (step["abandoned"], step["output_tokens_counted"]) == ("reservation", estimated_output("One, two"))
     # The input is the provider's own count from message_start, not tollgate's estimate (24).
     assert record.usage.input_tokens == 22
-    assert record.usd > 0
+    assert record.usd == pytest.approx(cost(price(SONNET), Usage(input_tokens=22, output_tokens=1024)))
 
 
 async def test_async_stream_broken_early(aclaude, replay) -> None:  # type: ignore[no-untyped-def]
@@ -367,8 +372,8 @@ async def test_async_stream_broken_early(aclaude, replay) -> None:  # type: igno
                 if event.type == "content_block_delta":
                     break  # "One"
     record = only_record()
-    assert record.status == "abandoned" and record.estimated
-    assert record.usage.output_tokens == estimated_output("One")
+    assert record.status == "abandoned" and record.estimated and record.usage.output_tokens == 1024
+    assert record.decisions[-1]["output_tokens_counted"] == estimated_output("One")
 
 
 def test_stream_closed_unread(claude, replay) -> None:  # type: ignore[no-untyped-def]
@@ -377,7 +382,8 @@ def test_stream_closed_unread(claude, replay) -> None:  # type: ignore[no-untype
         stream.close()
         assert stream.response.is_closed
     record = only_record()
-    assert record.status == "abandoned" and record.estimated and record.usage.output_tokens == 0
+    assert record.status == "abandoned" and record.estimated and record.usage.output_tokens == 1024
+    assert (record.decisions[-1]["chunks_read"], record.decisions[-1]["output_tokens_counted"]) == (0, 0)
 
 
 async def test_async_stream_closed_unread(aclaude, replay) -> None:  # type: ignore[no-untyped-def]
@@ -385,7 +391,8 @@ async def test_async_stream_closed_unread(aclaude, replay) -> None:  # type: ign
         stream = await count_stream(aclaude)
         await stream.close()
     record = only_record()
-    assert record.status == "abandoned" and record.usage.output_tokens == 0
+    assert record.status == "abandoned" and record.usage.output_tokens == 1024
+    assert record.decisions[-1]["output_tokens_counted"] == 0
 
 
 def test_stream_dropped_without_close_is_still_recorded(claude, replay) -> None:  # type: ignore[no-untyped-def]
@@ -396,7 +403,8 @@ def test_stream_dropped_without_close_is_still_recorded(claude, replay) -> None:
         gc.collect()
     record = only_record()
     assert record.status == "abandoned" and record.estimated
-    assert (record.usage.input_tokens, record.usage.output_tokens) == (22, 1)  # message_start's counts
+    assert (record.usage.input_tokens, record.usage.output_tokens) == (22, 1024)  # the reservation
+    assert record.decisions[-1]["output_tokens_counted"] == 1  # message_start's count
 
 
 def test_stream_stopped_after_the_usage_is_complete(claude, replay) -> None:  # type: ignore[no-untyped-def]
@@ -529,8 +537,8 @@ def test_stream_helper_left_early(claude, replay) -> None:  # type: ignore[no-un
             assert text == "One"
             break
     record = only_record()
-    assert record.status == "abandoned" and record.estimated
-    assert record.usage.output_tokens == estimated_output("One")
+    assert record.status == "abandoned" and record.estimated and record.usage.output_tokens == 1024
+    assert record.decisions[-1]["output_tokens_counted"] == estimated_output("One")
 
 
 def test_beta_stream_helper(claude, replay) -> None:  # type: ignore[no-untyped-def]

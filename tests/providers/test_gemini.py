@@ -289,9 +289,15 @@ def test_stream_broken_early_then_closed_is_abandoned(client, replay) -> None:  
         stream.close()
     record = only_record()
     assert record.status == "abandoned" and record.estimated  # not "ok" with a running count
-    # The provider's running counts (prompt 9, candidates 20 so far), never below what streamed.
-    assert (record.usage.input_tokens, record.usage.output_tokens) == (9, 20)
-    assert record.usage.output_tokens >= count_text(text_of(seen), FLASH, "gemini")
+    # The provider's prompt count (9), and the output it may have generated before it saw the
+    # close: the model's maximum output, as pre-flight reserved (google-genai's stream is a
+    # generator over a response tollgate cannot read on without waiting).
+    reserved = price(FLASH).max_output_tokens
+    assert (record.usage.input_tokens, record.usage.output_tokens) == (9, reserved)
+    step = record.decisions[-1]
+    assert (step["abandoned"], step["chunks_read"], step["chunks_drained"]) == ("reservation", 2, 0)
+    # What was counted: the running count (candidates 20 so far), never below what streamed.
+    assert step["output_tokens_counted"] == 20 >= count_text(text_of(seen), FLASH, "gemini")
     assert record.response_id == "tg-gemini-stream-0004"
 
 
@@ -305,7 +311,9 @@ async def test_async_stream_broken_early_then_closed_is_abandoned(client, replay
         await stream.aclose()
     record = only_record()
     assert record.status == "abandoned" and record.estimated
-    assert record.usage.output_tokens == count_text(text_of(seen), FLASH, "gemini") > 0
+    reserved = price(FLASH).max_output_tokens
+    assert record.usage.output_tokens == reserved
+    assert record.decisions[-1]["output_tokens_counted"] >= count_text(text_of(seen), FLASH, "gemini") > 0
 
 
 def test_stream_stopped_at_the_finish_chunk_is_complete(client, replay) -> None:  # type: ignore[no-untyped-def]
@@ -326,7 +334,9 @@ def test_stream_dropped_unread_is_still_recorded(client, replay) -> None:  # typ
         del stream
         gc.collect()
     record = only_record()
-    assert record.status == "abandoned" and record.estimated and record.usage.output_tokens > 0
+    assert record.status == "abandoned" and record.estimated
+    reserved = price(FLASH).max_output_tokens
+    assert record.usage.output_tokens == reserved and record.decisions[-1]["output_tokens_counted"] > 0
 
 
 def test_stream_error_midway_is_recorded_with_the_error(client, replay) -> None:  # type: ignore[no-untyped-def]

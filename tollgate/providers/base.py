@@ -416,6 +416,7 @@ class ResponseProxy:
         "_tg_async",
         "_tg_call",
         "_tg_injected",
+        "_tg_read",
         "_tg_response",
         "_tg_stream",
         "_tg_surface",
@@ -431,6 +432,7 @@ class ResponseProxy:
         self._tg_async = is_async
         self._tg_stream: Any = None
         self._tg_acc: StreamAccountant | None = None
+        self._tg_read = 0  # server-sent events the caller read through iter_lines()
 
     @property  # type: ignore[misc]
     def __class__(self) -> type:
@@ -472,13 +474,16 @@ class ResponseProxy:
         if self._tg_acc is None:
             self._tg_acc = self._tg_surface.accountant(self._tg_injected)
         data = sse_data(line)
-        return data is None or self._tg_acc.observe(data)
+        if data is None:
+            return True
+        self._tg_read += 1
+        return self._tg_acc.observe(data)
 
     def _tg_end_lines(self, abandoned: bool) -> None:
         acc, call = self._tg_acc, self._tg_call
         if acc is None or call.settled:
             return
-        call.finish(accounted(call, acc, abandoned=abandoned), raise_overrun=False)
+        call.finish(accounted(call, acc, abandoned=abandoned, read=self._tg_read), raise_overrun=False)
 
     def parse(self, **kwargs: Any) -> Any:
         parsed = self._tg_response.parse(**kwargs)

@@ -166,6 +166,13 @@ def test_stream_closed_early_is_abandoned(chat_openai, replay) -> None:  # type:
         stream.close()
     [rec] = records()
     assert rec.status == "abandoned" and rec.estimated
+    # The provider may have generated up to the output cap (the model's maximum) before it saw
+    # the close: charged what pre-flight reserved.
+    assert (
+        rec.usage.output_tokens
+        == tollgate.estimate("gpt-4o-mini", [{"role": "user", "content": COUNT}]).output_tokens
+    )
+    assert rec.decisions[-1]["abandoned"] == "reservation"
 
 
 async def test_astream_anthropic_downgrade(chat_anthropic, replay, sent) -> None:  # type: ignore[no-untyped-def]

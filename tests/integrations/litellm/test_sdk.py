@@ -282,3 +282,6 @@ async def test_abandoned_stream_is_settled_as_stale(logger, upstream, monkeypatc
     abandoned = [r for r in recs if r.stream]
     assert len(abandoned) == 1 and abandoned[0].status == "abandoned" and abandoned[0].estimated
     assert abandoned[0].usage.input_tokens > 0
+    # What the provider did after the reader left is unknown: charged what it reserved.
+    assert abandoned[0].usage.output_tokens == 100
+    assert abandoned[0].decisions[-1]["abandoned"] == "reservation"
