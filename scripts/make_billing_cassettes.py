@@ -542,6 +542,23 @@ def gemini() -> None:
             "responseId": "tg0701",
         }
         _write(path, GEMINI, [_interaction(uri, ask, json.dumps(body), "application/json")])
+        # The stream (`:streamGenerateContent?alt=sse`): the answer first, then the last chunk
+        # with the finish reason, the grounding metadata and the final usage.
+        started = {"promptTokenCount": 40, "candidatesTokenCount": 1, "totalTokenCount": 41, **tier}
+        first = {
+            "candidates": [{"content": {"parts": [{"text": "Do"}], "role": "model"}, "index": 0}],
+            "usageMetadata": started,
+            "modelVersion": "gemini-2.5-flash",
+            "responseId": "tg0702",
+        }
+        last = {**body, "responseId": "tg0702"}
+        last["candidates"] = [
+            {**body["candidates"][0], "content": {"parts": [{"text": "ne."}], "role": "model"}}
+        ]
+        sse = "".join(f"data: {json.dumps(chunk)}\n\n" for chunk in (first, last))
+        stream_uri = uri.replace(":generateContent", ":streamGenerateContent?alt=sse")
+        stream_path = path.replace(".yaml", "_stream.yaml")
+        _write(stream_path, GEMINI, [_interaction(stream_uri, ask, sse, "text/event-stream")])
 
 
 if __name__ == "__main__":

@@ -173,6 +173,11 @@ def test_an_advisor_on_another_model_is_billed_at_that_models_rates(
     ]
     assert all(close(p.usd or 0.0, w) for p, w in zip(parts, want, strict=True))
     assert close(record.usd, sum(want))
+    by_model = tollgate.report().total["parts_usd"]  # the report sums the parts by model
+    assert by_model.keys() == {"claude-sonnet-4-6", "claude-opus-4-6"}
+    assert close(by_model["claude-opus-4-6"], want[1]) and close(
+        by_model["claude-sonnet-4-6"], want[0] + want[2]
+    )
     # Tokens count every part: the advisor's are spent too.
     assert (record.usage.input_tokens, record.usage.cache_read_tokens, record.usage.output_tokens) == (
         1_200 + 800 + 2_100 + 1_950 + 800,
@@ -340,22 +345,47 @@ def test_chat_is_billed_at_the_tier_the_response_names(replay, streamed) -> None
 # -- Gemini ---------------------------------------------------------------------------------------
 
 
-def test_gemini_grounding_is_billed_per_grounded_prompt(replay) -> None:  # type: ignore[no-untyped-def]
+GEMINI_DOORS = ["create", "acreate", "stream", "astream"]
+
+
+def gemini_call(client: Any, how: str) -> None:
+    kwargs: dict[str, Any] = {"model": "gemini-2.5-flash", "contents": "Go on."}
+    if how == "create":
+        client.models.generate_content(**kwargs)
+    elif how == "stream":
+        _drain(client.models.generate_content_stream(**kwargs))
+    elif how == "acreate":
+        asyncio.run(client.aio.models.generate_content(**kwargs))
+    else:
+
+        async def run() -> None:
+            await _adrain(await client.aio.models.generate_content_stream(**kwargs))
+
+        asyncio.run(run())
+
+
+def _gemini_cassette(name: str, how: str) -> str:
+    return f"gemini/{name}{'_stream' if 'stream' in how else ''}.yaml"
+
+
+@pytest.mark.parametrize("how", GEMINI_DOORS)
+def test_gemini_grounding_is_billed_per_grounded_prompt(replay, how) -> None:  # type: ignore[no-untyped-def]
     from tests.providers.gemini_helpers import Wire, gemini_client
 
-    with replay("gemini/generate_grounding.yaml"):
-        gemini_client(Wire()).models.generate_content(model="gemini-2.5-flash", contents="Go on.")
+    with replay(_gemini_cassette("generate_grounding", how)):
+        gemini_call(gemini_client(Wire()), how)
     record = only_record()
     assert record.usage.service_tier is None and record.usage.units == {"web_search_requests": 2}
     # Gemini 2.5 bills grounding per grounded prompt ($35 / 1,000), however many queries it ran.
     assert close(record.usd, tokens({"input": 3e-07, "output": 2.5e-06}, 40 + 900, 120) + 0.035)
 
 
-def test_vertex_priority_traffic_is_billed_at_priority_rates(replay) -> None:  # type: ignore[no-untyped-def]
+@pytest.mark.parametrize("how", GEMINI_DOORS)
+def test_vertex_priority_traffic_is_billed_at_priority_rates(replay, how) -> None:  # type: ignore[no-untyped-def]
     from tests.providers.gemini_helpers import Wire, vertex_client
 
-    with replay("gemini/vertex_grounding_priority.yaml"):
-        vertex_client(Wire()).models.generate_content(model="gemini-2.5-flash", contents="Go on.")
+    with replay(_gemini_cassette("vertex_grounding_priority", how)):
+        gemini_call(vertex_client(Wire()), how)
     record = only_record()
     assert record.usage.service_tier == "priority" and record.usage.units == {"web_search_requests": 2}
     assert close(record.usd, tokens({"input": 5.4e-07, "output": 4.5e-06}, 40 + 900, 120) + 0.035)
