@@ -28,28 +28,15 @@ as ``"abandoned"`` (:meth:`tollgate.gate.Call.finish`), so no door decides it.
 from __future__ import annotations
 
 import dataclasses
-import math
-from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from tollgate.decisions import Abandoned
+from tollgate.plausible import billed_units, readable
 from tollgate.pricing.tokens import RunningCount
 from tollgate.request import Usage
 
 if TYPE_CHECKING:
     from tollgate.call import Call, Outcome
-
-_COUNTS = (
-    "input_tokens",
-    "output_tokens",
-    "cache_read_tokens",
-    "cache_write_tokens",
-    "reasoning_tokens",
-    "audio_input_tokens",
-    "audio_output_tokens",
-)
-#: Units a request is billed whatever came back (as the gate's estimate of a call without usage).
-_BILLED_UNITS = ("audio_seconds", "audio_output_seconds", "characters", "images")
 
 
 def charge(
@@ -71,7 +58,7 @@ def charge(
 
 
 def _charged(call: Call, outcome: Outcome, ended: bool, read: int | None, drained: int) -> Outcome:
-    usage = outcome.usage if _clean(outcome.usage) else None
+    usage = outcome.usage if readable(outcome.usage) else None
     text = outcome.text if isinstance(outcome.text, str) else ""
     counter = RunningCount(call.decision.model, call.request.provider)
     counted = counter.recount(text) if text else 0
@@ -91,30 +78,11 @@ def _charged(call: Call, outcome: Outcome, ended: bool, read: int | None, draine
     if usage is not None and usage.input_tokens > 0:  # the provider said what it read
         bound = dataclasses.replace(usage, output_tokens=charged)
     else:
-        units = call.request.units
-        billed = {k: units[k] for k in _BILLED_UNITS if k in units} if units else {}
+        billed = billed_units(call.request)
         if usage is not None and usage.units:
             billed = {**billed, **usage.units}
         bound = Usage(input_tokens=call.estimate.input_tokens, output_tokens=charged, units=billed)
     step = Abandoned("reservation", read, drained, counted, charged)
     return outcome._replace(
         usage=bound, usd=None, status="abandoned", estimated=True, steps=(*outcome.steps, step)
-    )
-
-
-def _clean(usage: Any) -> bool:
-    """``usage`` is a Usage with counts the gate can price (else it is left out of the charge)."""
-    if type(usage) is not Usage:
-        return False
-    for name in _COUNTS:
-        value = getattr(usage, name)
-        if type(value) is not int or value < 0:
-            return False
-    units = usage.units
-    return not units or (
-        isinstance(units, Mapping)
-        and all(
-            isinstance(k, str) and type(v) in (int, float) and math.isfinite(v) and v >= 0
-            for k, v in units.items()
-        )
     )

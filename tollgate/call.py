@@ -14,8 +14,6 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import math
-import operator
 import time
 import warnings
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -49,6 +47,8 @@ from tollgate.errors import (
 )
 from tollgate.failures import failure_of, mask
 from tollgate.ids import random_hex
+from tollgate.plausible import amount, billed_units, readable
+from tollgate.plausible import implausible as _implausible
 from tollgate.pricing import ModelPrice, cost
 from tollgate.pricing.estimate import estimate_request, lookup_price
 from tollgate.pricing.tokens import count_text
@@ -418,9 +418,9 @@ class Call:
     def _closing(
         self, outcome: Outcome, exc: BaseException | None, degraded: bool = False
     ) -> tuple[CallRecord, list[float]]:
-        usage = outcome.usage if _readable(outcome.usage) else None
-        implausible = _implausible(usage, self.price, self.request) if usage is not None else None
-        if implausible is not None:
+        usage = outcome.usage if readable(outcome.usage) else None
+        untrusted = _implausible(usage, self.price, self.request) if usage is not None else None
+        if untrusted is not None:
             usage = None
         estimated = outcome.estimated or usage is None
         status: Status = outcome.status
@@ -437,8 +437,8 @@ class Call:
             self._warn_unknown(usage.unknown)
         model = outcome.model if type(outcome.model) is str and outcome.model else None
         steps = (*self.steps, *outcome.steps) if outcome.steps else self.steps
-        if implausible is not None:
-            steps = (*steps, Implausible(implausible))
+        if untrusted is not None:
+            steps = (*steps, Implausible(untrusted))
         usd, priced, pricing_failed, usage = self._priced(usage, model, outcome.usd)
         if pricing_failed is not None:
             steps = (*steps, PricingFailed(pricing_failed))
@@ -483,15 +483,13 @@ class Call:
         output = 0
         if isinstance(text, str) and text:
             output = count_text(text, self.decision.model, self.request.provider)
-        units = self.request.units
-        billed = {k: units[k] for k in _BILLED_UNITS if k in units} if units else {}
-        return Usage(input_tokens=self.estimate.input_tokens, output_tokens=output, units=billed)
+        return Usage(self.estimate.input_tokens, output, units=billed_units(self.request))
 
     def _priced(self, usage: Usage, model: str | None, usd: Any) -> tuple[float, bool, str | None, Usage]:
         """USD, whether priced, the error type when pricing failed, and the usage with the
         price of each of its parts (a part run by another model is billed at that model's
         rates; the call's units, e.g. web searches, at the call's model's)."""
-        reported = None if usd is None else usd if _amount(usd) else None
+        reported = None if usd is None else usd if amount(usd) else None
         try:
             price = self._price_for(model)
             if price is None and reported is None and (usage.total_tokens or usage.units):
@@ -540,7 +538,7 @@ class Call:
 
     def implausible(self, usage: Usage) -> str | None:
         """Why ``usage`` (a running count, a final one) cannot be this call's, or None."""
-        return _implausible(usage, self.price, self.request) if _readable(usage) else "unreadable"
+        return _implausible(usage, self.price, self.request) if readable(usage) else "unreadable"
 
     def _warn_unknown(self, unknown: Mapping[str, Any]) -> None:
         """Warn once per (provider, field) of a usage field tollgate does not know."""
@@ -665,73 +663,6 @@ def _proceed(model: str) -> Decision:
     return decision
 
 
-#: Units an audio or image request expects that bill it whatever came back (see ``LLMRequest.units``).
-_BILLED_UNITS = ("audio_seconds", "audio_output_seconds", "characters", "images")
 _NOTHING = Outcome(Usage())
 _BLOCKED = Outcome(Usage(), status="blocked")
 _ABANDONED = Outcome(status="abandoned", estimated=True)
-_USAGE_COUNTS = (
-    "input_tokens",
-    "output_tokens",
-    "cache_read_tokens",
-    "cache_write_tokens",
-    "reasoning_tokens",
-    "audio_input_tokens",
-    "audio_output_tokens",
-)
-
-
-def _amount(value: Any) -> bool:
-    return type(value) in (int, float) and math.isfinite(value) and value >= 0
-
-
-_counts = operator.attrgetter(*_USAGE_COUNTS)
-
-
-def _readable(usage: Any) -> bool:
-    """``usage`` is a Usage the gate can price: counts are non-negative ints, units finite numbers."""
-    if type(usage) is not Usage:
-        return False
-    for value in _counts(usage):
-        if type(value) is not int or value < 0:
-            return False
-    units = usage.units
-    return not units or (
-        isinstance(units, Mapping) and all(isinstance(k, str) and _amount(v) for k, v in units.items())
-    )
-
-
-#: Counts beyond this are not counts (10^30 tokens overflows a ledger and blocks a budget).
-_MAX_COUNT = 10**9
-#: How many times its context window a call may read: server-side tool loops and compaction
-#: read the context again at each step, and report the sum. A call without tools or parts is
-#: one step, but the table's window may be short of a beta's (Anthropic's 1M context on models
-#: listed at 200k): 8.
-_STEPS = 64
-_ONE_STEP = 8
-
-
-def _implausible(usage: Usage, price: ModelPrice | None, request: LLMRequest) -> str | None:
-    """Why ``usage`` cannot be what the call used, or None: a count beyond any call's, cache
-    or reasoning or audio tokens beyond the count they are a part of, input beyond what the
-    model can read or output beyond what it can write (over every step of a tool loop)."""
-    if usage.input_tokens > _MAX_COUNT or usage.output_tokens > _MAX_COUNT:
-        return f"more than {_MAX_COUNT:,} tokens"
-    if usage.cache_read_tokens + usage.cache_write_tokens > usage.input_tokens:
-        return "cached tokens exceed input tokens"
-    if usage.reasoning_tokens + usage.audio_output_tokens > usage.output_tokens:
-        return "reasoning or audio tokens exceed output tokens"
-    if usage.audio_input_tokens > usage.input_tokens:
-        return "audio tokens exceed input tokens"
-    if usage.units and any(v > _MAX_COUNT for v in usage.units.values()):
-        return f"a unit count above {_MAX_COUNT:,}"
-    if price is None:
-        return None
-    steps = max(len(usage.parts), 1) * _STEPS if usage.parts or request.tools else _ONE_STEP
-    window = price.max_input_tokens
-    if window and usage.input_tokens > window * steps:
-        return f"input tokens above {steps} times the context window ({window:,})"
-    most = price.max_output_tokens
-    if most and usage.output_tokens > most * max(request.n, 1) * steps:
-        return f"output tokens above {steps} times the model's maximum output ({most:,})"
-    return None

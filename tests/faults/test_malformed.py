@@ -175,6 +175,25 @@ def valid(value: Any) -> bool:
     return type(value) is int and value >= 0
 
 
+def count(block: Any, name: str) -> int:
+    """``block[name]`` as the adapters read a count: a valid one, else 0."""
+    value = block.get(name) if isinstance(block, dict) else None
+    return value if valid(value) else 0
+
+
+def plausible(model: str, input_tokens: int, output_tokens: int, cached: int = 0, reasoning: int = 0) -> bool:
+    """The documented bounds on a usage a call could have used (docs/semantics.md, "Implausible
+    usage"): no count above 10^9, no part above its whole, no more input than 8 times the
+    model's window nor output than 8 times its maximum output (these calls have no tools)."""
+    from tollgate.pricing import default_table
+
+    if input_tokens > 10**9 or output_tokens > 10**9 or cached > input_tokens or reasoning > output_tokens:
+        return False
+    price = default_table().lookup(model)
+    window, most = (price.max_input_tokens, price.max_output_tokens) if price is not None else (None, None)
+    return not (window and input_tokens > 8 * window) and not (most and output_tokens > 8 * most)
+
+
 # -- the harness -------------------------------------------------------------------------------------
 
 
@@ -367,6 +386,22 @@ def dict_reported(usage: Any, *names: str) -> bool:
     return isinstance(usage, dict) and all(valid(usage.get(n)) for n in names)
 
 
+def openai_trusted(usage: Any) -> bool:
+    """Reported (valid prompt and completion counts) and plausible: the record is not estimated."""
+    if not dict_reported(usage, "prompt_tokens", "completion_tokens"):
+        return False
+    cached = count(usage.get("prompt_tokens_details"), "cached_tokens")
+    reasoning = count(usage.get("completion_tokens_details"), "reasoning_tokens")
+    return plausible(CHAT_MODEL, usage["prompt_tokens"], usage["completion_tokens"], cached, reasoning)
+
+
+def anthropic_trusted(usage: Any) -> bool:
+    if not dict_reported(usage, "input_tokens", "output_tokens"):
+        return False
+    cache = count(usage, "cache_read_input_tokens") + count(usage, "cache_creation_input_tokens")
+    return plausible(CLAUDE, usage["input_tokens"] + cache, usage["output_tokens"])
+
+
 @FAULTS
 @given(usage=OPENAI_USAGE)
 def test_openai_chat_transparent(usage: Any) -> None:
@@ -392,7 +427,7 @@ def test_openai_chat_accounted(usage: Any) -> None:
     check_counts(record.usage)
     reported = openai_raw_usage(plain, False)
     if plain.error is None:
-        assert record.estimated is not dict_reported(reported, "prompt_tokens", "completion_tokens")
+        assert record.estimated is not openai_trusted(reported)
         if not record.estimated:
             assert record.usage.input_tokens == reported["prompt_tokens"]
             assert record.usage.output_tokens == reported["completion_tokens"]
@@ -407,7 +442,7 @@ def test_openai_chat_stream_accounted(usage: Any, fraction: float | None) -> Non
     check_counts(record.usage)
     if failed_early(plain, record):
         return
-    if not dict_reported(openai_raw_usage(plain, True), "prompt_tokens", "completion_tokens"):
+    if not openai_trusted(openai_raw_usage(plain, True)):
         assert record.estimated
     elif fraction is None:
         assert not record.estimated
@@ -511,7 +546,7 @@ def test_anthropic_messages_accounted(usage: Any) -> None:
     check_counts(record.usage)
     if plain.error is None:
         reported = (plain.value or {}).get("usage")
-        assert record.estimated is not dict_reported(reported, "input_tokens", "output_tokens")
+        assert record.estimated is not anthropic_trusted(reported)
 
 
 @FAULTS
@@ -523,7 +558,7 @@ def test_anthropic_messages_stream_accounted(start: Any, delta: Any, fraction: f
     check_counts(record.usage)
     if failed_early(plain, record):
         return
-    if not dict_reported(anthropic_stream_usage(plain), "input_tokens", "output_tokens"):
+    if not anthropic_trusted(anthropic_stream_usage(plain)):
         assert record.estimated
 
 
@@ -577,7 +612,12 @@ def gemini_reported(usage: Any) -> bool:
     if not isinstance(usage, dict) or not valid(usage.get("prompt_token_count")):
         return False
     others = ("candidates_token_count", "thoughts_token_count", "cached_content_token_count")
-    return all(usage.get(k) is None or valid(usage.get(k)) for k in others)
+    if not all(usage.get(k) is None or valid(usage.get(k)) for k in others):
+        return False
+    output = count(usage, "candidates_token_count") + count(usage, "thoughts_token_count")
+    return plausible(
+        GEMINI, usage["prompt_token_count"] + count(usage, "tool_use_prompt_token_count"), output
+    )
 
 
 @FAULTS

@@ -523,7 +523,7 @@ def test_implausible_usage_is_estimated_flagged_and_never_poisons_the_ledger_or_
 
 def test_a_long_tool_loop_is_not_implausible() -> None:
     # Server-side tool loops report the sum of their steps: 5 steps reading a 200k context.
-    from tollgate.call import _implausible
+    from tollgate.plausible import implausible as _implausible
     from tollgate.pricing import default_table
     from tollgate.request import LLMRequest, Usage
 

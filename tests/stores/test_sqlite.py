@@ -17,6 +17,7 @@ import tollgate.stores.sqlite
 from tests.stores.conftest import finish, run_child
 from tollgate.errors import StoreUnavailable
 from tollgate.ledger import SQLiteLedger
+from tollgate.ledger.sqlite import SCHEMA_VERSION as LEDGER_SCHEMA
 from tollgate.request import CallRecord
 from tollgate.stores import SQLiteStore, open_store
 from tollgate.stores.base import Charge
@@ -154,7 +155,7 @@ def test_shares_a_file_with_a_ledger(path: Path) -> None:
         assert reopened.read([charge(0)], T0)[0].spent == pytest.approx(0.4)
         reopened.close()
         with sqlite3.connect(path) as conn:
-            assert conn.execute("PRAGMA user_version").fetchone()[0] == 1  # the ledger's alone
+            assert conn.execute("PRAGMA user_version").fetchone()[0] == LEDGER_SCHEMA  # the ledger's alone
 
 
 def test_leaves_user_version_alone(store: SQLiteStore, path: Path) -> None:
