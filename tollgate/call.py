@@ -12,6 +12,7 @@ settle or give back the holds, write the one record, end the span, run the hooks
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import logging
 import time
@@ -124,6 +125,7 @@ class Call:
         "_finish_reasons",
         "_handed",
         "_output_messages",
+        "_sent",
         "checks",
         "decision",
         "ended_at",
@@ -191,6 +193,7 @@ class Call:
         self._finish_reasons: tuple[str, ...] = ()
         self._output_messages: tuple[Mapping[str, Any], ...] = ()
         self._handed = False
+        self._sent = False
 
     def __repr__(self) -> str:
         return f"<tollgate call {self.request.operation} {self.decision.model} {self.id[:8]}>"
@@ -239,6 +242,7 @@ class Call:
         nest under it) and calls that reach an instrumented client inside are not gated, or
         counted, a second time."""
         token = _sending.set(self)
+        self._sent = True
         try:
             with telemetry.current(self.span):
                 yield
@@ -316,9 +320,15 @@ class Call:
         """End the call as failed or cancelled by ``exc``: a record with the error, billed what
         ``outcome`` says the provider used before the failure (nothing, by default). Never raises.
         A ``GeneratorExit`` is no failure: the caller closed the generator reading the call, which
-        is abandoned (charged as :meth:`finish` charges an abandoned outcome)."""
+        is abandoned (charged as :meth:`finish` charges an abandoned outcome). A call cancelled
+        once its request was on its way (``asyncio.CancelledError``: a task cancelled, a
+        ``wait_for`` timing out) is abandoned too, the error kept: the provider answers, and
+        bills, a request whose caller stopped waiting."""
         if isinstance(exc, GeneratorExit):
             self._end(charge(self, (outcome or _ABANDONED)._replace(status="abandoned")), None)
+            return
+        if self._sent and isinstance(exc, asyncio.CancelledError):
+            self._end(charge(self, (outcome or _ABANDONED)._replace(status="abandoned")), exc)
             return
         self._end(outcome or _NOTHING, exc)
 
@@ -326,6 +336,9 @@ class Call:
         """The async twin of :meth:`fail`."""
         if isinstance(exc, GeneratorExit):
             await self._aend(charge(self, (outcome or _ABANDONED)._replace(status="abandoned")), None)
+            return
+        if self._sent and isinstance(exc, asyncio.CancelledError):
+            await self._aend(charge(self, (outcome or _ABANDONED)._replace(status="abandoned")), exc)
             return
         await self._aend(outcome or _NOTHING, exc)
 

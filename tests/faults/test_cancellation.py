@@ -252,7 +252,9 @@ async def admitted_after(provider: Provider, client: Any, call: Caller) -> None:
 
 
 @pytest.mark.parametrize("sdk", list(SDKS))
-async def test_cancel_while_waiting_for_the_response_releases_the_hold(sdk: str) -> None:
+async def test_cancel_while_waiting_for_the_response_charges_the_reservation(sdk: str) -> None:
+    # The request reached the provider, which answers (and bills) it whether or not the caller
+    # still waits: the call is abandoned and charged what it reserved, so the cap holds.
     make_provider, make_client, call = SDKS[sdk]
     provider = make_provider()
     client = make_client(provider)
@@ -267,11 +269,15 @@ async def test_cancel_while_waiting_for_the_response_releases_the_hold(sdk: str)
         task.cancel()
         with pytest.raises(asyncio.CancelledError):
             await task
-        assert held() == 0.0
+        assert held() == 0.0  # settled: no hold left behind
         cancelled = [r for r in records() if r.error and "CancelledError" in r.error]
-        assert len(cancelled) == 1 and cancelled[0].status == "error" and cancelled[0].usd == 0
-        await admitted_after(provider, client, call)
-    assert [r.status for r in records()] == ["error", "blocked", "ok"]  # by start time
+        assert len(cancelled) == 1 and cancelled[0].status == "abandoned" and cancelled[0].estimated
+        assert cancelled[0].decisions[-1]["abandoned"] == "reservation"
+        assert cancelled[0].usd == pytest.approx(need)
+        provider.mode = "answer"
+        with pytest.raises(tollgate.BudgetExceeded):  # the budget paid for the cancelled call
+            await call(client)
+    assert [r.status for r in records()] == ["abandoned", "blocked", "blocked"]  # by start time
 
 
 @pytest.mark.parametrize("sdk", list(SDKS))
@@ -317,7 +323,7 @@ async def test_cancel_while_reading_a_stream_releases_the_hold(sdk: str) -> None
 
 
 @pytest.mark.parametrize("sdk", list(SDKS))
-async def test_wait_for_timeout_releases_the_hold(sdk: str) -> None:
+async def test_wait_for_timeout_charges_the_reservation(sdk: str) -> None:
     make_provider, make_client, call = SDKS[sdk]
     provider = make_provider()
     client = make_client(provider)
@@ -328,8 +334,8 @@ async def test_wait_for_timeout_releases_the_hold(sdk: str) -> None:
             await asyncio.wait_for(call(client), 0.2)
         assert held() == 0.0
         (record,) = records()
-        assert record.status == "error" and record.error is not None and "CancelledError" in record.error
-        await admitted_after(provider, client, call)
+        assert record.status == "abandoned" and record.error is not None and "CancelledError" in record.error
+        assert record.usd == pytest.approx(need)
 
 
 @pytest.mark.parametrize("sdk", list(SDKS))

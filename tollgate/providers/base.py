@@ -289,7 +289,7 @@ def gated(
                 return await method(*args, **kwargs)
             async with await abegin(surface, kwargs) as call:
                 injected = call.edit(surface.apply, call, kwargs)
-                with telemetry.current(call.span):
+                with call.sending():
                     result = await method(*args, **kwargs)
                 call.hand_over()
                 return await _finish_async(call, surface, injected, result, mode)
@@ -302,7 +302,7 @@ def gated(
             return method(*args, **kwargs)
         with begin(surface, kwargs) as call:
             injected = call.edit(surface.apply, call, kwargs)
-            with telemetry.current(call.span):
+            with call.sending():
                 result = method(*args, **kwargs)
             call.hand_over()
             return _finish_sync(call, surface, injected, result, mode)
@@ -351,7 +351,7 @@ class GatedManager:
         surface = self._tg_surface
         with begin(surface, self._tg_kwargs) as call:
             injected = call.edit(surface.apply, call, self._tg_kwargs)
-            with telemetry.current(call.span):
+            with call.sending():
                 self._tg_manager = self._tg_method(*self._tg_args, **self._tg_kwargs)
                 entered = self._tg_manager.__enter__()
             call.hand_over()
@@ -373,7 +373,7 @@ class GatedManager:
         surface = self._tg_surface
         async with await abegin(surface, self._tg_kwargs) as call:
             injected = call.edit(surface.apply, call, self._tg_kwargs)
-            with telemetry.current(call.span):
+            with call.sending():
                 self._tg_manager = self._tg_method(*self._tg_args, **self._tg_kwargs)
                 entered = await self._tg_manager.__aenter__()
             call.hand_over()

@@ -44,7 +44,7 @@ import os
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from tollgate import gate, telemetry
+from tollgate import gate
 from tollgate.pricing.tokens import count_text
 from tollgate.providers.base import (
     Accountant,
@@ -508,7 +508,7 @@ class _OpeningManager:
         surface = self._tg_surface
         with begin(surface, self._tg_kwargs) as call:
             call.edit(surface.apply, call, self._tg_kwargs)
-            with telemetry.current(call.span):
+            with call.sending():
                 self._tg_manager = self._tg_method(*self._tg_args, **self._tg_kwargs)
                 entered = self._tg_manager.__enter__()
             call.finish(surface.outcome(call, None))
@@ -521,7 +521,7 @@ class _OpeningManager:
         surface = self._tg_surface
         async with await abegin(surface, self._tg_kwargs) as call:
             call.edit(surface.apply, call, self._tg_kwargs)
-            with telemetry.current(call.span):
+            with call.sending():
                 self._tg_manager = self._tg_method(*self._tg_args, **self._tg_kwargs)
                 entered = await self._tg_manager.__aenter__()
             await call.afinish(surface.outcome(call, None))
