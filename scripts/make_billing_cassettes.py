@@ -38,7 +38,8 @@ GEMINI = """\
 # Wire format follows the Gemini API's documented REST reference (google-genai talks to v1):
 # POST /v1/models/{model}:generateContent returns a GenerateContentResponse whose candidates
 # carry `groundingMetadata` {webSearchQueries, groundingChunks} when Google Search grounding
-# ran, and whose `usageMetadata` carries `serviceTier` (Gemini API) or `trafficType` (Vertex AI:
+# ran (`groundingChunks[].web` or `.maps`, and `googleMapsWidgetContextToken` for Grounding with
+# Google Maps), and whose `usageMetadata` carries `serviceTier` (Gemini API) or `trafficType` (Vertex AI:
 # POST /v1beta1/projects/{p}/locations/{l}/publishers/google/models/{model}:generateContent).
 """
 
@@ -561,7 +562,39 @@ def gemini() -> None:
         _write(stream_path, GEMINI, [_interaction(stream_uri, ask, sse, "text/event-stream")])
 
 
+def gemini_maps() -> None:
+    """Grounding with Google Maps: Maps chunks and the widget token, one query."""
+    uri = "https://generativelanguage.googleapis.com/v1/models/gemini-2.5-flash:generateContent"
+    grounding = {
+        "webSearchQueries": ["coffee near the station"],
+        "groundingChunks": [
+            {"maps": {"uri": "https://maps.google.com/?cid=1", "title": "Cafe", "placeId": "p1"}}
+        ],
+        "googleMapsWidgetContextToken": "widgetcontent/constructed",
+    }
+    body = {
+        "candidates": [
+            {
+                "content": {"parts": [{"text": "Done."}], "role": "model"},
+                "finishReason": "STOP",
+                "index": 0,
+                "groundingMetadata": grounding,
+            }
+        ],
+        "usageMetadata": {"promptTokenCount": 30, "candidatesTokenCount": 80, "totalTokenCount": 110},
+        "modelVersion": "gemini-2.5-flash",
+        "responseId": "tg0703",
+    }
+    ask = {"contents": [{"parts": [{"text": "Coffee?"}], "role": "user"}], "tools": [{"googleMaps": {}}]}
+    _write(
+        "gemini/generate_maps_grounding.yaml",
+        GEMINI,
+        [_interaction(uri, ask, json.dumps(body), "application/json")],
+    )
+
+
 if __name__ == "__main__":
     anthropic()
     openai()
     gemini()
+    gemini_maps()

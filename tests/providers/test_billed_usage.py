@@ -391,6 +391,17 @@ def test_vertex_priority_traffic_is_billed_at_priority_rates(replay, how) -> Non
     assert close(record.usd, tokens({"input": 5.4e-07, "output": 4.5e-06}, 40 + 900, 120) + 0.035)
 
 
+def test_gemini_maps_grounding_is_billed(replay) -> None:  # type: ignore[no-untyped-def]
+    from tests.providers.gemini_helpers import Wire, gemini_client
+
+    with replay("gemini/generate_maps_grounding.yaml"):
+        gemini_call(gemini_client(Wire()), "create")
+    record = only_record()
+    # A Maps-only grounding: its query is a Maps request, not a web search ($25 / 1,000 prompts).
+    assert record.usage.units == {"maps_grounding_requests": 1}
+    assert close(record.usd, tokens({"input": 3e-07, "output": 2.5e-06}, 30, 80) + 0.025)
+
+
 # -- implausible usage ----------------------------------------------------------------------------
 
 

@@ -46,7 +46,7 @@ from tollgate.providers.base import (
     routes_for,
     server_of,
 )
-from tollgate.providers.fields import Known, unknown_fields
+from tollgate.providers.fields import Known, items_of, unknown_fields
 from tollgate.request import LLMRequest, Usage
 
 # -- reading SDK objects and JSON dicts -------------------------------------------------------
@@ -198,21 +198,30 @@ _KNOWN: Known = _camel_too(
 )
 
 
-def _grounding_queries(response: Any) -> int:
-    """The Google Search queries a response's grounding ran: the distinct, non-empty
-    ``groundingMetadata.webSearchQueries`` of its candidates (as LiteLLM counts them; the price
-    entry says whether Google bills per query or once per grounded prompt)."""
+def _grounding(response: Any) -> dict[str, int]:
+    """The grounding requests a response bills, as LiteLLM counts them: each distinct, non-empty
+    ``webSearchQueries`` entry once, across candidates; the queries of a Maps-only item (Maps
+    chunks and no web ones) as Maps grounding, at least one when any item grounded on Maps. The
+    price entry says whether Google bills per query or once per grounded prompt."""
     try:
-        return len(
-            {
-                q
-                for c in _get(response, "candidates") or ()
-                for q in _get(_get(c, "grounding_metadata"), "web_search_queries") or ()
-                if isinstance(q, str) and q
-            }
-        )
+        web: set[str] = set()
+        maps: set[str] = set()
+        on_maps = False
+        for candidate in _get(response, "candidates") or ():
+            item = _get(candidate, "grounding_metadata")
+            if item is None:
+                continue
+            kinds = {k for chunk in _get(item, "grounding_chunks") or () for k, v in items_of(chunk) if v}
+            is_maps = "maps" in kinds or bool(_get(item, "google_maps_widget_context_token"))
+            on_maps = on_maps or is_maps
+            queries = {q for q in _get(item, "web_search_queries") or () if isinstance(q, str) and q}
+            (maps if is_maps and "web" not in kinds else web).update(queries)
+        units = {"web_search_requests": len(web)} if web else {}
+        if on_maps:
+            units["maps_grounding_requests"] = max(len(maps), 1)
+        return units
     except Exception:
-        return 0
+        return {}
 
 
 def _reason(candidate: Any) -> str | None:
@@ -226,8 +235,8 @@ def response_found(response: Any) -> Found:
     """Usage, model, id and finish reasons of a ``GenerateContentResponse`` (or its JSON)."""
     reasons = tuple(r for c in _get(response, "candidates") or () if (r := _reason(c)))
     usage = usage_from(_get(response, "usage_metadata"))
-    if usage is not None and (searches := _grounding_queries(response)):
-        usage = dataclasses.replace(usage, units={**usage.units, "web_search_requests": searches})
+    if usage is not None and (grounded := _grounding(response)):
+        usage = dataclasses.replace(usage, units={**usage.units, **grounded})
     return Found(
         usage,
         _get(response, "model_version") or None,
@@ -472,11 +481,11 @@ class GenerateStreamAccountant(Accountant):
     count and the text that streamed).
     """
 
-    __slots__ = ("_open", "_searches")
+    __slots__ = ("_grounded", "_open")
 
     def __init__(self) -> None:
         super().__init__()
-        self._searches = 0
+        self._grounded: dict[str, int] = {}
         self._open: set[int] = set()
 
     def observe(self, chunk: Any) -> bool:
@@ -505,10 +514,9 @@ class GenerateStreamAccountant(Accountant):
                         self._open.add(index)
                 self.done = self.done and not self._open
             self.usage = usage_from(_get(chunk, "usage_metadata")) or self.usage
-            self._searches = _grounding_queries(chunk) or self._searches
-            if self._searches and self.usage is not None:
-                units = {**self.usage.units, "web_search_requests": self._searches}
-                self.usage = dataclasses.replace(self.usage, units=units)
+            self._grounded = _grounding(chunk) or self._grounded
+            if self._grounded and self.usage is not None:
+                self.usage = dataclasses.replace(self.usage, units={**self.usage.units, **self._grounded})
         except Exception:  # a malformed chunk must never break the caller's stream
             pass
         return True
