@@ -17,8 +17,7 @@ import dataclasses
 import logging
 import time
 import warnings
-from collections.abc import Callable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Mapping, Sequence
 from contextvars import ContextVar
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, NamedTuple, TypeVar
@@ -236,18 +235,12 @@ class Call:
         """The call now belongs to a stream or response that finishes it later."""
         self._handed = True
 
-    @contextmanager
-    def sending(self) -> Iterator[None]:
+    def sending(self) -> _Sending:
         """Wrap the sending of the request: the call's span is current (so spans the SDK emits
-        nest under it) and calls that reach an instrumented client inside are not gated, or
-        counted, a second time."""
-        token = _sending.set(self)
+        nest under it), calls that reach an instrumented client inside are not gated, or
+        counted, a second time, and the call knows its request may have reached the provider."""
         self._sent = True
-        try:
-            with telemetry.current(self.span):
-                yield
-        finally:
-            _sending.reset(token)
+        return _Sending(self)
 
     def edit(self, apply: Callable[..., T], *args: Any) -> T:
         """``apply(*args)``: the door turning :attr:`decision` into native edits. When that fails,
@@ -664,6 +657,28 @@ class Call:
 
 
 _PROCEED: dict[str, Decision] = {}
+
+
+class _Sending:
+    """:meth:`Call.sending`: a plain class, not a generator (it runs on every call)."""
+
+    __slots__ = ("_call", "_span", "_token")
+
+    def __init__(self, call: Call) -> None:
+        self._call = call
+
+    def __enter__(self) -> None:
+        self._token = _sending.set(self._call)
+        span = self._span = telemetry.current(self._call.span)
+        span.__enter__()
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        try:
+            self._span.__exit__(exc_type, exc, tb)
+        finally:
+            _sending.reset(self._token)
 
 
 def _proceed(model: str) -> Decision:
