@@ -338,6 +338,13 @@ def _response_stream(response: dict[str, Any]) -> str:
     return _sse([{**e, "sequence_number": n} for n, e in enumerate(events)], named=True)
 
 
+def _responses_pair(name: str, uri: str, ask: dict[str, Any], body: dict[str, Any]) -> None:
+    """A Responses API answer, plain and streamed."""
+    _write(f"openai/{name}.yaml", OPENAI, [_interaction(uri, ask, json.dumps(body), "application/json")])
+    stream = _interaction(uri, {**ask, "stream": True}, _response_stream(body), "text/event-stream")
+    _write(f"openai/{name}_stream.yaml", OPENAI, [stream])
+
+
 def _responses_usage(i: int, o: int, cached: int = 0, written: int = 0, **more: Any) -> dict[str, Any]:
     return {
         "input_tokens": i,
@@ -373,16 +380,7 @@ def openai() -> None:
     responses = "https://api.openai.com/v1/responses"
     ask = {"model": "gpt-5.6", "input": "Go on."}
     body = _response("resp_tg0601", "gpt-5.6", _responses_usage(4_000, 300, written=3_072))
-    _write(
-        "openai/responses_cache_write.yaml",
-        OPENAI,
-        [_interaction(responses, ask, json.dumps(body), "application/json")],
-    )
-    _write(
-        "openai/responses_cache_write_stream.yaml",
-        OPENAI,
-        [_interaction(responses, {**ask, "stream": True}, _response_stream(body), "text/event-stream")],
-    )
+    _responses_pair("responses_cache_write", responses, ask, body)
     ask = {"model": "gpt-5", "input": "Find it.", "tools": [{"type": "web_search"}]}
     body = _response(
         "resp_tg0602",
@@ -391,32 +389,14 @@ def openai() -> None:
         tier="priority",
         searches=2,
     )
-    _write(
-        "openai/responses_web_search_priority.yaml",
-        OPENAI,
-        [_interaction(responses, ask, json.dumps(body), "application/json")],
-    )
-    _write(
-        "openai/responses_web_search_priority_stream.yaml",
-        OPENAI,
-        [_interaction(responses, {**ask, "stream": True}, _response_stream(body), "text/event-stream")],
-    )
+    _responses_pair("responses_web_search_priority", responses, ask, body)
     openrouter = "https://openrouter.ai/api/v1/responses"
     ask = {"model": "openai/gpt-4o-mini", "input": "Go on."}
     usage = _responses_usage(
         900, 120, cost=0.00042, is_byok=False, cost_details={"upstream_inference_cost": None}
     )
     body = _response("gen-tg0603", "openai/gpt-4o-mini", usage)
-    _write(
-        "openai/openrouter_responses.yaml",
-        OPENAI,
-        [_interaction(openrouter, ask, json.dumps(body), "application/json")],
-    )
-    _write(
-        "openai/openrouter_responses_stream.yaml",
-        OPENAI,
-        [_interaction(openrouter, {**ask, "stream": True}, _response_stream(body), "text/event-stream")],
-    )
+    _responses_pair("openrouter_responses", openrouter, ask, body)
     together = "https://api.together.xyz/v1/chat/completions"
     model = "meta-llama/Llama-3.3-70B-Instruct-Turbo"
     usage = {"prompt_tokens": 1_500, "completion_tokens": 60, "total_tokens": 1_560, "cached_tokens": 1_024}
