@@ -316,12 +316,13 @@ class Call:
         is abandoned (charged as :meth:`finish` charges an abandoned outcome). A call cancelled
         once its request was on its way (``asyncio.CancelledError``: a task cancelled, a
         ``wait_for`` timing out) is abandoned too, the error kept: the provider answers, and
-        bills, a request whose caller stopped waiting."""
+        bills, a request whose caller stopped waiting. So is a call whose client gave up
+        reading the response (a read timeout): its record says ``error``, charged as abandoned."""
         if isinstance(exc, GeneratorExit):
             self._end(charge(self, (outcome or _ABANDONED)._replace(status="abandoned")), None)
             return
-        if self._sent and isinstance(exc, asyncio.CancelledError):
-            self._end(charge(self, (outcome or _ABANDONED)._replace(status="abandoned")), exc)
+        if self._sent and _stopped_waiting(exc):
+            self._end(self._let_go(exc, outcome), exc)
             return
         self._end(outcome or _NOTHING, exc)
 
@@ -330,10 +331,16 @@ class Call:
         if isinstance(exc, GeneratorExit):
             await self._aend(charge(self, (outcome or _ABANDONED)._replace(status="abandoned")), None)
             return
-        if self._sent and isinstance(exc, asyncio.CancelledError):
-            await self._aend(charge(self, (outcome or _ABANDONED)._replace(status="abandoned")), exc)
+        if self._sent and _stopped_waiting(exc):
+            await self._aend(self._let_go(exc, outcome), exc)
             return
         await self._aend(outcome or _NOTHING, exc)
+
+    def _let_go(self, exc: BaseException, outcome: Outcome | None) -> Outcome:
+        """The outcome of a sent call its caller stopped waiting for: charged as abandoned; a
+        cancelled call is ``abandoned``, a timed-out one an ``error`` (the caller got one)."""
+        charged = charge(self, (outcome or _ABANDONED)._replace(status="abandoned"))
+        return charged if isinstance(exc, asyncio.CancelledError) else charged._replace(status="ok")
 
     def abandon(self) -> None:
         """End a call whose door lost track of it (its framework never said how it ended):
@@ -657,6 +664,21 @@ class Call:
 
 
 _PROCEED: dict[str, Decision] = {}
+
+
+def _stopped_waiting(exc: BaseException) -> bool:
+    """``exc`` says the caller stopped waiting for a request the provider had in full: a task
+    cancelled, or a read timeout (httpx's and httpx2's ``ReadTimeout``, as the SDKs raise it
+    or wrap it), not a connect or write timeout, after which the provider has no request."""
+    if isinstance(exc, asyncio.CancelledError):
+        return True
+    seen = 0
+    cause: BaseException | None = exc
+    while cause is not None and seen < 8:
+        if type(cause).__name__ == "ReadTimeout":
+            return True
+        cause, seen = cause.__cause__ or cause.__context__, seen + 1
+    return False
 
 
 class _Sending:
