@@ -3,8 +3,9 @@
 Run: python examples/anthropic_instrument.py          (offline: no API key, no network)
      python examples/anthropic_instrument.py --live   (the real API; needs ANTHROPIC_API_KEY)
 
-The Anthropic SDK sends through ``httpx2``; offline, its client is given an
-``httpx2.MockTransport`` that answers ``/v1/messages`` like the API, usage included.
+Offline, the client is given a ``MockTransport`` that answers ``/v1/messages`` like the API,
+usage included, built on the HTTP library the installed Anthropic SDK sends through (httpx2 for
+anthropic 2.x, httpx before).
 """
 
 from __future__ import annotations
@@ -12,17 +13,20 @@ from __future__ import annotations
 import json
 import os
 import sys
+from typing import Any
 
 import anthropic
-import httpx2
 
 import tollgate
+from tollgate.demo import http_library
 from tollgate.pricing.tokens import count_messages, count_text
+
+HTTP = http_library("anthropic")
 
 ANSWER = "Paris is the capital of France; it has been since the tenth century, give or take."
 
 
-def fake_messages_api(request: httpx2.Request) -> httpx2.Response:
+def fake_messages_api(request: Any) -> Any:
     """``POST /v1/messages`` as Anthropic answers it (token counts approximated offline)."""
     body = json.loads(request.content)
     text = ANSWER
@@ -39,13 +43,13 @@ def fake_messages_api(request: httpx2.Request) -> httpx2.Response:
             "output_tokens": min(count_text(text, body["model"], "anthropic"), body["max_tokens"]),
         },
     }
-    return httpx2.Response(200, json=message)
+    return HTTP.Response(200, json=message)
 
 
 def make_client() -> anthropic.Anthropic:
     if "--live" in sys.argv:
         return anthropic.Anthropic()
-    http = httpx2.Client(transport=httpx2.MockTransport(fake_messages_api))
+    http = HTTP.Client(transport=HTTP.MockTransport(fake_messages_api))
     return anthropic.Anthropic(api_key="sk-ant-offline", http_client=http, max_retries=0)
 
 

@@ -5,7 +5,8 @@ Run: python examples/langchain_budget.py          (offline: no API key, no netwo
 
 Needs ``pip install -e integrations/langchain langchain-openai``. Offline, the real
 ``langchain-openai`` / ``openai`` stack talks to a stand-in for api.openai.com that runs in this
-process (an ``httpx.MockTransport`` handler below), answering in OpenAI's wire format.
+process (a ``MockTransport`` handler below, on the HTTP library the openai SDK runs on: httpx, or
+httpx2 for openai 3.x), answering in OpenAI's wire format.
 """
 
 from __future__ import annotations
@@ -14,14 +15,16 @@ import json
 import sys
 from typing import Any
 
-import httpx
 from langchain_openai import ChatOpenAI
 
 import tollgate
+from tollgate.demo import http_library
 from tollgate_langchain import TollgateCallbackHandler, guard
 
+HTTP = http_library("openai")
 
-def stand_in(request: httpx.Request) -> httpx.Response:
+
+def stand_in(request: Any) -> Any:
     """A tiny api.openai.com: echoes which model answered, with a usage object."""
     body = json.loads(request.content)
     words = " ".join(str(m.get("content", "")) for m in body["messages"]).split()
@@ -42,11 +45,11 @@ def stand_in(request: httpx.Request) -> httpx.Response:
             + "\n\n"
             for c in chunks
         )
-        return httpx.Response(
+        return HTTP.Response(
             200, text=lines + "data: [DONE]\n\n", headers={"content-type": "text/event-stream"}
         )
     choice = {"index": 0, "message": message, "finish_reason": "stop"}
-    return httpx.Response(
+    return HTTP.Response(
         200,
         json={
             "id": "chatcmpl-offline",
@@ -61,9 +64,9 @@ def stand_in(request: httpx.Request) -> httpx.Response:
 def model(name: str, **kwargs: Any) -> ChatOpenAI:
     if "--live" in sys.argv:
         return ChatOpenAI(model=name, **kwargs)
-    transport = httpx.MockTransport(stand_in)
+    transport = HTTP.MockTransport(stand_in)
     return ChatOpenAI(
-        model=name, api_key="sk-offline", http_client=httpx.Client(transport=transport), **kwargs
+        model=name, api_key="sk-offline", http_client=HTTP.Client(transport=transport), **kwargs
     )
 
 

@@ -4,25 +4,26 @@ Run: python examples/openai_instrument.py          (offline: no API key, no netw
      python examples/openai_instrument.py --live   (the real API; needs OPENAI_API_KEY)
 
 Offline, the real ``openai`` SDK talks to a stand-in for api.openai.com that runs in this
-process (``tollgate.demo.StandIn``, an ``httpx.MockTransport`` handler).
+process (``tollgate.demo.StandIn``, a ``MockTransport`` handler of the HTTP library the
+installed SDK runs on: httpx, or httpx2 for openai 3.x).
 """
 
 from __future__ import annotations
 
 import sys
 
-import httpx
 import openai
 
 import tollgate
-from tollgate.demo import StandIn
+from tollgate.demo import StandIn, http_library
 
 
 def make_client() -> openai.OpenAI:
     if "--live" in sys.argv:
         return openai.OpenAI()
+    http = http_library("openai")
     return openai.OpenAI(
-        api_key="sk-offline", http_client=httpx.Client(transport=httpx.MockTransport(StandIn()))
+        api_key="sk-offline", http_client=http.Client(transport=http.MockTransport(StandIn()))
     )
 
 

@@ -3,7 +3,8 @@
 Run: python examples/quickstart.py        (no API key, no network)
 
 The real OpenAI SDK talks to a stand-in for the API that runs in this process (an
-``httpx.MockTransport`` answering like api.openai.com, usage included). Set OPENAI_API_KEY and
+``MockTransport`` answering like api.openai.com, usage included, built on the HTTP library the
+installed SDK runs on: httpx, or httpx2 for openai 3.x). Set OPENAI_API_KEY and
 pass --live to send the same calls to the real API instead.
 """
 
@@ -13,11 +14,12 @@ import json
 import os
 import sys
 import time
+from typing import Any
 
-import httpx
 import openai
 
 import tollgate
+from tollgate.demo import http_library
 from tollgate.pricing.tokens import count_messages, count_text
 
 ANSWERS = {
@@ -26,7 +28,7 @@ ANSWERS = {
 }
 
 
-def fake_openai(request: httpx.Request) -> httpx.Response:
+def fake_openai(request: Any) -> Any:
     """Answers /v1/chat/completions like OpenAI does, with exact usage figures."""
     body = json.loads(request.content)
     model = body["model"]
@@ -57,7 +59,7 @@ def fake_openai(request: httpx.Request) -> httpx.Response:
             + "\n\n"
             for e in events
         )
-        return httpx.Response(
+        return http_library("openai").Response(
             200, text=sse + "data: [DONE]\n\n", headers={"content-type": "text/event-stream"}
         )
     completion = {
@@ -70,14 +72,15 @@ def fake_openai(request: httpx.Request) -> httpx.Response:
         ],
         "usage": usage,
     }
-    return httpx.Response(200, json=completion)
+    return http_library("openai").Response(200, json=completion)
 
 
 def make_client() -> openai.OpenAI:
     if "--live" in sys.argv:
         return openai.OpenAI()
-    transport = httpx.MockTransport(fake_openai)
-    return openai.OpenAI(api_key="sk-offline-demo", http_client=httpx.Client(transport=transport))
+    http = http_library("openai")
+    transport = http.MockTransport(fake_openai)
+    return openai.OpenAI(api_key="sk-offline-demo", http_client=http.Client(transport=transport))
 
 
 def agent_turns(client: openai.OpenAI, feature: str, turns: int, model: str) -> None:

@@ -10,19 +10,19 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
-import httpx
 import openai
 import pytest
 
 import tollgate
-from tollgate.demo import StandIn
+from tollgate.demo import StandIn, http_library
 
 
 @pytest.fixture
 def client() -> Iterator[openai.OpenAI]:
     tollgate.reset()  # an empty in-memory ledger for each test
-    http = httpx.Client(transport=httpx.MockTransport(StandIn()))
-    yield tollgate.instrument(openai.OpenAI(api_key="sk-offline", http_client=http))
+    http = http_library("openai")  # httpx, or httpx2 for openai 3.x
+    client = http.Client(transport=http.MockTransport(StandIn()))
+    yield tollgate.instrument(openai.OpenAI(api_key="sk-offline", http_client=client))
     tollgate.reset()
 
 

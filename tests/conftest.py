@@ -28,9 +28,9 @@ def http_module(sdk: str):  # type: ignore[no-untyped-def]
         from google.genai import _api_client
 
         return importlib.import_module(getattr(_api_client, "_DEFAULT_HTTP_CLIENT_BACKEND", "httpx"))
-    default = importlib.import_module(sdk).DefaultHttpxClient
-    base = next(c for c in default.__mro__[1:] if c.__name__ == "Client")
-    return importlib.import_module(base.__module__.split(".")[0])
+    from tollgate.demo import http_library
+
+    return http_library(sdk)
 
 
 def run_python(*args: str, timeout: float = 120, **env: str) -> str:

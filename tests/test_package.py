@@ -36,3 +36,28 @@ def test_quickstart_demo_runs_offline() -> None:
     assert "gpt-4o was asked for, gpt-4o-mini answered" in out.stdout
     assert "max_tokens 800 was lowered to" in out.stdout
     assert "24 calls" in out.stdout  # 19 + 2 agent calls + the blocked one + downgrade + clamp
+
+
+def test_no_module_imports_a_transport_library_itself() -> None:
+    # openai 3.x and anthropic 2.x send through httpx2, older majors through httpx: tollgate, its
+    # demo and its examples build stand-ins on whichever the installed SDK uses
+    # (tollgate.demo.http_library), never importing one it may not have. google-genai takes
+    # httpx clients in its HttpOptions and depends on httpx, so its example may import it.
+    import ast
+
+    allowed = {"gemini_instrument.py"}
+    offenders = []
+    for path in [*sorted((ROOT / "tollgate").rglob("*.py")), *sorted((ROOT / "examples").glob("*.py"))]:
+        if path.name in allowed:
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = (
+                [a.name for a in node.names]
+                if isinstance(node, ast.Import)
+                else [node.module or ""]
+                if isinstance(node, ast.ImportFrom)
+                else []
+            )
+            if any(n.split(".")[0] in ("httpx", "httpx2") for n in names):
+                offenders.append(f"{path.relative_to(ROOT)}:{node.lineno}")
+    assert offenders == []

@@ -36,7 +36,7 @@ import tollgate
 from tollgate.pricing.tokens import count_messages, count_text
 
 if TYPE_CHECKING:
-    import httpx
+    from types import ModuleType
 
 #: Every request of every tenant runs under this cap: one counter per tenant per UTC day.
 DAILY_CAP_USD = 0.02
@@ -50,9 +50,28 @@ _PROSE = (
 _WORDS = _PROSE.split()
 
 
+def http_library(sdk: str = "openai") -> ModuleType:
+    """The HTTP library the installed ``sdk`` (``"openai"`` or ``"anthropic"``) sends through:
+    ``httpx``, or ``httpx2`` for openai 3.x and anthropic 2.x. An offline stand-in must be built
+    with it (its ``Client`` and ``MockTransport``); nothing here imports the other one."""
+    import importlib
+
+    default = importlib.import_module(sdk).DefaultHttpxClient
+    base = next(c for c in default.__mro__[1:] if c.__name__ == "Client")
+    return importlib.import_module(base.__module__.split(".")[0])
+
+
 def _filler(tokens: int) -> str:
     """About ``tokens`` tokens of plain prose (one token per word, give or take)."""
     return " ".join(_WORDS[i % len(_WORDS)] for i in range(tokens))
+
+
+def _within(text: str, cap: int, model: str) -> str:
+    """``text`` cut to at most ``cap`` tokens, as a provider keeps to ``max_tokens``."""
+    words = text.split(" ")
+    while len(words) > 1 and count_text(" ".join(words), model) > cap:
+        words = words[: max(1, len(words) - max(1, len(words) // 20))]
+    return " ".join(words)
 
 
 class StandIn:
@@ -69,10 +88,10 @@ class StandIn:
 
     def __init__(self) -> None:
         self.requests: list[dict[str, Any]] = []
+        self._http = http_library("openai")
 
-    def __call__(self, request: httpx.Request) -> httpx.Response:
-        import httpx
-
+    def __call__(self, request: Any) -> Any:
+        http = self._http
         body: dict[str, Any] = json.loads(request.content)
         self.requests.append(body)
         model, cap = body["model"], body.get("max_tokens") or body.get("max_completion_tokens")
@@ -83,7 +102,7 @@ class StandIn:
             wanted = cap or 1000
         else:
             wanted = self.answer_tokens if cap is None else min(cap, self.answer_tokens)
-        text = _filler(wanted)
+        text = _within(_filler(wanted), wanted, model)
         usage = {
             "prompt_tokens": count_messages(body["messages"], model),
             "completion_tokens": count_text(text, model),
@@ -100,7 +119,7 @@ class StandIn:
                 "choices": [choice],
                 "usage": usage,
             }
-            return httpx.Response(200, json=completion)
+            return http.Response(200, json=completion)
         events: list[dict[str, Any]] = [
             {"choices": [{"index": 0, "delta": {"content": (" " if i else "") + w}, "finish_reason": None}]}
             for i, w in enumerate(text.split(" "))
@@ -110,16 +129,16 @@ class StandIn:
             events.append({"choices": [], "usage": usage})
         head = {"id": rid, "object": "chat.completion.chunk", "created": created, "model": model}
         sse = "".join(f"data: {json.dumps({**head, **e})}\n\n" for e in events) + "data: [DONE]\n\n"
-        return httpx.Response(200, text=sse, headers={"content-type": "text/event-stream"})
+        return http.Response(200, text=sse, headers={"content-type": "text/event-stream"})
 
 
 def offline_client() -> Any:
     """An instrumented ``openai.OpenAI`` whose HTTP goes to a :class:`StandIn` in this process."""
-    import httpx
     import openai
 
-    http = httpx.Client(transport=httpx.MockTransport(StandIn()))
-    return tollgate.instrument(openai.OpenAI(api_key="sk-offline-demo", http_client=http, max_retries=0))
+    http = http_library("openai")
+    client = http.Client(transport=http.MockTransport(StandIn()))
+    return tollgate.instrument(openai.OpenAI(api_key="sk-offline-demo", http_client=client, max_retries=0))
 
 
 class Narrator:
