@@ -60,7 +60,7 @@ def tollgate_version() -> str:
     try:
         from importlib.metadata import version
 
-        return version("tollgate")
+        return version("tollgate-llm")  # the distribution; the import name is tollgate
     except Exception:
         pass
     sys.path.insert(0, str(ROOT))

@@ -79,7 +79,7 @@ def ok(run: Run, header: str) -> dict[str, Any]:
     for key in METADATA:
         assert key in run.result, f"JSON lacks {key!r}: {sorted(run.result)}"
     # tollgate's version: top-level, or among the package versions (overhead.py, overspend.py).
-    version = run.result.get("tollgate_version") or (run.result.get("packages") or {}).get("tollgate")
+    version = run.result.get("tollgate_version") or (run.result.get("packages") or {}).get("tollgate-llm")
     assert version, f"JSON lacks tollgate's version: {sorted(run.result)}"
     machine = run.result["machine"]
     assert isinstance(machine, dict) and {"platform", "cpu_model", "python"} <= set(machine), machine

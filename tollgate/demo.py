@@ -67,11 +67,22 @@ def _filler(tokens: int) -> str:
 
 
 def _within(text: str, cap: int, model: str) -> str:
-    """``text`` cut to at most ``cap`` tokens, as a provider keeps to ``max_tokens``."""
+    """``text`` cut to ``cap`` tokens, as a provider keeps to ``max_tokens``: the most words that
+    fit, then one-token words up to the cap (a verbose answer writes all it may)."""
     words = text.split(" ")
-    while len(words) > 1 and count_text(" ".join(words), model) > cap:
-        words = words[: max(1, len(words) - max(1, len(words) // 20))]
-    return " ".join(words)
+    if count_text(text, model) <= cap:
+        return text
+    low, high = 1, len(words)  # the most words whose count is within the cap
+    while low < high:
+        middle = (low + high + 1) // 2
+        if count_text(" ".join(words[:middle]), model) <= cap:
+            low = middle
+        else:
+            high = middle - 1
+    out = " ".join(words[:low])
+    while (used := count_text(out, model)) < cap:
+        out += " the" * (cap - used)  # " the" is one token in o200k and cl100k
+    return out if count_text(out, model) <= cap else " ".join(words[:low])
 
 
 class StandIn:

@@ -29,7 +29,7 @@ BENCH_PYTHON = ".venv/bench/bin/python"
 NOT_INSTALLED = "not installed: run benchmarks/peers/setup.sh then .venv/bench/bin/python benchmarks/{script}"
 
 PACKAGES = [
-    "tollgate",
+    "tollgate-llm",
     "openai",
     "httpx",
     "tiktoken",
