@@ -12,6 +12,8 @@ setup: $(STAMP)
 $(STAMP): pyproject.toml integrations/langchain/pyproject.toml integrations/litellm/pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
+	# The distribution was called tollgate before it became tollgate-llm: an old venv's copy goes first.
+	$(PY) -m pip uninstall --quiet --yes tollgate 2>/dev/null || true
 	$(PY) -m pip install --quiet -e ".[dev]"
 	$(PY) -m pip install --quiet --no-deps -e integrations/langchain
 	$(PY) -m pip install --quiet --no-deps -e integrations/litellm
