@@ -129,3 +129,11 @@ def test_public_estimate() -> None:
     assert e.priced and e.output_tokens == 50 and e.usd > 0
     unknown = tollgate.estimate("house-model", MESSAGES, max_tokens=50)
     assert not unknown.priced and unknown.usd == 0.0 and unknown.input_tokens > 0
+
+
+def test_estimate_takes_a_prompt_string_and_names_the_fix_for_anything_else() -> None:
+    as_chat = tollgate.estimate("gpt-4o", [{"role": "user", "content": "hi"}], max_tokens=10)
+    assert tollgate.estimate("gpt-4o", "hi", max_tokens=10) == as_chat  # was: AttributeError
+    for wrong in (42, ["hi"], None):
+        with pytest.raises(TypeError, match="give a string"):
+            tollgate.estimate("gpt-4o", wrong)  # type: ignore[arg-type]

@@ -74,7 +74,7 @@ TimeArg = float | int | str | datetime | timedelta | None
 
 def estimate(
     model: str,
-    messages: Sequence[Mapping[str, Any]],
+    messages: str | Sequence[Mapping[str, Any]],
     max_tokens: int | None = None,
     *,
     provider: str | None = None,
@@ -82,19 +82,28 @@ def estimate(
 ) -> Estimate:
     """Worst-case tokens and USD of a chat call, with no network call.
 
-    ``output_tokens`` is ``max_tokens`` or, when not given, the model's maximum output.
+    ``messages`` is a chat (``[{"role": ..., "content": ...}]``) or, as a string, one user
+    message. ``output_tokens`` is ``max_tokens`` or, when not given, the model's maximum output.
 
     >>> e = estimate("gpt-4o-mini", [{"role": "user", "content": "hi"}], max_tokens=10)
     >>> (e.input_tokens, e.output_tokens, e.usd > 0)
     (8, 10, True)
+    >>> estimate("gpt-4o-mini", "hi", max_tokens=10).input_tokens
+    8
     """
+    chat = [{"role": "user", "content": messages}] if isinstance(messages, str) else messages
+    if not isinstance(chat, Sequence) or not all(isinstance(m, Mapping) for m in chat):
+        raise TypeError(
+            f"estimate(messages={messages!r:.60}): give a string (one user message) or a list of "
+            'chat messages such as [{"role": "user", "content": "hi"}]'
+        )
     s = settings()
     price = lookup_price(s, model, provider)
     request = LLMRequest(
         provider=provider or (price.provider if price else "unknown"),
         operation="chat",
         model=model,
-        messages=messages,
+        messages=chat,
         max_output_tokens=max_tokens,
         tools=tools,
     )

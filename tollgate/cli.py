@@ -678,7 +678,7 @@ def main(argv: Sequence[str] | None = None, out: TextIO | None = None) -> int:
     except Exception as exc:
         from tollgate.errors import TollgateError
 
-        if isinstance(exc, TollgateError | ValueError | OSError):
+        if isinstance(exc, TollgateError | ValueError | OSError | ImportError):
             print(f"tollgate {args.command}: error: {exc}", file=sys.stderr)
             return EXIT_FAILED
         raise

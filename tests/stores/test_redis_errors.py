@@ -311,3 +311,26 @@ def test_a_read_only_replica(caplog: pytest.LogCaptureFixture) -> None:
         finally:
             store.close()
             replica.close()
+
+
+def test_a_redis_store_without_the_redis_package_says_how_to_get_it() -> None:
+    # Child processes where `import redis` fails, as on a machine without the extra.
+    import subprocess
+    import sys
+
+    # No password in the message:
+    said = "the store 'cache:6379/0' needs the redis package: pip install \"tollgate-llm[redis]\""
+    probe = (
+        "import sys; sys.modules['redis'] = None\n"
+        "from tollgate.stores import open_store\n"
+        "try:\n    open_store('redis://:hunter2secret@cache:6379/0')\n"
+        "except ModuleNotFoundError as exc:\n    print(exc)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == said
+    command = (
+        "import sys; sys.modules['redis'] = None\nfrom tollgate.cli import main\n"
+        "sys.exit(main(['limits', '--store', 'redis://:hunter2secret@cache:6379/0']))"
+    )
+    cli = subprocess.run([sys.executable, "-c", command], capture_output=True, text=True)
+    assert cli.returncode == 1 and cli.stderr.strip() == f"tollgate limits: error: {said}"  # one line

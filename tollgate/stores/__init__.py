@@ -53,8 +53,15 @@ def open_store(uri: str) -> Store:
     if uri.startswith("sqlite:///") and len(uri) > len("sqlite:///"):
         return SQLiteStore(uri[len("sqlite:///") :])
     if uri.startswith(("redis://", "rediss://", "unix://")):
-        from tollgate.stores.redis import RedisStore
-
+        try:
+            from tollgate.stores.redis import RedisStore
+        except ModuleNotFoundError as exc:
+            if exc.name is None or exc.name.split(".")[0] != "redis":
+                raise
+            where = uri.split("@")[-1]  # no password in the message
+            fix = 'pip install "tollgate-llm[redis]"'
+            message = f"the store {where!r} needs the redis package: {fix}"
+            raise ModuleNotFoundError(message, name="redis") from None
         return RedisStore(uri)
     raise ValueError(f"unknown store URI {uri!r}: use {_SCHEMES}")
 
