@@ -62,11 +62,11 @@ def _interaction(uri: str, request: dict[str, Any], body: str, content_type: str
 
 
 def _yaml(header: str, interactions: list[dict[str, Any]]) -> str:
-    # JSON is YAML: one interaction per line keeps the bodies exact (no folding of SSE lines).
-    lines = [header.rstrip("\n"), "interactions:"]
-    lines += [f"- {json.dumps(i, separators=(', ', ': '))}" for i in interactions]
-    lines.append("version: 1")
-    return "\n".join(lines) + "\n"
+    """The cassette as vcrpy writes one (block YAML; bodies kept exact), after the header."""
+    import yaml
+
+    body = yaml.safe_dump({"interactions": interactions, "version": 1}, sort_keys=False, width=100_000)
+    return header.rstrip("\n") + "\n" + body
 
 
 def _sse(events: list[dict[str, Any]], named: bool) -> str:
