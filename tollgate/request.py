@@ -238,11 +238,15 @@ def usage_dict(usage: Usage) -> dict[str, Any]:
 def usage_of(data: Mapping[str, Any]) -> Usage:
     """The Usage :func:`usage_dict` wrote."""
     d = dict(data)
-    parts = d.pop("parts", None) or ()
-    d["parts"] = tuple(
-        UsagePart(p.get("model"), usage_of(p.get("usage") or {}), p.get("kind") or "", p.get("usd"))
-        for p in parts
-    )
+    d["parts"] = parts_of(d.pop("parts", None) or ())
     if "unknown" in d:
         d["unknown"] = dict(d["unknown"] or {})
     return Usage(**d)
+
+
+def parts_of(data: Sequence[Mapping[str, Any]]) -> tuple[UsagePart, ...]:
+    """The parts :func:`usage_dict` wrote (``usage["parts"]``)."""
+    return tuple(
+        UsagePart(p.get("model"), usage_of(p.get("usage") or {}), p.get("kind") or "", p.get("usd"))
+        for p in data
+    )

@@ -261,9 +261,11 @@ class _Settling:
         if output > room.tokens:  # piecewise counts run a little high: recount the whole text first
             output = counter.recount(self._text())
         reported = acc.usage
-        if reported is not None and call.implausible(reported):  # no call's count: the tokenizer's
+        # Anthropic's running count, unless it is no call's count (then the tokenizer's stands).
+        # Checked only when it would decide a cut-off: this runs on every chunk.
+        if reported is not None and reported.output_tokens > room.tokens and call.implausible(reported):
             reported = None
-        if reported is not None:  # Anthropic's running count
+        if reported is not None:
             output = max(output, reported.output_tokens)
         if output <= room.tokens or self._within_own_cap(counter, reported):
             return None

@@ -53,7 +53,7 @@ from typing import Any, cast
 
 from tollgate.decisions import step_from_dict, stored
 from tollgate.ledger.base import Ledger, logger
-from tollgate.request import CallRecord, Status, Usage, usage_dict, usage_of
+from tollgate.request import CallRecord, Status, Usage, parts_of, usage_dict
 
 SCHEMA_VERSION = 2
 
@@ -478,7 +478,7 @@ def _from_row(row: tuple[Any, ...]) -> CallRecord:
         audio_output_tokens=audio_out,
         units=json.loads(units),
         service_tier=service_tier,
-        parts=usage_of({"parts": json.loads(parts)}).parts if parts != "[]" else (),
+        parts=parts_of(json.loads(parts)) if parts != "[]" else (),
         unknown=json.loads(unknown) if unknown != "{}" else {},
     )
     return CallRecord(
