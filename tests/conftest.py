@@ -64,8 +64,13 @@ def replay():  # type: ignore[no-untyped-def]
     vcr = pytest.importorskip("vcr")
     player = vcr.VCR(
         record_mode="none",
-        match_on=["method", "scheme", "host", "port", "path", "query"],
+        match_on=["method", "scheme", "host", "port", "path", "query_but_beta"],
         decode_compressed_response=False,
+    )
+    # anthropic 1.x asked for beta endpoints with ?beta=true; 2.x sends no query (a header only).
+    player.register_matcher(
+        "query_but_beta",
+        lambda r1, r2: {*r1.query} - {("beta", "true")} == {*r2.query} - {("beta", "true")},
     )
 
     def use(path: str | pathlib.Path, **options):  # type: ignore[no-untyped-def]
@@ -76,7 +81,8 @@ def replay():  # type: ignore[no-untyped-def]
 
 
 class Sent(list):  # type: ignore[type-arg]
-    """JSON bodies of the requests an SDK client actually sent (captured by an httpx event hook)."""
+    """JSON bodies of the requests an SDK client actually sent (captured by an httpx or httpx2
+    event hook)."""
 
     def hook(self, request) -> None:  # type: ignore[no-untyped-def]
         import json
@@ -96,8 +102,7 @@ def sent() -> Sent:
 def client(sent: Sent):  # type: ignore[no-untyped-def]
     """An instrumented sync OpenAI client whose outgoing request bodies land in ``sent``."""
     openai = pytest.importorskip("openai")
-    httpx = pytest.importorskip("httpx")
-    http = httpx.Client(event_hooks={"request": [sent.hook]})
+    http = http_module("openai").Client(event_hooks={"request": [sent.hook]})
     return tollgate.instrument(openai.OpenAI(api_key="sk-test", max_retries=0, http_client=http))
 
 
@@ -105,8 +110,7 @@ def client(sent: Sent):  # type: ignore[no-untyped-def]
 def aclient(sent: Sent):  # type: ignore[no-untyped-def]
     """The async twin of ``client``."""
     openai = pytest.importorskip("openai")
-    httpx = pytest.importorskip("httpx")
-    http = httpx.AsyncClient(event_hooks={"request": [sent.ahook]})
+    http = http_module("openai").AsyncClient(event_hooks={"request": [sent.ahook]})
     return tollgate.instrument(openai.AsyncOpenAI(api_key="sk-test", max_retries=0, http_client=http))
 
 

@@ -8,13 +8,13 @@ import json
 from typing import Any
 
 import anthropic
-import httpx2
 from anthropic._resource import AsyncAPIResource, SyncAPIResource
 
 import tollgate
 from tests.conftest import (
     CASSETTES,
     Sent,  # its hooks read httpx2 requests as well as httpx ones
+    http_module,
 )
 from tollgate.pricing import default_table
 from tollgate.pricing.table import ModelPrice
@@ -28,15 +28,19 @@ HAIKU, HAIKU_ID = "claude-haiku-4-5", "claude-haiku-4-5-20251001"
 PROMPT = "\n\nHuman: What is the capital of France? Answer in one word.\n\nAssistant:"
 
 
+#: httpx2 under anthropic 2.x, httpx before: what the installed SDK's own client is built on.
+HTTP = http_module("anthropic")
+
+
 def make_client(sent: Sent, **options: Any) -> anthropic.Anthropic:
-    http = httpx2.Client(event_hooks={"request": [sent.hook]})
-    raw = anthropic.Anthropic(api_key="sk-ant-test", max_retries=0, http_client=http, **options)
+    client = HTTP.Client(event_hooks={"request": [sent.hook]})
+    raw = anthropic.Anthropic(api_key="sk-ant-test", max_retries=0, http_client=client, **options)
     return tollgate.instrument(raw)
 
 
 def make_async_client(sent: Sent, **options: Any) -> anthropic.AsyncAnthropic:
-    http = httpx2.AsyncClient(event_hooks={"request": [sent.ahook]})
-    raw = anthropic.AsyncAnthropic(api_key="sk-ant-test", max_retries=0, http_client=http, **options)
+    client = HTTP.AsyncClient(event_hooks={"request": [sent.ahook]})
+    raw = anthropic.AsyncAnthropic(api_key="sk-ant-test", max_retries=0, http_client=client, **options)
     return tollgate.instrument(raw)
 
 

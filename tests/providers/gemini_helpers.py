@@ -65,7 +65,8 @@ class Wire(list[Request]):
 
 def gemini_client(wire: Wire, *, instrumented: bool = True) -> Any:
     """A Gemini Developer API client (api_key auth)."""
-    client = genai.Client(api_key="test", http_options=wire.http_options())
+    # The cassettes hold /v1 paths, google-genai 3.x's default; 1.x defaulted to /v1beta.
+    client = genai.Client(api_key="test", http_options=wire.http_options(api_version="v1"))
     return tollgate.instrument(client) if instrumented else client
 
 

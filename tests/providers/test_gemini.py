@@ -339,7 +339,21 @@ def test_stream_dropped_unread_is_still_recorded(client, replay) -> None:  # typ
     assert record.usage.output_tokens == reserved and record.decisions[-1]["output_tokens_counted"] > 0
 
 
+def skip_unless_the_sdk_raises_midway(replay: Any) -> None:
+    """google-genai raises an error event inside a stream since 1.x's later releases; on one that
+    does not, the caller sees no error without tollgate, and none with it (the other tests)."""
+    raw = gemini_client(Wire(), instrumented=False)
+    try:
+        with replay("gemini/stream_error.yaml"):
+            for _ in raw.models.generate_content_stream(model=FLASH, contents=COUNT):
+                pass
+    except errors.ServerError:
+        return
+    pytest.skip("this google-genai does not raise an error event inside a stream")
+
+
 def test_stream_error_midway_is_recorded_with_the_error(client, replay) -> None:  # type: ignore[no-untyped-def]
+    skip_unless_the_sdk_raises_midway(replay)
     seen = []
     with replay("gemini/stream_error.yaml"), pytest.raises(errors.ServerError, match="INTERNAL"):
         for chunk in client.models.generate_content_stream(model=FLASH, contents=COUNT):
@@ -352,6 +366,7 @@ def test_stream_error_midway_is_recorded_with_the_error(client, replay) -> None:
 
 
 async def test_async_stream_error_midway(client, replay) -> None:  # type: ignore[no-untyped-def]
+    skip_unless_the_sdk_raises_midway(replay)
     with replay("gemini/stream_error.yaml"):
         stream = await client.aio.models.generate_content_stream(model=FLASH, contents=COUNT)
         with pytest.raises(errors.ServerError):
@@ -488,7 +503,8 @@ async def test_default_aiohttp_transport(replay) -> None:  # type: ignore[no-unt
         record_mode="none", match_on=["any_case_method", "scheme", "host", "port", "path", "query"]
     )
     player.register_matcher("any_case_method", lambda r1, r2: r1.method.upper() == r2.method.upper())
-    client = tollgate.instrument(genai.Client(api_key="test"))
+    v1 = types.HttpOptions(api_version="v1")  # the cassettes' paths (google-genai 1.x defaulted to v1beta)
+    client = tollgate.instrument(genai.Client(api_key="test", http_options=v1))
     from tests.conftest import CASSETTES
 
     with player.use_cassette(str(CASSETTES / "gemini/stream_long.yaml")):

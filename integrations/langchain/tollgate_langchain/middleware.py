@@ -39,6 +39,17 @@ def _last_ai(response: Any) -> Any:
     return None
 
 
+def _system(request: ModelRequest) -> list[Any]:
+    """The agent's system message, kept apart from the message list: ``system_message`` since
+    langchain 1.1, a ``system_prompt`` string before."""
+    message = getattr(request, "system_message", None)
+    if message is None and getattr(request, "system_prompt", None):
+        from langchain_core.messages import SystemMessage
+
+        message = SystemMessage(request.system_prompt)
+    return [message] if message is not None else []
+
+
 class TollgateMiddleware(AgentMiddleware):
     """Budget every model call of a LangChain v1 agent.
 
@@ -69,7 +80,7 @@ class TollgateMiddleware(AgentMiddleware):
         settings = dict(request.model_settings or {})
         model = request.model
         ls = tr.ls_params(model, settings)
-        system = tr.neutral_messages([request.system_message]) if request.system_message else []
+        system = tr.neutral_messages(_system(request))
         for message in system:
             message[NATIVE] = ()  # kept by the agent apart from the message list
         cap = tr.output_cap(settings) or tr.output_cap(

@@ -29,7 +29,7 @@ import threading
 import time
 import weakref
 from collections import OrderedDict
-from collections.abc import Mapping
+from collections.abc import Mapping, MutableMapping
 from typing import Any
 
 from litellm.integrations.custom_logger import CustomLogger
@@ -134,6 +134,14 @@ class Registry:
         with self._lock:
             return self._pending.get(call_id) if isinstance(call_id, str) else None
 
+    def rename(self, old: Any, new: str) -> _Pending | None:
+        """Move a pending call to the id LiteLLM gave it later; the call (None when unknown)."""
+        with self._lock:
+            pending = self._pending.pop(old, None) if isinstance(old, str) else None
+            if pending is not None:
+                self._pending[new] = pending
+            return pending
+
     def take(self, call_id: Any) -> _Pending | None:
         """Remove and return the pending call (None when unknown or taken already)."""
         if not isinstance(call_id, str):
@@ -200,6 +208,23 @@ def _metadata(kwargs: Mapping[str, Any]) -> Any:
     return meta
 
 
+#: The metadata key that carries a call pre-flighted by the Router filter to the deployment hook.
+#: LiteLLM's Rust router core (1.110+) gives filters a copy of the request, without its call id,
+#: and names the call only later; the metadata dict is the one object both hooks share.
+_HANDOFF = "tollgate_preflighted_call"
+
+
+def _hand_over(request_kwargs: Mapping[str, Any], call_id: str) -> None:
+    meta = _metadata(request_kwargs)
+    if isinstance(meta, MutableMapping):
+        meta[_HANDOFF] = call_id
+
+
+def _handed_over(kwargs: Mapping[str, Any]) -> Any:
+    meta = _metadata(kwargs)
+    return meta.pop(_HANDOFF, None) if isinstance(meta, MutableMapping) else None
+
+
 async def _refuse(call: gate.Call, reason: str) -> BudgetExceeded:
     return await call.arefuse(f"tollgate cannot {call.decision.action} this call: {reason}")
 
@@ -260,6 +285,8 @@ class TollgateLogger(CustomLogger):
     ) -> dict[str, Any] | None:
         call_id = _call_id(kwargs)
         pending = registry.get(call_id)
+        if pending is None and isinstance(call_id, str):
+            pending = registry.rename(_handed_over(kwargs), call_id)
         if pending is not None:  # pre-flighted by a wrapper, the Router filter or the proxy hook
             if pending.applied:
                 return None
@@ -313,6 +340,7 @@ class TollgateLogger(CustomLogger):
                 import uuid
 
                 call_id = request_kwargs["litellm_call_id"] = str(uuid.uuid4())
+                _hand_over(request_kwargs, call_id)
             pending = await self._preflight_group(models, messages, request_kwargs, call_id)
         target = pending.call.decision.model
         if target == pending.call.request.model:

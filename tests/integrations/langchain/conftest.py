@@ -6,6 +6,8 @@ from typing import Any
 
 import pytest
 
+from tests.conftest import http_module
+
 pytest.importorskip("tollgate_langchain")
 
 
@@ -13,7 +15,7 @@ pytest.importorskip("tollgate_langchain")
 def chat_openai(sent):  # type: ignore[no-untyped-def]
     """``chat_openai(model="gpt-4o", **kwargs)``: a ChatOpenAI (sync and async) on the capturing client."""
     langchain_openai = pytest.importorskip("langchain_openai")
-    httpx = pytest.importorskip("httpx")
+    httpx = http_module("openai")
 
     def make(model: str = "gpt-4o-mini", **kwargs: Any) -> Any:
         return langchain_openai.ChatOpenAI(
@@ -33,7 +35,7 @@ def chat_anthropic(sent, monkeypatch):  # type: ignore[no-untyped-def]
     """``chat_anthropic(model="claude-sonnet-4-6", **kwargs)``: ChatAnthropic takes no http client,
     so the httpx2 clients it builds for itself are replaced by capturing ones."""
     chat_models = pytest.importorskip("langchain_anthropic.chat_models")
-    httpx = pytest.importorskip("httpx2")  # the anthropic SDK runs on httpx2
+    httpx = http_module("anthropic")  # httpx2 from anthropic 2.x on
 
     def client(*, base_url: Any, **_: Any) -> Any:
         return httpx.Client(

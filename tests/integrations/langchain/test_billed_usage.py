@@ -6,11 +6,7 @@ from __future__ import annotations
 
 import math
 
-import pytest
-
 import tollgate
-
-pytest.importorskip("langchain_anthropic")
 from tollgate_langchain import TollgateCallbackHandler, guard
 
 SONNET = {"input": 3e-06, "output": 1.5e-05}

@@ -10,7 +10,6 @@ import tollgate
 
 tollgate_langchain = pytest.importorskip("tollgate_langchain")
 pytest.importorskip("langchain_openai")
-pytest.importorskip("langchain_anthropic")
 
 from tollgate_langchain import AsyncTollgateCallbackHandler, TollgateCallbackHandler  # noqa: E402
 

@@ -10,7 +10,6 @@ import tollgate
 
 tollgate_langchain = pytest.importorskip("tollgate_langchain")
 pytest.importorskip("langchain_openai")
-pytest.importorskip("langchain_anthropic")
 
 from langchain_core.messages import AIMessage, HumanMessage, SystemMessage  # noqa: E402
 from langchain_core.tools import tool  # noqa: E402
