@@ -4,7 +4,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test lint bench bench-peers clean setup
+.PHONY: demo test test-oldest lint bench bench-peers clean setup
 
 setup: $(STAMP)
 
@@ -27,6 +27,11 @@ test: $(STAMP)
 	$(PY) -m ruff format --check .
 	$(PY) -m mypy
 	$(PY) -m pytest
+
+# The same suites that touch the SDKs and frameworks, against the oldest releases pyproject claims
+# (.ci/oldest/*.txt), each in a virtual environment of its own under .venv/oldest-*.
+test-oldest:
+	PYTHON=$(PYTHON) bash .ci/oldest/run
 
 lint: $(STAMP)
 	$(PY) -m ruff check .

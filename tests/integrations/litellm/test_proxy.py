@@ -19,7 +19,8 @@ import pytest
 import tollgate
 
 pytest.importorskip("tollgate_litellm")
-pytest.importorskip("fastapi")  # litellm[proxy]
+for _dependency in ("fastapi", "uvicorn", "backoff", "apscheduler"):  # litellm[proxy]
+    pytest.importorskip(_dependency)
 httpx = pytest.importorskip("httpx")
 
 MASTER_KEY = "sk-master-test"
