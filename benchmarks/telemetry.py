@@ -17,6 +17,13 @@ with tollgate's two telemetry hooks replaced by no-ops; the median difference is
 cost per call. A batch with telemetry on ends with a flush of the span processor, so the
 batching exporter's work (encoding, the HTTP request) is counted in it, not left to run in the
 next batch. Prints microseconds per call.
+
+Then, without an SDK and with the in-memory one, the decision behind tollgate/telemetry.py: the
+span and metrics of one finished chat call written by tollgate's own code (what it mirrors of
+opentelemetry-util-genai, in the previous and the latest GenAI conventions) against the same call
+written through util-genai's ``TelemetryHandler`` (what building on it would cost, before
+tollgate's own cost and budget attributes), in paired batches; and what importing util-genai
+costs a process that has the OpenTelemetry API loaded already (tollgate imports no more).
 """
 
 from __future__ import annotations
@@ -40,6 +47,7 @@ MESSAGES = [
     {"role": "user", "content": "Name the capital of France in one word."},
 ]
 RESULT = "RESULT "  # a child's machine-readable line
+UTIL = "UTIL "  # a child's machine-readable line of the util-genai comparison
 MODES = {
     "none": "no SDK (API only)",
     "memory": "SDK + in-memory exporter",
@@ -180,6 +188,105 @@ def run(mode: str, calls: int, rounds: int, budget: bool, endpoint: str | None) 
         "exported": note,
     }
     print(RESULT + json.dumps(result), flush=True)
+    if mode != "otlp":
+        compare_util_genai(mode, calls, rounds)
+
+
+def compare_util_genai(mode: str, calls: int, rounds: int) -> None:
+    """Per call: one chat call's span and metrics through tollgate's code and through
+    opentelemetry-util-genai's handler, in the providers ``mode`` installed (see the module doc)."""
+    try:
+        from opentelemetry.util.genai.handler import TelemetryHandler
+    except ImportError:
+        print("util-genai comparison skipped: opentelemetry-util-genai is not installed", flush=True)
+        return
+    import os
+
+    import tollgate
+    from tollgate import telemetry
+    from tollgate.request import CallRecord, LLMRequest, Usage
+
+    request = LLMRequest(
+        provider="openai",
+        operation="chat",
+        model="gpt-4o-mini",
+        messages=MESSAGES,
+        max_output_tokens=50,
+        server_address="api.openai.com",
+        server_port=443,
+    )
+    now = time.time()
+    record = CallRecord(
+        id="bench",
+        started_at=now,
+        ended_at=now + 0.5,
+        provider="openai",
+        operation="chat",
+        request_model="gpt-4o-mini",
+        response_model="gpt-4o-mini-2024-07-18",
+        usage=Usage(input_tokens=25, output_tokens=2),
+        usd=0.0001,
+        response_id="chatcmpl-bench",
+    )
+    facts = telemetry.Facts("gpt-4o-mini", 50, ("stop",), None, (), (), "api.openai.com", 443, (), (), None)
+    handler = TelemetryHandler(instrumentation_scope_name="util-genai")
+
+    def ours() -> None:
+        span = telemetry.start_span(request, {})
+        telemetry.end_span(span, record, lambda: facts)
+
+    def theirs() -> None:
+        call = handler.inference(
+            "openai", request_model="gpt-4o-mini", server_address="api.openai.com", server_port=443
+        )
+        call.max_tokens = 50
+        call.response_model_name, call.response_id = "gpt-4o-mini-2024-07-18", "chatcmpl-bench"
+        call.finish_reasons = ["stop"]
+        call.input_tokens, call.output_tokens = 25, 2
+        call.stop()
+
+    def timed(write: Callable[[], None]) -> float:
+        start = time.perf_counter()
+        for _ in range(calls):
+            write()
+        return (time.perf_counter() - start) / calls
+
+    for conventions, opt_in in (("previous", ""), ("latest", telemetry.LATEST)):
+        os.environ[telemetry.OPT_IN_ENV] = opt_in
+        tollgate.reset()  # read once per configuration
+        timed(ours), timed(theirs)  # warm up
+        mine, util = [], []
+        for i in range(rounds):
+            pair = (timed(ours), timed(theirs)) if i % 2 else tuple(reversed((timed(theirs), timed(ours))))
+            mine.append(pair[0])
+            util.append(pair[1])
+        a, b = statistics.median(mine) * 1e6, statistics.median(util) * 1e6
+        print(
+            f"  {MODES[mode]:<26} {conventions:<9} tollgate {a:7.1f} us   util-genai {b:7.1f} us per call"
+            f"   (x{b / a:.1f})",
+            flush=True,
+        )
+        row = {"mode": mode, "conventions": conventions, "tollgate_us": a, "util_genai_us": b}
+        print(UTIL + json.dumps(row), flush=True)
+    os.environ.pop(telemetry.OPT_IN_ENV, None)
+
+
+IMPORT = """
+import time
+import tollgate  # loaded already in a process that uses tollgate
+start = time.perf_counter()
+import opentelemetry.util.genai.handler
+print((time.perf_counter() - start) * 1000)
+"""
+
+
+def util_genai_import_ms(runs: int) -> float:
+    """Median milliseconds a fresh process that has imported tollgate takes to import util-genai."""
+    times = []
+    for _ in range(runs):
+        out = subprocess.run([sys.executable, "-c", IMPORT], check=True, stdout=subprocess.PIPE, text=True)
+        times.append(float(out.stdout.strip().splitlines()[-1]))
+    return statistics.median(times)
 
 
 def main() -> None:
@@ -202,6 +309,7 @@ def main() -> None:
     )
     sink = None
     results: list[dict[str, Any]] = []
+    util: list[dict[str, Any]] = []
     endpoint = args.endpoint
     if endpoint is None:
         sink = subprocess.Popen([sys.executable, "-c", SINK], stdout=subprocess.PIPE, text=True)
@@ -215,16 +323,34 @@ def main() -> None:
             for line in out.splitlines():
                 if line.startswith(RESULT):
                     results.append(json.loads(line[len(RESULT) :]))
+                elif line.startswith(UTIL):
+                    util.append(json.loads(line[len(UTIL) :]))
                 else:
                     print(line, flush=True)
     finally:
         if sink is not None:
             sink.terminate()
             sink.wait()
+    imports: float | None = None
+    if util:
+        runs = 3 if args.quick else 11
+        imports = util_genai_import_ms(runs)
+        print(
+            f"importing opentelemetry.util.genai.handler after tollgate: +{imports:.1f} ms "
+            f"(median of {runs} fresh processes)",
+            flush=True,
+        )
     write_json(
         args,
         "telemetry",
-        {"calls": args.calls, "rounds": args.rounds, "budget": args.budget, "rows": results},
+        {
+            "calls": args.calls,
+            "rounds": args.rounds,
+            "budget": args.budget,
+            "rows": results,
+            "util_genai": util,
+            "util_genai_import_ms": imports,
+        },
     )
 
 

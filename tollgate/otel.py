@@ -13,7 +13,8 @@ variables and their ``_TRACES_`` / ``_METRICS_`` variants; ``OTEL_EXPORTER_OTLP_
 its per-signal variant) picks ``http/protobuf`` (the default) or ``grpc``;
 ``OTEL_SERVICE_NAME`` and ``OTEL_RESOURCE_ATTRIBUTES`` describe the service;
 ``OTEL_TRACES_SAMPLER`` and ``OTEL_METRIC_EXPORT_INTERVAL`` work as usual. Arguments given to
-:func:`setup` win over the environment.
+:func:`setup` win over the environment. ``OTEL_SEMCONV_STABILITY_OPT_IN`` and the GenAI
+content variables are read again when :func:`setup` runs (see :mod:`tollgate.telemetry`).
 
 A backend that is down or slow never slows the application's calls down: a span is queued in
 memory and exported by a background thread. The queue is bounded (``max_queue_size``, else
@@ -145,6 +146,9 @@ def setup(
     from opentelemetry.sdk.resources import Resource
     from opentelemetry.sdk.trace import TracerProvider
 
+    from tollgate import telemetry
+
+    telemetry.refresh()  # the conventions and content switches, as set up now
     if max_queue_size is None:
         max_queue_size = _env_number("OTEL_BSP_MAX_QUEUE_SIZE", DEFAULT_MAX_QUEUE_SIZE)
     if max_queue_size < 1 or (export_timeout is not None and export_timeout <= 0) or shutdown_timeout < 0:

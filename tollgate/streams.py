@@ -367,6 +367,8 @@ class GatedStream(_Settling):
                 self._finish(abandoned=not _final(self._tg_acc))
                 raise
             self._tg_read += 1
+            if self._tg_read == 1:
+                telemetry.first_chunk(self._tg_call)
             show = self._observe(chunk)
             if self._tg_room is not None:
                 cut = self._overrun()
@@ -479,6 +481,8 @@ class AsyncGatedStream(_Settling):
                 self._finish(abandoned=not _final(self._tg_acc))  # no awaiting while being cancelled
                 raise
             self._tg_read += 1
+            if self._tg_read == 1:
+                telemetry.first_chunk(self._tg_call)
             show = self._observe(chunk)
             if self._tg_room is not None:
                 cut = self._overrun()

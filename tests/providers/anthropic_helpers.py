@@ -4,6 +4,7 @@ and a stand-in for the legacy ``completions`` resource that SDK 1.x+ no longer s
 
 from __future__ import annotations
 
+import inspect
 import json
 from typing import Any
 
@@ -30,17 +31,27 @@ PROMPT = "\n\nHuman: What is the capital of France? Answer in one word.\n\nAssis
 
 #: httpx2 under anthropic 2.x, httpx before: what the installed SDK's own client is built on.
 HTTP = http_module("anthropic")
+#: Whether the installed SDK makes OpenTelemetry spans of its own (``open_telemetry=``, 2.x).
+SDK_SPANS = "open_telemetry" in inspect.signature(anthropic.Anthropic).parameters
+
+
+def _options(options: dict[str, Any]) -> dict[str, Any]:
+    if not SDK_SPANS and options.get("open_telemetry") is False:  # no spans of its own to turn off
+        options.pop("open_telemetry")
+    return options
 
 
 def make_client(sent: Sent, **options: Any) -> anthropic.Anthropic:
     client = HTTP.Client(event_hooks={"request": [sent.hook]})
-    raw = anthropic.Anthropic(api_key="sk-ant-test", max_retries=0, http_client=client, **options)
+    raw = anthropic.Anthropic(api_key="sk-ant-test", max_retries=0, http_client=client, **_options(options))
     return tollgate.instrument(raw)
 
 
 def make_async_client(sent: Sent, **options: Any) -> anthropic.AsyncAnthropic:
     client = HTTP.AsyncClient(event_hooks={"request": [sent.ahook]})
-    raw = anthropic.AsyncAnthropic(api_key="sk-ant-test", max_retries=0, http_client=client, **options)
+    raw = anthropic.AsyncAnthropic(
+        api_key="sk-ant-test", max_retries=0, http_client=client, **_options(options)
+    )
     return tollgate.instrument(raw)
 
 

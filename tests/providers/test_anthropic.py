@@ -753,9 +753,9 @@ def otel(monkeypatch):  # type: ignore[no-untyped-def]
     (it skips span work while no global provider is set).
     """
     sdk_trace = pytest.importorskip("opentelemetry.sdk.trace")
-    import inspect
+    from tests.providers.anthropic_helpers import SDK_SPANS
 
-    if "open_telemetry" not in inspect.signature(anthropic.Anthropic).parameters:
+    if not SDK_SPANS:
         pytest.skip(f"anthropic {anthropic.__version__} makes no spans of its own (open_telemetry=)")
     from opentelemetry.sdk.trace.export import SimpleSpanProcessor
     from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter

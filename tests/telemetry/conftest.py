@@ -1,9 +1,11 @@
 """OpenTelemetry for the telemetry tests: one process-wide SDK, as an application would have.
 
-The API lets a process set its tracer and meter providers once, so the session sets them once:
-spans go to an in-memory exporter (and to whatever processor a test adds, e.g. an OTLP exporter
-to Phoenix), metrics to an in-memory reader with delta temporality, so each test reads only
-what it recorded. The ``phoenix`` fixture runs a real Arize Phoenix server.
+The API lets a process set its tracer, meter and logger providers once, so the session sets them
+once: spans go to an in-memory exporter (and to whatever processor a test adds, e.g. an OTLP
+exporter to Phoenix), metrics to an in-memory reader with delta temporality, so each test reads
+only what it recorded, and log records (the GenAI details events) to an in-memory exporter.
+``semconv`` switches the GenAI conventions tollgate emits (``OTEL_SEMCONV_STABILITY_OPT_IN``).
+The ``phoenix`` fixture runs a real Arize Phoenix server.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ import socket
 import subprocess
 import time
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,15 +25,24 @@ from typing import Any
 
 import pytest
 
+import tollgate
 from tests.conftest import ROOT
 
 sdk_trace = pytest.importorskip("opentelemetry.sdk.trace")
 sdk_metrics = pytest.importorskip("opentelemetry.sdk.metrics")
-from opentelemetry import context, metrics, trace  # noqa: E402
+sdk_logs = pytest.importorskip("opentelemetry.sdk._logs")
+from opentelemetry import _logs, context, metrics, trace  # noqa: E402
+from opentelemetry.sdk._logs import export as logs_export  # noqa: E402
+from opentelemetry.sdk._logs.export import SimpleLogRecordProcessor  # noqa: E402
 from opentelemetry.sdk.metrics.export import AggregationTemporality, InMemoryMetricReader  # noqa: E402
 from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor  # noqa: E402
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor  # noqa: E402
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter  # noqa: E402
+
+# The SDK's in-memory log exporter (InMemoryLogExporter in older SDKs).
+InMemoryLogRecordExporter = (
+    getattr(logs_export, "InMemoryLogRecordExporter", None) or logs_export.InMemoryLogExporter
+)
 
 
 class Processors(SpanProcessor):
@@ -71,6 +82,7 @@ class OTel:
     spans: InMemorySpanExporter
     processors: Processors
     reader: InMemoryMetricReader
+    logs: InMemoryLogRecordExporter
 
 
 @pytest.fixture(scope="session")
@@ -84,14 +96,19 @@ def otel() -> OTel:
         preferred_temporality={sdk_metrics.Counter: delta, sdk_metrics.Histogram: delta}
     )
     meter_provider = sdk_metrics.MeterProvider(metric_readers=[reader])
+    logs = InMemoryLogRecordExporter()
+    logger_provider = sdk_logs.LoggerProvider()
+    logger_provider.add_log_record_processor(SimpleLogRecordProcessor(logs))
     trace.set_tracer_provider(tracer_provider)
     metrics.set_meter_provider(meter_provider)
+    _logs.set_logger_provider(logger_provider)
     if (
         trace.get_tracer_provider() is not tracer_provider
         or metrics.get_meter_provider() is not meter_provider
+        or _logs.get_logger_provider() is not logger_provider
     ):
         pytest.skip("another OpenTelemetry SDK was configured in this process first")
-    return OTel(exporter, processors, reader)
+    return OTel(exporter, processors, reader, logs)
 
 
 @pytest.fixture
@@ -100,28 +117,61 @@ def spans(otel: OTel) -> InMemorySpanExporter:
     return otel.spans
 
 
+@pytest.fixture
+def logs(otel: OTel) -> InMemoryLogRecordExporter:
+    otel.logs.clear()
+    return otel.logs
+
+
+@pytest.fixture
+def semconv(monkeypatch: pytest.MonkeyPatch) -> Callable[[str | None], None]:
+    """``semconv("gen_ai_latest_experimental")``: emit those conventions from now on (the
+    variable is read once per configuration, so tollgate is reset after setting it)."""
+
+    def use(opt_in: str | None) -> None:
+        if opt_in is None:
+            monkeypatch.delenv("OTEL_SEMCONV_STABILITY_OPT_IN", raising=False)
+        else:
+            monkeypatch.setenv("OTEL_SEMCONV_STABILITY_OPT_IN", opt_in)
+        tollgate.reset()
+
+    return use
+
+
 @dataclass
 class Measured:
     """What was recorded during one test, by metric name (every meter, not only tollgate's)."""
 
     reader: InMemoryMetricReader
     seen: dict[str, list[Any]] = field(default_factory=dict)
+    #: (meter name, metric name) -> the metric (its unit, description and instrument kind).
+    metrics: dict[tuple[str, str], Any] = field(default_factory=dict)
+    scopes: dict[int, str] = field(default_factory=dict)  # id(data point) -> meter name
 
     def collect(self) -> None:
         data = self.reader.get_metrics_data()
         for resource_metrics in data.resource_metrics if data else ():
             for scope_metrics in resource_metrics.scope_metrics:
                 for metric in scope_metrics.metrics:
+                    self.metrics[scope_metrics.scope.name, metric.name] = metric
+                    for point in metric.data.data_points:
+                        self.scopes[id(point)] = scope_metrics.scope.name
                     self.seen.setdefault(metric.name, []).extend(metric.data.data_points)
 
-    def points(self, name: str, **attributes: Any) -> list[Any]:
-        """Data points of ``name`` whose attributes include ``attributes``."""
+    def points(self, name: str, scope: str | None = None, **attributes: Any) -> list[Any]:
+        """Data points of ``name`` (from meter ``scope``) whose attributes include ``attributes``."""
         self.collect()
         return [
             p
             for p in self.seen.get(name, [])
-            if all((p.attributes or {}).get(k) == v for k, v in attributes.items())
+            if (scope is None or self.scopes[id(p)] == scope)
+            and all((p.attributes or {}).get(k) == v for k, v in attributes.items())
         ]
+
+    def names(self, scope: str = "tollgate") -> set[str]:
+        """The metrics meter ``scope`` recorded."""
+        self.collect()
+        return {name for meter, name in self.metrics if meter == scope}
 
 
 @pytest.fixture

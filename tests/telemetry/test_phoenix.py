@@ -36,7 +36,9 @@ def read_trace(phoenix: str, trace_id: str, expected: int) -> list[dict[str, Any
         time.sleep(0.25)
 
 
-def test_gated_calls_in_phoenix(phoenix: str, otel: OTel, client, replay) -> None:  # type: ignore[no-untyped-def]
+@pytest.mark.parametrize("opt_in", [None, "gen_ai_latest_experimental", "gen_ai_latest_experimental/dup"])
+def test_gated_calls_in_phoenix(phoenix: str, otel: OTel, client, replay, semconv, opt_in) -> None:  # type: ignore[no-untyped-def]
+    semconv(opt_in)  # each GenAI convention mode (OTEL_SEMCONV_STABILITY_OPT_IN)
     exporter = OTLPSpanExporter(endpoint=f"{phoenix}/v1/traces")
     with otel.processors.using(BatchSpanProcessor(exporter)) as processor:
         with (
@@ -70,6 +72,8 @@ def test_gated_calls_in_phoenix(phoenix: str, otel: OTel, client, replay) -> Non
     assert first["gen_ai.provider.name"] == "openai"
     assert first["gen_ai.request.model"] == "gpt-4o-mini"
     assert first["gen_ai.request.max_tokens"] == 50
+    # Said of every call in the previous conventions, only of streamed ones in the latest.
+    assert first.get("gen_ai.request.stream") is (None if opt_in == "gen_ai_latest_experimental" else False)
     assert first["gen_ai.response.model"] == "gpt-4o-mini-2024-07-18"
     assert first["gen_ai.response.id"] == "chatcmpl-tg0001"
     assert first["gen_ai.usage.input_tokens"] == ok.usage.input_tokens == 26
