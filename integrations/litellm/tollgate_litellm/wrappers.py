@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import uuid
+from collections.abc import Mapping
 from typing import Any
 
 import litellm
@@ -63,7 +64,7 @@ def _edits(call: gate.Call, view: tr.View, kwargs: dict[str, Any], router: Any) 
     if router is None:
         out = tr.apply(call, view, kwargs)
         tr.check_routable(call, out)
-        return out
+        return _usage_hidden(kwargs, out)
     from tollgate_litellm.logger import _router_group_for
 
     out = tr.apply(call, view, {**kwargs, "model": call.decision.model})
@@ -72,7 +73,22 @@ def _edits(call: gate.Call, view: tr.View, kwargs: dict[str, Any], router: Any) 
         group = _router_group_for(router, call.decision.model)
         if group is not None:
             out["model"] = group
-    return out
+    return _usage_hidden(kwargs, out)
+
+
+def _usage_hidden(given: Mapping[str, Any], sent: dict[str, Any]) -> dict[str, Any]:
+    """``sent``, telling LiteLLM that tollgate asked the stream for its usage: LiteLLM 1.110+
+    then keeps the chunks the caller reads as they would be without it (no usage-only chunk),
+    as its own server does for the usage it injects. Older releases have no such flag."""
+    options = given.get("stream_options")
+    asked = isinstance(options, Mapping) and "include_usage" in options
+    if asked or "stream_options" not in sent:
+        return sent
+    try:
+        from litellm.types.litellm_params import STREAM_USAGE_INJECTED_FIELD
+    except ImportError:
+        return sent
+    return {**sent, STREAM_USAGE_INJECTED_FIELD: True}
 
 
 def completion(*args: Any, router: Any = None, **kwargs: Any) -> Any:
