@@ -10,6 +10,7 @@ import sqlite3
 import subprocess
 import sys
 import time
+from decimal import Decimal
 from pathlib import Path
 
 import pytest
@@ -35,8 +36,9 @@ def tollgate_cli(
     )
 
 
-def assert_one_line_error(out: subprocess.CompletedProcess[str], *needles: str) -> None:
-    assert out.returncode == 1, (out.stdout, out.stderr)
+def assert_one_line_error(out: subprocess.CompletedProcess[str], *needles: str, status: int = 1) -> None:
+    """One line on stderr naming the problem; exit status 1 (the command failed) or 2 (usage)."""
+    assert out.returncode == status, (out.stdout, out.stderr)
     assert "Traceback" not in out.stderr
     lines = out.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("tollgate "), out.stderr
@@ -95,6 +97,60 @@ def test_usage_mistakes_exit_two() -> None:
     assert tollgate_cli("frobnicate").returncode == 2
 
 
+@pytest.mark.parametrize(
+    ("args", "needle"),
+    [
+        (["report", "--where", "tenant"], "--where 'tenant': use NAME=VALUE"),
+        (["report", "--since", "yesterday"], "--since 'yesterday': give a duration"),
+        (["report", "--until", "soon"], "--until 'soon'"),
+        (["report", "--ledger", "ftp://x"], "unknown ledger URI 'ftp://x'"),
+        (
+            ["estimate", "gpt-4o", "--messages", "-", "--max-tokens", "-1"],
+            "--max-tokens -1: give zero or more",
+        ),
+        (["limits", "set", "--usd", "1", "--per", "day", "acme"], "'acme': give the tags"),
+        (["limits", "set", "--usd", "-1", "--per", "day", "tenant=a"], "usd=-1.0"),
+        (
+            ["limits", "set", "--usd", "1", "--per", "day", "--downgrade", "cheap", "tenant=a"],
+            "MODEL=CHEAPER_MODEL",
+        ),
+        (["limits", "--store", "mysql://db"], "unknown store URI 'mysql://db'"),
+        (["prices", "gpt-4o", "--update"], "--update regenerates the whole table: leave out 'gpt-4o'"),
+        (["demo", "--ledger", "memory://"], "--ledger 'memory://': use sqlite:///path.db"),
+    ],
+)
+def test_every_usage_mistake_exits_two_with_one_line(tmp_path: Path, args: list[str], needle: str) -> None:
+    """The README's exit statuses: 2 for a usage mistake, whoever notices it (argparse or the command)."""
+    out = tollgate_cli(*args, cwd=tmp_path, stdin="[]")
+    assert_one_line_error(out, needle, status=2)
+    assert not list(tmp_path.iterdir())  # nothing created on the way to the refusal
+
+
+@pytest.mark.parametrize(
+    ("args", "needle"),
+    [
+        (["report"], "no ledger at 'tollgate.db'"),
+        (["estimate", "gpt-4o", "--messages", "chat.json"], "cannot read 'chat.json'"),
+        (["limits"], "no store at 'tollgate.db'"),
+        (["prices", "gtp-4o"], "no model in the price table matches 'gtp-4o' (did you mean 'gpt-4o'?)"),
+    ],
+)
+def test_a_command_that_fails_exits_one_with_one_line(tmp_path: Path, args: list[str], needle: str) -> None:
+    assert_one_line_error(tollgate_cli(*args, cwd=tmp_path), needle, status=1)
+
+
+def test_an_error_message_spanning_lines_is_printed_as_one(capsys: pytest.CaptureFixture[str]) -> None:
+    from tollgate import cli
+
+    def fails(args: object, out: object) -> int:
+        raise ValueError("disk I/O error\n  while reading page 7")
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(cli, "cmd_report", fails)
+        assert cli.main(["report"]) == 1
+    assert capsys.readouterr().err == "tollgate report: error: disk I/O error while reading page 7\n"
+
+
 # -- report --------------------------------------------------------------------------------------
 
 
@@ -110,6 +166,41 @@ def test_report_table_groups_and_totals(ledger: str) -> None:
     assert search.split()[1] == "3" and "$0.750000" in search
     assert total.split()[1] == "6" and "$5.000000" in total
     assert "6 calls, 600 tokens, $5.000000, 1 blocked, 0 unpriced" in out.stdout
+
+
+def test_report_rows_add_up_to_the_total_as_printed(tmp_path: Path) -> None:
+    path = tmp_path / "tollgate.db"
+    with SQLiteLedger(path) as db:  # at 6 decimals: $0.010000 + $0.007355 rows, TOTAL $0.017356
+        db.write(record(1, "search", 0.0100004))
+        db.write(record(2, "chat", 0.0073554))
+    out = tollgate_cli("report", "--ledger", f"sqlite:///{path}", "--group-by", "feature")
+    assert out.returncode == 0, out.stderr
+    cells = [
+        line.split()[-1] for line in out.stdout.splitlines() if line.startswith(("search", "chat", "TOTAL"))
+    ]
+    *rows, total = [Decimal(cell.lstrip("$")) for cell in cells]
+    assert sum(rows) == total == Decimal("0.0173558")
+    assert "2 calls, 240 tokens, $0.0173558, 0 blocked" in out.stdout  # the summary says what TOTAL says
+
+
+@pytest.mark.parametrize(
+    ("args", "needle"),
+    [
+        (["--group-by", "featur"], "--group-by: no call has a tag 'featur' (did you mean 'feature'?)"),
+        (
+            ["--group-by", "feature,tenant"],
+            "--group-by: no call has a tag 'tenant'; tags seen: feature, user_id",
+        ),
+        (["--where", "usr_id=alice"], "--where: no call has a tag 'usr_id' (did you mean 'user_id'?)"),
+    ],
+)
+def test_report_refuses_a_tag_no_call_has(ledger: str, args: list[str], needle: str) -> None:
+    assert_one_line_error(tollgate_cli("report", "--ledger", ledger, *args), needle, status=2)
+
+
+def test_report_by_a_tag_is_not_refused_when_there_is_nothing_to_tell_by(ledger: str) -> None:
+    out = tollgate_cli("report", "--ledger", ledger, "--group-by", "tenant", "--since", "2099-01-01")
+    assert out.returncode == 0 and "no calls in" in out.stdout
 
 
 def test_report_since_and_where(ledger: str) -> None:
@@ -152,12 +243,15 @@ def test_report_foreign_databases_are_one_line(tmp_path: Path) -> None:
     text = tmp_path / "notes.db"
     text.write_text("this is not a database\n" * 100)
     assert_one_line_error(tollgate_cli("report", "--ledger", f"sqlite:///{text}"))
-    assert_one_line_error(tollgate_cli("report", "--ledger", "ftp://x"), "unknown ledger URI")
+    assert_one_line_error(tollgate_cli("report", "--ledger", "ftp://x"), "unknown ledger URI", status=2)
 
 
 def test_report_bad_since_is_one_line(ledger: str) -> None:
     assert_one_line_error(
-        tollgate_cli("report", "--ledger", ledger, "--since", "last tuesday"), "cannot read"
+        tollgate_cli("report", "--ledger", ledger, "--since", "last tuesday"),
+        "--since 'last tuesday'",
+        "7d",
+        status=2,
     )
 
 
@@ -226,15 +320,22 @@ def test_limits_errors(tmp_path: Path) -> None:
     assert not (tmp_path / "missing.db").exists()
     store = f"sqlite:///{tmp_path / 'b.db'}"
     assert_one_line_error(
-        tollgate_cli("limits", "set", "--per", "day", "tenant=acme", "--store", store), "needs a limit"
+        tollgate_cli("limits", "set", "--per", "day", "tenant=acme", "--store", store),
+        "needs a limit",
+        status=2,
     )
     assert_one_line_error(
-        tollgate_cli("limits", "set", "--usd", "1", "--per", "day", "acme", "--store", store), "NAME=VALUE"
+        tollgate_cli("limits", "set", "--usd", "1", "--per", "day", "acme", "--store", store),
+        "NAME=VALUE",
+        status=2,
     )
     assert (
         tollgate_cli("limits", "set", "--usd", "1", "tenant=acme", "--store", store).returncode == 2
     )  # no --per
-    empty = tollgate_cli("limits", "--store", store)
+    assert not (tmp_path / "b.db").exists()  # a refused `set` creates no store
+    other = tmp_path / "other.db"
+    sqlite3.connect(other).close()
+    empty = tollgate_cli("limits", "--store", f"sqlite:///{other}")
     assert empty.returncode == 0 and "no standing limits" in empty.stdout
 
 
@@ -247,8 +348,9 @@ def test_prices_with_a_pattern() -> None:
     row = next(line for line in out.stdout.splitlines() if line.split()[0] == "gpt-4o-mini")
     assert row.split()[1:5] == ["openai", "$0.15", "$0.6", "$0.075"]
     assert "USD per 1M tokens" in out.stdout and "generated 20" in out.stdout
-    models = [line.split()[0] for line in out.stdout.splitlines()[2:] if line and not line.startswith(" ")]
-    assert all("gpt-4o-mini" in m for m in models[:-1])
+    substring = tollgate_cli("prices", "4o-mini", "--provider", "openai")  # no model of that name
+    models = [line.split()[0] for line in substring.stdout.splitlines()[2:] if line and line[0] != " "]
+    assert len(models) > 2 and all("4o-mini" in m for m in models[:-1])
 
     glob = json.loads(
         tollgate_cli("prices", "claude-*", "--provider", "anthropic", "--format", "json").stdout
@@ -256,6 +358,38 @@ def test_prices_with_a_pattern() -> None:
     assert glob["models"] and all(m["provider"] == "anthropic" for m in glob["models"])
     assert all(m["model"].startswith("claude-") for m in glob["models"])
     assert_one_line_error(tollgate_cli("prices", "no-such-model-anywhere"), "no model in the price table")
+
+
+def test_prices_of_a_model_shows_that_model() -> None:
+    out = tollgate_cli("prices", "gpt-4o")
+    assert out.returncode == 0, out.stderr
+    rows = [line.split() for line in out.stdout.splitlines()[2:] if line.strip()]
+    assert rows[0][:4] == ["gpt-4o", "openai", "$2.5", "$10"] and rows[1][:2] == ["1", "model;"]
+    hint = out.stdout.splitlines()[-1]
+    assert "more models contain 'gpt-4o'" in hint and hint.endswith("tollgate prices '*gpt-4o*'")
+    others = tollgate_cli("prices", "*gpt-4o*")  # the command the hint names lists them
+    listed = [line.split()[0] for line in others.stdout.splitlines()[2:] if line and line[0] != " "]
+    assert {"gpt-4o", "azure/gpt-4o", "gpt-4o-mini"} <= set(listed)
+    assert int(hint.split()[0].replace(",", "")) == sum("gpt-4o" in m for m in listed) - 1
+    azure = tollgate_cli("prices", "gpt-4o", "--provider", "azure", "--format", "json")
+    assert [m["model"] for m in json.loads(azure.stdout)["models"]] == ["azure/gpt-4o"]
+
+
+def test_prices_update_outside_a_source_checkout_says_what_to_do(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from tollgate import cli
+
+    table = Path(cli.__file__).parent / "pricing" / "prices.json"
+    before = table.stat().st_mtime_ns
+    monkeypatch.setattr(cli, "_source_checkout", lambda: None)  # as installed from a wheel
+    assert cli.main(["prices", "--update"], out=io.StringIO()) == 1
+    (line,) = capsys.readouterr().err.splitlines()
+    assert line.startswith(
+        "tollgate prices: error: --update regenerates the price table in a source checkout"
+    )
+    assert "pip install --upgrade tollgate-llm" in line and "tollgate.configure(prices=" in line
+    assert table.stat().st_mtime_ns == before
 
 
 def test_prices_update_regenerates_the_table(tmp_path: Path) -> None:

@@ -231,7 +231,7 @@ def test_cli_limits_set_refuses_bad_values(
     if not any("=" in a for a in args):
         argv.append("tenant=acme")
     code, out, err = cli(capsys, *argv)
-    assert code == 1 and out == ""
+    assert code == 2 and out == ""  # a usage mistake, as the README's exit statuses say
     assert len(err.strip().splitlines()) == 1 and needle in err, err
     written = SQLiteStore(store)
     assert written.limits()[1] == {}
@@ -239,18 +239,18 @@ def test_cli_limits_set_refuses_bad_values(
 
 
 @pytest.mark.parametrize(
-    ("store", "needle"),
+    ("store", "needle", "status"),
     [
-        ("redis://cache:6379/0?socket_timeout=abc", "socket_timeout='abc'"),
-        ("redis://cache:6379/zero", "'zero'"),
-        ("mysql://db", "'mysql://db'"),
+        ("redis://cache:6379/0?socket_timeout=abc", "socket_timeout='abc'", 1),
+        ("redis://cache:6379/zero", "'zero'", 1),
+        ("mysql://db", "'mysql://db'", 2),  # no such kind of store: a usage mistake
     ],
 )
 def test_cli_limits_set_refuses_a_bad_store(
-    capsys: pytest.CaptureFixture[str], store: str, needle: str
+    capsys: pytest.CaptureFixture[str], store: str, needle: str, status: int
 ) -> None:
     code, _, err = cli(capsys, "limits", "set", "--usd", "1", "--per", "day", "tenant=acme", "--store", store)
-    assert code == 1 and needle in err and "Traceback" not in err
+    assert code == status and needle in err and "Traceback" not in err
 
 
 def test_cli_tokens_must_be_a_number(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
@@ -267,3 +267,106 @@ def test_cli_takes_tokens_in_any_whole_form(capsys: pytest.CaptureFixture[str], 
         capsys, "limits", "set", "--tokens", "2e4", "--per", "day", "tenant=acme", "--store", store
     )
     assert code == 0 and out == "set limit[tenant=acme]: 20,000 tokens per day, on_exceed=block\n"
+
+
+# -- downgrade maps name models tollgate can price -----------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("downgrade", "needle", "close"),
+    [
+        ({"gpt-4o": "gpt4o-mini"}, "no price table entry for 'gpt4o-mini'", "'gpt-4o-mini'"),
+        ({"gtp-4o": "gpt-4o-mini"}, "no price table entry for 'gtp-4o'", "'gpt-4o'"),
+        ({"gpt-4o": "house-model-lite"}, "no price table entry for 'house-model-lite'", None),
+    ],
+)
+def test_a_downgrade_to_an_unknown_model_is_refused_at_creation(
+    capsys: pytest.CaptureFixture[str],
+    tmp_path: Path,
+    downgrade: dict[str, str],
+    needle: str,
+    close: str | None,
+) -> None:
+    for make in (
+        lambda: tollgate.budget(usd=1, on_exceed="downgrade", downgrade=downgrade),
+        lambda: tollgate.set_limit(usd=1, per="day", on_exceed="downgrade", downgrade=downgrade, tenant="a"),
+    ):
+        message = refused(make, needle)
+        assert "tollgate.configure(prices=" in message  # the fix for a model of one's own
+        assert (f"did you mean {close}?" in message) if close else "did you mean" not in message
+    assert settings().store.limits()[1] == {}  # the refused standing limit was not written
+    pair = "=".join(next(iter(downgrade.items())))
+    store = f"sqlite:///{tmp_path / 'store.db'}"
+    code, out, err = cli(
+        capsys, "limits", "set", "--usd", "1", "--per", "day", "--on-exceed", "downgrade",
+        "--downgrade", pair, "tenant=a", "--store", store,
+    )  # fmt: skip
+    assert code == 2 and out == "" and len(err.strip().splitlines()) == 1 and needle in err, err
+
+
+def test_a_downgrade_to_a_model_priced_by_configure_is_accepted() -> None:
+    prices = {"house-big": {"input": 1e-6, "output": 2e-6}, "house-lite": {"input": 0.0, "output": 0.0}}
+    downgrade = {"house-big": "house-lite"}
+    refused(lambda: tollgate.budget(usd=1, on_exceed="downgrade", downgrade=downgrade), "'house-big'")
+    tollgate.configure(prices=prices)  # a price first (zero for a free local model), then the budget
+    assert tollgate.budget(usd=1, on_exceed="downgrade", downgrade=downgrade).spec.downgrade == downgrade
+    assert tollgate.set_limit(usd=1, per="day", on_exceed="downgrade", downgrade=downgrade, tenant="a")
+
+
+# -- SQLite files go in folders that exist -------------------------------------------------------
+
+
+@pytest.mark.parametrize("setting", ["store", "ledger"])
+def test_an_sqlite_file_in_a_missing_folder_is_refused(tmp_path: Path, setting: str) -> None:
+    folder = tmp_path / "no such folder"
+    option: dict[str, Any] = {setting: f"sqlite:///{folder / 'tollgate.db'}"}
+    before = settings()
+    message = refused(lambda: tollgate.configure(**option), f"{str(folder)!r}")
+    assert "does not exist" in message and f"mkdir -p '{folder}'" in message and "\n" not in message
+    assert not folder.exists() and settings() is before
+    folder.mkdir()  # the fix the message names
+    assert tollgate.configure(**option)
+
+
+def test_cli_limits_set_refuses_a_store_in_a_missing_folder(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    store = f"sqlite:///{tmp_path / 'missing' / 'store.db'}"
+    code, out, err = cli(capsys, "limits", "set", "--usd", "1", "--per", "day", "tenant=a", "--store", store)
+    assert code == 1 and out == "" and len(err.strip().splitlines()) == 1 and "does not exist" in err
+    assert not (tmp_path / "missing").exists()
+
+
+# -- a budget kept per tag, reached by a call without that tag -----------------------------------
+
+
+def test_a_keyed_budget_warns_once_when_calls_lack_its_tag() -> None:
+    def call() -> None:
+        tollgate.record(provider="openai", model="gpt-4o-mini", input_tokens=10, output_tokens=5)
+
+    daily = tollgate.budget(usd=5, per="day", key="tenat", name="typo-key")
+    with pytest.warns(UserWarning) as caught, tollgate.track(tenant="acme", feature="search"), daily:
+        call()
+        call()
+    (warning,) = [w for w in caught if "typo-key" in str(w.message)]  # once, not once per call
+    message = str(warning.message)
+    assert "without a 'tenat' tag" in message and "(its tags: feature, tenant)" in message
+    assert "did you mean key='tenant'?" in message and "tollgate.track(tenat=...)" in message
+
+
+def test_a_keyed_budget_is_quiet_when_calls_carry_its_tag(recwarn: pytest.WarningsRecorder) -> None:
+    with tollgate.track(tenant="acme"), tollgate.budget(usd=5, per="day", key="tenant", name="good-key"):
+        tollgate.record(provider="openai", model="gpt-4o-mini", input_tokens=10, output_tokens=5)
+    assert not [w for w in recwarn if "good-key" in str(w.message)]
+
+
+def test_reset_lets_a_keyed_budget_warn_again() -> None:
+    def call_without_the_tag() -> None:
+        with tollgate.budget(usd=5, per="day", key="tenant", name="again-key"):
+            tollgate.record(provider="openai", model="gpt-4o-mini", input_tokens=10, output_tokens=5)
+
+    with pytest.warns(UserWarning, match="again-key"):
+        call_without_the_tag()
+    tollgate.reset()
+    with pytest.warns(UserWarning, match="again-key"):
+        call_without_the_tag()

@@ -10,6 +10,7 @@ SDK when a client of that SDK is instrumented.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable, Collection, Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
@@ -27,6 +28,7 @@ from tollgate.errors import (
 )
 from tollgate.instrument import instrument, uninstrument
 from tollgate.ledger import Report, build_report, parse_time
+from tollgate.ledger.report import Where, select, unknown_tag
 from tollgate.manual import record
 from tollgate.metered import metered
 from tollgate.pricing.estimate import estimate_request, lookup_price
@@ -61,6 +63,7 @@ __all__ = [
     "metered",
     "propagate",
     "record",
+    "records",
     "remove_limit",
     "report",
     "reset",
@@ -125,8 +128,53 @@ def report(
     >>> tollgate.report(group_by="feature").total["calls"]
     0
     """
-    records = settings().ledger.records(parse_time(since), parse_time(until))
-    return build_report(records, group_by=group_by, where=where)
+    names = [group_by] if isinstance(group_by, str) else list(group_by or ())
+    found = _read(since, until, where, names)
+    return build_report(found, group_by=group_by, where=where)
+
+
+def records(
+    since: TimeArg = None,
+    until: TimeArg = None,
+    where: Where | None = None,
+    limit: int | None = None,
+) -> list[CallRecord]:
+    """The :class:`CallRecord` of each call in the configured ledger, oldest first.
+
+    ``since`` / ``until`` and ``where`` select as in :func:`report` (``since`` inclusive,
+    ``until`` exclusive, on the time each call started); ``limit`` keeps the latest
+    ``limit`` of them (still oldest first). A ``where`` naming a tag that none of the calls
+    carries warns, naming the tags they do carry.
+
+    >>> import tollgate
+    >>> _ = tollgate.record(provider="openai", model="gpt-4o", input_tokens=1200, output_tokens=300,
+    ...                     tenant="acme")
+    >>> [(r.request_model, r.tags["tenant"]) for r in tollgate.records(since="1h", where={"tenant": "acme"})]
+    [('gpt-4o', 'acme')]
+    >>> tollgate.records(limit=0)
+    Traceback (most recent call last):
+    ...
+    ValueError: records(limit=0): a whole number above 0, e.g. limit=100, or None for every record
+    >>> _ = tollgate.reset()
+    """
+    if limit is not None:
+        fix = "a whole number above 0, e.g. limit=100, or None for every record"
+        if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
+            raise ValueError(f"records(limit={limit!r}): {fix}")
+    found = select(_read(since, until, where, ()), where)
+    return found[-limit:] if limit is not None else found
+
+
+def _read(since: TimeArg, until: TimeArg, where: Where | None, names: Sequence[str]) -> list[CallRecord]:
+    """The ledger's records from ``since`` to ``until``; warns when ``names`` (grouping) or
+    ``where`` name a tag that no record carries: a typo would otherwise pass unnoticed."""
+    start, end = parse_time(since), parse_time(until)
+    select([], where)  # a `where` of the wrong kind is refused before the ledger is read
+    found = settings().ledger.records(start, end)
+    problem = unknown_tag(found, [*names, *(where if isinstance(where, Mapping) else ())])
+    if problem is not None:
+        warnings.warn(problem, UserWarning, stacklevel=3)
+    return found
 
 
 def __getattr__(name: str) -> Any:

@@ -1,7 +1,7 @@
 """The ``tollgate`` command: reports, prices, estimates, standing limits and the offline demo.
 
     tollgate report --ledger sqlite:///tollgate.db --group-by feature,user_id --since 7d
-    tollgate prices gpt-4o*
+    tollgate prices gpt-4o
     tollgate estimate gpt-4o --messages chat.json --max-tokens 500
     tollgate limits --store sqlite:///tollgate.db
     tollgate limits set --usd 50 --per month tenant=acme
@@ -30,12 +30,17 @@ from typing import Any, TextIO
 
 DEFAULT_LEDGER = "sqlite:///tollgate.db"
 DEFAULT_STORE = "sqlite:///tollgate.db"
+DEMO_LEDGER = "sqlite:///tollgate-demo.db"  # tollgate.demo.DEFAULT_LEDGER, without importing the demo
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 
 
 class CommandError(Exception):
     """A command could not do its work; the message is printed as one line, exit status 1."""
+
+
+class UsageError(CommandError):
+    """The command was given something it cannot take: one line, exit status 2, as argparse's."""
 
 
 # -- output helpers ------------------------------------------------------------------------------
@@ -87,8 +92,9 @@ def _open_existing_ledger(uri: str) -> Any:
 
     path = _sqlite_path(uri)
     if path is not None and path != ":memory:" and not Path(path).is_file():
+        what = "is a folder" if Path(path).is_dir() else "does not exist"
         raise CommandError(
-            f"no ledger at {path!r} ({uri}): the file does not exist. Point --ledger at the file "
+            f"no ledger at {path!r} ({uri}): the file {what}. Point --ledger at the file "
             "your application writes (tollgate.configure(ledger='sqlite:///...'))"
         )
     if path is not None and path != ":memory:":
@@ -96,7 +102,13 @@ def _open_existing_ledger(uri: str) -> Any:
     try:
         return open_ledger(uri)
     except ValueError as exc:
-        raise CommandError(str(exc)) from None
+        raise _uri_error(exc) from None
+
+
+def _uri_error(exc: ValueError) -> CommandError:
+    """A URI of no known kind is a usage mistake (2); a file that cannot be opened, a failure (1)."""
+    unknown = str(exc).startswith("unknown ")  # open_ledger / open_store: "unknown ledger URI ..."
+    return (UsageError if unknown else CommandError)(str(exc))
 
 
 def _sqlite_tables(path: str, what: str) -> list[str]:
@@ -140,7 +152,7 @@ def _open_store(uri: str, *, must_exist: bool) -> Any:
     try:
         return open_store(uri)
     except ValueError as exc:
-        raise CommandError(str(exc)) from None
+        raise _uri_error(exc) from None
 
 
 # -- report --------------------------------------------------------------------------------------
@@ -151,20 +163,19 @@ def _parse_where(items: Sequence[str]) -> dict[str, list[str]]:
     for item in items:
         name, sep, value = item.partition("=")
         if not sep or not name:
-            raise CommandError(f"--where {item!r}: use NAME=VALUE, e.g. --where tenant=acme")
+            raise UsageError(f"--where {item!r}: use NAME=VALUE, e.g. --where tenant=acme")
         where.setdefault(name, []).append(value)
     return where
 
 
 def cmd_report(args: argparse.Namespace, out: TextIO) -> int:
     """Spend from a ledger, grouped by tags."""
-    from tollgate.ledger import build_report, parse_time
+    from tollgate.ledger import build_report
+    from tollgate.ledger.report import unknown_tag
 
-    try:
-        since, until = parse_time(args.since), parse_time(args.until)
-    except ValueError as exc:
-        raise CommandError(str(exc)) from None
+    since, until = _parse_time("--since", args.since), _parse_time("--until", args.until)
     group_by = [name.strip() for name in (args.group_by or "").split(",") if name.strip()]
+    where = _parse_where(args.where)
     ledger = _open_existing_ledger(args.ledger)
     try:
         try:
@@ -173,7 +184,11 @@ def cmd_report(args: argparse.Namespace, out: TextIO) -> int:
             raise CommandError(f"cannot read the ledger {args.ledger}: {exc}") from None
     finally:
         ledger.close()
-    report = build_report(records, group_by=group_by or None, where=_parse_where(args.where) or None)
+    for option, names in (("--group-by", group_by), ("--where", where)):
+        problem = unknown_tag(records, names)
+        if problem is not None:
+            raise UsageError(f"{option}: {problem}")
+    report = build_report(records, group_by=group_by or None, where=where or None)
     if args.format == "json":
         out.write(report.to_json(indent=2) + "\n")
     elif args.format == "csv":
@@ -189,7 +204,7 @@ def cmd_report(args: argparse.Namespace, out: TextIO) -> int:
         summary = [
             f"{n:,} call{'s' if n != 1 else ''}",
             f"{total['input_tokens'] + total['output_tokens']:,} tokens",
-            _usd(total["usd"]),
+            report.printed_usd()[1],  # as the table's TOTAL says it
             f"{total['blocked_calls']:,} blocked",
             f"{total['unpriced_calls']:,} unpriced",
         ]
@@ -197,6 +212,18 @@ def cmd_report(args: argparse.Namespace, out: TextIO) -> int:
             summary.append(f"{total['errors']:,} failed")
         out.write("\n" + ", ".join(summary) + "\n")
     return EXIT_OK
+
+
+def _parse_time(option: str, value: str | None) -> float | None:
+    from tollgate.ledger import parse_time
+
+    try:
+        return parse_time(value)
+    except ValueError:
+        raise UsageError(
+            f"{option} {value!r}: give a duration before now (90s, 30m, 24h, 7d, 2w), "
+            "an ISO date-time (2026-01-31 or 2026-01-31T08:00) or epoch seconds"
+        ) from None
 
 
 # -- prices --------------------------------------------------------------------------------------
@@ -209,13 +236,27 @@ def _matches(name: str, pattern: str) -> bool:
     return pattern in name
 
 
+def _is_glob(pattern: str) -> bool:
+    return any(ch in pattern for ch in "*?[")
+
+
+def _source_checkout() -> Path | None:
+    """The source checkout this tollgate runs from (it has the price script), or None."""
+    root = Path(__file__).resolve().parent.parent
+    script = root / "scripts" / "update_prices.py"
+    return root if script.is_file() and (root / "pyproject.toml").is_file() else None
+
+
 def _update_prices(output: str | None, out: TextIO) -> int:
-    script = Path(__file__).resolve().parent.parent / "scripts" / "update_prices.py"
-    if not script.is_file():
+    root = _source_checkout()
+    if root is None:
         raise CommandError(
-            "tollgate prices --update needs a source checkout of tollgate (scripts/update_prices.py); "
-            "an installed package's prices are updated by upgrading it"
+            "--update regenerates the price table in a source checkout of tollgate, and this copy "
+            f"is installed ({Path(__file__).resolve().parent}): for newer prices upgrade it "
+            "(pip install --upgrade tollgate-llm), or price a model yourself with "
+            "tollgate.configure(prices={'my-model': {'input': 1e-06, 'output': 2e-06}})"
         )
+    script = root / "scripts" / "update_prices.py"
     spec = importlib.util.spec_from_file_location("tollgate_update_prices", script)
     assert spec is not None and spec.loader is not None
     module: Any = importlib.util.module_from_spec(spec)
@@ -231,6 +272,8 @@ def _update_prices(output: str | None, out: TextIO) -> int:
 def cmd_prices(args: argparse.Namespace, out: TextIO) -> int:
     """The bundled price table, or part of it."""
     if args.update:
+        if args.pattern is not None:
+            raise UsageError(f"--update regenerates the whole table: leave out {args.pattern!r}")
         return _update_prices(args.output, out)
     from tollgate.pricing import default_table
 
@@ -240,13 +283,14 @@ def cmd_prices(args: argparse.Namespace, out: TextIO) -> int:
         for p in table
         if (args.pattern is None or _matches(p.model, args.pattern))
         and (args.provider is None or p.provider.lower() == args.provider.lower())
+        and (args.all or p.input is not None or p.output is not None)
     ]
-    if args.pattern and not prices:
-        resolved = table.lookup(args.pattern, args.provider)  # a dated snapshot, a provider prefix...
-        if resolved is not None:
-            prices = [resolved]
-    if not args.all:
-        prices = [p for p in prices if p.input is not None or p.output is not None]
+    # A model's own name shows the price tollgate bills it at, not every name containing it.
+    named = args.pattern is not None and not _is_glob(args.pattern)
+    exact = table.lookup(args.pattern, args.provider) if named else None
+    others = [p for p in prices if p is not exact]
+    if exact is not None:
+        prices = [exact]
     prices.sort(key=lambda p: (p.provider, p.model))
     meta = table.metadata
     if args.format == "json":
@@ -257,7 +301,7 @@ def cmd_prices(args: argparse.Namespace, out: TextIO) -> int:
         out.write(json.dumps({"metadata": dict(meta), "models": entries}, indent=2) + "\n")
         return EXIT_OK
     if not prices:
-        raise CommandError(f"no model in the price table matches {args.pattern!r}")
+        raise CommandError(f"no model in the price table matches {args.pattern!r}{_close_model(table, args)}")
     header = ["model", "provider", "input", "output", "cache read", "cache write", "reasoning"]
     header += ["max input", "max output"]
     rows = [
@@ -281,7 +325,24 @@ def cmd_prices(args: argparse.Namespace, out: TextIO) -> int:
         f"\n{len(prices):,} model{'s' if len(prices) != 1 else ''}; USD per 1M tokens; "
         f"from {source}, generated {meta.get('generated', '?')}\n"
     )
+    if exact is not None and others:
+        provider = f" --provider {args.provider}" if args.provider else ""
+        out.write(
+            f"{len(others):,} more model{'s' if len(others) != 1 else ''} contain {args.pattern!r} "
+            f"(other providers, snapshots, variants): tollgate prices '*{args.pattern}*'{provider}\n"
+        )
     return EXIT_OK
+
+
+def _close_model(table: Any, args: argparse.Namespace) -> str:
+    """`` (did you mean 'gpt-4o'?)`` for a mistyped model name, else ``""``."""
+    import difflib
+
+    if args.pattern is None or _is_glob(args.pattern):
+        return ""
+    names = {p.model.lower().split("/")[-1] for p in table}
+    close = difflib.get_close_matches(args.pattern.lower(), names, n=1, cutoff=0.8)
+    return f" (did you mean {close[0]!r}?)" if close else ""
 
 
 # -- estimate ------------------------------------------------------------------------------------
@@ -313,7 +374,7 @@ def cmd_estimate(args: argparse.Namespace, out: TextIO) -> int:
     import tollgate
 
     if args.max_tokens is not None and args.max_tokens < 0:
-        raise CommandError("--max-tokens must be zero or more")
+        raise UsageError(f"--max-tokens {args.max_tokens}: give zero or more tokens, e.g. --max-tokens 500")
     messages, tools = _read_messages(args.messages)
     tollgate.configure(on_unpriced="ignore")
     est = tollgate.estimate(
@@ -348,12 +409,10 @@ def _parse_match(items: Sequence[str]) -> dict[str, str]:
     for item in items:
         name, sep, value = item.partition("=")
         if not sep or not name.isidentifier():
-            raise CommandError(
-                f"{item!r}: give the tags the limit applies to as NAME=VALUE, e.g. tenant=acme"
-            )
+            raise UsageError(f"{item!r}: give the tags the limit applies to as NAME=VALUE, e.g. tenant=acme")
         match[name] = value
     if not match:
-        raise CommandError("name the calls the limit applies to, e.g. tenant=acme")
+        raise UsageError("name the calls the limit applies to, e.g. tenant=acme")
     return match
 
 
@@ -391,38 +450,40 @@ def cmd_limits(args: argparse.Namespace, out: TextIO) -> int:
     """Show, set or remove standing limits in a store."""
     import tollgate
     from tollgate.budgets.standing import limit_id
+    from tollgate.config import standing_limit
 
     action = args.limits_command or "list"
+    # What the options say is checked before the store is opened: a mistake creates no file.
+    match = _parse_match(args.match) if action in ("set", "remove") else {}
+    if action == "set":
+        key = tuple(k.strip() for k in (args.key or "").split(",") if k.strip())
+        downgrade = dict(_parse_pair(p, "--downgrade") for p in args.downgrade)
+        try:
+            ident, document = standing_limit(
+                args.usd,
+                args.tokens,
+                per=args.per,
+                on_exceed=args.on_exceed,
+                downgrade=downgrade or None,
+                key=key,
+                match=match,
+            )
+        except ValueError as exc:  # a limit or model the options name is refused
+            raise UsageError(str(exc)) from None
     store = _open_store(args.store, must_exist=action != "set")
     if store is None:  # an SQLite file without a store's tables: nothing to list or remove
         if action == "remove":
-            raise CommandError(f"no standing limit {limit_id(_parse_match(args.match))} in {args.store}")
+            raise CommandError(f"no standing limit {limit_id(match)} in {args.store}")
         out.write("[]\n" if args.format == "json" else f"no standing limits in {args.store}\n")
         return EXIT_OK
     try:
         if action == "set":
-            match = _parse_match(args.match)
-            downgrade = dict(_parse_pair(p, "--downgrade") for p in args.downgrade)
-            key = tuple(k.strip() for k in (args.key or "").split(",") if k.strip())
-            try:
-                ident = tollgate.set_limit(
-                    usd=args.usd,
-                    tokens=args.tokens,
-                    per=args.per,
-                    on_exceed=args.on_exceed,
-                    downgrade=downgrade or None,
-                    key=key,
-                    store=store,
-                    **match,
-                )
-            except ValueError as exc:
-                raise CommandError(str(exc)) from None
+            store.put_limit(ident, document)
             out.write(
                 f"set {ident}: {_describe_limit(args.usd, args.tokens, args.per, key, args.on_exceed)}\n"
             )
             return EXIT_OK
         if action == "remove":
-            match = _parse_match(args.match)
             if tollgate.remove_limit(store=store, **match):
                 out.write(f"removed {limit_id(match)}\n")
                 return EXIT_OK
@@ -477,7 +538,7 @@ def _tokens(text: str) -> float:
 def _parse_pair(item: str, option: str) -> tuple[str, str]:
     src, sep, dst = item.partition("=")
     if not sep or not src or not dst:
-        raise CommandError(f"{option} {item!r}: use MODEL=CHEAPER_MODEL, e.g. gpt-4o=gpt-4o-mini")
+        raise UsageError(f"{option} {item!r}: use MODEL=CHEAPER_MODEL, e.g. gpt-4o=gpt-4o-mini")
     return src, dst
 
 
@@ -559,11 +620,17 @@ def build_parser() -> argparse.ArgumentParser:
         help="the bundled price table (USD per 1M tokens)",
         description="Model prices from the bundled table: input, output, cache read / write and "
         "reasoning prices per 1M tokens, maximum tokens, and the table's source and date.",
-        epilog="examples:\n  tollgate prices gpt-4o\n  tollgate prices 'claude-*' --provider anthropic\n"
-        "  tollgate prices --update        # regenerate from the installed litellm's cost map",
+        epilog="examples:\n  tollgate prices gpt-4o          # that model\n"
+        "  tollgate prices '*gpt-4o*'      # every name containing gpt-4o\n"
+        "  tollgate prices 'claude-*' --provider anthropic\n"
+        "  tollgate prices --update        # a source checkout: regenerate from litellm's cost map",
         formatter_class=_Formatter,
     )
-    prices.add_argument("pattern", nargs="?", help="a model name, part of one, or a glob like 'gpt-4o*'")
+    prices.add_argument(
+        "pattern",
+        nargs="?",
+        help="a model name (that model), part of one (every name containing it), or a glob like 'gpt-4o*'",
+    )
     prices.add_argument("--provider", help="only this provider's entries (openai, anthropic, gemini, ...)")
     prices.add_argument(
         "--all", action="store_true", help="include entries without token prices (images, audio)"
@@ -647,7 +714,10 @@ def build_parser() -> argparse.ArgumentParser:
         "downgrade, a clamp, a truncate and a mid-stream cutoff, then prints the report.",
         formatter_class=_Formatter,
     )
-    demo.add_argument("--ledger", help="keep the records in this sqlite:/// ledger (default: a temp file)")
+    demo.add_argument(
+        "--ledger",
+        help=f"keep the records in this sqlite:/// ledger (default: {DEMO_LEDGER}, emptied by each run)",
+    )
     demo.add_argument("--otlp", metavar="URL", help="also send spans and metrics to this OTLP/HTTP endpoint")
     demo.add_argument("--live", action="store_true", help="call the real OpenAI API (needs OPENAI_API_KEY)")
     demo.set_defaults(handler=cmd_demo)
@@ -666,8 +736,8 @@ def main(argv: Sequence[str] | None = None, out: TextIO | None = None) -> int:
     try:
         return handler(args, stream)
     except CommandError as exc:
-        print(f"tollgate {args.command}: error: {exc}", file=sys.stderr)
-        return EXIT_FAILED
+        _error(args.command, exc)
+        return EXIT_USAGE if isinstance(exc, UsageError) else EXIT_FAILED
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
@@ -679,6 +749,11 @@ def main(argv: Sequence[str] | None = None, out: TextIO | None = None) -> int:
         from tollgate.errors import TollgateError
 
         if isinstance(exc, TollgateError | ValueError | OSError | ImportError):
-            print(f"tollgate {args.command}: error: {exc}", file=sys.stderr)
+            _error(args.command, exc)
             return EXIT_FAILED
         raise
+
+
+def _error(command: str, exc: Exception) -> None:
+    """One line on stderr, whatever the message holds (an SQLite or OS message may span lines)."""
+    print(f"tollgate {command}: error: {' '.join(str(exc).split())}", file=sys.stderr)

@@ -12,10 +12,12 @@ answers like the API, usage figures included). The story, one line per event:
   stream that runs past its budget is closed mid-way (``cutoff``);
 - the report of where the money went, by tenant and feature, read back from the ledger.
 
-``--ledger sqlite:///path.db`` keeps the records there (default: a new temporary file, whose
-``tollgate report`` command is printed at the end); ``--otlp URL`` also sends the spans and
-metrics to that OTLP/HTTP endpoint; ``--live`` sends the same calls to the real OpenAI API
-(needs ``OPENAI_API_KEY``; spends a few cents: the daily caps bound it at $0.06).
+``--ledger sqlite:///path.db`` keeps the records there (default: ``tollgate-demo.db`` in the
+current folder, emptied at the start of each run); the ``tollgate report`` command that reads
+them again is printed at the end, spelled so that it runs as printed. ``--otlp URL`` also sends
+the spans and metrics to that OTLP/HTTP endpoint (nothing answering there is an error at once,
+and a failed export is reported, not hidden); ``--live`` sends the same calls to the real
+OpenAI API (needs ``OPENAI_API_KEY``; spends a few cents: the daily caps bound it at $0.06).
 
 The demo configures tollgate for itself and calls :func:`tollgate.reset` when it ends.
 """
@@ -23,16 +25,21 @@ The demo configures tollgate for itself and calls :func:`tollgate.reset` when it
 from __future__ import annotations
 
 import json
-import math
+import logging
 import os
+import shlex
+import shutil
+import socket
 import sys
-import tempfile
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from decimal import Decimal
 from typing import TYPE_CHECKING, Any, TextIO
+from urllib.parse import urlsplit
 
 import tollgate
+from tollgate.config import settings
 from tollgate.pricing.tokens import count_messages, count_text
 
 if TYPE_CHECKING:
@@ -42,6 +49,11 @@ if TYPE_CHECKING:
 DAILY_CAP_USD = 0.02
 #: A safety stop for the runaway loop, should the cap somehow not stop it.
 RUNAWAY_MAX_CALLS = 25
+#: Where the records go unless ``--ledger`` says: a file in the current folder, shown to the
+#: user and emptied by the next run (a temporary folder per run was left behind every time).
+DEFAULT_LEDGER = "sqlite:///tollgate-demo.db"
+#: Seconds an OTLP export (and the flush at the end) may take: a demo must not hang on a backend.
+OTLP_TIMEOUT = 2.0
 
 _PROSE = (
     "the tide came in over the grey stones and the gulls called out across the harbour while "
@@ -174,9 +186,58 @@ def _money(value: float) -> str:
 
 
 def _last_record() -> tollgate.CallRecord:
-    from tollgate.config import settings
+    return tollgate.records(limit=1)[0]
 
-    return settings().ledger.records()[-1]
+
+def tollgate_command() -> str:
+    """How to run the ``tollgate`` command from this shell, so that it works as printed: plain
+    ``tollgate`` when that is on the PATH and is this installation's; else this environment's
+    script by its path (``.venv/bin/tollgate``, the virtual environment need not be active);
+    else this interpreter with ``-m tollgate``."""
+    scripts = os.path.dirname(sys.executable)  # not resolved: a venv's python is a symlink
+    own = shutil.which("tollgate", path=scripts)
+    on_path = shutil.which("tollgate")
+    if own is not None and on_path is not None and os.path.samefile(own, on_path):
+        return "tollgate"
+    if own is not None:
+        return _as_typed(own)
+    return f"{_as_typed(sys.executable)} -m tollgate"
+
+
+def _as_typed(path: str) -> str:
+    """``path`` as a shell command: relative to the current folder when inside it, else absolute."""
+    absolute = os.path.abspath(path)
+    relative = os.path.relpath(absolute)
+    shown = absolute if relative.startswith("..") else relative
+    return shlex.quote(shown if os.sep in shown else os.path.join(".", shown))
+
+
+def _otlp_unreachable(url: str) -> str | None:
+    """Why nothing can be sent to the OTLP/HTTP endpoint ``url`` (no connection), else None."""
+    try:
+        parts = urlsplit(url)
+        host, port = parts.hostname, parts.port or (443 if parts.scheme == "https" else 80)
+    except ValueError as exc:
+        return str(exc)
+    if parts.scheme not in ("http", "https") or not host:
+        return "not an http:// or https:// URL"
+    try:
+        socket.create_connection((host, port), timeout=OTLP_TIMEOUT).close()
+    except OSError as exc:
+        return exc.strerror or str(exc) or type(exc).__name__
+    return None
+
+
+class _ExportErrors(logging.Handler):
+    """Keeps what the OpenTelemetry exporters log while the demo runs (a failed or retried
+    export), so that the end can say what happened, in one line, instead of a page of retries."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.WARNING)
+        self.messages: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.messages.append(" ".join(record.getMessage().split()))
 
 
 @contextmanager
@@ -345,28 +406,48 @@ def run(
 ) -> int:
     """Run the demo, print its story and report; returns an exit status (0: every step happened).
 
-    ``ledger``: a ``sqlite:///`` URI to keep the records in (default: a new temporary file).
-    ``otlp``: an OTLP/HTTP endpoint for the spans and metrics. ``live``: use the real OpenAI
-    API (``OPENAI_API_KEY``). ``client_factory``: an instrumented OpenAI client to use instead.
+    ``ledger``: a ``sqlite:///`` URI to keep the records in (default: :data:`DEFAULT_LEDGER`,
+    emptied first). ``otlp``: an OTLP/HTTP endpoint for the spans and metrics. ``live``: use the
+    real OpenAI API (``OPENAI_API_KEY``). ``client_factory``: an instrumented OpenAI client to
+    use instead.
     """
     out = out or sys.stdout
     say = Narrator(out)
     if live and not os.environ.get("OPENAI_API_KEY"):
-        out.flush()
-        print("tollgate demo: error: --live needs OPENAI_API_KEY", file=sys.stderr)
-        return 1
-    if ledger is None:
-        ledger = "sqlite:///" + os.path.join(tempfile.mkdtemp(prefix="tollgate-demo-"), "tollgate.db")
-    if not ledger.startswith("sqlite:///"):
-        print(f"tollgate demo: error: --ledger {ledger!r}: use sqlite:///path.db", file=sys.stderr)
-        return 2
-    providers = None
+        return _error("--live needs OPENAI_API_KEY: export OPENAI_API_KEY=sk-..., or leave out --live")
+    fresh = ledger is None
+    ledger = ledger or DEFAULT_LEDGER
+    if not ledger.startswith("sqlite:///") or ledger == "sqlite:///":
+        return _error(f"--ledger {ledger!r}: use sqlite:///path.db", status=2)
+    if otlp and (why := _otlp_unreachable(otlp)) is not None:
+        return _error(
+            f"--otlp {otlp}: nothing answers there ({why}); start an OTLP/HTTP collector on it "
+            "(e.g. docker run -p 4318:4318 otel/opentelemetry-collector) or leave out --otlp"
+        )
+    tollgate.reset()
+    try:
+        tollgate.configure(ledger=ledger, store="memory://")
+    except ValueError as exc:
+        return _error(f"{exc}; or give --ledger sqlite:///path/in/a/folder/you/can/write.db")
+    if fresh:
+        settings().ledger.clear()  # the demo's own file: each run starts from nothing
+    providers, exporter_log = None, _ExportErrors()
+    dropped_before = 0
     if otlp:
         from tollgate import otel
 
-        providers = otel.setup(service_name="tollgate-demo", endpoint=otlp)
-    tollgate.reset()
-    tollgate.configure(ledger=ledger, store="memory://")
+        dropped_before = otel.dropped_spans()
+        try:
+            providers = otel.setup(
+                service_name="tollgate-demo",
+                endpoint=otlp,
+                export_timeout=OTLP_TIMEOUT,
+                shutdown_timeout=OTLP_TIMEOUT,
+            )
+        except ImportError:
+            tollgate.reset()
+            return _error('--otlp needs the OpenTelemetry SDK: pip install "tollgate-llm[otel]"')
+        logging.getLogger("opentelemetry").addHandler(exporter_log)
     if client_factory is not None:
         client = client_factory()
     elif live:
@@ -398,23 +479,49 @@ def run(
         say.line("\nWhere the money went (read back from the ledger):\n")
         say.line(str(report))
         total = report.total
-        adds_up = (
-            math.isclose(math.fsum(row["usd"] for row in report), total["usd"], abs_tol=1e-12)
+        rows_usd, total_usd = report.printed_usd()
+        adds_up = (  # as printed, to the last digit
+            sum(Decimal(cell.strip("$").replace(",", "")) for cell in rows_usd)
+            == Decimal(total_usd.strip("$").replace(",", ""))
             and sum(row["calls"] for row in report) == total["calls"]
         )
         say.line(
             f"\n{total['calls']} calls, {total['blocked_calls']} blocked before they were sent, "
-            f"{total['input_tokens'] + total['output_tokens']:,} tokens, {_money(total['usd'])} in all"
+            f"{total['input_tokens'] + total['output_tokens']:,} tokens, {total_usd} in all"
             + (" (the rows add up to the total)" if adds_up else " (THE ROWS DO NOT ADD UP)")
         )
     finally:
         tollgate.reset()  # closes the ledger: every record is on disk
         if providers is not None:
+            logging.getLogger("tollgate").addHandler(exporter_log)  # "did not take the last spans"
             providers.shutdown()
+            for name in ("opentelemetry", "tollgate"):
+                logging.getLogger(name).removeHandler(exporter_log)
+    sent = True
     if providers is not None:
-        say.line(f"spans and metrics were sent to {otlp}")
+        from tollgate import otel
+
+        lost = otel.dropped_spans() - dropped_before
+        sent = not lost and not exporter_log.messages
+        if sent:
+            say.line(f"spans and metrics were sent to {otlp}")
+        else:
+            said = f"; the exporter said: {exporter_log.messages[0][:200]}" if exporter_log.messages else ""
+            say.line(
+                f"spans and metrics could not all be sent to {otlp} ({lost} spans lost{said}): check "
+                "that an OTLP/HTTP collector listens there and accepts /v1/traces and /v1/metrics"
+            )
+    kept = f" (kept in {ledger.removeprefix('sqlite:///')}; the next demo run empties it)" if fresh else ""
     say.line(
-        f"\nsee it again, grouped as you like:\n  tollgate report --ledger {ledger} --group-by tenant,feature"
+        f"\nsee it again, grouped as you like{kept}:\n"
+        f"  {tollgate_command()} report --ledger {shlex.quote(ledger)} --group-by tenant,feature"
     )
     wanted = {"BLOCK", "DOWNGRADE", "CLAMP", "TRUNCATE", "CUTOFF"}
-    return 0 if wanted <= set(say.events) and adds_up else 1
+    return 0 if wanted <= set(say.events) and adds_up and sent else 1
+
+
+def _error(message: str, status: int = 1) -> int:
+    """One line on stderr, as the ``tollgate`` command prints its errors; returns ``status``."""
+    sys.stdout.flush()
+    print(f"tollgate demo: error: {message}", file=sys.stderr)
+    return status

@@ -469,6 +469,8 @@ def open_harness(store_kind: str, failure: str, folder: Path) -> Harness:
         ledger=ledger,
         on_record=delivered.append,
         on_unpriced="ignore",
+        # A downgrade map names only models tollgate can price; the provider still cannot serve it.
+        prices={UNBUILDABLE: {"input": 0.15e-6, "output": 0.6e-6}},
     )
     cell = next(_CELLS)
     tenant = f"{TENANT}-{cell}"

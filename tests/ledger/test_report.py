@@ -305,3 +305,58 @@ def test_parse_time_rejects_what_it_cannot_read(bad: object) -> None:
     with pytest.raises(ValueError, match="cannot read") as info:
         parse_time(bad)
     assert repr(bad) in str(info.value)
+
+
+# -- the usd column adds up as printed -----------------------------------------------------------
+
+
+def printed(cells: list[str]) -> list[float]:
+    return [float(cell.strip("$").replace(",", "")) for cell in cells]
+
+
+def test_printed_rows_add_up_to_the_printed_total() -> None:
+    # At 6 decimals these print as $0.010000 + $0.007355 = $0.017355 against a TOTAL of $0.017356.
+    report = build_report([rec("1", 0.0100004, {"f": "a"}), rec("2", 0.0073554, {"f": "b"})], group_by="f")
+    text = str(report)
+    assert "$0.0100004" in text and "$0.0073554" in text
+    assert text.splitlines()[-1].startswith("TOTAL") and text.splitlines()[-1].endswith("$0.0173558")
+    rows, total = report.printed_usd()
+    assert (rows, total) == (["$0.0100004", "$0.0073554"], "$0.0173558")
+
+
+def test_six_decimals_when_they_add_up(records: list[CallRecord]) -> None:
+    rows, total = build_report(records, group_by="feature").printed_usd()
+    assert all(len(cell.split(".")[1]) == 6 for cell in [*rows, total])
+
+
+def test_printed_rows_always_add_up() -> None:
+    import random
+
+    rng = random.Random(18)
+    for _ in range(300):
+        usd = [
+            rng.choice([rng.random() * 0.02, rng.random() * 1e-4, rng.randrange(1, 10**6) / 3e9])
+            for _ in range(9)
+        ]
+        report = build_report([rec(str(i), v, {"n": str(i)}) for i, v in enumerate(usd)], group_by="n")
+        rows, total = report.printed_usd()
+        places = len(total.split(".")[1])
+        unit = 10.0**-places
+        assert 6 <= places <= 9 and all(len(cell.split(".")[1]) == places for cell in rows)
+        assert round(sum(printed(rows)) / unit) == round(printed([total])[0] / unit)  # to the last digit
+        assert abs(printed([total])[0] - report.total["usd"]) <= unit / 2 + 1e-15
+        for cell, row in zip(printed(rows), report.rows, strict=True):
+            assert abs(cell - row["usd"]) < unit + 1e-15  # each row within one unit of its own amount
+
+
+# -- unknown tag names ---------------------------------------------------------------------------
+
+
+def test_unknown_tag_names_the_tags_seen_and_the_closest(records: list[CallRecord]) -> None:
+    from tollgate.ledger.report import unknown_tag
+
+    message = unknown_tag(records, ["featur"])
+    assert message is not None and "'featur'" in message and "did you mean 'feature'?" in message
+    assert "tags seen: feature, user_id" in message and "model" in message
+    assert unknown_tag(records, ["feature", "model", "status"]) is None
+    assert unknown_tag([], ["anything"]) is None  # no calls: nothing to tell by

@@ -353,6 +353,7 @@ def test_bad_options_are_rejected(path: Path, option: str, value: object) -> Non
 
 def test_open_ledger_sqlite_uris(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(tmp_path)
+    (tmp_path / "data").mkdir()  # a missing folder is refused: test_a_missing_folder_is_refused
     relative = open_ledger("sqlite:///data/rel.db")
     absolute = open_ledger(f"sqlite:///{tmp_path / 'abs.db'}")  # four slashes: '/' + '/tmp/...'
     private = open_ledger("sqlite:///:memory:")
@@ -369,3 +370,11 @@ def test_open_ledger_sqlite_uris(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
     finally:
         for ledger in (relative, absolute, private):
             ledger.close()
+
+
+def test_a_missing_folder_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(
+        ValueError, match=r"the folder '.*missing' does not exist; create it first \(mkdir -p"
+    ):
+        SQLiteLedger(tmp_path / "missing" / "ledger.db")
+    assert not (tmp_path / "missing").exists()

@@ -225,6 +225,7 @@ def test_threads_share_one_connection(store: SQLiteStore) -> None:
 
 def test_open_store_sqlite_uris(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(tmp_path)
+    (tmp_path / "rel").mkdir()  # a missing folder is refused: tests/test_config_validation.py
     relative = open_store("sqlite:///rel/budgets.db")
     absolute = open_store(f"sqlite:///{tmp_path / 'abs.db'}")  # sqlite:////tmp/.../abs.db
     assert isinstance(relative, SQLiteStore) and isinstance(absolute, SQLiteStore)

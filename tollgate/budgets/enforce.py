@@ -10,7 +10,9 @@ call past an outer hard cap. If nothing makes the call fit, it is blocked.
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import math
+import warnings
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Literal
@@ -66,6 +68,8 @@ def checks_for(frames: Sequence[Frame], tags: Mapping[str, str]) -> list[Check]:
         values = tuple(tags.get(k, "") for k in spec.key) if spec.key else ()
         made = frame.checks.get(values)
         if made is None:
+            if "" in values:
+                _warn_missing_key(spec, tags)
             key = frame.counter(tags)
             made = []
             if spec.usd is not None:
@@ -80,6 +84,32 @@ def checks_for(frames: Sequence[Frame], tags: Mapping[str, str]) -> list[Check]:
 
 #: How many counters' checks one budget keeps made (see Frame.checks).
 _CHECKS_KEPT = 1024
+
+#: (budget name, tag) pairs already warned about: a budget warns once per tag it misses (and
+#: after this many pairs, no more: budget names made per request must not grow it forever).
+warned_keys: set[tuple[str, str]] = set()
+_WARNED_KEPT = 1024
+
+
+def _warn_missing_key(spec: BudgetSpec, tags: Mapping[str, str]) -> None:
+    """A call reached a budget keyed by a tag it does not carry: it shares one counter with
+    every other such call, which is rarely what ``key=`` meant (``key="tenat"``, or a request
+    path that forgot ``track(tenant=...)``). Warn once per budget and tag, naming the fix."""
+    for name in spec.key:
+        if name in tags or (spec.name, name) in warned_keys or len(warned_keys) >= _WARNED_KEPT:
+            continue
+        warned_keys.add((spec.name, name))
+        close = difflib.get_close_matches(name, list(tags), n=1)
+        fix = f"tag the calls with tollgate.track({name}=...)"
+        if close:
+            fix = f"did you mean key={close[0]!r}? Else {fix}"
+        carried = ", ".join(sorted(tags)) or "none"
+        warnings.warn(
+            f"budget {spec.name!r} is kept per {name!r}, but a call reached it without a {name!r} tag "
+            f"(its tags: {carried}), so such calls share one counter: {fix}",
+            UserWarning,
+            stacklevel=2,
+        )
 
 
 @dataclass(frozen=True, slots=True)

@@ -20,7 +20,7 @@ from datetime import timedelta
 from types import TracebackType
 from typing import Any, TypeVar
 
-from tollgate.budgets.spec import CLAMP_FLOOR, Action, BudgetSpec
+from tollgate.budgets.spec import CLAMP_FLOOR, Action, BudgetSpec, check_downgrade_models
 from tollgate.scopes import Scopes, Stepper, in_async_steps, in_steps
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -120,6 +120,10 @@ class budget:  # lower case: used like a function, `with tollgate.budget(...)`
             name=name,
             clamp_floor=clamp_floor,
         )
+        if self.spec.downgrade:
+            from tollgate.config import settings
+
+            check_downgrade_models(self.spec.downgrade, settings().prices)
 
     def __repr__(self) -> str:
         return f"tollgate.budget({self.spec.name!r}, on_exceed={self.spec.on_exceed!r})"

@@ -6,14 +6,18 @@ A :class:`BudgetSpec` is a small frozen dataclass that validates itself on creat
 
 from __future__ import annotations
 
+import difflib
 import math
 import numbers
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import timedelta
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from tollgate.stores.windows import Lifetime, Window, window_for
+
+if TYPE_CHECKING:
+    from tollgate.pricing import PriceTable
 
 Action = Literal["block", "downgrade", "clamp", "truncate", "raise"]
 ACTIONS: tuple[Action, ...] = ("block", "downgrade", "clamp", "truncate", "raise")
@@ -49,6 +53,30 @@ def check_count(label: str, value: object, fix: str, *, least: int = 1) -> int:
     if number is None or (isinstance(number, float) and not number.is_integer()) or number < least:
         raise ValueError(f"{label}={value!r}: {fix}")
     return int(number)
+
+
+def check_downgrade_models(downgrade: Mapping[str, str], prices: PriceTable) -> None:
+    """Refuse a ``downgrade`` map that names a model the price table does not know: a typo
+    would swap calls to a model that does not exist, or never match the model asked for.
+    Models priced with ``configure(prices=...)`` are known (configure them first).
+
+    >>> from tollgate.pricing import default_table
+    >>> check_downgrade_models({"gpt-4o": "gpt4o-mini"}, default_table())  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    ValueError: budget downgrade=...: no price table entry for 'gpt4o-mini' (did you mean 'gpt-4o-mini'?); ...
+    """
+    for model in dict.fromkeys([*downgrade, *downgrade.values()]):
+        if prices.lookup(model) is not None:
+            continue
+        names = {p.model.lower().split("/")[-1] for p in prices}
+        close = difflib.get_close_matches(model.lower(), names, n=1, cutoff=0.8)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        raise ValueError(
+            f"budget downgrade={dict(downgrade)!r}: no price table entry for {model!r}{hint}; fix the "
+            f"name, or price the model first: tollgate.configure(prices={{{model!r}: "
+            "{'input': 1e-06, 'output': 2e-06}})"
+        )
 
 
 @dataclass(frozen=True)

@@ -8,12 +8,13 @@ ledger's ``records(since, until)`` returned) into rows; ``parse_time`` reads the
 from __future__ import annotations
 
 import csv
+import difflib
 import io
 import json
 import math
 import re
 import time
-from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from datetime import UTC, date, datetime, timedelta
 from typing import Any, TypedDict
 
@@ -155,6 +156,11 @@ class Report:
             raise AssertionError(f"spend over limit for {scope}: {'; '.join(over)} ({detail})")
         return self
 
+    def printed_usd(self) -> tuple[list[str], str]:
+        """The usd column as ``str(report)`` prints it: one amount per row (none without
+        ``group_by``) and the total; the amounts add up to the total (see :func:`usd_cells`)."""
+        return usd_cells([row["usd"] for row in self.rows] if self.group_by else [], self.total["usd"])
+
     def to_json(self, indent: int | None = None) -> str:
         """``{"group_by": [...], "rows": [...], "total": {...}}`` as JSON text."""
         data = {"group_by": list(self.group_by), "rows": self.rows, "total": self.total}
@@ -176,12 +182,14 @@ class Report:
         counters = [c for c in COUNTERS if c in always or self.total[c]]  # type: ignore[literal-required]
         labels = list(self.group_by) or [""]
         header = labels + [_HEADERS[c] for c in counters]
+        shown = self.rows if self.group_by else []
+        usd, total_usd = self.printed_usd()
         lines: list[list[str]] = []
-        for row in self.rows if self.group_by else []:
+        for row, row_usd in zip(shown, usd, strict=True):
             tags = [_fmt_tag(row["tags"].get(name)) for name in self.group_by]
-            lines.append(tags + [_fmt_counter(c, row[c]) for c in counters])  # type: ignore[literal-required]
+            lines.append(tags + [row_usd if c == "usd" else _fmt_count(row[c]) for c in counters])  # type: ignore[literal-required]
         total = ["TOTAL"] + [""] * (len(labels) - 1)
-        lines.append(total + [_fmt_counter(c, self.total[c]) for c in counters])  # type: ignore[literal-required]
+        lines.append(total + [total_usd if c == "usd" else _fmt_count(self.total[c]) for c in counters])  # type: ignore[literal-required]
         widths = [max(len(cells[i]) for cells in [header, *lines]) for i in range(len(header))]
 
         def render(cells: list[str]) -> str:
@@ -238,21 +246,57 @@ def build_report(
     {'model': 'gpt-4o', 'tenant': None}
     """
     names = _group_names(group_by)
-    if where is None:
-        selected = list(records)
-    elif callable(where):
-        selected = [r for r in records if where(r)]
-    elif isinstance(where, Mapping):
-        selected = [r for r in records if _matches(r, where)]
-    else:
-        raise ValueError(f"where must be a dict of tag -> value or a callable, got {where!r}")
-
+    selected = select(records, where)
     groups: dict[tuple[str | None, ...], list[CallRecord]] = {}
     for record in selected:
         groups.setdefault(tuple(_value(record, name) for name in names), []).append(record)
     rows = [_aggregate(members, dict(zip(names, key, strict=True))) for key, members in groups.items()]
     rows.sort(key=lambda row: (-row["usd"], -row["calls"], [_sort_key(row["tags"][n]) for n in names]))
     return Report(rows, _aggregate(selected, {}), names, selected)
+
+
+def select(records: Sequence[CallRecord], where: Where | None) -> list[CallRecord]:
+    """The ``records`` that ``where`` keeps: a dict of name -> value (a collection value means
+    "any of"; names as in ``group_by``) or a callable returning true; None keeps them all.
+
+    >>> recs = [CallRecord(id=str(i), started_at=0.0, ended_at=1.0, provider="openai", operation="chat",
+    ...                    request_model="gpt-4o", tags={"tenant": t}) for i, t in enumerate("aba")]
+    >>> [r.id for r in select(recs, {"tenant": "a"})]
+    ['0', '2']
+    """
+    if where is None:
+        return list(records)
+    if callable(where):
+        return [r for r in records if where(r)]
+    if isinstance(where, Mapping):
+        return [r for r in records if _matches(r, where)]
+    raise ValueError(
+        f"where={where!r}: give a dict of tag name to value, e.g. where={{'tenant': 'acme'}}, "
+        "or a function of a CallRecord returning True for the records to keep"
+    )
+
+
+def unknown_tag(records: Sequence[CallRecord], names: Iterable[str]) -> str | None:
+    """A one-line message about the first of ``names`` that none of ``records`` carries as a
+    tag (nor is a record field such as ``model``), naming the tags they do carry and the
+    closest one; None when every name is known, or when there are no records to tell by.
+
+    >>> rec = CallRecord(id="1", started_at=0.0, ended_at=1.0, provider="openai",
+    ...                  operation="chat", request_model="gpt-4o", tags={"tenant": "acme"})
+    >>> print(unknown_tag([rec], ["tenat"]))  # doctest: +ELLIPSIS
+    no call has a tag 'tenat' (did you mean 'tenant'?); tags seen: tenant (and model, provider, ...)
+    """
+    if not records:
+        return None
+    seen = {name for r in records for name in r.tags}
+    for name in names:
+        if name in seen or name in FIELDS:
+            continue
+        close = difflib.get_close_matches(name, [*seen, *FIELDS], n=1)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        tags = ", ".join(sorted(seen)) or "none"
+        return f"no call has a tag {name!r}{hint}; tags seen: {tags} (and {', '.join(FIELDS)})"
+    return None
 
 
 def parse_time(value: Any, *, now: float | None = None) -> float | None:
@@ -396,5 +440,37 @@ def _fmt_tag(value: str | None) -> str:
     return "(none)" if value is None else str(value)
 
 
-def _fmt_counter(name: str, value: float) -> str:
-    return f"${value:,.6f}" if name == "usd" else f"{int(value):,}"
+def _fmt_count(value: float) -> str:
+    return f"{int(value):,}"
+
+
+def usd_cells(values: Sequence[float], total: float) -> tuple[list[str], str]:
+    """USD amounts and their total as a table prints them, so that the amounts printed add up
+    to the total printed: each to the fewest decimals, 6 to 9, at which they do (a cost is a
+    count of tokens times a price of a few significant digits, so one of those is exact). Only
+    past that do the amounts with the largest remainders round up instead of down.
+
+    >>> usd_cells([0.0000125, 0.0000125], 0.000025)  # at 6 decimals they would not add up
+    (['$0.0000125', '$0.0000125'], '$0.0000250')
+    >>> usd_cells([], 0.5)
+    ([], '$0.500000')
+    >>> usd_cells([1 / 3e3] * 3, 1e-3)
+    (['$0.000333334', '$0.000333333', '$0.000333333'], '$0.001000000')
+    """
+    for places in range(6, 10):
+        scale = 10**places
+        total_units = round(total * scale)
+        units = [round(value * scale) for value in values]
+        if not units or sum(units) == total_units:
+            break
+    else:
+        units = [math.floor(value * scale) for value in values]
+        by_remainder = sorted(range(len(values)), key=lambda i: units[i] - values[i] * scale)
+        for i in by_remainder[: total_units - sum(units)]:
+            units[i] += 1
+
+    def cell(amount: int) -> str:
+        whole, fraction = divmod(amount, scale)
+        return f"${whole:,}.{fraction:0{places}d}"
+
+    return [cell(u) for u in units], cell(total_units)

@@ -43,6 +43,7 @@ import atexit
 import errno
 import json
 import os
+import shlex
 import sqlite3
 import sys
 import threading
@@ -229,15 +230,12 @@ class SQLiteLedger(Ledger):
     # -- internals ----------------------------------------------------------------------------
 
     def _connect(self) -> sqlite3.Connection:
-        if self.path != ":memory:":
-            parent = Path(self.path).parent
-            try:
-                parent.mkdir(parents=True, exist_ok=True)
-            except OSError as exc:
-                raise ValueError(
-                    f"cannot open ledger file {self.path!r}: cannot create its folder {str(parent)!r}: "
-                    f"{exc.strerror or exc}"
-                ) from exc
+        folder = Path(self.path).parent
+        if self.path != ":memory:" and not folder.is_dir():
+            raise ValueError(
+                f"cannot open ledger file {self.path!r}: the folder {str(folder)!r} does not exist; create "
+                f"it first (mkdir -p {shlex.quote(str(folder))}) or put the file in a folder that exists"
+            )
         try:
             conn = sqlite3.connect(
                 self.path, timeout=self._timeout, isolation_level=None, check_same_thread=False

@@ -23,6 +23,7 @@ child opens its own connection (SQLite connections must not cross a fork).
 from __future__ import annotations
 
 import os
+import shlex
 import sqlite3
 import threading
 import weakref
@@ -84,6 +85,12 @@ class SQLiteStore(Store):
         if not timeout > 0:
             raise ValueError(f"SQLiteStore timeout must be > 0, got {timeout!r}")
         self.path = os.fspath(path)
+        folder = Path(self.path).parent
+        if self.path != ":memory:" and not self.path.startswith("file:") and not folder.is_dir():
+            raise ValueError(
+                f"SQLite store {self.path!r}: the folder {str(folder)!r} does not exist; create it "
+                f"first (mkdir -p {shlex.quote(str(folder))}) or put the file in a folder that exists"
+            )
         self._timeout = timeout
         self._lock = threading.Lock()
         self._conn: sqlite3.Connection | None = None
@@ -206,8 +213,6 @@ class SQLiteStore(Store):
         return self._conn
 
     def _connect(self) -> sqlite3.Connection:
-        if self.path != ":memory:" and not self.path.startswith("file:"):
-            Path(self.path).parent.mkdir(parents=True, exist_ok=True)
         try:
             conn = sqlite3.connect(
                 self.path, timeout=self._timeout, isolation_level=None, check_same_thread=False
