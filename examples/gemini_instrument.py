@@ -3,26 +3,30 @@
 Run: python examples/gemini_instrument.py          (offline: no API key, no network)
      python examples/gemini_instrument.py --live   (the real API; needs GEMINI_API_KEY)
 
-Offline, the client is given an ``httpx.Client`` with a ``MockTransport`` (through
-``HttpOptions(httpx_client=...)``) that answers ``generateContent`` like the Gemini API.
+Offline, the client is given an HTTP client with a ``MockTransport`` (through
+``HttpOptions(httpx_client=...)``) that answers ``generateContent`` like the Gemini API, built
+with the library the installed google-genai sends through (httpx2 from 3.x, httpx before).
 """
 
 from __future__ import annotations
 
 import json
 import sys
+from typing import Any
 
-import httpx
 from google import genai
 from google.genai import types
 
 import tollgate
+from tollgate.demo import http_library
 from tollgate.pricing.tokens import count_text
+
+http = http_library("gemini")
 
 ANSWER = "A budget is a promise you make to your future self."
 
 
-def fake_gemini_api(request: httpx.Request) -> httpx.Response:
+def fake_gemini_api(request: Any) -> Any:
     """``POST .../models/{model}:generateContent`` as the Gemini API answers it."""
     body = json.loads(request.content)
     model = request.url.path.rsplit("/models/", 1)[1].split(":", 1)[0]
@@ -33,7 +37,7 @@ def fake_gemini_api(request: httpx.Request) -> httpx.Response:
         "candidatesTokenCount": min(count_text(ANSWER, model, "gemini"), cap),
     }
     usage["totalTokenCount"] = usage["promptTokenCount"] + usage["candidatesTokenCount"]
-    return httpx.Response(
+    return http.Response(
         200,
         json={
             "candidates": [
@@ -48,8 +52,8 @@ def fake_gemini_api(request: httpx.Request) -> httpx.Response:
 def make_client() -> genai.Client:
     if "--live" in sys.argv:
         return genai.Client()
-    http = httpx.Client(transport=httpx.MockTransport(fake_gemini_api))
-    return genai.Client(api_key="offline", http_options=types.HttpOptions(httpx_client=http))
+    stand_in = http.Client(transport=http.MockTransport(fake_gemini_api))
+    return genai.Client(api_key="offline", http_options=types.HttpOptions(httpx_client=stand_in))
 
 
 def main() -> None:

@@ -63,11 +63,17 @@ _WORDS = _PROSE.split()
 
 
 def http_library(sdk: str = "openai") -> ModuleType:
-    """The HTTP library the installed ``sdk`` (``"openai"`` or ``"anthropic"``) sends through:
-    ``httpx``, or ``httpx2`` for openai 3.x and anthropic 2.x. An offline stand-in must be built
-    with it (its ``Client`` and ``MockTransport``); nothing here imports the other one."""
+    """The HTTP library the installed ``sdk`` (``"openai"``, ``"anthropic"`` or ``"gemini"``)
+    sends through: ``httpx``, or ``httpx2`` for openai 3.x, anthropic 2.x and google-genai 3.x.
+    An offline stand-in must be built with it (its ``Client`` and ``MockTransport``); nothing
+    here imports the other one."""
     import importlib
 
+    if sdk == "gemini":  # google-genai 3.x picks a backend (GOOGLE_GENAI_HTTP_CLIENT, installed)
+        from google.genai import _api_client
+
+        pick = getattr(_api_client, "_get_http_client_backend", None)
+        return importlib.import_module(pick() if pick is not None else "httpx")
     default = importlib.import_module(sdk).DefaultHttpxClient
     base = next(c for c in default.__mro__[1:] if c.__name__ == "Client")
     return importlib.import_module(base.__module__.split(".")[0])
