@@ -123,6 +123,17 @@ def test_batch_without_listed_prices_is_half_price() -> None:
     assert cost(p, usage, batch=True) == approx(cost(p, usage) / 2)
 
 
+def test_batch_without_listed_prices_halves_the_long_prompt_rates() -> None:
+    # Deliberate difference: without batch prices litellm's batch_cost_calculator halves the
+    # model's flat rates whatever the prompt's size. A long prompt costs more in a batch too,
+    # so tollgate halves the rates the call is billed at.
+    tier = PriceTier(above_input_tokens=272_000, input=3e-05, output=1.125e-04)
+    p = ModelPrice("m", "openai", input=1.5e-05, output=7.5e-05, tiers=(tier,))
+    usage = Usage(input_tokens=300_000, output_tokens=1000)
+    assert cost(p, usage, batch=True) == approx(cost(p, usage) / 2)
+    assert cost(p, usage, batch=True) == approx((300_000 * 3e-05 + 1000 * 1.125e-04) / 2)
+
+
 def test_nothing_used_costs_nothing() -> None:
     assert cost(listed("gpt-4o"), Usage()) == 0.0
     assert cost(ModelPrice("free", "x"), Usage(input_tokens=10, output_tokens=10)) == 0.0

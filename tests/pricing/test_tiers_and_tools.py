@@ -89,6 +89,12 @@ MODELS: list[tuple[str, str, tuple[str, ...]]] = [
 ]
 
 
+def _litellm_differs(model: str, usage: Usage, tier: str | None) -> bool:
+    # One-hour writes above Claude Haiku 5.5's threshold at a tier it lists no price for: see
+    # test_long_prompt_one_hour_writes_at_an_unpriced_tier_bill_the_listed_rate.
+    return model == "claude-haiku-5-5" and usage is LONG_ONE_HOUR and tier in ("priority", "flex")
+
+
 def _cases() -> list[tuple[str, str, Usage, str | None]]:
     cases = []
     for model, provider, extra in MODELS:
@@ -97,7 +103,8 @@ def _cases() -> list[tuple[str, str, Usage, str | None]]:
             usages += [ONE_HOUR, LONG_ONE_HOUR]
         for usage in usages:
             for tier in (None, "priority", "flex", *extra):
-                cases.append((model, provider, usage, tier))
+                if not _litellm_differs(model, usage, tier):
+                    cases.append((model, provider, usage, tier))
     return cases
 
 
@@ -129,10 +136,16 @@ def litellm_usage(model: str, usage: Usage, *, speed: str | None = None) -> Any:
         **extra,
     )
     one_hour = int(usage.units.get("cache_write_1h_tokens", 0))
+    twelve_hours = int(usage.units.get("cache_write_12h_tokens", 0))
     if one_hour:  # Anthropic's usage.cache_creation.ephemeral_{5m,1h}_input_tokens
         built.prompt_tokens_details.cache_creation_token_details = litellm_types.CacheCreationTokenDetails(
             ephemeral_5m_input_tokens=usage.cache_write_tokens - one_hour,
             ephemeral_1h_input_tokens=one_hour,
+        )
+    elif twelve_hours:  # OpenAI's input_tokens_details.cache_write_tokens_details.ttl_{30m,12h}_tokens
+        built.prompt_tokens_details.cache_creation_token_details = litellm_types.CacheCreationTokenDetails(
+            ephemeral_30m_input_tokens=usage.cache_write_tokens - twelve_hours,
+            ephemeral_12h_input_tokens=twelve_hours,
         )
     if speed is not None:  # Anthropic's usage.speed
         built.speed = speed
@@ -181,6 +194,35 @@ def test_tier_cost_agrees_with_litellm(model: str, provider: str, usage: Usage, 
     expected = litellm_token_cost(model, provider, usage, tier)
     assert expected > 0
     assert cost(listed(model, provider), served(usage, tier)) == pytest.approx(expected, rel=0, abs=TOLERANCE)
+
+
+def test_long_prompt_one_hour_writes_at_an_unpriced_tier_bill_the_listed_rate() -> None:
+    # Deliberate difference. Claude Haiku 5.5 lists no priority or flex prices, so a call
+    # served at either costs what it costs at standard rates: above its 100k threshold,
+    # one-hour writes bill at cache_creation_input_token_cost_above_1hr_above_100k_tokens,
+    # $1.00/MTok, 5x the flat one-hour rate, as Anthropic's long-context pricing lists it
+    # (https://platform.claude.com/docs/en/models/haiku-5-5/overview, the entry's source).
+    # litellm 1.110 bills them at the flat $0.20/MTok at any tier: for the one- and twelve-hour
+    # write rates its _get_token_base_cost looks only for the tier's own above-threshold key
+    # (_first_present_key), where every other rate falls back to the standard above-threshold
+    # key, so the call would cost less served at priority than at standard rates.
+    price = listed("claude-haiku-5-5", "anthropic")
+    usage = LONG_ONE_HOUR  # 250k prompt: 120k read, 30k written (10k for one hour), 100k fresh
+    documented = (
+        100_000 * 5e-07  # input above 100k
+        + 120_000 * 5e-08  # cache reads
+        + 20_000 * 6.25e-07  # five-minute writes
+        + 10_000 * 1e-06  # one-hour writes
+        + 3000 * 2.5e-06  # output
+    )
+    assert cost(price, usage) == pytest.approx(documented, rel=1e-12)
+    assert litellm_token_cost("claude-haiku-5-5", "anthropic", usage, None) == pytest.approx(
+        documented, abs=TOLERANCE
+    )
+    for tier in ("priority", "flex"):
+        assert cost(price, served(usage, tier)) == cost(price, usage)
+        litellm_at_tier = litellm_token_cost("claude-haiku-5-5", "anthropic", usage, tier)
+        assert litellm_at_tier == pytest.approx(documented - 10_000 * (1e-06 - 2e-07), abs=TOLERANCE)
 
 
 def test_listed_tiers_change_the_price() -> None:
@@ -288,11 +330,9 @@ def test_batch_tier_bills_batch_prices(model: str, provider: str, usage: Usage) 
     ],
 )
 def test_priority_audio_bills_the_listed_priority_audio_price(model: str, provider: str) -> None:
-    # Deliberate difference: litellm's generic_cost_per_token bills audio input of a priority
-    # call at input_cost_per_audio_token_priority (_modality_token_cost), but get_model_info,
-    # which cost_per_token reads the map through, drops that key, so cost_per_token bills the
-    # standard audio price. tollgate bills the listed priority price: what litellm's own
-    # arithmetic gives on the full map entry.
+    # Up to litellm 1.106 get_model_info, which cost_per_token reads the map through, dropped
+    # input_cost_per_audio_token_priority, so cost_per_token billed priority audio at the
+    # standard audio price; tollgate billed the listed one all along. Since 1.110 both agree.
     price = listed(model, provider)
     entry = litellm.model_cost[price.model]
     prompt, completion = cost_utils.generic_cost_per_token(
@@ -304,12 +344,91 @@ def test_priority_audio_bills_the_listed_priority_audio_price(model: str, provid
     )
     got = cost(price, served(AUDIO, "priority"))
     assert got == pytest.approx(prompt + completion, rel=0, abs=TOLERANCE)
+    assert got == pytest.approx(litellm_token_cost(model, provider, AUDIO, "priority"), rel=0, abs=TOLERANCE)
     uplift = AUDIO.audio_input_tokens * (
         entry["input_cost_per_audio_token_priority"] - entry["input_cost_per_audio_token"]
     )
-    assert got - litellm_token_cost(model, provider, AUDIO, "priority") == pytest.approx(
-        uplift, rel=0, abs=TOLERANCE
+    standard_audio = dataclasses.replace(price, service_tiers=())
+    assert got - cost(standard_audio, AUDIO) > uplift > 0
+
+
+def _listing(*keys: str) -> list[tuple[str, str]]:
+    # (model, litellm provider) of every map entry listing a key that starts with one of ``keys``;
+    # the sample follows the installed map, so it cannot go stale.
+    return sorted(
+        (name, entry["litellm_provider"])
+        for name, entry in litellm.model_cost.items()
+        if isinstance(entry, dict)
+        and entry.get("litellm_provider")
+        and any(k.startswith(keys) for k in entry)
+        and entry.get("mode") in ("chat", "responses", None)
     )
+
+
+LONG_AUDIO = Usage(
+    input_tokens=250_000, output_tokens=2000, audio_input_tokens=50_000, cache_read_tokens=10_000
+)
+
+
+@pytest.mark.parametrize(("model", "provider"), _listing("input_cost_per_audio_token_above_"))
+def test_long_prompt_audio_rates_agree_with_litellm(model: str, provider: str) -> None:
+    # Audio input has long-prompt rates of its own (input_cost_per_audio_token_above_200k_tokens,
+    # with _priority, _flex and _batches variants), crossed like the text thresholds.
+    price = listed(model, provider)
+    assert any(t.audio_input is not None for t in price.tiers)
+    for usage in (AUDIO, LONG_AUDIO):
+        for tier in (None, *(t.name for t in price.service_tiers)):
+            expected = litellm_token_cost(model, provider, usage, tier)
+            assert cost(price, served(usage, tier)) == pytest.approx(expected, rel=0, abs=TOLERANCE), tier
+        prompt, completion = litellm.cost_per_token(
+            model=model,
+            custom_llm_provider=provider,
+            prompt_tokens=usage.input_tokens,
+            completion_tokens=usage.output_tokens,
+            usage_object=litellm_usage(model, usage),
+            call_type="retrieve_batch",
+        )
+        assert cost(price, usage, batch=True) == pytest.approx(prompt + completion, rel=0, abs=TOLERANCE)
+
+
+TWELVE_HOURS = Usage(
+    input_tokens=30_000,
+    output_tokens=2000,
+    cache_read_tokens=10_000,
+    cache_write_tokens=8000,
+    reasoning_tokens=500,
+    units={"cache_write_12h_tokens": 5000},
+)
+LONG_TWELVE_HOURS = dataclasses.replace(LONG, units={"cache_write_12h_tokens": 15_000})
+
+
+@pytest.mark.parametrize(("model", "provider"), _listing("cache_creation_input_token_cost_above_12hr"))
+def test_twelve_hour_cache_writes_agree_with_litellm(model: str, provider: str) -> None:
+    # OpenAI's extended prompt cache: writes kept twelve hours bill at
+    # cache_creation_input_token_cost_above_12hr (thirty-minute ones at the cache-write rate),
+    # with long-prompt, service-tier and batch variants.
+    price = listed(model, provider)
+    assert price.cache_write_12h is not None
+    for usage in (TWELVE_HOURS, LONG_TWELVE_HOURS):
+        for tier in (None, *(t.name for t in price.service_tiers)):
+            expected = litellm_token_cost(model, provider, usage, tier)
+            assert cost(price, served(usage, tier)) == pytest.approx(expected, rel=0, abs=TOLERANCE), tier
+        if price.batch_input is None and usage is LONG_TWELVE_HOURS:
+            # Without batch prices litellm halves the flat rates whatever the prompt's size;
+            # tollgate halves the long-prompt rates the call is billed at (test_cost.py,
+            # test_batch_without_listed_prices_halves_the_long_prompt_rates).
+            continue
+        prompt, completion = litellm.cost_per_token(
+            model=model,
+            custom_llm_provider=provider,
+            prompt_tokens=usage.input_tokens,
+            completion_tokens=usage.output_tokens,
+            usage_object=litellm_usage(model, usage),
+            call_type="retrieve_batch",
+        )
+        assert cost(price, usage, batch=True) == pytest.approx(prompt + completion, rel=0, abs=TOLERANCE)
+    plain_writes = dataclasses.replace(TWELVE_HOURS, units={})
+    assert cost(price, TWELVE_HOURS) > cost(price, plain_writes)
 
 
 def test_overridden_rates_hold_at_every_service_tier() -> None:
@@ -416,7 +535,7 @@ def _tool_cases() -> list[ToolCase]:
     ]
     for model, provider in gemini:
         for searches, maps in ((1, 0), (3, 0), (0, 1), (0, 2), (2, 1)):
-            units = {"web_search_requests": searches, "maps_grounding_requests": maps}
+            units: dict[str, float] = {"web_search_requests": searches, "maps_grounding_requests": maps}
             cases.append(
                 (f"{model}-{searches}-{maps}", model, provider, units, gemini_usage(searches, maps), None)
             )
@@ -479,9 +598,14 @@ def test_tool_fee_agrees_with_litellm(
 
 def test_every_listed_tool_fee_agrees_with_litellm() -> None:
     # Every OpenAI, Azure, Anthropic, Gemini and Vertex AI entry with a tool price: three
-    # searches and two Maps requests, reported as each provider's usage reports them.
+    # searches and two Maps requests, reported as each provider's usage reports them. Given a
+    # provider, litellm (like tollgate's lookup) prices a name by the entry filed under
+    # "<provider>/<name>" when there is one: gemini/gemini-3.1-flash-live-preview lists a
+    # search price that its bare twin, also filed under gemini, does not.
+    table = default_table()
+    by_name = {p.model.lower(): p for p in table}
     checked, wrong = 0, []
-    for price in default_table():
+    for price in table:
         if price.web_search is None and price.maps_grounding is None:
             continue
         provider = price.provider
@@ -496,7 +620,7 @@ def test_every_listed_tool_fee_agrees_with_litellm() -> None:
         else:
             continue
         expected = litellm_tool_fee(price.model, provider, usage, response)
-        got = cost(price, Usage(units=units))
+        got = cost(by_name.get(f"{provider}/{price.model}".lower(), price), Usage(units=units))
         checked += 1
         if abs(got - expected) > TOLERANCE:
             wrong.append((price.model, got, expected))

@@ -8,6 +8,7 @@ by hand from the models' list prices (LiteLLM's cost map, bundled), not by tollg
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import math
 import warnings
@@ -569,3 +570,41 @@ def test_a_priority_request_is_reserved_at_priority_rates(replay) -> None:  # ty
         openai_client().chat.completions.create(
             model="gpt-5", messages=ASK, max_completion_tokens=1_000, service_tier="priority"
         )
+
+
+# -- OpenAI's twelve-hour cache writes ------------------------------------------------------------
+
+
+@pytest.mark.parametrize("shape", ["wire", "sdk"])
+def test_twelve_hour_cache_writes_bill_at_their_own_rate(shape: str) -> None:
+    """Responses usage splits cache_write_tokens by how long the cache is kept; the 12-hour part
+    bills at the model's 12-hour rate (twice the 30-minute one for gpt-5.6), and the split is
+    known usage, not drift."""
+    from tollgate.pricing import cost, default_table
+    from tollgate.providers.openai import responses_usage
+
+    raw: dict[str, Any] = {
+        "input_tokens": 10_000,
+        "output_tokens": 100,
+        "total_tokens": 10_100,
+        "input_tokens_details": {
+            "cached_tokens": 0,
+            "cache_write_tokens": 6_000,
+            "cache_write_tokens_details": {"ttl_30m_tokens": 2_000, "ttl_12h_tokens": 4_000},
+        },
+        "output_tokens_details": {"reasoning_tokens": 0},
+    }
+    if shape == "sdk":
+        usage_types = pytest.importorskip("openai.types.responses.response_usage")
+        if "cache_write_tokens_details" not in usage_types.InputTokensDetails.model_fields:
+            pytest.skip("this openai SDK has no cache_write_tokens_details")
+        raw = usage_types.ResponseUsage.model_validate(raw)
+    usage = responses_usage(raw)
+    assert usage is not None and usage.unknown == {}
+    assert usage.cache_write_tokens == 6_000 and usage.units == {"cache_write_12h_tokens": 4_000}
+    price = default_table().lookup("gpt-5.6", "openai")
+    assert price is not None and price.cache_write is not None and price.cache_write_12h is not None
+    all_short = dataclasses.replace(usage, units={})
+    assert cost(price, usage) - cost(price, all_short) == pytest.approx(
+        4_000 * (price.cache_write_12h - price.cache_write), rel=1e-9
+    )

@@ -5,6 +5,13 @@ built-in tool fees of ``completion_cost``) applied to tollgate's token conventio
 :mod:`tollgate.request`): ``input_tokens`` includes the cache reads and writes,
 ``output_tokens`` includes the reasoning tokens, so each part is billed once, at its own rate.
 
+Cache writes last five minutes (Anthropic) or thirty (OpenAI) at the cache-write rate;
+``units["cache_write_1h_tokens"]`` (Anthropic's one-hour cache) and
+``units["cache_write_12h_tokens"]`` (OpenAI's twelve-hour cache), parts of
+``cache_write_tokens``, bill at their lifetime's rate where the model lists one. Audio input
+has long-prompt rates of its own on a few Gemini models; they switch with the prompt's size
+like the text rates.
+
 Service tiers
 -------------
 ``Usage.service_tier`` names the tier the provider served the call at. A tier the model lists
@@ -18,11 +25,13 @@ falling back to the standard one, exactly as litellm's ``get_cost_per_unit`` doe
 * reasoning tokens bill at the tier's reasoning rate, else at the tier's output rate when the
   tier lists one, else at the standard reasoning rate, else at the output rate;
 * audio input bills at the tier's audio rate, else the standard audio rate, else the tier's
-  input rate; audio output at the standard audio output rate, else the tier's output rate
-  (litellm's ``generic_cost_per_token`` does the same given the full map entry, but its
-  ``cost_per_token`` reads the map through ``get_model_info``, which drops the tier audio
-  prices of a few Gemini models: it bills their priority audio at the standard audio price);
-* the 1-hour cache write rate has no tier variant (its above-threshold rate does);
+  input rate; audio output at the standard audio output rate, else the tier's output rate;
+  image output at the tier's image rate, else the standard one, else the tier's output rate;
+* the one- and twelve-hour cache writes resolve like the other rates. litellm 1.110 differs
+  above a threshold at a tier that lists no above-threshold rate for the lifetime: it bills
+  the flat lifetime rate there, not the standard above-threshold one, so a long Claude call
+  served at "priority" would cost less than at standard rates (see ``_service_tier`` in
+  ``scripts/update_prices.py``); tollgate bills the listed long-prompt rate;
 * Anthropic's fast mode multiplies the whole token cost by the model's fast multiplier.
 
 ``"batch"`` bills the batch prices, as ``cost(..., batch=True)`` does. Any other name
@@ -73,6 +82,10 @@ class _Rates(Protocol):
     @property
     def reasoning(self) -> float | None: ...
     @property
+    def cache_write_12h(self) -> float | None: ...
+    @property
+    def audio_input(self) -> float | None: ...
+    @property
     def batch_input(self) -> float | None: ...
     @property
     def batch_output(self) -> float | None: ...
@@ -80,6 +93,10 @@ class _Rates(Protocol):
     def batch_cache_read(self) -> float | None: ...
     @property
     def batch_cache_write(self) -> float | None: ...
+    @property
+    def batch_cache_write_12h(self) -> float | None: ...
+    @property
+    def batch_audio_input(self) -> float | None: ...
 
 
 class _ServedRates(NamedTuple):
@@ -91,10 +108,15 @@ class _ServedRates(NamedTuple):
     cache_write: float | None
     cache_write_1h: float | None
     reasoning: float | None
+    cache_write_12h: float | None
+    audio_input: float | None
+    image_output: float | None
     batch_input: None = None
     batch_output: None = None
     batch_cache_read: None = None
     batch_cache_write: None = None
+    batch_cache_write_12h: None = None
+    batch_audio_input: None = None
 
 
 def _rates_for(price: ModelPrice, input_tokens: int) -> _Rates:
@@ -119,6 +141,7 @@ def _served_rates(price: ModelPrice, served: ServiceTierPrice, input_tokens: int
         reasoning = None  # the tier's output rate, at this prompt size
     else:
         reasoning = price.reasoning
+    image_output = _first(served.image_output, price.image_output)
     if crossed is not None:  # written out in full by the generator
         return _ServedRates(
             crossed.input,
@@ -127,14 +150,20 @@ def _served_rates(price: ModelPrice, served: ServiceTierPrice, input_tokens: int
             crossed.cache_write,
             crossed.cache_write_1h,
             reasoning,
+            crossed.cache_write_12h,
+            _first(crossed.audio_input, price.audio_input),
+            image_output,
         )
     return _ServedRates(
         _first(served.input, price.input),
         _first(served.output, price.output),
         _first(served.cache_read, price.cache_read),
         _first(served.cache_write, price.cache_write),
-        price.cache_write_1h,
+        _first(served.cache_write_1h, price.cache_write_1h),
         reasoning,
+        _first(served.cache_write_12h, price.cache_write_12h),
+        _first(served.audio_input, price.audio_input),
+        image_output,
     )
 
 
@@ -144,8 +173,9 @@ def cost(price: ModelPrice, usage: Usage, *, batch: bool = False) -> float:
     Uncached input is billed at the input price, cache reads and writes at their prices (or
     the input price when the model lists none), audio at the audio prices when listed, and
     reasoning tokens at the reasoning price when the model has a separate one. Cache writes
-    counted in ``usage.units["cache_write_1h_tokens"]`` (Anthropic's one-hour cache) are billed
-    at the one-hour write price (above a long-prompt threshold, the one listed there). Audio,
+    counted in ``usage.units["cache_write_1h_tokens"]`` (Anthropic's one-hour cache) or
+    ``usage.units["cache_write_12h_tokens"]`` (OpenAI's twelve-hour cache) are billed at that
+    lifetime's write price (above a long-prompt threshold, the one listed there). Audio,
     speech and image units (image tokens, audio seconds, characters, images; see
     :func:`_media_cost`) are billed at their own prices. A prompt above a tier's threshold
     bills the whole call at that tier's rates. ``batch=True`` (or ``usage.service_tier ==
@@ -189,29 +219,34 @@ def cost(price: ModelPrice, usage: Usage, *, batch: bool = False) -> float:
     uncached = usage.uncached_input_tokens
     output = max(usage.output_tokens, 0)
     audio_in = min(max(usage.audio_input_tokens, 0), uncached)
+    # Writes to a longer-lived cache (parts of cache_write_tokens) have their own prices.
+    write_1h = _part(usage, "cache_write_1h_tokens", cache_write)
+    write_12h = _part(usage, "cache_write_12h_tokens", cache_write - write_1h)
     if batch:
-        return _batch_cost(price, r, uncached - audio_in, audio_in, cache_read, cache_write, output) + fees
+        return (
+            _batch_cost(price, r, uncached - audio_in, audio_in, cache_read, cache_write, write_12h, output)
+            + fees
+        )
 
     reasoning = min(max(usage.reasoning_tokens, 0), output)
     audio_out = min(max(usage.audio_output_tokens, 0), output - reasoning)
-    # Anthropic's one-hour cache writes (a part of cache_write_tokens) have their own price.
-    write_1h = (
-        min(max(int(usage.units.get("cache_write_1h_tokens", 0)), 0), cache_write) if usage.units else 0
-    )
     write_rate = _or(r.cache_write, input_rate)
-    audio_in_rate = price.audio_input if served is None else _first(served.audio_input, price.audio_input)
+    read_rate = _or(r.cache_read, input_rate)
     image_in = image_cached = image_out = media = 0.0
     if usage.units and not usage.units.keys() <= _NON_MEDIA_UNITS:  # audio, speech, images
         image_in, image_cached, image_out = _media_parts(
             usage, uncached - audio_in, cache_read, output - reasoning - audio_out
         )
-        media = _media_cost(price, usage, image_in, image_cached, image_out)
+        image_rate = r.image_output if isinstance(r, _ServedRates) else price.image_output
+        rates = (input_rate, r.cache_read, output_rate, image_rate)
+        media = _media_cost(price, usage, (image_in, image_cached, image_out), rates)
     tokens = (
         (uncached - audio_in - image_in) * input_rate
-        + (cache_read - image_cached) * _or(r.cache_read, input_rate)
-        + audio_in * _or(audio_in_rate, input_rate)
-        + (cache_write - write_1h) * write_rate
+        + (cache_read - image_cached) * read_rate
+        + audio_in * _or(_first(r.audio_input, price.audio_input), input_rate)
+        + (cache_write - write_1h - write_12h) * write_rate
         + write_1h * _or(r.cache_write_1h, write_rate)
+        + write_12h * _or(r.cache_write_12h, write_rate)
         + (output - reasoning - audio_out - image_out) * output_rate
         + audio_out * _or(price.audio_output, output_rate)
         + reasoning * _or(r.reasoning, output_rate)
@@ -235,13 +270,24 @@ def _tool_fees(price: ModelPrice, usage: Usage) -> float:
 #: Units that are not audio, speech or image media: refinements of token counts already billed
 #: above, and server-side tool requests (billed by :func:`_tool_fees`).
 _NON_MEDIA_UNITS = frozenset(
-    {"cache_write_1h_tokens", "web_search_requests", "web_fetch_requests", "maps_grounding_requests"}
+    {
+        "cache_write_1h_tokens",
+        "cache_write_12h_tokens",
+        "web_search_requests",
+        "web_fetch_requests",
+        "maps_grounding_requests",
+    }
 )
 
 
 def _unit(usage: Usage, name: str) -> float:
     value = usage.units.get(name, 0)
     return value if isinstance(value, int | float) and value > 0 else 0.0
+
+
+def _part(usage: Usage, name: str, whole: int) -> int:
+    # A count that is a part of another one, clipped to it.
+    return min(int(_unit(usage, name)), max(whole, 0)) if usage.units else 0
 
 
 def _media_parts(usage: Usage, text_in: int, cache_read: int, text_out: int) -> tuple[float, float, float]:
@@ -254,27 +300,34 @@ def _media_parts(usage: Usage, text_in: int, cache_read: int, text_out: int) -> 
 
 
 def _media_cost(
-    price: ModelPrice, usage: Usage, image_in: float, image_cached: float, image_out: float
+    price: ModelPrice,
+    usage: Usage,
+    image_tokens: tuple[float, float, float],
+    rates: tuple[float, float | None, float, float | None],
 ) -> float:
     """What ``usage.units`` adds: image tokens at the image rates, audio seconds, characters
     and images at their listed prices.
 
     Units: ``image_input_tokens`` / ``image_cache_read_tokens`` (parts of ``input_tokens`` and
     of ``cache_read_tokens``), ``image_output_tokens`` (a part of ``output_tokens``), billed at
-    ``image_input`` / ``image_cache_read`` / ``image_output`` (each falling back to the text
-    rate it replaces); ``audio_seconds`` of input audio at ``input_per_second``;
-    ``audio_output_seconds`` of generated audio at ``output_per_second``; ``characters`` of
-    input text at ``input_per_character``; ``images`` generated at ``output_per_image`` (or
+    ``image_input`` / ``image_cache_read`` / ``image_output`` (the service tier's image output
+    rate where it lists one), each falling back to the text rate it replaces (``rates``: the
+    call's input, cache-read, output and image output rates at its prompt size and tier, or
+    ``None`` where the model lists none);
+    ``audio_seconds`` of input audio at ``input_per_second``; ``audio_output_seconds`` of
+    generated audio at ``output_per_second``; ``characters`` of input text at
+    ``input_per_character``; ``images`` generated at ``output_per_image`` (or
     ``input_per_image``, where litellm files OpenAI's per-image prices). A unit whose price the
     model does not list costs nothing.
     """
-    input_rate = price.input or 0.0
+    image_in, image_cached, image_out = image_tokens
+    input_rate, read_rate, output_rate, image_out_rate = rates
     image_in_rate = _or(price.image_input, input_rate)
     per_image = price.output_per_image if price.output_per_image is not None else price.input_per_image
     return (
         image_in * image_in_rate
-        + image_cached * _or(price.image_cache_read, _or(price.cache_read, image_in_rate))
-        + image_out * _or(price.image_output, price.output or 0.0)
+        + image_cached * _or(price.image_cache_read, _or(read_rate, image_in_rate))
+        + image_out * _or(image_out_rate, output_rate)
         + _unit(usage, "audio_seconds") * (price.input_per_second or 0.0)
         + _unit(usage, "audio_output_seconds") * (price.output_per_second or 0.0)
         + _unit(usage, "characters") * (price.input_per_character or 0.0)
@@ -283,26 +336,40 @@ def _media_cost(
 
 
 def _batch_cost(
-    price: ModelPrice, r: _Rates, text_in: int, audio_in: int, cache_read: int, cache_write: int, output: int
+    price: ModelPrice,
+    r: _Rates,
+    text_in: int,
+    audio_in: int,
+    cache_read: int,
+    cache_write: int,
+    write_12h: int,
+    output: int,
 ) -> float:
     # As litellm bills batches: a listed batch price, else half the standard one. When the
-    # model lists a batch input price but no batch cache price, cached tokens bill at the
-    # batch input price. All output, reasoning and audio included, bills at the output rate.
+    # model lists a batch input price but no batch cache-read price, cache reads bill at the
+    # standard cache-read rate (at the prompt's size), or as batch input when it lists none;
+    # cache writes without a batch price bill as batch input, twelve-hour ones at their own
+    # batch price where listed. All output, reasoning and audio included, bills at the output
+    # rate.
     input_rate = r.input or 0.0
     listed_input = r.batch_input
     batch_input = listed_input if listed_input is not None else input_rate / 2
+    write_12h_rate: float | None = None
     if listed_input is not None:
-        read_rate = _or(r.batch_cache_read, listed_input)
+        read_rate = _or(r.batch_cache_read, _or(r.cache_read, listed_input))
         write_rate = _or(r.batch_cache_write, listed_input)
+        write_12h_rate = r.batch_cache_write_12h
     else:
         read_rate = _or(r.batch_cache_read, _or(r.cache_read, input_rate) / 2)
         write_rate = _or(r.batch_cache_write, _or(r.cache_write, input_rate) / 2)
     output_rate = _or(r.batch_output, (r.output or 0.0) / 2)
+    audio_rate = _or(_first(r.batch_audio_input, price.batch_audio_input), batch_input)
     return (
         text_in * batch_input
-        + audio_in * _or(price.batch_audio_input, batch_input)
+        + audio_in * audio_rate
         + cache_read * read_rate
-        + cache_write * write_rate
+        + (cache_write - write_12h) * write_rate
+        + write_12h * _or(write_12h_rate, write_rate)
         + output * output_rate
     )
 

@@ -27,7 +27,7 @@ class PriceTier:
 
     Providers such as Gemini and OpenAI's GPT-5.4 bill the *whole* call at a higher rate when
     its input is long: above ``above_input_tokens`` input tokens every token of the call is
-    billed at these rates.
+    billed at these rates. An audio rate left ``None`` is the model's own.
 
     >>> PriceTier(above_input_tokens=200_000, input=2.5e-06, output=1.5e-05).output
     1.5e-05
@@ -44,6 +44,10 @@ class PriceTier:
     batch_output: float | None = None
     batch_cache_read: float | None = None
     batch_cache_write: float | None = None
+    cache_write_12h: float | None = None
+    audio_input: float | None = None
+    batch_cache_write_12h: float | None = None
+    batch_audio_input: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,6 +75,9 @@ class ServiceTierPrice:
     audio_input: float | None = None
     multiplier: float = 1.0
     tiers: tuple[PriceTier, ...] = ()
+    cache_write_1h: float | None = None
+    cache_write_12h: float | None = None
+    image_output: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,7 +86,8 @@ class ModelPrice:
 
     Per-token prices: ``input``, ``output``, ``cache_read`` (a prompt-cache hit),
     ``cache_write`` (writing the prompt cache; ``cache_write_1h`` for Anthropic's one-hour
-    cache), ``reasoning`` (only when thinking tokens have their own price), ``audio_input``,
+    cache, ``cache_write_12h`` for OpenAI's twelve-hour one), ``reasoning`` (only when
+    thinking tokens have their own price), ``audio_input``,
     ``audio_output``, ``image_input``, ``image_output`` and ``image_cache_read`` (image tokens
     of image models such as gpt-image-1, billed apart from their text tokens) and the
     ``batch_*`` prices of batch APIs. ``tiers`` hold higher rates for long prompts, lowest
@@ -127,6 +135,8 @@ class ModelPrice:
     web_search: float | None = None
     maps_grounding: float | None = None
     search_per_prompt: bool = False
+    cache_write_12h: float | None = None
+    batch_cache_write_12h: float | None = None
 
     def service_tier(self, name: str | None) -> ServiceTierPrice | None:
         """The rates of a call served at service tier ``name``, or ``None`` for standard rates.
@@ -152,7 +162,14 @@ class ModelPrice:
 _PRICE_OVERRIDES = ("input", "output", "cache_read", "cache_write", "reasoning")
 _LIMIT_OVERRIDES = ("max_input_tokens", "max_output_tokens")
 OVERRIDE_KEYS = _PRICE_OVERRIDES + _LIMIT_OVERRIDES
-_BATCH_FIELDS = ("batch_input", "batch_output", "batch_cache_read", "batch_cache_write")
+_BATCH_FIELDS = (
+    "batch_input",
+    "batch_output",
+    "batch_cache_read",
+    "batch_cache_write",
+    "batch_cache_write_12h",
+    "batch_audio_input",
+)
 
 # Provider names as callers spell them (litellm's variants, OpenTelemetry's gen_ai.provider.name
 # values) -> the name the table files the provider's models under.
@@ -424,10 +441,7 @@ def _overridden(base: ModelPrice, model: str, fields: Mapping[str, float]) -> Mo
         dataclasses.replace(s, tiers=tuple(dataclasses.replace(t, **listed) for t in s.tiers), **listed)
         for s in base.service_tiers
     )
-    batch_audio: dict[str, Any] = {"batch_audio_input": None} if rates else {}
-    return dataclasses.replace(
-        base, model=model, tiers=tiers, service_tiers=service_tiers, **rates, **batch_audio, **limits
-    )
+    return dataclasses.replace(base, model=model, tiers=tiers, service_tiers=service_tiers, **rates, **limits)
 
 
 def _from_json(text: str) -> PriceTable:

@@ -138,10 +138,20 @@ def usage_from(raw: Any, tier: Any = None) -> Usage | None:
         reasoning_tokens=as_int(field(completion, "reasoning_tokens")),
         audio_input_tokens=as_int(field(prompt, "audio_tokens")),
         audio_output_tokens=as_int(field(completion, "audio_tokens")),
-        units={"web_search_requests": searches} if searches else {},
+        units=_units(prompt, searches),
         service_tier=service_tier,
         unknown=unknown,
     )
+
+
+def _units(details: Any, searches: int) -> dict[str, int]:
+    """The usage beyond tokens: web searches, and the cache writes kept twelve hours
+    (``cache_write_tokens_details.ttl_12h_tokens``, billed at their own rate)."""
+    units = {"web_search_requests": searches} if searches else {}
+    long_writes = as_int(field(field(details, "cache_write_tokens_details"), "ttl_12h_tokens"))
+    if long_writes:
+        units["cache_write_12h_tokens"] = long_writes
+    return units
 
 
 def responses_usage(raw: Any, response: Any = None) -> Usage | None:
@@ -161,7 +171,7 @@ def responses_usage(raw: Any, response: Any = None) -> Usage | None:
         cache_read_tokens=as_int(field(details, "cached_tokens")),
         cache_write_tokens=as_int(field(details, "cache_write_tokens")),
         reasoning_tokens=as_int(field(field(raw, "output_tokens_details"), "reasoning_tokens")),
-        units={"web_search_requests": searches} if searches else {},
+        units=_units(details, searches),
         service_tier=_tier(field(response, "service_tier") if response is not None else None, unknown),
         unknown=unknown,
     )
@@ -215,6 +225,8 @@ _DETAILS: Known = {
     "image_tokens": None,
     "video_tokens": None,
     "cache_creation_tokens": None,  # LiteLLM's copy of cache_write_tokens
+    # cache_write_tokens split by how long the cache is kept: 12 hours bills at its own rate.
+    "cache_write_tokens_details": {"ttl_30m_tokens": None, "ttl_12h_tokens": None},
 }
 # What OpenRouter adds: the charge itself (read), whether the key was the caller's, and how the
 # charge splits upstream (informational: the charge is usage.cost).
