@@ -65,13 +65,16 @@ FIELDS = {
 #: thresholds; as each rate changes only at a threshold that lists it, one walk over all of
 #: them resolves every rate as litellm does.
 THRESHOLD_RATE_KEYS = {
-    "input": "input_cost_per_token",
-    "output": "output_cost_per_token",
-    "cache_read": "cache_read_input_token_cost",
-    "cache_write": "cache_creation_input_token_cost",
-    "cache_write_1h": "cache_creation_input_token_cost_above_1hr",
-    "cache_write_12h": "cache_creation_input_token_cost_above_12hr",
-    "audio_input": "input_cost_per_audio_token",
+    name: FIELDS[name]
+    for name in (
+        "input",
+        "output",
+        "cache_read",
+        "cache_write",
+        "cache_write_1h",
+        "cache_write_12h",
+        "audio_input",
+    )
 }
 #: The rates a prompt-size tier replaces; a separate reasoning rate stays flat in litellm.
 TIER_FIELDS = (*THRESHOLD_RATE_KEYS, "reasoning")

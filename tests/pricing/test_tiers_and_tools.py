@@ -167,6 +167,19 @@ def litellm_token_cost(model: str, provider: str, usage: Usage, tier: str | None
     return float(prompt + completion)
 
 
+def litellm_batch_cost(model: str, provider: str, usage: Usage) -> float:
+    """What litellm's batch cost calculator bills (call_type="retrieve_batch")."""
+    prompt, completion = litellm.cost_per_token(
+        model=model,
+        custom_llm_provider=provider,
+        prompt_tokens=usage.input_tokens,
+        completion_tokens=usage.output_tokens,
+        usage_object=litellm_usage(model, usage),
+        call_type="retrieve_batch",
+    )
+    return float(prompt + completion)
+
+
 def listed(model: str, provider: str | None = None) -> ModelPrice:
     price = default_table().lookup(model, provider)
     assert price is not None, model
@@ -304,15 +317,7 @@ def test_batch_tier_bills_batch_prices(model: str, provider: str, usage: Usage) 
     # rates. tollgate bills a call the provider says it served in the batch tier (Anthropic's
     # usage.service_tier == "batch") at the batch prices, as cost(..., batch=True) does.
     price = listed(model, provider)
-    prompt, completion = litellm.cost_per_token(
-        model=model,
-        custom_llm_provider=provider,
-        prompt_tokens=usage.input_tokens,
-        completion_tokens=usage.output_tokens,
-        usage_object=litellm_usage(model, usage),
-        call_type="retrieve_batch",
-    )
-    batch_price = float(prompt + completion)
+    batch_price = litellm_batch_cost(model, provider, usage)
     assert cost(price, served(usage, "batch")) == pytest.approx(batch_price, rel=0, abs=TOLERANCE)
     assert cost(price, served(usage, "batch")) == cost(price, usage, batch=True)
     assert cost(price, served(usage, "priority"), batch=True) == cost(price, usage, batch=True)
@@ -380,15 +385,8 @@ def test_long_prompt_audio_rates_agree_with_litellm(model: str, provider: str) -
         for tier in (None, *(t.name for t in price.service_tiers)):
             expected = litellm_token_cost(model, provider, usage, tier)
             assert cost(price, served(usage, tier)) == pytest.approx(expected, rel=0, abs=TOLERANCE), tier
-        prompt, completion = litellm.cost_per_token(
-            model=model,
-            custom_llm_provider=provider,
-            prompt_tokens=usage.input_tokens,
-            completion_tokens=usage.output_tokens,
-            usage_object=litellm_usage(model, usage),
-            call_type="retrieve_batch",
-        )
-        assert cost(price, usage, batch=True) == pytest.approx(prompt + completion, rel=0, abs=TOLERANCE)
+        expected = litellm_batch_cost(model, provider, usage)
+        assert cost(price, usage, batch=True) == pytest.approx(expected, rel=0, abs=TOLERANCE)
 
 
 TWELVE_HOURS = Usage(
@@ -418,15 +416,8 @@ def test_twelve_hour_cache_writes_agree_with_litellm(model: str, provider: str) 
             # tollgate halves the long-prompt rates the call is billed at (test_cost.py,
             # test_batch_without_listed_prices_halves_the_long_prompt_rates).
             continue
-        prompt, completion = litellm.cost_per_token(
-            model=model,
-            custom_llm_provider=provider,
-            prompt_tokens=usage.input_tokens,
-            completion_tokens=usage.output_tokens,
-            usage_object=litellm_usage(model, usage),
-            call_type="retrieve_batch",
-        )
-        assert cost(price, usage, batch=True) == pytest.approx(prompt + completion, rel=0, abs=TOLERANCE)
+        expected = litellm_batch_cost(model, provider, usage)
+        assert cost(price, usage, batch=True) == pytest.approx(expected, rel=0, abs=TOLERANCE)
     plain_writes = dataclasses.replace(TWELVE_HOURS, units={})
     assert cost(price, TWELVE_HOURS) > cost(price, plain_writes)
 
@@ -724,14 +715,7 @@ def test_batch_calls_pay_tool_fees_too() -> None:
     # Deliberate difference: litellm's batch cost calculator prices tokens only. A search run
     # inside a batch job costs what it costs outside one, so tollgate adds the fee.
     price = listed("claude-sonnet-4-5", "anthropic")
-    prompt, completion = litellm.cost_per_token(
-        model="claude-sonnet-4-5",
-        custom_llm_provider="anthropic",
-        prompt_tokens=WRITES.input_tokens,
-        completion_tokens=WRITES.output_tokens,
-        usage_object=litellm_usage("claude-sonnet-4-5", WRITES),
-        call_type="retrieve_batch",
-    )
+    batch = litellm_batch_cost("claude-sonnet-4-5", "anthropic", WRITES)
     fee = litellm_tool_fee("claude-sonnet-4-5", "anthropic", anthropic_usage(2), None)
     searched = dataclasses.replace(WRITES, units={"web_search_requests": 2}, service_tier="batch")
-    assert cost(price, searched) == pytest.approx(prompt + completion + fee, rel=0, abs=TOLERANCE)
+    assert cost(price, searched) == pytest.approx(batch + fee, rel=0, abs=TOLERANCE)
