@@ -1389,9 +1389,11 @@ class LiteLLMDoor(Door):
                 raise rejected_before_sending(kwargs.get("messages"))
 
         callbacks: list[Any] = []
-        if gated and self.via == "logger":
+        if gated:  # the wrappers use an installed TollgateLogger (they pass one per call without)
             callbacks.append(integration("tollgate_litellm").TollgateLogger())
-        callbacks.append(observer)  # after tollgate's: it hears an event once tollgate has
+        # After tollgate's: it hears an event once tollgate has settled the call. (A wrapper's
+        # per-call logger would run after it, and a slow store could still be settling.)
+        callbacks.append(observer)
         if sc.mode == "guardrail":
             callbacks.append(Guardrail())
         return callbacks, observer
