@@ -449,8 +449,7 @@ def _limit_rows(store: Any) -> list[dict[str, Any]]:
 def cmd_limits(args: argparse.Namespace, out: TextIO) -> int:
     """Show, set or remove standing limits in a store."""
     import tollgate
-    from tollgate.budgets.standing import limit_id
-    from tollgate.config import standing_limit
+    from tollgate.budgets.standing import limit_document, limit_id
 
     action = args.limits_command or "list"
     # What the options say is checked before the store is opened: a mistake creates no file.
@@ -459,7 +458,7 @@ def cmd_limits(args: argparse.Namespace, out: TextIO) -> int:
         key = tuple(k.strip() for k in (args.key or "").split(",") if k.strip())
         downgrade = dict(_parse_pair(p, "--downgrade") for p in args.downgrade)
         try:
-            ident, document = standing_limit(
+            ident, document = limit_document(
                 args.usd,
                 args.tokens,
                 per=args.per,

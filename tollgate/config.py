@@ -15,7 +15,7 @@ from datetime import timedelta
 from typing import TYPE_CHECKING, Any, Literal
 
 from tollgate.budgets.rates import RateLimit
-from tollgate.budgets.spec import Action, check_count, check_downgrade_models
+from tollgate.budgets.spec import Action, check_count
 from tollgate.budgets.standing import check_match, limit_document, limit_id, limits_cache
 from tollgate.ledger import Ledger, open_ledger
 from tollgate.pricing import PriceTable, default_table
@@ -269,31 +269,11 @@ def set_limit(
     Standing limits need a window (``per``), and ``on_exceed`` must be an action name: a
     callable cannot be stored.
     """
-    ident, document = standing_limit(
+    ident, document = limit_document(
         usd, tokens, per=per, on_exceed=on_exceed, downgrade=downgrade, key=key, match=match
     )
     _limits_store(store, "set_limit").put_limit(ident, document)
     return ident
-
-
-def standing_limit(
-    usd: float | None,
-    tokens: int | None,
-    *,
-    per: str | timedelta,
-    on_exceed: Action,
-    downgrade: Mapping[str, str] | None,
-    key: str | tuple[str, ...],
-    match: Mapping[str, str],
-) -> tuple[str, str]:
-    """The id and stored document of the limit :func:`set_limit` would write, checked
-    (``ValueError`` naming the value), without touching a store."""
-    ident, document = limit_document(
-        usd, tokens, per=per, on_exceed=on_exceed, downgrade=downgrade, key=key, match=match
-    )
-    if downgrade:
-        check_downgrade_models(downgrade, settings().prices)
-    return ident, document
 
 
 def remove_limit(*, store: Store | None = None, **match: str) -> bool:

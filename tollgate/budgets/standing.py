@@ -15,7 +15,7 @@ from datetime import timedelta
 from typing import Any
 
 from tollgate.budgets.scope import Frame
-from tollgate.budgets.spec import Action, BudgetSpec
+from tollgate.budgets.spec import Action, BudgetSpec, check_downgrade_models
 from tollgate.stores.base import Store
 
 
@@ -72,7 +72,8 @@ def limit_document(
     key: str | tuple[str, ...],
     match: Mapping[str, str],
 ) -> tuple[str, str]:
-    """The id and stored JSON document of a standing limit (validated: ValueError when bad)."""
+    """The id and stored JSON document of a standing limit (validated: ValueError when bad,
+    a downgrade to a model the price table does not know included), without touching a store."""
     if per is None:
         raise ValueError("set_limit needs a window: per='minute'|'hour'|'day'|'week'|'month' or a timedelta")
     if callable(on_exceed):
@@ -88,6 +89,10 @@ def limit_document(
         downgrade=dict(downgrade or {}),
         name=ident,
     )  # validates
+    if spec.downgrade:
+        from tollgate.config import settings
+
+        check_downgrade_models(spec.downgrade, settings().prices)
     document = {
         "usd": spec.usd,
         "tokens": spec.tokens,

@@ -43,18 +43,17 @@ import atexit
 import errno
 import json
 import os
-import shlex
 import sqlite3
 import sys
 import threading
 import time
 from collections import deque
-from pathlib import Path
 from typing import Any, cast
 
 from tollgate.decisions import step_from_dict, stored
 from tollgate.ledger.base import Ledger, logger
 from tollgate.request import CallRecord, Status, Usage, parts_of, usage_dict
+from tollgate.stores.sqlite import check_folder
 
 SCHEMA_VERSION = 2
 
@@ -230,12 +229,7 @@ class SQLiteLedger(Ledger):
     # -- internals ----------------------------------------------------------------------------
 
     def _connect(self) -> sqlite3.Connection:
-        folder = Path(self.path).parent
-        if self.path != ":memory:" and not folder.is_dir():
-            raise ValueError(
-                f"cannot open ledger file {self.path!r}: the folder {str(folder)!r} does not exist; create "
-                f"it first (mkdir -p {shlex.quote(str(folder))}) or put the file in a folder that exists"
-            )
+        check_folder(self.path, "cannot open ledger file")
         try:
             conn = sqlite3.connect(
                 self.path, timeout=self._timeout, isolation_level=None, check_same_thread=False

@@ -63,6 +63,17 @@ _LIVE: weakref.WeakSet[SQLiteStore] = weakref.WeakSet()
 _ABANDONED: list[sqlite3.Connection] = []  # see _connection()
 
 
+def check_folder(path: str, what: str) -> None:
+    """Refuse a SQLite file (a store's or a ledger's) in a folder that does not exist: a typo
+    in the path would otherwise leave the data somewhere nobody looks."""
+    folder = Path(path).parent
+    if path != ":memory:" and not path.startswith("file:") and not folder.is_dir():
+        raise ValueError(
+            f"{what} {path!r}: the folder {str(folder)!r} does not exist; create it first "
+            f"(mkdir -p {shlex.quote(str(folder))}) or put the file in a folder that exists"
+        )
+
+
 class SQLiteStore(Store):
     """Counters in an SQLite file: exact across the processes (and threads) of one machine.
 
@@ -85,12 +96,7 @@ class SQLiteStore(Store):
         if not timeout > 0:
             raise ValueError(f"SQLiteStore timeout must be > 0, got {timeout!r}")
         self.path = os.fspath(path)
-        folder = Path(self.path).parent
-        if self.path != ":memory:" and not self.path.startswith("file:") and not folder.is_dir():
-            raise ValueError(
-                f"SQLite store {self.path!r}: the folder {str(folder)!r} does not exist; create it "
-                f"first (mkdir -p {shlex.quote(str(folder))}) or put the file in a folder that exists"
-            )
+        check_folder(self.path, "SQLite store")
         self._timeout = timeout
         self._lock = threading.Lock()
         self._conn: sqlite3.Connection | None = None

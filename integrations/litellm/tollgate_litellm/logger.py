@@ -284,9 +284,10 @@ class TollgateLogger(CustomLogger):
         self, kwargs: dict[str, Any], call_type: Any
     ) -> dict[str, Any] | None:
         call_id = _call_id(kwargs)
+        handed = _handed_over(kwargs)  # taken out of the metadata whichever way the call is found
         pending = registry.get(call_id)
         if pending is None and isinstance(call_id, str):
-            pending = registry.rename(_handed_over(kwargs), call_id)
+            pending = registry.rename(handed, call_id)
         if pending is not None:  # pre-flighted by a wrapper, the Router filter or the proxy hook
             if pending.applied:
                 return None
