@@ -82,13 +82,21 @@ def _usage_hidden(given: Mapping[str, Any], sent: dict[str, Any]) -> dict[str, A
     as its own server does for the usage it injects. Older releases have no such flag."""
     options = given.get("stream_options")
     asked = isinstance(options, Mapping) and "include_usage" in options
-    if asked or "stream_options" not in sent:
+    if asked or "stream_options" not in sent or _INJECTED is None:
         return sent
+    return {**sent, _INJECTED: True}
+
+
+def _injected_flag() -> str | None:
     try:
         from litellm.types.litellm_params import STREAM_USAGE_INJECTED_FIELD
-    except ImportError:
-        return sent
-    return {**sent, STREAM_USAGE_INJECTED_FIELD: True}
+    except ImportError:  # LiteLLM before 1.110
+        return None
+    return str(STREAM_USAGE_INJECTED_FIELD)
+
+
+#: LiteLLM's name for "the stream's usage was asked for by someone other than the caller".
+_INJECTED = _injected_flag()
 
 
 def completion(*args: Any, router: Any = None, **kwargs: Any) -> Any:
