@@ -15,8 +15,10 @@ from collections.abc import Callable, Collection, Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
-from tollgate.budgets.scope import budget
+from tollgate.alerts import Alert
+from tollgate.budgets.scope import BudgetHandle, budget
 from tollgate.config import configure, limit, remove_limit, reset, set_limit, settings
+from tollgate.control import BudgetState, reset_usage, top_up, usage
 from tollgate.errors import (
     BudgetExceeded,
     RateLimited,
@@ -37,11 +39,15 @@ from tollgate.tags import current_tags, propagate, track
 
 if TYPE_CHECKING:
     from tollgate.ledger.http import HttpSink
+    from tollgate.webhook import Webhook
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "Alert",
     "BudgetExceeded",
+    "BudgetHandle",
+    "BudgetState",
     "CallRecord",
     "Estimate",
     "HttpSink",
@@ -54,6 +60,7 @@ __all__ = [
     "UnpricedModelError",
     "UnpricedModelWarning",
     "Usage",
+    "Webhook",
     "budget",
     "configure",
     "current_tags",
@@ -67,9 +74,12 @@ __all__ = [
     "remove_limit",
     "report",
     "reset",
+    "reset_usage",
     "set_limit",
+    "top_up",
     "track",
     "uninstrument",
+    "usage",
 ]
 
 TimeArg = float | int | str | datetime | timedelta | None
@@ -183,4 +193,8 @@ def __getattr__(name: str) -> Any:
         from tollgate.ledger.http import HttpSink
 
         return HttpSink
+    if name == "Webhook":
+        from tollgate.webhook import Webhook
+
+        return Webhook
     raise AttributeError(f"module 'tollgate' has no attribute {name!r}")

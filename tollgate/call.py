@@ -22,9 +22,9 @@ from contextvars import ContextVar
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, NamedTuple, TypeVar
 
-from tollgate import telemetry
+from tollgate import alerts, telemetry
 from tollgate.abandoned import charge
-from tollgate.budgets.enforce import Check
+from tollgate.budgets.enforce import Check, Recent
 from tollgate.budgets.rates import RateCheck
 from tollgate.budgets.room import BudgetFacts, Room, actual, facts, output_room, overrun, tightest
 from tollgate.config import Settings, settings, watchers
@@ -47,6 +47,7 @@ from tollgate.errors import (
 )
 from tollgate.failures import failure_of, mask
 from tollgate.ids import random_hex
+from tollgate.leases import Lease, alet_go, let_go
 from tollgate.plausible import amount, billed_units, readable
 from tollgate.plausible import implausible as _implausible
 from tollgate.pricing import ModelPrice, cost
@@ -86,6 +87,8 @@ class Outcome(NamedTuple):  # immutable, and ~5x cheaper to make than a frozen d
     stream: bool = False
     output_messages: tuple[Mapping[str, Any], ...] = ()
     steps: Steps = ()
+    #: Tool (function) calls the response asked for, counted by the door (agent-run limits).
+    tool_calls: int = 0
 
 
 class Decision(NamedTuple):
@@ -131,6 +134,7 @@ class Call:
         "estimate",
         "holds",
         "id",
+        "leases",
         "output_room",
         "overrun",
         "post_flight",
@@ -179,9 +183,11 @@ class Call:
         self.ended_at: float | None = None
         self.span: Span = telemetry.start_span(request, self.tags)
         self.settled = False
-        self.checks: Sequence[Check | RateCheck] = ()
+        self.checks: Sequence[Check | RateCheck | Recent] = ()
         self.holds: Sequence[Hold] = ()
         self.states: Sequence[CounterState] = ()
+        #: Concurrency slots the call holds (see tollgate.leases), given back when it ends.
+        self.leases: tuple[Lease, ...] = ()
         self.overrun: BudgetExceeded | None = None
         #: How far a stream may run before a budget would be crossed (see streams' cut-off).
         self.output_room: Room | None = None
@@ -369,6 +375,8 @@ class Call:
         if closing is None:
             return None
         record, amounts = closing
+        if self.leases:
+            let_go(self.leases)
         if self.holds:
             self._settle_store(amounts)
         self._publish(record)
@@ -379,6 +387,8 @@ class Call:
         if closing is None:
             return None
         record, amounts = closing
+        if self.leases:
+            await alet_go(self.leases)
         if self.holds:
             await self._asettle_store(amounts)
         self._publish(record)
@@ -396,11 +406,11 @@ class Call:
         d = self._deciding
         if d is None:
             return BudgetExceeded("unknown", limit=0, spent=0, requested=0, action="block", detail=detail)
-        requested = (
-            self.estimate.usd
-            if d.unit == "usd"
-            else float(self.estimate.input_tokens + self.estimate.output_tokens)
-        )
+        requested = {
+            "usd": self.estimate.usd,
+            "tokens": float(self.estimate.input_tokens + self.estimate.output_tokens),
+            "calls": 1.0,
+        }.get(d.unit, 0.0)
         return BudgetExceeded(
             d.name,
             limit=d.limit,
@@ -476,11 +486,17 @@ class Call:
             response_id=outcome.id if type(outcome.id) is str and outcome.id else None,
             tags=self.tags,
             decisions=steps,
+            tool_calls=outcome.tool_calls
+            if type(outcome.tool_calls) is int and outcome.tool_calls > 0
+            else 0,
         )
         if not self.holds:
             return record, []
         tokens = usage.input_tokens + usage.output_tokens
-        amounts = [actual(check.unit, usd, tokens) for check in self.checks]
+        tool_calls = record.tool_calls
+        amounts = [actual(check.unit, usd, tokens, tool_calls) for check in self.checks]
+        if status == "blocked":  # refused after reserving: it made no call
+            amounts = [0.0 if c.unit == "calls" else a for c, a in zip(self.checks, amounts, strict=True)]
         if pricing_failed is not None:  # USD counters keep what was reserved
             amounts = [
                 h.amount if c.unit == "usd" else a
@@ -584,7 +600,9 @@ class Call:
     def _settle_store(self, amounts: list[float]) -> None:
         store = self.settings.store
         try:
-            store.settle(self.holds, amounts)
+            spent = store.settle(self.holds, amounts)
+            if spent:
+                alerts.after_settle(self, spent, amounts)
         except Exception as exc:
             if self._give_back(exc):
                 try:
@@ -595,7 +613,9 @@ class Call:
     async def _asettle_store(self, amounts: list[float]) -> None:
         store = self.settings.store
         try:
-            await store.asettle(self.holds, amounts)
+            spent = await store.asettle(self.holds, amounts)
+            if spent:
+                alerts.after_settle(self, spent, amounts)
         except Exception as exc:
             if self._give_back(exc):
                 try:

@@ -5,6 +5,7 @@
     tollgate estimate gpt-4o --messages chat.json --max-tokens 500
     tollgate limits --store sqlite:///tollgate.db
     tollgate limits set --usd 50 --per month tenant=acme
+    tollgate limits raise --usd 80 --until 7d tenant=acme
     tollgate limits remove tenant=acme
     tollgate demo
 
@@ -23,8 +24,10 @@ import fnmatch
 import importlib.util
 import json
 import os
+import re
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -46,13 +49,17 @@ class UsageError(CommandError):
 # -- output helpers ------------------------------------------------------------------------------
 
 
-def _table(header: Sequence[str], rows: Sequence[Sequence[str]], left: int = 1) -> str:
-    """Plain aligned columns: the first ``left`` columns left-aligned, the others right-aligned."""
+def _table(
+    header: Sequence[str], rows: Sequence[Sequence[str]], left: int = 1, also_left: Sequence[int] = ()
+) -> str:
+    """Plain aligned columns: the first ``left`` columns (and ``also_left``) left-aligned, the
+    others right-aligned."""
     widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
 
     def render(cells: Sequence[str]) -> str:
         return "  ".join(
-            c.ljust(w) if i < left else c.rjust(w) for i, (c, w) in enumerate(zip(cells, widths, strict=True))
+            c.ljust(w) if i < left or i in also_left else c.rjust(w)
+            for i, (c, w) in enumerate(zip(cells, widths, strict=True))
         ).rstrip()
 
     line = render(header)
@@ -416,109 +423,353 @@ def _parse_match(items: Sequence[str]) -> dict[str, str]:
     return match
 
 
-def _limit_rows(store: Any) -> list[dict[str, Any]]:
-    from tollgate.budgets.enforce import checks_for
-    from tollgate.budgets.standing import _parse
-    from tollgate.request import Estimate
-    from tollgate.stores.windows import now
+def _select_limit(store: Any, tags: Mapping[str, str], uri: str) -> tuple[str, dict[str, str] | None]:
+    """The standing limit ``tags`` name (its match, then values of its key tags): its id, and
+    the key values that say whose counter (None: a keyed limit, and no key values given)."""
+    from tollgate.budgets.standing import limit_id, parse
 
     _, documents = store.limits()
-    rows = []
-    for ident, document in sorted(documents.items()):
-        match, frame = _parse(document)
-        spec = frame.spec
-        row: dict[str, Any] = {
-            "id": ident,
-            "match": dict(match),
-            "usd": spec.usd,
-            "tokens": spec.tokens,
-            "per": spec.per if isinstance(spec.per, str) or spec.per is None else f"{spec.per}",
-            "key": list(spec.key),
-            "on_exceed": spec.on_exceed,
-            "downgrade": dict(spec.downgrade),
-        }
-        if not spec.key:  # one counter: show what it holds in the current window
-            checks = checks_for([frame], dict(match))
-            states = store.read([c.charge(Estimate(0, 0, 0.0)) for c in checks], now())
-            for check, state in zip(checks, states, strict=True):
-                row[f"spent_{check.unit}"] = state.spent
-        rows.append(row)
-    return rows
+    exact = limit_id(tags)
+    found: list[tuple[str, dict[str, str]]] = [(exact, {})] if exact in documents else []
+    for ident, document in [] if found else sorted(documents.items()):
+        match, base, raised = parse(document)
+        key = _definition(base, raised).spec.key
+        if match.items() <= tags.items() and set(tags) - set(match) <= set(key):
+            found.append((ident, {k: v for k, v in tags.items() if k not in match}))
+    wanted = " ".join(f"{k}={v}" for k, v in tags.items())
+    if not found:
+        raise UsageError(
+            f"no standing limit for {wanted} in {uri}: give the tags a limit matches, plus the values "
+            f"of its key tags (tollgate limits --store {uri} lists them)"
+        )
+    if len(found) > 1:
+        raise UsageError(f"{wanted} selects {', '.join(i for i, _ in found)}: give the tags of one")
+    ident, key_values = found[0]
+    _, base, raised = parse(documents[ident])
+    key = _definition(base, raised).spec.key
+    missing = [k for k in key if k not in key_values]
+    if key_values and missing:
+        raise UsageError(
+            f"{ident} is kept per {', '.join(key)}: give {' '.join(f'{k}=VALUE' for k in missing)}"
+        )
+    return ident, None if missing else key_values
+
+
+def _definition(base: Any, raised: Any) -> Any:
+    """The frame a stored limit is defined by (a raise from no limit has only its raise's)."""
+    return base if base is not None else raised[0]
+
+
+def _limit_row(
+    store: Any, ident: str, document: str, key_values: Mapping[str, str] | None = None
+) -> dict[str, Any]:
+    """A standing limit as ``tollgate limits`` shows it, with its counter's state per unit: for a
+    limit kept per key tag, only when ``key_values`` say whose counter."""
+    import time
+
+    from tollgate.budgets.standing import UNITS, parse
+    from tollgate.control import frame_state
+
+    match, base, raised = parse(document)
+    spec = _definition(base, raised).spec
+    over = raised is not None and time.time() >= raised[1]
+    in_force = base if raised is None or over else raised[0]
+    added: dict[str, float] = json.loads(document).get("topped_up") or {}
+    row: dict[str, Any] = {
+        "id": ident,
+        "match": dict(match),
+        **{unit: None if base is None else getattr(base.spec, unit) for unit in UNITS},
+        "per": spec.per if isinstance(spec.per, str) or spec.per is None else f"{spec.per}",
+        "tz": spec.tz,
+        "window": _window(spec),
+        "key": list(spec.key),
+        "on_exceed": spec.on_exceed,
+        "downgrade": dict(spec.downgrade),
+        "warn_at": list(spec.warn_at),
+        "burn_rate": spec.lookback or None,  # seconds of look-back
+        "raise": None
+        if raised is None
+        else {**dict(raised[0].spec.limits()), "until": _when(raised[1]), "over": over},
+        "topped_up": added,
+        "usage": [],
+    }
+    if in_force is not None and (key_values is not None or not spec.key):
+        until = None if raised is None or over else datetime.fromtimestamp(raised[1], UTC)
+        for unit, _ in in_force.spec.limits():
+            tags = {**match, **(key_values or {})}
+            state = frame_state(
+                in_force, tags, unit, store, topped_up=float(added.get(unit, 0.0)), until=until
+            )
+            row["usage"].append(state.to_dict())
+            row[f"spent_{unit}"] = state.spent
+    return row
+
+
+def _limits_table(rows: Sequence[Mapping[str, Any]]) -> str:
+    """One line per limit and unit: its cap, spent, reserved and remaining, and notes."""
+    header = ["limit", "window", "key", "on_exceed", "cap", "spent", "reserved", "remaining", "notes"]
+    lines = []
+    for r in rows:
+        states = {s["unit"]: s for s in r["usage"]}
+        raised = r["raise"] or {}
+        units = list(states) or [u for u in ("usd", "tokens", "calls", "tool_calls") if r[u] or u in raised]
+        key = ",".join(f"{k}={states[units[0]]['key'][k]}" if states else k for k in r["key"]) or "-"
+        notes = [f"one counter per {','.join(r['key'])} value"] if r["key"] and not states else []
+        notes += _alert_notes(r["warn_at"], r["burn_rate"])
+        for unit in units:
+            state = states.get(unit)
+            cap = state["limit"] if state else r[unit]
+            unit_notes = []
+            if unit in raised and raised[unit] != r[unit]:  # not the units a raise kept
+                when, amount = raised["until"], _cap(unit, raised[unit])
+                unit_notes.append(
+                    f"raise over ({amount} until {when})"
+                    if raised["over"]
+                    else f"raised to {amount} until {when}"
+                )
+            if r["topped_up"].get(unit):
+                unit_notes.append(f"topped up {_cap(unit, r['topped_up'][unit])}")
+            figures = (
+                [_figure(unit, state[k]) for k in ("spent", "reserved", "remaining")] if state else ["-"] * 3
+            )
+            cells = [r["id"], r["window"], key, str(r["on_exceed"]), "-" if cap is None else _cap(unit, cap)]
+            lines.append([*cells, *figures, "; ".join([*notes, *unit_notes])])
+            notes = []  # the limit's own notes once, on its first line
+    return _table(header, lines, left=4, also_left=(8,))
+
+
+def _window(spec: Any) -> str:
+    """``lifetime``, ``per day``, ``per day (America/New_York)``, ``per rolling 1:00:00``."""
+    return str(spec.window.describe()) if spec.tz or not isinstance(spec.per, str) else f"per {spec.per}"
+
+
+def _cap(unit: str, amount: float) -> str:
+    return _amount(amount) if unit == "usd" else f"{amount:,.0f} {unit.replace('_', ' ')}"
+
+
+def _figure(unit: str, value: float) -> str:
+    if unit != "usd":
+        return _cap(unit, value)
+    return ("-" if value < 0 else "") + _usd(abs(value))
+
+
+def _when(epoch: float) -> str:
+    """A UTC time as ``2026-12-31T00:00Z`` (with seconds when it has them)."""
+    moment = datetime.fromtimestamp(round(epoch), UTC)
+    return moment.strftime("%Y-%m-%dT%H:%MZ" if moment.second == 0 else "%Y-%m-%dT%H:%M:%SZ")
+
+
+_SPAN = re.compile(r"(\d+(?:\.\d+)?)([smhdw])")
+_SPAN_SECONDS = {"w": 604_800, "d": 86_400, "h": 3_600, "m": 60, "s": 1}
+
+
+def _span(option: str, text: str) -> timedelta:
+    """``90s``, ``30m``, ``1h``, ``7d``, ``2w`` as a timedelta."""
+    found = _SPAN.fullmatch(text.strip().lower())
+    if found is None or float(found[1]) == 0:
+        raise UsageError(f"{option} {text!r}: give a duration, e.g. 90s, 30m, 1h, 7d or 2w")
+    return timedelta(seconds=float(found[1]) * _SPAN_SECONDS[found[2]])
+
+
+def _span_text(seconds: float) -> str:
+    unit = next((u for u, s in _SPAN_SECONDS.items() if seconds % s == 0), "s")
+    return f"{seconds / _SPAN_SECONDS[unit]:g}{unit}"
+
+
+def _until(text: str) -> datetime:
+    """``--until``: a span from now (``7d``, ``24h``) or an ISO date-time with its offset."""
+    if _SPAN.fullmatch(text.strip().lower()):
+        return datetime.now(UTC) + _span("--until", text)
+    try:
+        when = datetime.fromisoformat(text)
+    except ValueError:
+        raise UsageError(
+            f"--until {text!r}: give a span from now (24h, 7d) or an ISO date-time with its offset, "
+            "e.g. 2026-12-31T00:00Z"
+        ) from None
+    if when.tzinfo is None:
+        example = text if "T" in text else f"{text}T00:00"
+        raise UsageError(f"--until {text!r} has no UTC offset: add Z or +00:00, e.g. {example}Z")
+    return when
+
+
+def _warn_at(text: str | None) -> tuple[float, ...]:
+    if text is None:
+        return ()
+    try:
+        return tuple(float(part) for part in text.split(","))
+    except ValueError:
+        raise UsageError(
+            f"--warn-at {text!r}: fractions of the limit, comma-separated, e.g. --warn-at 0.5,0.8,0.95"
+        ) from None
+
+
+def _set_document(args: argparse.Namespace, match: dict[str, str]) -> tuple[str, str]:
+    """``limits set``: the id and document of the limit the options describe (UsageError if bad)."""
+    from tollgate.budgets.standing import limit_document
+
+    burn_rate: timedelta | bool | None = args.burn_rate or None
+    if args.burn_rate_lookback is not None:
+        burn_rate = _span("--burn-rate-lookback", args.burn_rate_lookback)
+    try:
+        return limit_document(
+            args.usd,
+            args.tokens,
+            per=None if args.per == "lifetime" else args.per,
+            on_exceed=args.on_exceed,
+            downgrade=dict(_parse_pair(p, "--downgrade") for p in args.downgrade) or None,
+            key=tuple(k.strip() for k in (args.key or "").split(",") if k.strip()),
+            match=match,
+            calls=args.calls,
+            tool_calls=args.tool_calls,
+            warn_at=_warn_at(args.warn_at),
+            burn_rate=burn_rate,
+            tz=args.tz,
+        )
+    except ValueError as exc:  # a limit or model the options name is refused
+        raise UsageError(str(exc)) from None
+
+
+def _raise_limit(args: argparse.Namespace, store: Any, match: dict[str, str], until: datetime) -> str:
+    """``limits raise``: ``set_limit(..., until=...)`` with the existing limit's window, key and
+    action, and its amounts for the units not raised; returns the limit's id."""
+    import tollgate
+    from tollgate.budgets.standing import UNITS, limit_id, parse
+
+    ident = limit_id(match)
+    current = store.limits()[1].get(ident)
+    amounts = {u: a for u, a in (("usd", args.usd), ("tokens", args.tokens)) if a is not None}
+    if current is None:
+        if args.per is None:
+            raise UsageError(
+                f"no standing limit {ident} in {args.store} to raise: set one first, or give --per "
+                "for a limit that lapses when the raise ends"
+            )
+        options: dict[str, Any] = {"per": None if args.per == "lifetime" else args.per}
+    else:
+        _, base, raised = parse(current)
+        spec = _definition(base, raised).spec
+        kept = {} if base is None else {u: getattr(base.spec, u) for u in UNITS if getattr(base.spec, u)}
+        amounts = {**kept, **amounts}
+        per = spec.per if args.per is None else None if args.per == "lifetime" else args.per
+        options = {"per": per, "tz": spec.tz, "key": spec.key, "on_exceed": spec.on_exceed}
+        options["downgrade"] = dict(spec.downgrade)
+    tollgate.set_limit(**amounts, **options, until=until, store=store, **_keywords(match, tollgate.set_limit))
+    return ident
+
+
+def _keywords(tags: Mapping[str, str], function: Callable[..., Any]) -> dict[str, Any]:
+    """``tags`` to pass as ``function(**tags)``: a tag named like one of its options cannot be."""
+    import inspect
+
+    options = [p.name for p in inspect.signature(function).parameters.values() if p.kind != p.VAR_KEYWORD]
+    taken = [name for name in tags if name in options]
+    if taken:
+        raise UsageError(
+            f"{taken[0]}={tags[taken[0]]}: tollgate.{function.__name__}() takes {taken[0]}= as its own "
+            "option, so it cannot name this tag"
+        )
+    return dict(tags)
+
+
+def _given(args: argparse.Namespace) -> str:
+    """``$20 and 1,000 tokens``: the amounts ``--usd`` and ``--tokens`` give."""
+    given = (("usd", args.usd), ("tokens", args.tokens))
+    return " and ".join(_cap(unit, float(amount)) for unit, amount in given if amount is not None)
+
+
+def _write_limit(out: TextIO, args: argparse.Namespace, row: Mapping[str, Any], headline: str) -> int:
+    if args.format == "json":
+        out.write(json.dumps(row, indent=2) + "\n")
+    else:
+        out.write((headline + "\n" if headline else "") + _limits_table([row]) + "\n")
+    return EXIT_OK
 
 
 def cmd_limits(args: argparse.Namespace, out: TextIO) -> int:
-    """Show, set or remove standing limits in a store."""
+    """Show, set, remove, reset, raise or top up standing limits in a store."""
     import tollgate
-    from tollgate.budgets.standing import limit_document, limit_id
+    from tollgate.budgets.standing import limit_id
 
-    action = args.limits_command or "list"
+    action = args.limits_command or "show"
     # What the options say is checked before the store is opened: a mistake creates no file.
-    match = _parse_match(args.match) if action in ("set", "remove") else {}
-    if action == "set":
-        key = tuple(k.strip() for k in (args.key or "").split(",") if k.strip())
-        downgrade = dict(_parse_pair(p, "--downgrade") for p in args.downgrade)
-        try:
-            ident, document = limit_document(
-                args.usd,
-                args.tokens,
-                per=args.per,
-                on_exceed=args.on_exceed,
-                downgrade=downgrade or None,
-                key=key,
-                match=match,
-            )
-        except ValueError as exc:  # a limit or model the options name is refused
-            raise UsageError(str(exc)) from None
-    store = _open_store(args.store, must_exist=action != "set")
-    if store is None:  # an SQLite file without a store's tables: nothing to list or remove
-        if action == "remove":
-            raise CommandError(f"no standing limit {limit_id(match)} in {args.store}")
-        out.write("[]\n" if args.format == "json" else f"no standing limits in {args.store}\n")
-        return EXIT_OK
+    match = _parse_match(args.match) if args.match else {}
+    written = _set_document(args, match) if action == "set" else None
+    until = _until(args.until) if action == "raise" else None
+    if action == "raise" and args.usd is None and args.tokens is None:
+        raise UsageError("raise to what: give --usd and/or --tokens")
+    creates = action == "set" or (action == "raise" and args.per is not None)
+    store = _open_store(args.store, must_exist=not creates)
+    if store is None:  # an SQLite file without a store's tables: nothing to list or change
+        if action == "show" and not match:
+            out.write("[]\n" if args.format == "json" else f"no standing limits in {args.store}\n")
+            return EXIT_OK
+        error = CommandError if action == "remove" else UsageError
+        raise error(f"no standing limit {limit_id(match)} in {args.store}")
     try:
-        if action == "set":
-            store.put_limit(ident, document)
-            out.write(
-                f"set {ident}: {_describe_limit(args.usd, args.tokens, args.per, key, args.on_exceed)}\n"
-            )
+        if written is not None:
+            store.put_limit(*written)
+            out.write(f"set {written[0]}: {_describe_limit(written[1])}\n")
             return EXIT_OK
         if action == "remove":
             if tollgate.remove_limit(store=store, **match):
                 out.write(f"removed {limit_id(match)}\n")
                 return EXIT_OK
             raise CommandError(f"no standing limit {limit_id(match)} in {args.store}")
-        rows = _limit_rows(store)
-        if args.format == "json":
-            out.write(json.dumps(rows, indent=2) + "\n")
+        if action == "show" and not match:
+            rows = [_limit_row(store, i, d) for i, d in sorted(store.limits()[1].items())]
+            if args.format == "json":
+                out.write(json.dumps(rows, indent=2) + "\n")
+            else:
+                out.write(_limits_table(rows) + "\n" if rows else f"no standing limits in {args.store}\n")
             return EXIT_OK
-        if not rows:
-            out.write(f"no standing limits in {args.store}\n")
-            return EXIT_OK
-        header = ["limit", "usd", "tokens", "per", "key", "on_exceed", "spent this window"]
-        table = []
-        for r in rows:
-            spent = []
-            if "spent_usd" in r:
-                spent.append(_usd(r["spent_usd"]))
-            if "spent_tokens" in r:
-                spent.append(f"{int(r['spent_tokens']):,} tokens")
-            table.append(
-                [
-                    r["id"],
-                    "-" if r["usd"] is None else _amount(r["usd"]),
-                    _count(r["tokens"]),
-                    str(r["per"]),
-                    ",".join(r["key"]) or "-",
-                    str(r["on_exceed"]),
-                    " + ".join(spent) if spent else "(one counter per key value)",
-                ]
-            )
-        out.write(_table(header, table) + "\n")
-        return EXIT_OK
+        try:
+            return _change_limit(action, args, store, match, out, until)
+        except ValueError as exc:  # the control API refused what the options say
+            raise UsageError(str(exc)) from None
     except tollgate.StoreUnavailable as exc:
         raise CommandError(f"the store {args.store} cannot be reached: {exc}") from None
     finally:
         store.close()
+
+
+def _change_limit(
+    action: str,
+    args: argparse.Namespace,
+    store: Any,
+    match: dict[str, str],
+    out: TextIO,
+    until: datetime | None,
+) -> int:
+    """``limits show|reset|raise|top-up NAME=VALUE ...``: do it, then show the limit."""
+    import tollgate
+
+    headline, key_values = "", None
+    if action in ("show", "reset"):
+        ident, key_values = _select_limit(store, match, args.store)
+        if action == "reset":
+            tollgate.reset_usage(ident, store=store, **_keywords(key_values or {}, tollgate.reset_usage))
+            whose = "".join(f" {k}={v}" for k, v in (key_values or {}).items())
+            headline = f"reset {ident}{whose}: spent is 0 again"
+    elif action == "raise":
+        assert until is not None
+        ident = _raise_limit(args, store, match, until)
+        headline = f"raised {ident} to {_given(args)} until {_when(until.timestamp())}"
+    else:  # top-up
+        if args.ledger:  # where the top-up is recorded
+            tollgate.configure(ledger=args.ledger)
+        try:
+            state = tollgate.top_up(args.usd, args.tokens, store=store, **_keywords(match, tollgate.top_up))
+        finally:
+            if args.ledger:
+                tollgate.configure(ledger="memory://")  # closes the file, the record written
+        ident = state.name
+        headline = (
+            f"topped up {ident} by {_given(args)}: limit {_cap(state.unit, state.limit)}, "
+            f"remaining {_figure(state.unit, state.remaining)}"
+        )
+    document = store.limits()[1][ident]
+    return _write_limit(out, args, _limit_row(store, ident, document, key_values), headline)
 
 
 def _tokens(text: str) -> float:
@@ -541,14 +792,21 @@ def _parse_pair(item: str, option: str) -> tuple[str, str]:
     return src, dst
 
 
-def _describe_limit(
-    usd: float | None, tokens: int | None, per: str, key: Sequence[str], on_exceed: str
-) -> str:
-    amounts = [
-        a for a in (_amount(usd) if usd is not None else "", f"{tokens:,} tokens" if tokens else "") if a
-    ]
-    each = f" per {','.join(key)}" if key else ""
-    return f"{' and '.join(amounts)} per {per}{each}, on_exceed={on_exceed}"
+def _describe_limit(document: str) -> str:
+    """``$50 and 1,000 tokens per month per api_key, on_exceed=block``: a limit as ``set`` echoes it."""
+    from tollgate.budgets.standing import parse
+
+    _, base, raised = parse(document)
+    spec = _definition(base, raised).spec
+    amounts = " and ".join(_cap(unit, amount) for unit, amount in spec.limits())
+    each = f" per {','.join(spec.key)}" if spec.key else ""
+    alerts = "".join(f", {note}" for note in _alert_notes(spec.warn_at, spec.lookback))
+    return f"{amounts} {_window(spec)}{each}, on_exceed={spec.on_exceed}{alerts}"
+
+
+def _alert_notes(warn_at: Sequence[float], lookback: float | None) -> list[str]:
+    notes = ["warn at " + ", ".join(f"{f:.0%}" for f in warn_at)] if warn_at else []
+    return notes + ([f"burn-rate alert ({_span_text(lookback)} look-back)"] if lookback else [])
 
 
 # -- demo ----------------------------------------------------------------------------------------
@@ -670,27 +928,59 @@ def build_parser() -> argparse.ArgumentParser:
         description="Standing limits live in the store, so every worker sharing it applies a "
         "change from its next call on: raise a tenant's cap without a deploy.",
         epilog="examples:\n  tollgate limits --store sqlite:///tollgate.db\n"
-        "  tollgate limits set --usd 50 --per month tenant=acme\n"
+        "  tollgate limits set --usd 50 --per month --tz America/New_York --warn-at 0.5,0.8 tenant=acme\n"
         "  tollgate limits set --usd 5 --per day --key api_key plan=free\n"
+        "  tollgate limits set --usd 20 --per lifetime tenant=trial      # prepaid credit\n"
+        "  tollgate limits top-up --usd 10 tenant=trial\n"
+        "  tollgate limits show plan=free api_key=k-1                    # that key's counter\n"
+        "  tollgate limits raise --usd 80 --until 7d tenant=acme          # then back to $50\n"
+        "  tollgate limits reset tenant=acme\n"
         "  tollgate limits remove tenant=acme",
         formatter_class=_Formatter,
     )
     limits.add_argument("--store", default=store_default, help=store_help)
     limits.add_argument("--format", choices=("table", "json"), default="table")
-    limits.set_defaults(handler=cmd_limits, limits_command=None)
+    limits.set_defaults(handler=cmd_limits, limits_command=None, match=[])
     limit_commands = limits.add_subparsers(dest="limits_command", metavar="ACTION")
-    limit_set = limit_commands.add_parser(
+
+    def action(name: str, tags: str, **kwargs: Any) -> argparse.ArgumentParser:
+        command = limit_commands.add_parser(name, **kwargs)
+        command.add_argument(
+            "match", nargs=tags, metavar="NAME=VALUE", help="the tags of the calls it covers"
+        )
+        command.add_argument("--store", default=argparse.SUPPRESS, help=store_help)
+        return command
+
+    def formatted(command: argparse.ArgumentParser) -> None:
+        command.add_argument("--format", choices=("table", "json"), default=argparse.SUPPRESS)
+
+    formatted(
+        action(
+            "show",
+            "*",
+            help="the standing limits and where they stand (the default action)",
+            description="Every standing limit, or the one NAME=VALUE selects (for a limit kept per key "
+            "tag, add the key's value to see that counter), with what is spent, reserved and left.",
+        )
+    )
+    limit_set = action(
         "set",
+        "+",
         help="create or change the limit for calls with these tags",
         description="Create or change the standing limit for calls whose tags match NAME=VALUE "
         "(what was already spent in the window is kept).",
     )
-    limit_set.add_argument("match", nargs="+", metavar="NAME=VALUE", help="the tags of the calls it covers")
     limit_set.add_argument("--usd", type=float, help="USD cap per window")
     limit_set.add_argument("--tokens", type=_tokens, help="token cap per window (a whole number)")
+    limit_set.add_argument("--calls", type=int, help="cap on model calls per window")
+    limit_set.add_argument("--tool-calls", type=int, help="cap on tool calls asked for per window")
     limit_set.add_argument(
-        "--per", required=True, choices=("minute", "hour", "day", "week", "month"), help="the window"
+        "--per",
+        required=True,
+        choices=("lifetime", "minute", "hour", "day", "week", "month"),
+        help="the window (lifetime: never resets, prepaid credit)",
     )
+    limit_set.add_argument("--tz", help="IANA time zone of a calendar window, e.g. America/New_York")
     limit_set.add_argument(
         "--on-exceed", default="block", choices=("block", "downgrade", "clamp", "truncate", "raise")
     )
@@ -700,10 +990,59 @@ def build_parser() -> argparse.ArgumentParser:
     limit_set.add_argument(
         "--key", metavar="NAMES", help="one counter per value of these tags (comma-separated)"
     )
-    limit_set.add_argument("--store", default=argparse.SUPPRESS, help=store_help)
-    limit_remove = limit_commands.add_parser("remove", help="remove the limit for calls with these tags")
-    limit_remove.add_argument("match", nargs="+", metavar="NAME=VALUE")
-    limit_remove.add_argument("--store", default=argparse.SUPPRESS, help=store_help)
+    limit_set.add_argument(
+        "--warn-at", metavar="FRACTIONS", help="alert at these fractions, e.g. 0.5,0.8,0.95"
+    )
+    limit_set.add_argument(
+        "--burn-rate", action="store_true", help="alert when recent spend would reach the cap this window"
+    )
+    limit_set.add_argument(
+        "--burn-rate-lookback",
+        metavar="SPAN",
+        help="--burn-rate, projecting from the spend of this span, e.g. 1h (default: a 24th of the window)",
+    )
+    action("remove", "+", help="remove the limit for calls with these tags")
+    formatted(
+        action(
+            "reset",
+            "+",
+            help="start the limit's current window again from zero spent",
+            description="Zero what the limit NAME=VALUE selects has spent in its current window "
+            "(for a limit kept per key tag, add the key's value); calls in flight keep their holds.",
+        )
+    )
+    limit_raise = action(
+        "raise",
+        "+",
+        help="raise the limit until a time, then back to what it was",
+        description="A temporary raise: the limit for calls with these tags is --usd / --tokens "
+        "until --until, then what it was before (its window, key and action are kept).",
+    )
+    formatted(limit_raise)
+    limit_raise.add_argument("--usd", type=float, help="USD cap during the raise")
+    limit_raise.add_argument("--tokens", type=_tokens, help="token cap during the raise")
+    limit_raise.add_argument(
+        "--until", required=True, metavar="WHEN", help="a span from now (24h, 7d) or 2026-12-31T00:00Z"
+    )
+    limit_raise.add_argument(
+        "--per",
+        choices=("lifetime", "minute", "hour", "day", "week", "month"),
+        help="the window, when there is no limit to raise (the raise then lapses into none)",
+    )
+    limit_top_up = action(
+        "top-up",
+        "+",
+        help="add prepaid credit to a lifetime limit",
+        description="Add to the lifetime limit (set --per lifetime) for calls with these tags.",
+    )
+    formatted(limit_top_up)
+    limit_top_up.add_argument("--usd", type=float, help="USD to add")
+    limit_top_up.add_argument("--tokens", type=_tokens, help="tokens to add")
+    limit_top_up.add_argument(
+        "--ledger",
+        default=os.environ.get("TOLLGATE_LEDGER"),
+        help="record the top-up in this ledger (default: $TOLLGATE_LEDGER, else not recorded)",
+    )
 
     demo = commands.add_parser(
         "demo",

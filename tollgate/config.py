@@ -9,20 +9,22 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, Literal
 
 from tollgate.budgets.rates import RateLimit
 from tollgate.budgets.spec import Action, check_count
-from tollgate.budgets.standing import check_match, limit_document, limit_id, limits_cache
+from tollgate.budgets.standing import check_match, limit_document, limit_id, limits_cache, raised_document
 from tollgate.ledger import Ledger, open_ledger
 from tollgate.pricing import PriceTable, default_table
 from tollgate.stores.base import Store
 from tollgate.stores.memory import MemoryStore
 
 if TYPE_CHECKING:
+    from tollgate.alerts import Alert
     from tollgate.request import CallRecord
 
 log = logging.getLogger("tollgate")
@@ -47,6 +49,7 @@ class Settings:
     #: Tag names whose values become attributes of tollgate's metrics (opt-in: cardinality).
     metric_tags: tuple[str, ...] = ()
     on_record: tuple[Callable[[CallRecord], object], ...] = ()
+    on_alert: tuple[Callable[[Alert], object], ...] = ()
     rate_limits: tuple[RateLimit, ...] = ()
     # Models already warned about, so UnpricedModelWarning is issued once per model.
     warned_unpriced: set[str] = field(default_factory=set, compare=False)
@@ -95,6 +98,7 @@ def configure(
     on_store_error: OnStoreError = _UNSET,
     expected_output_tokens: int | None = _UNSET,
     metric_tags: Sequence[str] = _UNSET,
+    on_alert: Callable[[Alert], object] | Sequence[Callable[[Alert], object]] | None = _UNSET,
 ) -> Settings:
     """Change tollgate's process-wide settings; arguments not given keep their value.
 
@@ -122,6 +126,11 @@ def configure(
       the thread that settled the call. A hook that raises is logged and cannot fail the
       call; a hook must be quick (it runs before the call returns): hand slow work to a
       queue, as :class:`~tollgate.HttpSink` does (``on_record=HttpSink(url, headers)``).
+    - ``on_alert``: a callable (or a list of them) called with every :class:`~tollgate.Alert`
+      a budget's ``warn_at`` or ``burn_rate`` fires (once per window and key across every
+      process on the store), in the thread that settled the call that crossed it; like
+      ``on_record`` hooks, guarded and meant to be quick (``on_alert=tollgate.Webhook(url)``
+      posts from a background thread).
 
     >>> import tollgate
     >>> tollgate.configure(on_unpriced="ignore").on_unpriced
@@ -156,6 +165,14 @@ def configure(
         if not isinstance(hooks, (list, tuple)) or not all(callable(h) for h in hooks):
             raise ValueError(f"on_record={on_record!r} is not callable (nor a list of callables)")
         changes["on_record"] = tuple(hooks)
+    if on_alert is not _UNSET:
+        alert_hooks = () if on_alert is None else (on_alert,) if callable(on_alert) else on_alert
+        if not isinstance(alert_hooks, (list, tuple)) or not all(callable(h) for h in alert_hooks):
+            raise ValueError(
+                f"on_alert={on_alert!r} is not callable (nor a list of callables), e.g. "
+                "on_alert=lambda alert: print(alert.message()) or on_alert=tollgate.Webhook(url)"
+            )
+        changes["on_alert"] = tuple(alert_hooks)
     if expected_output_tokens is not _UNSET:
         if expected_output_tokens is not None:
             expected_output_tokens = check_count(
@@ -194,6 +211,9 @@ def configure(
     if "store" in changes and current.store is not new.store:
         current.store.close()
         limits_cache.forget()
+        from tollgate.alerts import forget as forget_alerts
+
+        forget_alerts()
     _settings = new
     return new
 
@@ -220,11 +240,13 @@ def limit(
     rpm: int | None = None,
     tpm: int | None = None,
     *,
+    concurrent: int | None = None,
     model: str | None = None,
     provider: str | None = None,
     per: timedelta = timedelta(minutes=1),
     wait: bool = True,
     timeout: float = 60.0,
+    lease: float = 60.0,
 ) -> RateLimit:
     """Add a rate limit for this process (its counters live in the configured store).
 
@@ -234,10 +256,21 @@ def limit(
     >>> _ = tollgate.reset()
 
     ``rpm`` / ``tpm`` count requests and tokens per ``per`` (a rolling minute by default).
+    ``concurrent`` caps the calls in flight at once across every process on the store; each
+    slot is a lease renewed while its call runs, so a process that dies frees its slots within
+    ``lease`` seconds (:mod:`tollgate.leases`).
     """
     global _settings
     rate = RateLimit(
-        requests=rpm, tokens=tpm, per=per, model=model, provider=provider, wait=wait, timeout=timeout
+        requests=rpm,
+        tokens=tpm,
+        concurrent=concurrent,
+        per=per,
+        model=model,
+        provider=provider,
+        wait=wait,
+        timeout=timeout,
+        lease=lease,
     )  # validates
     current = settings()
     _settings = dataclasses.replace(current, rate_limits=(*current.rate_limits, rate))
@@ -248,10 +281,16 @@ def set_limit(
     usd: float | None = None,
     tokens: int | None = None,
     *,
-    per: str | timedelta,
+    per: str | timedelta | None,
     on_exceed: Action = "block",
     downgrade: Mapping[str, str] | None = None,
     key: str | tuple[str, ...] = (),
+    calls: int | None = None,
+    tool_calls: int | None = None,
+    warn_at: float | Sequence[float] = (),
+    burn_rate: timedelta | bool | None = None,
+    tz: str | None = None,
+    until: datetime | None = None,
     store: Store | None = None,
     **match: str,
 ) -> str:
@@ -266,14 +305,48 @@ def set_limit(
     The limit is written to the store (``store``, else the configured one), so every process
     sharing it applies it from its next call on. ``key`` gives one counter per value of other
     tags (``set_limit(usd=5, per="day", key="api_key")`` caps every API key at $5 a day).
-    Standing limits need a window (``per``), and ``on_exceed`` must be an action name: a
-    callable cannot be stored.
+    ``per=None`` is a lifetime limit that never resets (prepaid credit; add to it with
+    :func:`tollgate.top_up`). ``until`` (an aware datetime) makes this a temporary raise: these
+    amounts apply until then, and the limit in force before applies again after (with no
+    limit before, the limit lapses). ``warn_at``, ``burn_rate``, ``tz``: as for
+    :func:`tollgate.budget`. ``on_exceed`` must be an action name: a callable cannot be stored.
     """
     ident, document = limit_document(
-        usd, tokens, per=per, on_exceed=on_exceed, downgrade=downgrade, key=key, match=match
+        usd,
+        tokens,
+        per=per,
+        on_exceed=on_exceed,
+        downgrade=downgrade,
+        key=key,
+        match=match,
+        calls=calls,
+        tool_calls=tool_calls,
+        warn_at=warn_at,
+        burn_rate=burn_rate,
+        tz=tz,
     )
-    _limits_store(store, "set_limit").put_limit(ident, document)
-    return ident
+    target = _limits_store(store, "set_limit")
+    if until is None:
+        target.put_limit(ident, document)
+        return ident
+    ends = _until(until)
+    for _ in range(1_000):  # a lost swap means another writer changed the limit: read it again
+        _, documents = target.limits()
+        current = documents.get(ident)
+        if target.swap_limit(ident, current, raised_document(current, ident, document, ends)):
+            return ident
+    raise RuntimeError(f"set_limit for {ident}: the limit kept changing; try again")  # pragma: no cover
+
+
+def _until(until: object) -> float:
+    if not isinstance(until, datetime) or until.tzinfo is None or until.utcoffset() is None:
+        raise ValueError(
+            f"set_limit until={until!r}: an aware datetime, e.g. until=datetime(2026, 12, 31, tzinfo=UTC)"
+        )
+    ends = until.timestamp()
+    if ends <= time.time():
+        raise ValueError(f"set_limit until={until.isoformat()}: that time has passed; give a time to come")
+    return ends
 
 
 def remove_limit(*, store: Store | None = None, **match: str) -> bool:
@@ -296,12 +369,14 @@ def reset() -> Settings:
     Meant for tests. A SQLite ledger or store that was configured is closed (its file is kept).
     """
     global _settings
+    from tollgate.alerts import forget as forget_alerts
     from tollgate.budgets.enforce import warned_keys
 
     if _settings is not None:
         _settings.ledger.close()
         _settings.store.close()
     limits_cache.forget()
+    forget_alerts()
     warned_keys.clear()  # a budget missing its key tag warns again, as an unpriced model does
     _settings = _defaults()
     return _settings

@@ -44,7 +44,9 @@ class BudgetExceeded(TollgateError):
         self.requested = requested
         self.action = action
         self.unit = unit
-        fmt = _fmt_usd if unit == "usd" else _fmt_tokens
+        fmt = (
+            _fmt_usd if unit == "usd" else _counted(unit.replace("_", " ") if unit != "tokens" else "tokens")
+        )
         message = (
             f"budget {budget!r} exceeded: limit {fmt(limit)}, spent {fmt(spent)}, "
             f"reserved {fmt(reserved)}, this call needs {fmt(requested)}; action: {action}"
@@ -91,5 +93,8 @@ def _fmt_usd(value: Any) -> str:
     return f"${float(value):.6f}".rstrip("0").rstrip(".") if value else "$0"
 
 
-def _fmt_tokens(value: Any) -> str:
-    return f"{int(value):,} tokens"
+def _counted(what: str) -> Any:
+    def fmt(value: Any) -> str:
+        return f"{int(value):,} {what}"
+
+    return fmt

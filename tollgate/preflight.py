@@ -14,8 +14,9 @@ from collections.abc import Callable, Generator, Mapping, Sequence
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, NoReturn
 
-from tollgate.budgets.enforce import Check, checks_for, resolve
-from tollgate.budgets.rates import RateCheck, rate_checks
+from tollgate import alerts, leases
+from tollgate.budgets.enforce import Check, Recent, checks_for, resolve
+from tollgate.budgets.rates import RateCheck, RateLimit, rate_checks
 from tollgate.budgets.room import facts
 from tollgate.budgets.scope import active_budgets
 from tollgate.budgets.standing import limits_cache
@@ -39,7 +40,7 @@ from tollgate.errors import (
 from tollgate.pricing.estimate import estimator, lookup_price
 from tollgate.request import CallRecord, Estimate, LLMRequest
 from tollgate.stores.base import Charge, CounterState, Hold, Reservation
-from tollgate.stores.windows import now as store_clock
+from tollgate.stores.windows import now as _now
 
 if TYPE_CHECKING:
     pass
@@ -47,6 +48,9 @@ if TYPE_CHECKING:
 from tollgate.call import Call, Decision, Outcome
 
 log = logging.getLogger("tollgate")
+
+#: The store clock (a module attribute, so tests can run a fake clock).
+store_clock = _now
 
 
 # -- reading --------------------------------------------------------------------------------------
@@ -103,7 +107,7 @@ async def asleep(seconds: float) -> None:
     await asyncio.sleep(seconds)
 
 
-def _checks(call: Call, *, trust_cache: bool = True) -> tuple[list[Check | RateCheck], int | None]:
+def _checks(call: Call, *, trust_cache: bool = True) -> tuple[list[Check | RateCheck | Recent], int | None]:
     """The budgets and rate limits the call must pass, and the standing-limits version they
     assume when they were built from the cache (None when just checked against the store)."""
     frames = active_budgets()
@@ -119,7 +123,7 @@ def _checks(call: Call, *, trust_cache: bool = True) -> tuple[list[Check | RateC
         except StoreUnavailable as exc:
             _store_failed(call, exc)  # raises unless on_store_error="open"
             return [], None  # open: the call goes ahead unbudgeted, without a second timeout
-    checks: list[Check | RateCheck] = []
+    checks: list[Check | RateCheck | Recent] = []
     if frames or standing:
         checks.extend(checks_for((*standing, *frames), call.tags))
     checks.extend(rates)
@@ -144,6 +148,8 @@ def preflight(
     ``on_store_error="closed"``), always before any traffic and after writing its record.
     """
     call = _begin(*_read(request, provider, operation, model), secrets)
+    if call.settings.rate_limits and (slots := leases.matching(call.settings.rate_limits, call.request)):
+        _take_slots(call, slots)
     checks, assumed = _checks(call)
     store = call.settings.store
     while checks:
@@ -182,6 +188,8 @@ async def apreflight(
 ) -> Call:
     """The async twin of :func:`preflight`: the same steps, with the store awaited."""
     call = _begin(*_read(request, provider, operation, model), secrets)
+    if call.settings.rate_limits and (slots := leases.matching(call.settings.rate_limits, call.request)):
+        await _atake_slots(call, slots)
     checks, assumed = _checks(call)
     store = call.settings.store
     while checks:
@@ -208,6 +216,60 @@ async def apreflight(
             raise
         break
     return call
+
+
+def _take_slots(call: Call, limits: Sequence[RateLimit]) -> None:
+    """Take a slot of each concurrency limit, waiting for one as configured (see tollgate.leases)."""
+    store = call.settings.store
+    try:
+        for rate in limits:
+            lease, tries, deadline = leases.Lease(rate, store), 0, time.monotonic() + rate.timeout
+            assert rate.concurrent is not None
+            while not store.acquire(lease.key, lease.name, rate.concurrent, rate.lease, store_clock()):
+                wait = leases.pause(tries)
+                if not rate.wait or time.monotonic() + wait > deadline:
+                    _no_slot(call, rate)
+                sleep(wait)
+                tries += 1
+            leases.keeper.hold(lease)
+            call.leases = (*call.leases, lease)
+    except StoreUnavailable as exc:
+        _store_failed(call, exc)
+    except BaseException as exc:  # refused, cancelled or interrupted: leave a record, give slots back
+        call.fail(exc)
+        raise
+
+
+async def _atake_slots(call: Call, limits: Sequence[RateLimit]) -> None:
+    """The async twin of :func:`_take_slots`."""
+    store = call.settings.store
+    try:
+        for rate in limits:
+            lease, tries, deadline = leases.Lease(rate, store), 0, time.monotonic() + rate.timeout
+            assert rate.concurrent is not None
+            while not await store.aacquire(lease.key, lease.name, rate.concurrent, rate.lease, store_clock()):
+                wait = leases.pause(tries)
+                if not rate.wait or time.monotonic() + wait > deadline:
+                    _no_slot(call, rate)
+                await asleep(wait)
+                tries += 1
+            leases.keeper.hold(lease)
+            call.leases = (*call.leases, lease)
+    except StoreUnavailable as exc:
+        _store_failed(call, exc)
+    except BaseException as exc:
+        call.fail(exc)
+        raise
+
+
+def _no_slot(call: Call, rate: RateLimit) -> NoReturn:
+    exc = RateLimited(
+        f"concurrency limit {rate.name!r}: all {rate.concurrent} slots are in use"
+        + (f" (waited {rate.timeout:g} s)" if rate.wait else ""),
+        retry_after=leases.FIRST_PAUSE,
+    )
+    call._block_record(exc, RateLimitedStep(rate.name))
+    raise exc
 
 
 class flight:  # lower case: used like a function, `with gate.flight(...) as call`
@@ -257,7 +319,7 @@ _STALE = "stale"
 
 
 def _enforcement(
-    call: Call, checks: list[Check | RateCheck], assumed: int | None
+    call: Call, checks: list[Check | RateCheck | Recent], assumed: int | None
 ) -> Generator[list[Charge] | float | tuple[Hold, ...], Reservation | None, str | None]:
     """Reserve the call's estimate on every budget and rate limit; when a rate limit is full,
     wait (or raise RateLimited); when a budget refuses, apply its action or block.
@@ -318,10 +380,12 @@ def _enforcement(
         # Only a rate limit refused the edited call: wait for it like any other.
     call.checks, call.holds, call.states = checks, reservation.holds, reservation.states
     _touch(checks, reservation.holds)
+    if any(isinstance(c, Recent) for c in checks):
+        alerts.after_reserve(call)
     return None
 
 
-def _touch(checks: Sequence[Check | RateCheck], holds: Sequence[Hold]) -> None:
+def _touch(checks: Sequence[Check | RateCheck | Recent], holds: Sequence[Hold]) -> None:
     """Note the slots of lifetime budgets a call reserved on: dropped from the store when their
     block ends."""
     for check, hold in zip(checks, holds, strict=True):
@@ -396,6 +460,8 @@ def probe(request: LLMRequest) -> None:
     For hooks that can only say yes or no, before the real request is known."""
     call = preflight(request)
     call.settled = True
+    if call.leases:
+        leases.let_go(call.leases)
     if call.holds:
         try:
             call.settings.store.release(tuple(call.holds))
@@ -430,7 +496,10 @@ def account(
         if frames or standing:
             checks = checks_for((*standing, *frames), call.tags)
             # No limit on the charges: a record is counted, never refused.
-            charges = [Charge(c.key, c.frame.spec.window, None, 0.0) for c in checks]
+            charges = [
+                Charge(c.key, c.window if isinstance(c, Recent) else c.frame.spec.window, None, 0.0)
+                for c in checks
+            ]
             # Charged to the window the usage happened in (a record of last month's batch
             # does not fill this month's budget); never to a window that has not begun.
             now = store_clock()

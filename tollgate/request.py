@@ -196,6 +196,8 @@ class CallRecord:
     #: What tollgate did to the call (:mod:`tollgate.decisions`), in order; each also reads as
     #: the dict it is stored as (``record.decisions[0]["action"]``).
     decisions: Sequence[Step] = ()
+    #: Tool (function) calls the response asked for (what ``budget(tool_calls=...)`` counts).
+    tool_calls: int = 0
 
     @property
     def duration(self) -> float:

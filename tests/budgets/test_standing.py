@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 import pytest
 
 import tollgate
@@ -53,7 +55,11 @@ def test_standing_limit_keyed_per_api_key() -> None:
 @pytest.mark.parametrize(
     ("kwargs", "message"),
     [
-        ({"usd": 1, "per": None, "tenant": "a"}, "needs a window"),
+        ({"usd": 1, "per": "fortnight", "tenant": "a"}, "per='fortnight' is not a window"),
+        ({"usd": 1, "per": None, "tz": "UTC", "tenant": "a"}, "tz"),
+        ({"usd": 1, "per": timedelta(hours=1), "warn_at": 0.5, "tenant": "a"}, "rolling window"),
+        ({"usd": 1, "per": "day", "warn_at": (0.5, 1.5), "tenant": "a"}, "warn_at"),
+        ({"usd": 1, "per": None, "burn_rate": True, "tenant": "a"}, "burn_rate=True"),
         ({"usd": 1, "per": "day", "on_exceed": lambda c: "block", "tenant": "a"}, "cannot be stored"),
         ({"usd": 1, "per": "day", "tenant": 5}, "tag values are strings"),
         ({"usd": -1, "per": "day", "tenant": "a"}, "positive number"),

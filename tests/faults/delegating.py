@@ -20,11 +20,11 @@ class DelegatingStore(Store):
     async def areserve(self, charges: Sequence[Charge], now: float) -> Reservation:
         return await self.inner.areserve(charges, now)
 
-    def settle(self, holds: Sequence[Hold], actuals: Sequence[float]) -> None:
-        self.inner.settle(holds, actuals)
+    def settle(self, holds: Sequence[Hold], actuals: Sequence[float]) -> Sequence[float | None] | None:
+        return self.inner.settle(holds, actuals)
 
-    async def asettle(self, holds: Sequence[Hold], actuals: Sequence[float]) -> None:
-        await self.inner.asettle(holds, actuals)
+    async def asettle(self, holds: Sequence[Hold], actuals: Sequence[float]) -> Sequence[float | None] | None:
+        return await self.inner.asettle(holds, actuals)
 
     def release(self, holds: Sequence[Hold]) -> None:
         self.inner.release(holds)
@@ -37,6 +37,30 @@ class DelegatingStore(Store):
 
     def read(self, charges: Sequence[Charge], now: float) -> tuple[CounterState, ...]:
         return self.inner.read(charges, now)
+
+    def reset(self, charges: Sequence[Charge], now: float) -> None:
+        self.inner.reset(charges, now)
+
+    def claim(self, flag: str, ttl: float, now: float) -> bool:
+        return self.inner.claim(flag, ttl, now)
+
+    def acquire(self, key: str, lease: str, most: int, ttl: float, now: float) -> bool:
+        return self.inner.acquire(key, lease, most, ttl, now)
+
+    async def aacquire(self, key: str, lease: str, most: int, ttl: float, now: float) -> bool:
+        return await self.inner.aacquire(key, lease, most, ttl, now)
+
+    def renew(self, leases: Sequence[tuple[str, str]], ttl: float, now: float) -> None:
+        self.inner.renew(leases, ttl, now)
+
+    def let_go(self, key: str, lease: str) -> None:
+        self.inner.let_go(key, lease)
+
+    async def alet_go(self, key: str, lease: str) -> None:
+        await self.inner.alet_go(key, lease)
+
+    def swap_limit(self, limit_id: str, expected: str | None, document: str | None) -> bool:
+        return self.inner.swap_limit(limit_id, expected, document)
 
     def put_limit(self, limit_id: str, document: str) -> None:
         self.inner.put_limit(limit_id, document)

@@ -361,17 +361,17 @@ class FaultyStore(DelegatingStore):
         if self.fail_settle:
             raise tollgate.StoreUnavailable("the budget store went away (injected by the matrix test)")
 
-    def settle(self, holds: Sequence[Hold], actuals: Sequence[float]) -> None:
+    def settle(self, holds: Sequence[Hold], actuals: Sequence[float]) -> Sequence[float | None] | None:
         self._settle_fails()
-        self.inner.settle(holds, actuals)
+        return self.inner.settle(holds, actuals)
 
     def close(self) -> None:
         if self.owned:
             self.inner.close()
 
-    async def asettle(self, holds: Sequence[Hold], actuals: Sequence[float]) -> None:
+    async def asettle(self, holds: Sequence[Hold], actuals: Sequence[float]) -> Sequence[float | None] | None:
         self._settle_fails()
-        await self.inner.asettle(holds, actuals)
+        return await self.inner.asettle(holds, actuals)
 
 
 class FailingLedger(Ledger):

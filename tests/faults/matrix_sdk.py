@@ -316,13 +316,13 @@ class FaultyStore(DelegatingStore):
         self._seen(charges, now)
         return await self.inner.areserve(charges, now)
 
-    def settle(self, holds: Sequence[Hold], actuals: Sequence[float]) -> None:
+    def settle(self, holds: Sequence[Hold], actuals: Sequence[float]) -> Sequence[float | None] | None:
         self._settling()
-        self.inner.settle(holds, actuals)
+        return self.inner.settle(holds, actuals)
 
-    async def asettle(self, holds: Sequence[Hold], actuals: Sequence[float]) -> None:
+    async def asettle(self, holds: Sequence[Hold], actuals: Sequence[float]) -> Sequence[float | None] | None:
         self._settling()
-        await self.inner.asettle(holds, actuals)
+        return await self.inner.asettle(holds, actuals)
 
     def close(self) -> None:
         """Nothing: the inner store is the test module's, reused by every cell (cleared first)."""

@@ -161,7 +161,9 @@ def test_shares_a_file_with_a_ledger(path: Path) -> None:
 def test_leaves_user_version_alone(store: SQLiteStore, path: Path) -> None:
     with sqlite3.connect(path) as conn:
         tables = {row[0] for row in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
-        assert tables == {"tollgate_slots", "tollgate_limits", "tollgate_meta"}
+        assert tables == {
+            "tollgate_slots", "tollgate_limits", "tollgate_meta", "tollgate_flags", "tollgate_leases"
+        }  # fmt: skip
         assert conn.execute("PRAGMA user_version").fetchone()[0] == 0
         assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
 

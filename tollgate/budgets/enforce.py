@@ -24,8 +24,9 @@ from tollgate.pricing import ModelPrice
 from tollgate.pricing.tokens import count_messages
 from tollgate.request import Estimate, LLMRequest
 from tollgate.stores.base import Charge, CounterState, fits
+from tollgate.stores.windows import Rolling
 
-Unit = Literal["usd", "tokens"]
+Unit = Literal["usd", "tokens", "calls", "tool_calls"]
 
 
 @dataclass(slots=True)  # not frozen: made on every call, and frozen ones take 3x longer to make
@@ -42,7 +43,7 @@ class Check:
 
     def __post_init__(self) -> None:
         spec = self.frame.spec
-        value = spec.usd if self.unit == "usd" else spec.tokens
+        value = getattr(spec, self.unit)
         assert value is not None
         self.limit = float(value)
         self.post_flight = spec.on_exceed == "raise"
@@ -52,7 +53,14 @@ class Check:
         return self.frame.spec
 
     def amount(self, estimate: Estimate) -> float:
-        return estimate.usd if self.unit == "usd" else float(estimate.input_tokens + estimate.output_tokens)
+        unit = self.unit
+        if unit == "usd":
+            return estimate.usd
+        if unit == "tokens":
+            return float(estimate.input_tokens + estimate.output_tokens)
+        # A call counts once; tool calls are known only from the response: a call is refused
+        # once the run's tool calls went past the limit (spent > limit), not before.
+        return 1.0 if unit == "calls" else 0.0
 
     def charge(self, estimate: Estimate) -> Charge:
         return Charge(
@@ -60,9 +68,32 @@ class Check:
         )
 
 
-def checks_for(frames: Sequence[Frame], tags: Mapping[str, str]) -> list[Check]:
-    """The checks a call under ``frames`` (outermost first) and ``tags`` must pass."""
-    checks: list[Check] = []
+@dataclass(slots=True)
+class Recent:
+    """What a budget with a burn-rate alert spent over its look-back: a counter that never
+    refuses, reserved and settled with the budget's own check (see :mod:`tollgate.alerts`)."""
+
+    of: Check
+    key: str
+    window: Rolling
+    post_flight = True
+    limit = math.inf
+
+    @property
+    def unit(self) -> str:
+        return self.of.unit
+
+    def amount(self, estimate: Estimate) -> float:
+        return self.of.amount(estimate)
+
+    def charge(self, estimate: Estimate) -> Charge:
+        return Charge(self.key, self.window, None, self.of.amount(estimate))
+
+
+def checks_for(frames: Sequence[Frame], tags: Mapping[str, str]) -> list[Check | Recent]:
+    """The checks a call under ``frames`` (outermost first) and ``tags`` must pass (and the
+    look-back counters of budgets with a burn-rate alert)."""
+    checks: list[Check | Recent] = []
     for frame in frames:
         spec = frame.spec
         values = tuple(tags.get(k, "") for k in spec.key) if spec.key else ()
@@ -72,10 +103,11 @@ def checks_for(frames: Sequence[Frame], tags: Mapping[str, str]) -> list[Check]:
                 _warn_missing_key(spec, tags)
             key = frame.counter(tags)
             made = []
-            if spec.usd is not None:
-                made.append(Check(frame, "usd", key + ":usd"))
-            if spec.tokens is not None:
-                made.append(Check(frame, "tokens", key + ":tokens"))
+            for unit, _ in spec.limits():
+                check = Check(frame, unit, f"{key}:{unit}")  # type: ignore[arg-type]
+                made.append(check)
+                if spec.lookback:
+                    made.append(Recent(check, f"{key}:{unit}:recent", Rolling(spec.lookback)))
             if len(frame.checks) < _CHECKS_KEPT:  # bounded: a key with endless values
                 frame.checks[values] = made
         checks.extend(made)
@@ -229,7 +261,7 @@ def _affordable_output(
             continue
         if check.unit == "tokens":
             cap = min(cap, (state.remaining - est.input_tokens) / max(1, n))
-        elif per_token_out > 0:
+        elif check.unit == "usd" and per_token_out > 0:
             cap = min(cap, (state.remaining - input_usd) / (per_token_out * max(1, n)))
     return int(cap) if cap != math.inf else (est.output_tokens // max(1, n))
 

@@ -32,18 +32,30 @@ class RateLimit:
 
     requests: int | None = None
     tokens: int | None = None
+    #: Calls in flight at once, across every process on the store (leases).
+    concurrent: int | None = None
     per: timedelta = timedelta(minutes=1)
     model: str | None = None
     provider: str | None = None
     wait: bool = True
     timeout: float = 60.0
+    #: Seconds a concurrency slot's lease lasts unless renewed (while its call runs, it is):
+    #: how long the slots of a process that died stay taken.
+    lease: float = 60.0
     window: Rolling = field(init=False)
     name: str = field(init=False)
 
     def __post_init__(self) -> None:
-        if self.requests is None and self.tokens is None:
-            raise ValueError("a rate limit needs rpm=... (requests) and/or tpm=... (tokens)")
-        for unit, example in (("requests", "rpm=500"), ("tokens", "tpm=200_000")):
+        if self.requests is None and self.tokens is None and self.concurrent is None:
+            raise ValueError(
+                "a rate limit needs rpm=... (requests), tpm=... (tokens) and/or concurrent=... "
+                "(calls in flight)"
+            )
+        for unit, example in (
+            ("requests", "rpm=500"),
+            ("tokens", "tpm=200_000"),
+            ("concurrent", "concurrent=10"),
+        ):
             value = getattr(self, unit)
             if value is not None:
                 fix = f"a quota must be a positive integer (a whole number above 0), e.g. {example}"
@@ -65,11 +77,19 @@ class RateLimit:
                     f"rate limit {what}={value!r}: a {what} name (or a glob, for model), "
                     f"e.g. {what}={'gpt-4o' if what == 'model' else 'openai'!r}, or None for every {what}"
                 )
+        lease = finite_number(self.lease)
+        if lease is None or lease < 1:
+            raise ValueError(
+                f"rate limit lease={self.lease!r}: seconds a concurrency slot is held unless renewed, "
+                "at least 1, e.g. lease=60"
+            )
         if not isinstance(self.wait, bool):
             raise ValueError(f"rate limit wait={self.wait!r}: use True (wait for room) or False (raise)")
         object.__setattr__(self, "window", Rolling(self.per.total_seconds()))
         scope = "/".join(p for p in (self.provider, self.model) if p) or "all"
         object.__setattr__(self, "name", f"rate[{scope}]/{self.per.total_seconds():g}s")
+        if self.requests is None and self.tokens is None:
+            object.__setattr__(self, "name", f"concurrent[{scope}]")
 
     def matches(self, request: LLMRequest) -> bool:
         if self.provider is not None and request.provider != self.provider:

@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import NamedTuple
 
-from tollgate.budgets.enforce import Check
+from tollgate.budgets.enforce import Check, Recent
 from tollgate.budgets.rates import RateCheck
 from tollgate.errors import BudgetExceeded
 from tollgate.pricing import ModelPrice
@@ -36,7 +36,7 @@ class BudgetFacts(NamedTuple):
 
 
 def output_room(
-    checks: Sequence[Check | RateCheck],
+    checks: Sequence[Check | RateCheck | Recent],
     states: Sequence[CounterState],
     estimate: Estimate,
     price: ModelPrice | None,
@@ -57,7 +57,7 @@ def output_room(
         left = check.limit - state.spent - state.reserved
         if check.unit == "tokens":
             room = left - estimate.input_tokens
-        elif per_token > 0:
+        elif check.unit == "usd" and per_token > 0:
             room = (left - input_usd) / per_token
         else:
             continue
@@ -66,16 +66,18 @@ def output_room(
     return best
 
 
-def actual(unit: str, usd: float, tokens: int) -> float:
+def actual(unit: str, usd: float, tokens: int, tool_calls: int = 0) -> float:
     """What a call counts against a limit in ``unit``."""
     if unit == "usd":
         return usd
-    # A request counts once it was sent, whatever became of it; tokens are refunded to the actual.
-    return 1.0 if unit == "requests" else float(tokens)
+    if unit == "tokens":
+        return float(tokens)
+    # A request (a call) counts once it was sent, whatever became of it.
+    return float(tool_calls) if unit == "tool_calls" else 1.0
 
 
 def overrun(
-    checks: Sequence[Check | RateCheck],
+    checks: Sequence[Check | RateCheck | Recent],
     states: Sequence[CounterState],
     actuals: Sequence[float],
     post_flight: bool,
@@ -101,7 +103,9 @@ def overrun(
     return None
 
 
-def tightest(checks: Sequence[Check | RateCheck], states: Sequence[CounterState]) -> BudgetFacts | None:
+def tightest(
+    checks: Sequence[Check | RateCheck | Recent], states: Sequence[CounterState]
+) -> BudgetFacts | None:
     """The budget with the least room left, as it stood (None when no budget applied)."""
     budgets = [(c, s) for c, s in zip(checks, states, strict=False) if isinstance(c, Check)]
     if not budgets:

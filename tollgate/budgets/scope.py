@@ -38,6 +38,8 @@ class Frame:
     #: tollgate.budgets.enforce.checks_for): a budget's checks are the same for every call
     #: that shares a counter, so they are made once, not on every call.
     checks: dict[tuple[str, ...], list[Any]] = field(default_factory=dict, compare=False, hash=False)
+    #: A standing limit's tag match (empty for a budget).
+    match: Mapping[str, str] = field(default_factory=dict, compare=False, hash=False)
 
     def counter(self, tags: Mapping[str, str]) -> str:
         """The store key of this budget's counter for a call with ``tags``."""
@@ -72,6 +74,51 @@ def _end(frame: Frame) -> None:
             log.warning("tollgate could not drop the counters of budget %r", frame.spec.name, exc_info=True)
 
 
+#: Windowed budgets made in this process, by name, so tollgate.usage(name) can find them.
+known: dict[str, BudgetSpec] = {}
+_KNOWN_KEPT = 10_000  # budget names made per request must not grow it forever
+
+
+class BudgetHandle:
+    """What ``with tollgate.budget(...) as b`` gives: where the budget stands, read from the store
+    when asked (``b.spent``, ``b.remaining``, ...; :meth:`state` reads all at once). A keyed
+    budget reads the counter of the calls' key tags as they are where it is read."""
+
+    __slots__ = ("frame",)
+
+    def __init__(self, frame: Frame) -> None:
+        self.frame = frame
+
+    @property
+    def spec(self) -> BudgetSpec:
+        return self.frame.spec
+
+    def state(self, unit: str | None = None) -> Any:
+        """A :class:`tollgate.control.BudgetState` of the budget (its first limit, or ``unit``)."""
+        from tollgate.control import frame_state
+
+        return frame_state(self.frame, None, unit)
+
+    @property
+    def spent(self) -> float:
+        return float(self.state().spent)
+
+    @property
+    def reserved(self) -> float:
+        return float(self.state().reserved)
+
+    @property
+    def remaining(self) -> float:
+        return float(self.state().remaining)
+
+    @property
+    def limit(self) -> float:
+        return float(self.state().limit)
+
+    def __repr__(self) -> str:
+        return f"<tollgate budget {self.spec.name!r}>"
+
+
 def active_budgets() -> tuple[Frame, ...]:
     """The budgets in force here, outermost first."""
     return _active.get()
@@ -103,16 +150,26 @@ class budget:  # lower case: used like a function, `with tollgate.budget(...)`
         usd: float | None = None,
         tokens: int | None = None,
         *,
+        calls: int | None = None,
+        tool_calls: int | None = None,
         per: str | timedelta | None = None,
         key: str | tuple[str, ...] = (),
         on_exceed: Action | Callable[[Any], str] = "block",
         downgrade: Mapping[str, str] | None = None,
         name: str = "",
         clamp_floor: int = CLAMP_FLOOR,
+        warn_at: float | Sequence[float] = (),
+        burn_rate: timedelta | bool | None = None,
+        tz: str | None = None,
     ) -> None:
         self.spec = BudgetSpec(
             usd=usd,
             tokens=tokens,
+            calls=calls,
+            tool_calls=tool_calls,
+            warn_at=warn_at,  # type: ignore[arg-type]  # normalised to a sorted tuple by BudgetSpec
+            burn_rate=burn_rate,
+            tz=tz,
             per=per,
             key=key,  # type: ignore[arg-type]  # normalised to a tuple by BudgetSpec
             on_exceed=on_exceed,
@@ -124,6 +181,8 @@ class budget:  # lower case: used like a function, `with tollgate.budget(...)`
             from tollgate.config import settings
 
             check_downgrade_models(self.spec.downgrade, settings().prices)
+        if self.spec.windowed and (len(known) < _KNOWN_KEPT or self.spec.name in known):
+            known[self.spec.name] = self.spec
 
     def __repr__(self) -> str:
         return f"tollgate.budget({self.spec.name!r}, on_exceed={self.spec.on_exceed!r})"
@@ -131,17 +190,17 @@ class budget:  # lower case: used like a function, `with tollgate.budget(...)`
     def _frame(self) -> Frame:
         return Frame(self.spec, os.urandom(8).hex())
 
-    def __enter__(self) -> budget:
+    def __enter__(self) -> BudgetHandle:
         frame = self._frame()
         _scopes.enter(self, frame, (*_active.get(), frame))
-        return self
+        return BudgetHandle(frame)
 
     def __exit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
         _end(_scopes.exit(self))
 
-    async def __aenter__(self) -> budget:
+    async def __aenter__(self) -> BudgetHandle:
         return self.__enter__()
 
     async def __aexit__(

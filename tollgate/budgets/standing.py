@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import json
 import threading
-from collections.abc import Iterable, Mapping
+import time
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import timedelta
-from typing import Any
+from typing import Any, NamedTuple
 
 from tollgate.budgets.scope import Frame
 from tollgate.budgets.spec import Action, BudgetSpec, check_downgrade_models
@@ -66,16 +67,20 @@ def limit_document(
     usd: float | None,
     tokens: int | None,
     *,
-    per: str | timedelta,
+    per: str | timedelta | None,
     on_exceed: Action,
     downgrade: Mapping[str, str] | None,
     key: str | tuple[str, ...],
     match: Mapping[str, str],
+    calls: int | None = None,
+    tool_calls: int | None = None,
+    warn_at: float | Sequence[float] = (),
+    burn_rate: timedelta | bool | None = None,
+    tz: str | None = None,
 ) -> tuple[str, str]:
     """The id and stored JSON document of a standing limit (validated: ValueError when bad,
-    a downgrade to a model the price table does not know included), without touching a store."""
-    if per is None:
-        raise ValueError("set_limit needs a window: per='minute'|'hour'|'day'|'week'|'month' or a timedelta")
+    a downgrade to a model the price table does not know included), without touching a store.
+    ``per=None`` is a lifetime limit (prepaid credit): its counter never resets."""
     if callable(on_exceed):
         raise ValueError("set_limit(on_exceed=...) must be an action name; a callable cannot be stored")
     check_match(match)
@@ -83,17 +88,23 @@ def limit_document(
     spec = BudgetSpec(
         usd=usd,
         tokens=tokens,
+        calls=calls,
+        tool_calls=tool_calls,
         per=per,
         key=(key,) if isinstance(key, str) else key,
         on_exceed=on_exceed,
         downgrade=dict(downgrade or {}),
         name=ident,
+        warn_at=warn_at,  # type: ignore[arg-type]  # normalised by BudgetSpec
+        burn_rate=burn_rate,
+        tz=tz,
+        persistent=per is None,
     )  # validates
     if spec.downgrade:
         from tollgate.config import settings
 
         check_downgrade_models(spec.downgrade, settings().prices)
-    document = {
+    document: dict[str, Any] = {
         "usd": spec.usd,
         "tokens": spec.tokens,
         "per": _per_to_json(per),
@@ -102,7 +113,56 @@ def limit_document(
         "downgrade": dict(spec.downgrade),
         "match": dict(match),
     }
+    # Written only when set, so a limit without them reads as it did before they existed.
+    optional = {
+        "calls": spec.calls,
+        "tool_calls": spec.tool_calls,
+        "warn_at": list(spec.warn_at),
+        "burn_rate": spec.lookback,
+        "tz": tz,
+    }
+    document.update({k: v for k, v in optional.items() if v})
     return ident, json.dumps(document, sort_keys=True)
+
+
+def raised_document(current: str | None, ident: str, document: str, until: float) -> str:
+    """The document of a temporary raise: ``document``'s amounts in force until ``until`` (epoch
+    seconds) over the ``current`` limit (None: none, and the raise lapses into no limit)."""
+    new: dict[str, Any] = json.loads(document)
+    raised = {unit: new[unit] for unit in UNITS if new.get(unit) is not None}
+    raised["until"] = until
+    if current is None:
+        return json.dumps({**new, "raised": raised, "lapses": True}, sort_keys=True)
+    base: dict[str, Any] = json.loads(current)
+    if base.get("per") != new.get("per") or base.get("tz") != new.get("tz"):
+        raise ValueError(
+            f"set_limit(until=...) for {ident}: a temporary raise keeps the limit's window "
+            f"(per={_per_from_json(base.get('per'))!r}, tz={base.get('tz')!r}); give the same per and tz"
+        )
+    base.pop("lapses", None)
+    return json.dumps({**base, "raised": raised}, sort_keys=True)
+
+
+def topped_up(current: str, ident: str, amounts: Mapping[str, float]) -> str:
+    """The document of lifetime limit ``current`` with ``amounts`` added (a top-up)."""
+    document: dict[str, Any] = json.loads(current)
+    if document.get("per") is not None:
+        raise ValueError(
+            f"top_up for {ident}: the limit has a window (per={_per_from_json(document['per'])!r}); top-ups "
+            "add to lifetime limits only: set_limit(usd=..., per=None, ...)"
+        )
+    added: dict[str, float] = dict(document.get("topped_up") or {})
+    for unit, amount in amounts.items():
+        if document.get(unit) is None:
+            raise ValueError(f"top_up {unit}=...: the limit {ident} has no {unit} limit to add to")
+        document[unit] = document[unit] + amount
+        added[unit] = added.get(unit, 0) + amount
+    document["topped_up"] = added
+    return json.dumps(document, sort_keys=True)
+
+
+#: The units a standing limit counts.
+UNITS = ("usd", "tokens", "calls", "tool_calls")
 
 
 class StandingLimits:
@@ -119,7 +179,7 @@ class StandingLimits:
         if cache is None or cache[0] != id(store) or cache[1] != version:
             with self._lock:
                 version, documents = store.limits()
-                cache = (id(store), version, _Index(_parse(doc) for _, doc in sorted(documents.items())))
+                cache = (id(store), version, _Index(parse(doc) for _, doc in sorted(documents.items())))
                 self._cache = cache
         return _matching(cache[2], tags)
 
@@ -144,17 +204,33 @@ class StandingLimits:
 limits_cache = StandingLimits()
 
 
+class _Entry(NamedTuple):
+    position: int
+    match: Mapping[str, str]
+    #: The limit in force (None: a raise that lapses into no limit once over).
+    frame: Frame | None
+    #: A temporary raise: its frame and until when (epoch seconds).
+    raised: tuple[Frame, float] | None
+
+    def now(self) -> Frame | None:
+        if self.raised is not None and time.time() < self.raised[1]:
+            return self.raised[0]
+        return self.frame
+
+
 class _Index:
     """Standing limits indexed by one ``(tag, value)`` of their match, so that a call looks at
     the limits that can match its tags, not at every limit (one per tenant is common)."""
 
     __slots__ = ("always", "by_tag")
 
-    def __init__(self, limits: Iterable[tuple[Mapping[str, str], Frame]]) -> None:
-        self.always: list[tuple[int, Mapping[str, str], Frame]] = []  # an empty match: every call
-        self.by_tag: dict[tuple[str, str], list[tuple[int, Mapping[str, str], Frame]]] = {}
-        for position, (match, frame) in enumerate(limits):
-            entry = (position, match, frame)
+    def __init__(
+        self, limits: Iterable[tuple[Mapping[str, str], Frame | None, tuple[Frame, float] | None]]
+    ) -> None:
+        self.always: list[_Entry] = []  # an empty match: every call
+        self.by_tag: dict[tuple[str, str], list[_Entry]] = {}
+        for position, (match, frame, raised) in enumerate(limits):
+            entry = _Entry(position, match, frame, raised)
             if match:
                 self.by_tag.setdefault(min(match.items()), []).append(entry)
             else:
@@ -170,19 +246,40 @@ def _matching(index: _Index, tags: Mapping[str, str]) -> tuple[Frame, ...]:
     if not found:
         return ()
     found.sort(key=lambda entry: entry[0])
-    return tuple(frame for _, match, frame in found if all(tags.get(k) == v for k, v in match.items()))
+    frames = []
+    for entry in found:
+        if all(tags.get(k) == v for k, v in entry.match.items()):
+            frame = entry.frame if entry.raised is None else entry.now()
+            if frame is not None:
+                frames.append(frame)
+    return tuple(frames)
 
 
-def _parse(document: str) -> tuple[Mapping[str, str], Frame]:
+def parse(document: str) -> tuple[Mapping[str, str], Frame | None, tuple[Frame, float] | None]:
+    """A stored limit's match, the frame of its limit (None: it lapses once its raise is over),
+    and its temporary raise (frame, until), if any."""
     d: dict[str, Any] = json.loads(document)
     match = d.pop("match")
-    spec = BudgetSpec(
-        usd=d["usd"],
-        tokens=d["tokens"],
-        per=_per_from_json(d["per"]),
-        key=tuple(d["key"]),
-        on_exceed=d["on_exceed"],
-        downgrade=d["downgrade"],
-        name=limit_id(match),
-    )
-    return match, Frame(spec, "standing")
+    raised = d.get("raised")
+
+    def frame(amounts: Mapping[str, Any]) -> Frame:
+        per = _per_from_json(d["per"])
+        spec = BudgetSpec(
+            usd=amounts.get("usd"),
+            tokens=amounts.get("tokens"),
+            calls=amounts.get("calls"),
+            tool_calls=amounts.get("tool_calls"),
+            per=per,
+            key=tuple(d["key"]),
+            on_exceed=d["on_exceed"],
+            downgrade=d["downgrade"],
+            name=limit_id(match),
+            warn_at=tuple(d.get("warn_at", ())),
+            burn_rate=timedelta(seconds=d["burn_rate"]) if d.get("burn_rate") else None,
+            tz=d.get("tz"),
+            persistent=per is None,
+        )
+        return Frame(spec, "standing", match=match)
+
+    base = None if d.get("lapses") else frame(d)
+    return match, base, (frame(raised), float(raised["until"])) if raised else None

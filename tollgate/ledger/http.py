@@ -49,7 +49,7 @@ import uuid
 import weakref
 from collections import deque
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, ClassVar, Protocol
 from urllib.parse import urlsplit
 
 from tollgate.ledger.base import Ledger, logger
@@ -67,6 +67,13 @@ _RESERVED = frozenset(
     {"content-type", "content-encoding", "content-length", "transfer-encoding", "host", "idempotency-key"}
 )
 _TOKEN = re.compile(r"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$")  # an HTTP header name (RFC 9110 token)
+
+
+class Payload(Protocol):
+    """What the sink sends: a :class:`~tollgate.CallRecord`, or anything else with a JSON form."""
+
+    def to_dict(self) -> dict[str, Any]: ...
+
 
 _OPEN: weakref.WeakSet[HttpSink] = weakref.WeakSet()  # closed (so flushed) at interpreter exit
 _OPEN_LOCK = threading.Lock()
@@ -101,6 +108,12 @@ class HttpSink(Ledger):
     ...
     ValueError: HttpSink url 'ftp://example.com': the scheme must be http or https, got 'ftp'
     """
+
+    #: Headers describing the body :meth:`encode` makes.
+    content_headers: ClassVar[dict[str, str]] = {
+        "Content-Type": "application/json",
+        "Content-Encoding": "gzip",
+    }
 
     def __init__(
         self,
@@ -154,7 +167,7 @@ class HttpSink(Ledger):
 
     def _init_state(self, *, closed: bool = False) -> None:
         self._cond = threading.Condition(threading.Lock())
-        self._queue: deque[tuple[float, CallRecord]] = deque()
+        self._queue: deque[tuple[float, Payload]] = deque()
         self._closed = self._stopping = closed
         self._abort = threading.Event()
         self._flushers = 0
@@ -174,7 +187,11 @@ class HttpSink(Ledger):
         """Queue ``record`` for sending (and keep it locally). Never blocks on I/O, never raises."""
         if self._local is not None:
             self._local.write(record)
-        item = (time.monotonic(), record)  # made JSON by the sender thread, off the call's path
+        self.enqueue(record)
+
+    def enqueue(self, payload: Payload) -> None:
+        """Queue anything with a ``to_dict()`` (a record; an alert, for a webhook) for sending."""
+        item = (time.monotonic(), payload)  # made JSON by the sender thread, off the call's path
         with self._cond:
             if self._closed:
                 cause = "dropped_closed"
@@ -343,7 +360,7 @@ class HttpSink(Ledger):
             except Exception:  # the sender must survive anything
                 logger.exception("tollgate HttpSink %s: unexpected error in the sender", _safe_url(self.url))
 
-    def _next_batch(self) -> list[CallRecord] | None:
+    def _next_batch(self) -> list[Payload] | None:
         """The next batch to send, once one is due; None when the sink is stopping."""
         with self._cond:
             while True:
@@ -359,7 +376,7 @@ class HttpSink(Ledger):
                 else:
                     self._cond.wait(max(self.flush_interval, 1.0))
 
-    def _send(self, batch: list[CallRecord]) -> None:
+    def _send(self, batch: list[Payload]) -> None:
         records = []
         for record in batch:
             try:
@@ -370,12 +387,11 @@ class HttpSink(Ledger):
         if not records:
             return
         batch_id = uuid.uuid4().hex
-        body = self._encode(records, batch_id)
+        body = self.encode(records, batch_id)
         if body is None:
             return
         headers = {
-            "Content-Type": "application/json",
-            "Content-Encoding": "gzip",
+            **self.content_headers,
             "User-Agent": self._user_agent,
             **self._headers,
             "Idempotency-Key": batch_id,
@@ -413,7 +429,8 @@ class HttpSink(Ledger):
                 self._lose("dropped_closed", n, f"close() stopped retrying after {problem}")
                 return
 
-    def _encode(self, records: list[dict[str, Any]], batch_id: str) -> bytes | None:
+    def encode(self, records: list[dict[str, Any]], batch_id: str) -> bytes | None:
+        """The body of one POST (a subclass may shape it otherwise, with its ``content_headers``)."""
         payload: dict[str, Any] = {"records": records, "sent_at": time.time(), "batch_id": batch_id}
         try:
             text = json.dumps(payload, default=str, separators=(",", ":"))

@@ -87,8 +87,14 @@ class Store(abc.ABC):
         """Hold every charge's amount, or none of them, atomically."""
 
     @abc.abstractmethod
-    def settle(self, holds: Sequence[Hold], actuals: Sequence[float]) -> None:
-        """Replace each hold by the matching actual amount (spent)."""
+    def settle(self, holds: Sequence[Hold], actuals: Sequence[float]) -> Sequence[float | None] | None:
+        """Replace each hold by the matching actual amount (spent).
+
+        Returns what each hold's slot has spent once its actual is added, in the same atomic
+        step (None for a hold whose slot is gone, or all None when the store cannot say, e.g.
+        a settle queued for replay). Settles are serialised by the store, so exactly one
+        settle sees a slot's spend go past any given mark: thresholds are decided from this.
+        """
 
     @abc.abstractmethod
     def release(self, holds: Sequence[Hold]) -> None:
@@ -101,6 +107,36 @@ class Store(abc.ABC):
     @abc.abstractmethod
     def read(self, charges: Sequence[Charge], now: float) -> tuple[CounterState, ...]:
         """The counters' current states, changing nothing."""
+
+    @abc.abstractmethod
+    def reset(self, charges: Sequence[Charge], now: float) -> None:
+        """Set what each charge's counter has spent in its current window to zero, atomically
+        (every live slot it reads); holds of calls in flight stay, and settle as usual."""
+
+    @abc.abstractmethod
+    def claim(self, flag: str, ttl: float, now: float) -> bool:
+        """Set ``flag`` for ``ttl`` seconds unless it is set: True for the one caller, across
+        every process on the store, that set it (an alert fires once)."""
+
+    @abc.abstractmethod
+    def acquire(self, key: str, lease: str, most: int, ttl: float, now: float) -> bool:
+        """Take one of ``most`` slots of ``key`` for ``lease`` (a unique name) until ``now + ttl``,
+        if fewer than ``most`` unexpired leases hold one; True when taken. A lease that is not
+        renewed expires by itself: a process that dies gives its slots back after ``ttl``."""
+
+    @abc.abstractmethod
+    def renew(self, leases: Sequence[tuple[str, str]], ttl: float, now: float) -> None:
+        """Extend each ``(key, lease)`` still held to ``now + ttl`` (an expired one stays gone)."""
+
+    @abc.abstractmethod
+    def let_go(self, key: str, lease: str) -> None:
+        """Give a slot back (a no-op when the lease is gone)."""
+
+    @abc.abstractmethod
+    def swap_limit(self, limit_id: str, expected: str | None, document: str | None) -> bool:
+        """Replace the standing limit ``limit_id`` by ``document`` (None: delete it) only if its
+        stored document is ``expected`` (None: there is none), bumping the version; True when
+        swapped. Read-modify-write of a limit (a top-up, a temporary raise) retries on False."""
 
     @abc.abstractmethod
     def put_limit(self, limit_id: str, document: str) -> None:
@@ -130,11 +166,17 @@ class Store(abc.ABC):
     async def areserve(self, charges: Sequence[Charge], now: float) -> Reservation:
         return self.reserve(charges, now)
 
-    async def asettle(self, holds: Sequence[Hold], actuals: Sequence[float]) -> None:
-        self.settle(holds, actuals)
+    async def asettle(self, holds: Sequence[Hold], actuals: Sequence[float]) -> Sequence[float | None] | None:
+        return self.settle(holds, actuals)
 
     async def arelease(self, holds: Sequence[Hold]) -> None:
         self.release(holds)
+
+    async def aacquire(self, key: str, lease: str, most: int, ttl: float, now: float) -> bool:
+        return self.acquire(key, lease, most, ttl, now)
+
+    async def alet_go(self, key: str, lease: str) -> None:
+        self.let_go(key, lease)
 
 
 def fits(state: CounterState, amount: float) -> bool:

@@ -19,7 +19,8 @@ class MemoryStore(Store):
     >>> r = store.reserve([Charge("b", Lifetime(), limit=1.0, amount=0.6)], now=0.0)
     >>> r.ok, store.reserve([Charge("b", Lifetime(), limit=1.0, amount=0.6)], now=0.0).ok
     (True, False)
-    >>> store.settle(r.holds, [0.1])
+    >>> store.settle(r.holds, [0.1])  # what the slot has spent after
+    [0.1]
     >>> store.read([Charge("b", Lifetime(), limit=1.0, amount=0)], now=0.0)[0].spent
     0.1
     """
@@ -28,6 +29,8 @@ class MemoryStore(Store):
         self._lock = threading.Lock()
         self._slots: dict[str, list[float]] = {}  # slot -> [spent, reserved, expires_at]
         self._limits: dict[str, str] = {}
+        self._flags: dict[str, float] = {}  # flag -> expires_at
+        self._leases: dict[str, dict[str, float]] = {}  # key -> lease -> expires_at
         self._version = 0
         self._ops = 0
 
@@ -67,13 +70,18 @@ class MemoryStore(Store):
                 self._slots = {k: v for k, v in self._slots.items() if v[2] > now}
             return Reservation(True, tuple(states), tuple(holds), limits_version=self._version)
 
-    def settle(self, holds: Sequence[Hold], actuals: Sequence[float]) -> None:
+    def settle(self, holds: Sequence[Hold], actuals: Sequence[float]) -> list[float | None]:
+        spent: list[float | None] = []
         with self._lock:
             for hold, actual in zip(holds, actuals, strict=True):
                 slot = self._slots.get(hold.slot)
-                if slot is not None:
-                    slot[1] = max(0.0, slot[1] - hold.amount)
-                    slot[0] += actual
+                if slot is None:
+                    spent.append(None)
+                    continue
+                slot[1] = max(0.0, slot[1] - hold.amount)
+                slot[0] += actual
+                spent.append(slot[0])
+        return spent
 
     def release(self, holds: Sequence[Hold]) -> None:
         with self._lock:
@@ -92,6 +100,54 @@ class MemoryStore(Store):
             return tuple(
                 CounterState(*self._sums(c.window.slots(c.key, now).read, now), c.limit) for c in charges
             )
+
+    def reset(self, charges: Sequence[Charge], now: float) -> None:
+        with self._lock:
+            for charge in charges:
+                for name in charge.window.slots(charge.key, now).read:
+                    slot = self._slots.get(name)
+                    if slot is not None and slot[2] > now:
+                        slot[0] = 0.0
+
+    def claim(self, flag: str, ttl: float, now: float) -> bool:
+        with self._lock:
+            if self._flags.get(flag, 0.0) > now:
+                return False
+            if len(self._flags) > _SWEEP_EVERY:
+                self._flags = {k: v for k, v in self._flags.items() if v > now}
+            self._flags[flag] = now + ttl
+            return True
+
+    def acquire(self, key: str, lease: str, most: int, ttl: float, now: float) -> bool:
+        with self._lock:
+            held = {k: v for k, v in self._leases.get(key, {}).items() if v > now}
+            self._leases[key] = held
+            if lease not in held and len(held) >= most:
+                return False
+            held[lease] = now + ttl
+            return True
+
+    def renew(self, leases: Sequence[tuple[str, str]], ttl: float, now: float) -> None:
+        with self._lock:
+            for key, lease in leases:
+                held = self._leases.get(key, {})
+                if held.get(lease, 0.0) > now:
+                    held[lease] = now + ttl
+
+    def let_go(self, key: str, lease: str) -> None:
+        with self._lock:
+            self._leases.get(key, {}).pop(lease, None)
+
+    def swap_limit(self, limit_id: str, expected: str | None, document: str | None) -> bool:
+        with self._lock:
+            if self._limits.get(limit_id) != expected:
+                return False
+            if document is None:
+                self._limits.pop(limit_id, None)
+            else:
+                self._limits[limit_id] = document
+            self._version += 1
+            return True
 
     def put_limit(self, limit_id: str, document: str) -> None:
         with self._lock:
@@ -115,4 +171,6 @@ class MemoryStore(Store):
         with self._lock:
             self._slots.clear()
             self._limits.clear()
+            self._flags.clear()
+            self._leases.clear()
             self._version += 1

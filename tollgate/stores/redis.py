@@ -1,8 +1,8 @@
 """``redis://``: counters in Redis, shared by every process of every machine.
 
-Each reserve / settle / release is one round trip: one ``EVALSHA`` of a Lua script kept in
-``lua/`` (loaded with ``SCRIPT LOAD`` at first use, reloaded once on ``NOSCRIPT``), so the
-check-and-hold of all of a call's counters is atomic on the server.
+Each operation (reserve, settle, claim, acquire, ...) is one round trip: one ``EVALSHA`` of a
+Lua script kept in ``lua/`` (loaded with ``SCRIPT LOAD`` at first use, reloaded once on
+``NOSCRIPT``), so the check-and-hold of all of a call's counters is atomic on the server.
 
 Key layout, for ``prefix="tollgate"`` (the braces are a Redis Cluster hash tag: every key lands
 on one cluster slot, so one script may touch any of them):
@@ -13,6 +13,10 @@ on one cluster slot, so one script may touch any of them):
   of finished windows with no cron.
 - ``{tollgate}:limits``: standing limits, a hash of id -> JSON document;
   ``{tollgate}:limits:version``: an integer bumped by every put / delete / clear.
+
+- ``{tollgate}:flag:<flag>``: a flag set by :meth:`RedisStore.claim`, holding its expiry on the
+  store clock; ``{tollgate}:lease:<key>``: a key's concurrency leases, a sorted set of lease ->
+  expiry on the store clock. Both keys' TTLs outlive those expiries by :data:`_KEEP_MS`.
 
 - ``{tollgate}:hold:<token>``: one per reservation in flight, a hash ``{charge index -> amount}``
   (``token`` is random, carried by each :class:`~tollgate.stores.base.Hold` as ``ref``). Settle
@@ -254,6 +258,13 @@ class _Script:
 _RESERVE, _SETTLE, _RELEASE, _CANCEL, _LIMIT = (
     _Script(n) for n in ("reserve", "settle", "release", "cancel", "limit")
 )
+_RESET, _CLAIM, _ACQUIRE, _RENEW, _SWAP_LIMIT = (
+    _Script(n) for n in ("reset", "claim", "acquire", "renew", "swap_limit")
+)
+# Flags and leases expire on the store clock (the caller's `now`); their keys' TTLs, on the
+# server's clock, only free the memory, and last this much longer so clocks a little apart
+# across machines cannot drop a flag or a lease before its time.
+_KEEP_MS = 60_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -295,6 +306,7 @@ class RedisStore(Store):
     >>> r.ok, r.states[0].limit  # doctest: +SKIP
     (True, 5.0)
     >>> store.settle(r.holds, [0.015])  # doctest: +SKIP
+    [0.015]
     """
 
     replays = True
@@ -356,9 +368,13 @@ class RedisStore(Store):
             raise
         return _reservation(result, charges, slots, token, version)
 
-    def settle(self, holds: Sequence[Hold], actuals: Sequence[float]) -> None:
-        if holds:
-            self._eval_or_queue(_Pending("settle", _SETTLE, *self._settle_args(holds, actuals)))
+    def settle(self, holds: Sequence[Hold], actuals: Sequence[float]) -> list[float | None]:
+        if not holds:
+            return []
+        # A settle that fails is queued for replay and raises StoreUnavailable (the gate relies
+        # on the error to know the settle is pending), so it never answers "cannot say".
+        op = _Pending("settle", _SETTLE, *self._settle_args(holds, actuals))
+        return _spent(self._eval_or_queue(op))
 
     def release(self, holds: Sequence[Hold]) -> None:
         if holds:
@@ -392,13 +408,52 @@ class RedisStore(Store):
             raise
         return _reservation(result, charges, slots, token, version)
 
-    async def asettle(self, holds: Sequence[Hold], actuals: Sequence[float]) -> None:
-        if holds:
-            await self._aeval_or_queue(_Pending("settle", _SETTLE, *self._settle_args(holds, actuals)))
+    async def asettle(self, holds: Sequence[Hold], actuals: Sequence[float]) -> list[float | None]:
+        if not holds:
+            return []
+        op = _Pending("settle", _SETTLE, *self._settle_args(holds, actuals))
+        return _spent(await self._aeval_or_queue(op))
 
     async def arelease(self, holds: Sequence[Hold]) -> None:
         if holds:
             await self._aeval_or_queue(_Pending("release", _RELEASE, *self._release_args(holds)))
+
+    def reset(self, charges: Sequence[Charge], now: float) -> None:
+        keys = [self._key(slot) for c in charges for slot in c.window.slots(c.key, now).read]
+        if keys:
+            self._eval("reset", _RESET, keys, [repr(float(now))])
+
+    def claim(self, flag: str, ttl: float, now: float) -> bool:
+        args = [repr(float(now)), repr(float(now + ttl)), _keep_ms(ttl)]
+        return bool(self._eval("claim", _CLAIM, [self._keys + "flag:" + flag], args))
+
+    def acquire(self, key: str, lease: str, most: int, ttl: float, now: float) -> bool:
+        return bool(self._eval("acquire", _ACQUIRE, *self._acquire_args(key, lease, most, ttl, now)))
+
+    async def aacquire(self, key: str, lease: str, most: int, ttl: float, now: float) -> bool:
+        return bool(await self._aeval("acquire", _ACQUIRE, *self._acquire_args(key, lease, most, ttl, now)))
+
+    def renew(self, leases: Sequence[tuple[str, str]], ttl: float, now: float) -> None:
+        if leases:
+            keys = [self._lease_key(key) for key, _ in leases]
+            args = [repr(float(now)), repr(float(now + ttl)), _keep_ms(ttl), *(lease for _, lease in leases)]
+            self._eval("renew", _RENEW, keys, args)
+
+    def let_go(self, key: str, lease: str) -> None:
+        # One command, atomic by itself. Not queued when Redis is down: the lease expires anyway.
+        self._call("let_go", lambda client: client.zrem(self._lease_key(key), lease))
+
+    async def alet_go(self, key: str, lease: str) -> None:
+        if self._async() is None:  # only a sync client was given
+            await asyncio.to_thread(self.let_go, key, lease)
+        else:
+            await self._acall("let_go", lambda client: client.zrem(self._lease_key(key), lease))
+
+    def swap_limit(self, limit_id: str, expected: str | None, document: str | None) -> bool:
+        # Presence travels as its own flag: "" is a document like any other.
+        args = [limit_id, "0" if expected is None else "1", expected or "", "0" if document is None else "1"]
+        args.append(document or "")
+        return bool(self._eval("swap_limit", _SWAP_LIMIT, [self._limits_key, self._version_key], args))
 
     @property
     def pending(self) -> int:
@@ -489,6 +544,16 @@ class RedisStore(Store):
         keys.append(self._version_key)  # the script reports the standing limits' version
         keys.append(self._keys + "hold:" + token)  # last: this reservation's hold record
         return every, keys, args
+
+    def _lease_key(self, key: str) -> str:
+        return self._keys + "lease:" + key
+
+    def _acquire_args(
+        self, key: str, lease: str, most: int, ttl: float, now: float
+    ) -> tuple[list[str], list[str]]:
+        """acquire.lua's KEYS and ARGV (see the script)."""
+        args = [lease, str(most), repr(float(now)), repr(float(now + ttl)), _keep_ms(ttl)]
+        return [self._lease_key(key)], args
 
     def _hold_keys(self, holds: Sequence[Hold]) -> tuple[list[str], list[str]]:
         """Each hold's slot and hold record (KEYS), and its field in the record."""
@@ -627,18 +692,18 @@ class RedisStore(Store):
         finally:
             self._replaying.release()
 
-    def _eval_or_queue(self, op: _Pending) -> None:
+    def _eval_or_queue(self, op: _Pending) -> Any:
         assert op.script is not None
         try:
-            self._eval(op.operation, op.script, op.keys, op.args)
+            return self._eval(op.operation, op.script, op.keys, op.args)
         except StoreUnavailable:
             self._queue(op)
             raise
 
-    async def _aeval_or_queue(self, op: _Pending) -> None:
+    async def _aeval_or_queue(self, op: _Pending) -> Any:
         assert op.script is not None
         try:
-            await self._aeval(op.operation, op.script, op.keys, op.args)
+            return await self._aeval(op.operation, op.script, op.keys, op.args)
         except StoreUnavailable:
             self._queue(op)
             raise
@@ -783,6 +848,16 @@ def _reservation(
         for i, (c, s) in enumerate(zip(charges, slots, strict=True), start=1)
     )
     return Reservation(True, states, tuple(holds), limits_version=limits_version)
+
+
+def _spent(result: Any) -> list[float | None]:
+    """settle.lua's answer: each hold's slot's spent, as full-precision text ("" when skipped)."""
+    return [float(value) if value else None for value in result]
+
+
+def _keep_ms(ttl: float) -> str:
+    """How long a flag's or lease's key lives on the server (ms): the ttl, and a margin."""
+    return str(max(0, math.ceil(ttl * 1000)) + _KEEP_MS)
 
 
 def _text(value: bytes | str) -> str:

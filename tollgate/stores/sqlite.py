@@ -1,10 +1,11 @@
 """``sqlite:///path.db``: counters in an SQLite file, shared by the processes of one machine.
 
-Each reserve / settle / release is one ``BEGIN IMMEDIATE`` transaction: it takes the file's
-write lock first, so the check and the hold cannot interleave with another process's. The file
-is in WAL mode with ``synchronous=NORMAL`` (commits do not sync: a crash of the *machine* may
-lose the last few holds and spends, a crash of a process loses nothing). A process waits up to
-``timeout`` seconds for another's write lock, then raises :class:`~tollgate.StoreUnavailable`.
+Each operation that writes (reserve, settle, release, claim, acquire, ...) is one ``BEGIN
+IMMEDIATE`` transaction: it takes the file's write lock first, so the check and the hold cannot
+interleave with another process's. The file is in WAL mode with ``synchronous=NORMAL`` (commits
+do not sync: a crash of the *machine* may lose the last few holds and spends, a crash of a
+process loses nothing). A process waits up to ``timeout`` seconds for another's write lock, then
+raises :class:`~tollgate.StoreUnavailable`.
 
 Tables (prefixed, so a :class:`~tollgate.ledger.SQLiteLedger` can share the file; the store
 leaves ``PRAGMA user_version`` to the ledger):
@@ -13,6 +14,11 @@ leaves ``PRAGMA user_version`` to the ledger):
   come from :mod:`tollgate.stores.windows`); an expired row counts as zero, starts again from
   zero when next reserved, and is deleted by an occasional sweep.
 - ``tollgate_limits(id, document)``: standing limits; ``tollgate_meta``: their version.
+- ``tollgate_flags(flag, expires_at)``: flags set by :meth:`SQLiteStore.claim`.
+- ``tollgate_leases(key, lease, expires_at)``: concurrency leases (:meth:`SQLiteStore.acquire`).
+
+Times (``expires_at``) are on the store clock, the ``now`` the caller passes, as in the other
+stores; an expired row counts as absent and is deleted by the occasional sweep.
 
 One connection per process, guarded by a lock. SQLite lets one writer at a time into the file
 anyway, and a mutex hands the turn to the next thread in microseconds, where connections per
@@ -34,7 +40,8 @@ from pathlib import Path
 from tollgate.errors import StoreUnavailable
 from tollgate.stores.base import Charge, CounterState, Hold, Reservation, Store, fits
 
-# Expired slots are deleted every this many reserves (per process): they cost nothing but space.
+# Expired slots, flags and leases are deleted every this many reserves (per process): they cost
+# nothing but space.
 _SWEEP_EVERY = 1_000
 
 _SCHEMA = (
@@ -43,8 +50,13 @@ _SCHEMA = (
     "CREATE TABLE IF NOT EXISTS tollgate_limits (id TEXT PRIMARY KEY, document TEXT NOT NULL)",
     "CREATE TABLE IF NOT EXISTS tollgate_meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL)",
     "INSERT OR IGNORE INTO tollgate_meta VALUES ('limits_version', 0)",
+    # Added later: IF NOT EXISTS, and in _TABLES, so a file made by an older version gains them.
+    "CREATE TABLE IF NOT EXISTS tollgate_flags (flag TEXT PRIMARY KEY, expires_at REAL NOT NULL) "
+    "WITHOUT ROWID",
+    "CREATE TABLE IF NOT EXISTS tollgate_leases (key TEXT NOT NULL, lease TEXT NOT NULL, "
+    "expires_at REAL NOT NULL, PRIMARY KEY (key, lease)) WITHOUT ROWID",
 )
-_TABLES = ("tollgate_slots", "tollgate_limits", "tollgate_meta")
+_TABLES = ("tollgate_slots", "tollgate_limits", "tollgate_meta", "tollgate_flags", "tollgate_leases")
 
 # An expired row starts again from zero; SET expressions all see the row as it was.
 _HOLD = """
@@ -55,7 +67,12 @@ ON CONFLICT (slot) DO UPDATE SET
     expires_at = max(CASE WHEN expires_at > :now THEN expires_at ELSE 0.0 END, :expires)
 """
 _SETTLE = "UPDATE tollgate_slots SET reserved = max(0.0, reserved - ?), spent = spent + ? WHERE slot = ?"
+# RETURNING (SQLite 3.35+) hands back the new spent from the UPDATE itself; older libraries
+# read it with a SELECT, in the same transaction, so the answer is the same.
+_RETURNING = sqlite3.sqlite_version_info >= (3, 35, 0)
+_SPENT = "SELECT spent FROM tollgate_slots WHERE slot = ?"
 _RELEASE = "UPDATE tollgate_slots SET reserved = max(0.0, reserved - ?) WHERE slot = ?"
+_RENEW = "UPDATE tollgate_leases SET expires_at = ? WHERE key = ? AND lease = ? AND expires_at > ?"
 _BUMP = "UPDATE tollgate_meta SET value = value + 1 WHERE key = 'limits_version'"
 _VERSION = "SELECT value FROM tollgate_meta WHERE key = 'limits_version'"
 
@@ -86,7 +103,8 @@ class SQLiteStore(Store):
     >>> r = store.reserve([daily], now=0.0)
     >>> r.ok, store.reserve([daily], now=0.0).ok
     (True, False)
-    >>> store.settle(r.holds, [0.25])
+    >>> store.settle(r.holds, [0.25])  # what the slot has spent, once each actual is added
+    [0.25]
     >>> store.read([daily], now=0.0)[0].spent
     0.25
     >>> store.close()
@@ -125,14 +143,16 @@ class SQLiteStore(Store):
             )
             self._reserves += 1
             if self._reserves % _SWEEP_EVERY == 0:
-                conn.execute("DELETE FROM tollgate_slots WHERE expires_at <= ?", (now,))
+                for table in ("tollgate_slots", "tollgate_flags", "tollgate_leases"):
+                    conn.execute(f"DELETE FROM {table} WHERE expires_at <= ?", (now,))
             return Reservation(True, states, holds, limits_version=version)
 
-    def settle(self, holds: Sequence[Hold], actuals: Sequence[float]) -> None:
+    def settle(self, holds: Sequence[Hold], actuals: Sequence[float]) -> list[float | None]:
         rows = [(h.amount, actual, h.slot) for h, actual in zip(holds, actuals, strict=True)]
-        if rows:
-            with self._transaction("settle") as conn:
-                conn.executemany(_SETTLE, rows)
+        if not rows:
+            return []
+        with self._transaction("settle") as conn:
+            return [_settle_one(conn, row) for row in rows]
 
     def release(self, holds: Sequence[Hold]) -> None:
         if holds:
@@ -147,6 +167,53 @@ class SQLiteStore(Store):
     def read(self, charges: Sequence[Charge], now: float) -> tuple[CounterState, ...]:
         with self._transaction("read", "BEGIN") as conn:  # one snapshot for every charge
             return tuple(_state(conn, charge, now)[0] for charge in charges)
+
+    def reset(self, charges: Sequence[Charge], now: float) -> None:
+        live = [(slot, now) for c in charges for slot in c.window.slots(c.key, now).read]
+        if live:
+            with self._transaction("reset") as conn:
+                conn.executemany(
+                    "UPDATE tollgate_slots SET spent = 0.0 WHERE slot = ? AND expires_at > ?", live
+                )
+
+    def claim(self, flag: str, ttl: float, now: float) -> bool:
+        with self._transaction("claim") as conn:
+            # An expired flag is as good as unset: drop it, so the insert below can take its place.
+            conn.execute("DELETE FROM tollgate_flags WHERE flag = ? AND expires_at <= ?", (flag, now))
+            insert = "INSERT OR IGNORE INTO tollgate_flags VALUES (?, ?)"
+            return conn.execute(insert, (flag, now + ttl)).rowcount == 1
+
+    def acquire(self, key: str, lease: str, most: int, ttl: float, now: float) -> bool:
+        with self._transaction("acquire") as conn:
+            conn.execute("DELETE FROM tollgate_leases WHERE key = ? AND expires_at <= ?", (key, now))
+            held, mine = conn.execute(
+                "SELECT count(*), total(lease = ?) FROM tollgate_leases WHERE key = ?", (lease, key)
+            ).fetchone()
+            if not mine and held >= most:
+                return False
+            conn.execute("INSERT OR REPLACE INTO tollgate_leases VALUES (?, ?, ?)", (key, lease, now + ttl))
+            return True
+
+    def renew(self, leases: Sequence[tuple[str, str]], ttl: float, now: float) -> None:
+        if leases:
+            with self._transaction("renew") as conn:
+                conn.executemany(_RENEW, [(now + ttl, key, lease, now) for key, lease in leases])
+
+    def let_go(self, key: str, lease: str) -> None:
+        with self._transaction("let_go") as conn:
+            conn.execute("DELETE FROM tollgate_leases WHERE key = ? AND lease = ?", (key, lease))
+
+    def swap_limit(self, limit_id: str, expected: str | None, document: str | None) -> bool:
+        with self._transaction("swap_limit") as conn:
+            row = conn.execute("SELECT document FROM tollgate_limits WHERE id = ?", (limit_id,)).fetchone()
+            if (None if row is None else row[0]) != expected:
+                return False
+            if document is None:
+                conn.execute("DELETE FROM tollgate_limits WHERE id = ?", (limit_id,))
+            else:
+                conn.execute("INSERT OR REPLACE INTO tollgate_limits VALUES (?, ?)", (limit_id, document))
+            conn.execute(_BUMP)
+            return True
 
     def put_limit(self, limit_id: str, document: str) -> None:
         with self._transaction("put_limit") as conn:
@@ -171,8 +238,9 @@ class SQLiteStore(Store):
 
     def clear(self) -> None:
         with self._transaction("clear") as conn:
-            conn.execute("DELETE FROM tollgate_slots")
-            conn.execute("DELETE FROM tollgate_limits")
+            for table in _TABLES:
+                if table != "tollgate_meta":  # the version survives (and moves on), as in Redis
+                    conn.execute(f"DELETE FROM {table}")
             conn.execute(_BUMP)
 
     def close(self) -> None:
@@ -257,6 +325,16 @@ def _state(conn: sqlite3.Connection, charge: Charge, now: float) -> tuple[Counte
             spent += found[name][0]
             reserved += found[name][1]
     return CounterState(spent, reserved, charge.limit), Hold(slots.write, charge.amount, slots.ttl)
+
+
+def _settle_one(conn: sqlite3.Connection, row: tuple[float, float, str]) -> float | None:
+    """Settle one hold (``row`` is ``_SETTLE``'s parameters); its slot's new spent, None if gone."""
+    if _RETURNING:
+        found = conn.execute(_SETTLE + " RETURNING spent", row).fetchall()  # fetchall: step to the end
+    else:
+        conn.execute(_SETTLE, row)
+        found = conn.execute(_SPENT, (row[2],)).fetchall()
+    return float(found[0][0]) if found else None
 
 
 def _after_fork_in_child() -> None:
