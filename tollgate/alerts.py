@@ -104,7 +104,7 @@ def _pairs(key: Mapping[str, str]) -> str:
 
 def _amount(unit: str, value: float) -> str:
     return (
-        f"${value:,.4f}".rstrip("0").rstrip(".")
+        f"${value:,.6f}".rstrip("0").rstrip(".")
         if unit == "usd"
         else f"{value:,.0f} {unit.replace('_', ' ')}"
     )
@@ -256,8 +256,10 @@ def fire(call: Call | None, alert: Alert) -> None:
         _alerts.add(1, {"tollgate.alert.kind": alert.kind, "tollgate.budget.name": alert.name})
     except Exception:
         log.debug("tollgate could not count an alert", exc_info=True)
-    log.warning("tollgate alert: %s", alert.message())
-    for hook in settings().on_alert:
+    hooks = settings().on_alert
+    # Heard through a hook, it is logged for the record; with no hook, the log is the alert.
+    log.log(logging.INFO if hooks else logging.WARNING, "tollgate alert: %s", alert.message())
+    for hook in hooks:
         try:
             hook(alert)
         except Exception:

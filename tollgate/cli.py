@@ -933,7 +933,7 @@ def build_parser() -> argparse.ArgumentParser:
         "  tollgate limits set --usd 20 --per lifetime tenant=trial      # prepaid credit\n"
         "  tollgate limits top-up --usd 10 tenant=trial\n"
         "  tollgate limits show plan=free api_key=k-1                    # that key's counter\n"
-        "  tollgate limits raise --usd 80 --until 7d tenant=acme          # then back to $50\n"
+        "  tollgate limits raise --usd 80 --until 7d tenant=acme         # then back to $50\n"
         "  tollgate limits reset tenant=acme\n"
         "  tollgate limits remove tenant=acme",
         formatter_class=_Formatter,

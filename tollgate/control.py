@@ -132,7 +132,7 @@ def _find(name: str | None, tags: Mapping[str, str], store: Store) -> tuple[Fram
         if name is not None:
             if ident == name:
                 found.append((frame, document, raised))
-        elif all(tags.get(k) == v for k, v in match.items()) and set(tags) == {*match, *frame.spec.key}:
+        elif all(tags.get(k) == v for k, v in match.items()) and set(tags) <= {*match, *frame.spec.key}:
             found.append((frame, document, raised))
     if not found:
         wanted = f"name={name!r}" if name is not None else ", ".join(f"{k}={v!r}" for k, v in tags.items())

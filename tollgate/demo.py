@@ -47,6 +47,8 @@ if TYPE_CHECKING:
 
 #: Every request of every tenant runs under this cap: one counter per tenant per UTC day.
 DAILY_CAP_USD = 0.02
+#: The daily cap's alert thresholds: an on-call hook hears of a tenant nearing its cap.
+WARN_AT = (0.5, 0.8)
 #: A safety stop for the runaway loop, should the cap somehow not stop it.
 RUNAWAY_MAX_CALLS = 25
 #: Where the records go unless ``--ledger`` says: a file in the current folder, shown to the
@@ -249,7 +251,9 @@ class _ExportErrors(logging.Handler):
 @contextmanager
 def _request(tenant: str, feature: str) -> Iterator[None]:
     """What a request handler of the app does: tag the request, apply the tenant's daily cap."""
-    daily = tollgate.budget(usd=DAILY_CAP_USD, per="day", key="tenant", name="daily-cap-per-tenant")
+    daily = tollgate.budget(
+        usd=DAILY_CAP_USD, per="day", key="tenant", name="daily-cap-per-tenant", warn_at=WARN_AT
+    )
     with tollgate.track(tenant=tenant, feature=feature), daily:
         yield
 
@@ -470,10 +474,23 @@ def run(
     say.line("tollgate demo: three tenants, an agent loop, and budgets")
     say.line(f"calls go to {where}; records go to {ledger}")
     say.line(
-        f"every request runs under a daily cap of ${DAILY_CAP_USD} per tenant: "
-        f'tollgate.budget(usd={DAILY_CAP_USD}, per="day", key="tenant")\n'
+        f"every request runs under a daily cap of ${DAILY_CAP_USD} per tenant, with alerts at "
+        f"{' and '.join(f'{t:.0%}' for t in WARN_AT)}: "
+        f'tollgate.budget(usd={DAILY_CAP_USD}, per="day", key="tenant", warn_at={WARN_AT})\n'
     )
     started = time.time()
+
+    def alert(fired: tollgate.Alert) -> None:  # what an on-call hook (or tollgate.Webhook) gets
+        share = f"{fired.threshold:.0%}" if fired.threshold is not None else "burn rate"
+        say(
+            fired.key.get("tenant", ""),
+            tollgate.current_tags().get("feature", ""),
+            "ALERT",
+            f"{share} of the day's cap spent ({_money(fired.spent)} of {_money(fired.limit)}): "
+            "on_alert fires before the cap, once per tenant and day",
+        )
+
+    tollgate.configure(on_alert=alert)
     try:
         _scene_normal_traffic(client, say)
         _scene_runaway_agent(client, say)
@@ -522,8 +539,9 @@ def run(
         f"\nsee it again, grouped as you like{kept}:\n"
         f"  {tollgate_command()} report --ledger {shlex.quote(ledger)} --group-by tenant,feature"
     )
-    wanted = {"BLOCK", "DOWNGRADE", "CLAMP", "TRUNCATE", "CUTOFF"}
-    return 0 if wanted <= set(say.events) and adds_up and sent else 1
+    wanted = {"ALERT", "BLOCK", "DOWNGRADE", "CLAMP", "TRUNCATE", "CUTOFF"}
+    alert_first = "ALERT" in say.events and say.events.index("ALERT") < say.events.index("BLOCK")
+    return 0 if wanted <= set(say.events) and alert_first and adds_up and sent else 1
 
 
 def _error(message: str, status: int = 1) -> int:

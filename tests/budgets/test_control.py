@@ -466,3 +466,65 @@ def test_concurrency_limit_validation() -> None:
         tollgate.limit(concurrent=0)
     with pytest.raises(ValueError, match="lease"):
         tollgate.limit(concurrent=2, lease=0)
+
+
+# -- time zones ------------------------------------------------------------------------------------
+
+
+def test_a_day_in_new_york_across_the_dst_change(store: str, clock: list[float]) -> None:
+    from zoneinfo import ZoneInfo
+
+    ny = ZoneInfo("America/New_York")
+    client = Provider().client()
+    cap = 2 * usd(20)
+    daily = tollgate.budget(usd=cap, per="day", tz="America/New_York", name="ny-daily")
+    # 2026-11-01 is 25 hours long in New York: from 04:00 UTC to 05:00 UTC the next day.
+    clock[0] = datetime(2026, 11, 1, 0, 30, tzinfo=ny).timestamp()
+    with daily as b:
+        for _ in range(2):
+            client.chat.completions.create(model="gpt-4o-mini", messages=SAY_OK, max_tokens=20)
+        state = b.state()
+        assert state.window_start == datetime(2026, 11, 1, tzinfo=ny)
+        assert state.window_end is not None and state.window_start is not None
+        assert state.window_end.timestamp() - state.window_start.timestamp() == 25 * 3_600
+        clock[0] = datetime(2026, 11, 1, 23, 30, tzinfo=ny).timestamp()  # 04:30 UTC on the 2nd
+        with pytest.raises(tollgate.BudgetExceeded):  # still the same New York day
+            client.chat.completions.create(model="gpt-4o-mini", messages=SAY_OK, max_tokens=20)
+        clock[0] = datetime(2026, 11, 2, 0, 5, tzinfo=ny).timestamp()  # past local midnight
+        client.chat.completions.create(model="gpt-4o-mini", messages=SAY_OK, max_tokens=20)
+        assert b.spent == pytest.approx(usd(20))
+
+
+def test_a_standing_limit_in_a_time_zone(store: str, clock: list[float]) -> None:
+    tollgate.set_limit(usd=1.0, per="day", tz="Asia/Kolkata", tenant="acme")
+    clock[0] = datetime(2026, 12, 7, 20, 0, tzinfo=UTC).timestamp()  # 01:30 on the 8th in Kolkata
+    state = tollgate.usage(tenant="acme")
+    assert state.window_start == datetime(2026, 12, 7, 18, 30, tzinfo=UTC)
+    with pytest.raises(ValueError, match="did you mean"):
+        tollgate.set_limit(usd=1.0, per="day", tz="Asia/Kolkatta", tenant="acme")
+
+
+def test_a_raise_keeps_the_units_it_does_not_name(store: str) -> None:
+    tollgate.set_limit(usd=1.0, tokens=1_000, per="day", tenant="acme")
+    tollgate.set_limit(usd=2.0, per="day", until=datetime.now(UTC) + timedelta(hours=1), tenant="acme")
+    assert tollgate.usage(tenant="acme").limit == 2.0
+    assert tollgate.usage(unit="tokens", tenant="acme").limit == 1_000
+
+
+def test_a_raise_over_a_lapsing_raise_still_lapses(monkeypatch: pytest.MonkeyPatch) -> None:
+    soon = datetime.now(UTC) + timedelta(minutes=5)
+    tollgate.set_limit(usd=5, per="day", until=soon, tenant="a")
+    tollgate.set_limit(usd=9, per="day", until=soon, tenant="a")
+    assert tollgate.usage(tenant="a").limit == 9
+    later = soon.timestamp() + 1
+    monkeypatch.setattr(tollgate.budgets.standing.time, "time", lambda: later)
+    monkeypatch.setattr(tollgate.control.time, "time", lambda: later)
+    with pytest.raises(ValueError, match="no standing limit matches"):
+        tollgate.usage(tenant="a")
+
+
+def test_usage_of_a_keyed_limit_names_the_missing_key() -> None:
+    tollgate.set_limit(usd=5, per="day", key="api_key", plan="free")
+    with pytest.raises(ValueError, match="kept per api_key"):
+        tollgate.usage(plan="free")
+    assert tollgate.usage(plan="free", api_key="k-1").spent == 0.0

@@ -129,17 +129,21 @@ def raised_document(current: str | None, ident: str, document: str, until: float
     """The document of a temporary raise: ``document``'s amounts in force until ``until`` (epoch
     seconds) over the ``current`` limit (None: none, and the raise lapses into no limit)."""
     new: dict[str, Any] = json.loads(document)
-    raised = {unit: new[unit] for unit in UNITS if new.get(unit) is not None}
-    raised["until"] = until
+    named = {unit: new[unit] for unit in UNITS if new.get(unit) is not None}
     if current is None:
-        return json.dumps({**new, "raised": raised, "lapses": True}, sort_keys=True)
+        return json.dumps({**new, "raised": {**named, "until": until}, "lapses": True}, sort_keys=True)
     base: dict[str, Any] = json.loads(current)
+    # The units the raise does not name keep their limits; a raise over a raise that lapses
+    # lapses too (its base is no limit).
+    kept = {unit: base[unit] for unit in UNITS if base.get(unit) is not None}
+    raised = {**kept, **named, "until": until}
+    if base.get("lapses"):
+        return json.dumps({**base, "raised": raised}, sort_keys=True)
     if base.get("per") != new.get("per") or base.get("tz") != new.get("tz"):
         raise ValueError(
             f"set_limit(until=...) for {ident}: a temporary raise keeps the limit's window "
             f"(per={_per_from_json(base.get('per'))!r}, tz={base.get('tz')!r}); give the same per and tz"
         )
-    base.pop("lapses", None)
     return json.dumps({**base, "raised": raised}, sort_keys=True)
 
 
