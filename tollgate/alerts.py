@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 import threading
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -143,6 +144,14 @@ def forget() -> None:
     """Drop the flags seen (the store changed: a new one may get the old one's ``id()``)."""
     with _seen_lock:
         _seen.clear()
+
+
+def _after_fork() -> None:
+    global _seen_lock
+    _seen_lock = threading.Lock()  # the parent's may have been held by another thread
+
+
+os.register_at_fork(after_in_child=_after_fork)
 
 
 def after_settle(call: Call, spent: Sequence[float | None] | None, amounts: Sequence[float]) -> None:

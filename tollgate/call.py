@@ -123,6 +123,7 @@ class Call:
     """
 
     __slots__ = (
+        "__weakref__",  # a concurrency lease follows its call weakly (tollgate.leases)
         "_deciding",
         "_finish_reasons",
         "_handed",

@@ -19,6 +19,8 @@ from __future__ import annotations
 import logging
 import os
 import threading
+import time
+import weakref
 from collections.abc import Sequence
 
 from tollgate.budgets.rates import RateLimit
@@ -33,15 +35,20 @@ FIRST_PAUSE, LONGEST_PAUSE = 0.005, 0.05
 
 
 class Lease:
-    """One slot held: its limit, the store key and the lease's unique name."""
+    """One slot held: its limit, the store key, the lease's unique name, and the call holding it
+    (weakly: a call a door lost track of, never ended, is not renewed once it is gone)."""
 
-    __slots__ = ("key", "name", "rate", "store")
+    __slots__ = ("key", "name", "owner", "rate", "store")
 
-    def __init__(self, rate: RateLimit, store: Store) -> None:
+    def __init__(self, rate: RateLimit, store: Store, owner: object = None) -> None:
         self.rate = rate
         self.store = store
         self.key = f"{rate.name}:concurrent"
         self.name = random_hex(64)
+        self.owner = weakref.ref(owner) if owner is not None else None
+
+    def orphaned(self) -> bool:
+        return self.owner is not None and self.owner() is None
 
 
 def matching(limits: Sequence[RateLimit], request: LLMRequest) -> list[RateLimit]:
@@ -63,17 +70,21 @@ class Keeper:
     """Renews the leases this process holds, from one daemon thread started on first use."""
 
     def __init__(self) -> None:
+        self._reset()
+        os.register_at_fork(after_in_child=self._reset)
+
+    def _reset(self) -> None:
+        # In a forked child the parent's thread is gone, its lock may be held for ever, and its
+        # leases are the parent's to renew and give back: start afresh.
         self._lock = threading.Lock()
         self._held: dict[tuple[int, str, str], Lease] = {}
         self._wake = threading.Condition(self._lock)
         self._thread: threading.Thread | None = None
-        self._pid = os.getpid()
 
     def hold(self, lease: Lease) -> None:
         with self._lock:
-            if self._pid != os.getpid():  # a forked child: the parent's thread and leases are not ours
-                self._held, self._thread, self._pid = {}, None, os.getpid()
             self._held[(id(lease.store), lease.key, lease.name)] = lease
+            self._wake.notify()  # a shorter lease than those held may need an earlier round
             if self._thread is None:
                 self._thread = threading.Thread(target=self._run, name="tollgate-leases", daemon=True)
                 self._thread.start()
@@ -89,16 +100,26 @@ class Keeper:
     def _run(self) -> None:
         from tollgate.preflight import store_clock
 
+        last = time.monotonic()
         while True:
             with self._lock:
-                if not self._held:
-                    self._thread = None
-                    return
+                if not self._held:  # idle until a call takes a slot (daemon: never joined)
+                    self._wake.wait()
+                    last = time.monotonic()
+                    continue
                 every = min(lease.rate.lease for lease in self._held.values()) / 3
-                self._wake.wait(every)
+                wait = last + every - time.monotonic()
+                if wait > 0:  # a new, shorter lease wakes the wait early, to count again
+                    self._wake.wait(wait)
+                    continue
+                last = time.monotonic()
+                lost = [self._held.pop(k) for k, lease in list(self._held.items()) if lease.orphaned()]
                 by_store: dict[int, list[Lease]] = {}
                 for lease in self._held.values():
                     by_store.setdefault(id(lease.store), []).append(lease)
+            if lost:
+                log.warning("tollgate gave back %d concurrency slot(s) of calls that never ended", len(lost))
+                let_go(lost)
             for leases in by_store.values():
                 ttl = min(lease.rate.lease for lease in leases)
                 try:

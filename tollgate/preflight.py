@@ -223,7 +223,7 @@ def _take_slots(call: Call, limits: Sequence[RateLimit]) -> None:
     store = call.settings.store
     try:
         for rate in limits:
-            lease, tries, deadline = leases.Lease(rate, store), 0, time.monotonic() + rate.timeout
+            lease, tries, deadline = leases.Lease(rate, store, call), 0, time.monotonic() + rate.timeout
             assert rate.concurrent is not None
             while not store.acquire(lease.key, lease.name, rate.concurrent, rate.lease, store_clock()):
                 wait = leases.pause(tries)
@@ -245,7 +245,7 @@ async def _atake_slots(call: Call, limits: Sequence[RateLimit]) -> None:
     store = call.settings.store
     try:
         for rate in limits:
-            lease, tries, deadline = leases.Lease(rate, store), 0, time.monotonic() + rate.timeout
+            lease, tries, deadline = leases.Lease(rate, store, call), 0, time.monotonic() + rate.timeout
             assert rate.concurrent is not None
             while not await store.aacquire(lease.key, lease.name, rate.concurrent, rate.lease, store_clock()):
                 wait = leases.pause(tries)

@@ -528,3 +528,22 @@ def test_usage_of_a_keyed_limit_names_the_missing_key() -> None:
     with pytest.raises(ValueError, match="kept per api_key"):
         tollgate.usage(plan="free")
     assert tollgate.usage(plan="free", api_key="k-1").spent == 0.0
+
+
+def test_a_lost_call_does_not_hold_its_slot_forever(store: str) -> None:
+    import gc
+
+    tollgate.limit(concurrent=1, lease=1, wait=False)
+    req = LLMRequest(
+        provider="openai", operation="chat", model="gpt-4o-mini", messages=SAY_OK, max_output_tokens=20
+    )
+    lost = gate.preflight(req)  # a door that never ends its call, then drops it
+    assert tollgate.leases.keeper.held() == 1
+    del lost
+    gc.collect()
+    for _ in range(100):  # the keeper notices at its next round (a third of the lease)
+        if tollgate.leases.keeper.held() == 0:
+            break
+        time.sleep(0.05)
+    assert tollgate.leases.keeper.held() == 0
+    gate.preflight(req).finish(gate.Outcome(Usage(10, 20)))  # the slot is free in the store too
