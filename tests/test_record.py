@@ -168,6 +168,7 @@ def test_record_reaches_on_record_hooks_and_spans() -> None:
         ({"feature": ["a"]}, r"tag feature=\['a'\]: tag values must be"),
         ({"started_at": "yesterday"}, r"record\(started_at='yesterday'\)"),
         ({"units": {"images": -1}}, r"record\(units="),
+        ({"tool_calls": -1}, r"record\(tool_calls=-1\): a count of tool calls"),
     ],
 )
 def test_bad_input_is_refused_with_the_problem_named(kwargs: dict[str, object], message: str) -> None:
@@ -175,6 +176,14 @@ def test_bad_input_is_refused_with_the_problem_named(kwargs: dict[str, object], 
     with pytest.raises(ValueError, match=message):
         tollgate.record(**{**args, **kwargs})  # type: ignore[arg-type]
     assert tollgate.config.settings().ledger.records() == []
+
+
+def test_record_keeps_the_tool_calls_and_reports_them() -> None:
+    rec = tollgate.record(provider="openai", model="gpt-4o", input_tokens=10, output_tokens=5, tool_calls=3)
+    assert rec.tool_calls == 3 and "tool_calls" not in rec.tags
+    tollgate.record(provider="openai", model="gpt-4o", input_tokens=10, output_tokens=5)
+    assert [r.tool_calls for r in tollgate.records()] == [3, 0]
+    assert tollgate.report().total["tool_calls"] == 3
 
 
 def test_unpriced_model_follows_on_unpriced() -> None:

@@ -154,9 +154,12 @@ def _after_fork() -> None:
 os.register_at_fork(after_in_child=_after_fork)
 
 
-def after_settle(call: Call, spent: Sequence[float | None] | None, amounts: Sequence[float]) -> None:
+def after_settle(call: Call, spent: Sequence[float | None], amounts: Sequence[float]) -> None:
     """Fire the threshold alerts the settle of ``call`` crossed (never raises)."""
-    if not spent:
+    for check in call.checks:  # most budgets have no thresholds: settle them at no further cost
+        if type(check) is Check and check.spec.warn_at:
+            break
+    else:
         return
     try:
         _thresholds(call, spent, amounts)

@@ -601,8 +601,7 @@ class Call:
     def _settle_store(self, amounts: list[float]) -> None:
         store = self.settings.store
         try:
-            spent = store.settle(self.holds, amounts)
-            if spent:
+            if spent := store.settle(self.holds, amounts):
                 alerts.after_settle(self, spent, amounts)
         except Exception as exc:
             if self._give_back(exc):
@@ -614,8 +613,7 @@ class Call:
     async def _asettle_store(self, amounts: list[float]) -> None:
         store = self.settings.store
         try:
-            spent = await store.asettle(self.holds, amounts)
-            if spent:
+            if spent := await store.asettle(self.holds, amounts):
                 alerts.after_settle(self, spent, amounts)
         except Exception as exc:
             if self._give_back(exc):

@@ -33,6 +33,7 @@ def record(
     response_id: str | None = None,
     status: Status = "ok",
     estimated: bool = False,
+    tool_calls: int = 0,
     **usage_and_tags: Any,
 ) -> CallRecord:
     """Record one call's usage, learned outside tollgate; returns its :class:`~tollgate.CallRecord`.
@@ -50,7 +51,8 @@ def record(
     invoice line), recorded instead of the price table's; ``started_at`` / ``ended_at`` date the
     call (epoch seconds or a datetime; default now): reports select on it, and windowed budgets
     count it in its own window (yesterday's usage does not fill today's daily budget; a time in
-    the future counts as now).
+    the future counts as now). ``tool_calls``: the tool calls the response asked for (what
+    ``budget(tool_calls=...)`` counts).
 
     An unpriced model follows ``on_unpriced``: a warning and $0, or with ``"raise"``
     :class:`~tollgate.UnpricedModelError` and nothing recorded (pass ``usd=`` to record it).
@@ -79,6 +81,8 @@ def record(
     for name, value in counts.items():
         if type(value) is not int or value < 0:
             raise ValueError(f"record({name}={value!r}): a count of tokens (an int >= 0)")
+    if type(tool_calls) is not int or tool_calls < 0:
+        raise ValueError(f"record(tool_calls={tool_calls!r}): a count of tool calls (an int >= 0)")
     if usd is not None and (isinstance(usd, bool) or not isinstance(usd, (int, float)) or not usd >= 0):
         raise ValueError(f"record(usd={usd!r}): a cost in USD (a number >= 0) or None")
     if units is not None and not all(
@@ -108,6 +112,7 @@ def record(
             usd=usd,
             status=status,
             estimated=estimated,
+            tool_calls=tool_calls,
         ),
         tags={**current_tags(), **tags},
         started_at=start,

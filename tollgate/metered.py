@@ -388,7 +388,10 @@ class _Door:
                 mine = None
             if mine is not None:
                 model = mine.model or recognised.model
-                return mine._replace(model=model, id=recognised.id, text=recognised.text), provider
+                said = mine._replace(
+                    model=model, id=recognised.id, text=recognised.text, tool_calls=recognised.tool_calls
+                )
+                return said, provider
         return recognised, provider
 
     def _warn(self, why: str) -> None:
@@ -459,12 +462,16 @@ def recognise(value: Any) -> tuple[Found, str | None]:
     try:
         usage = field(value, "usage")
         parse: Callable[[Any], Usage | None] | None = None
+        calls = 0
         if usage is not None and field(usage, "prompt_tokens") is not None:  # chat, completions, embeddings
             parse, text, provider = openai.usage_from, _choices_text(value), "openai"
+            calls = openai.chat_tool_calls(value)
         elif field(value, "type") == "message":
             parse, text, provider = anthropic.usage_from, _blocks_text(field(value, "content")), "anthropic"
+            calls = anthropic.content_tool_calls(field(value, "content"))
         elif field(value, "object") == "response":
             parse, text, provider = openai.responses_usage, _output_text(value), "openai"
+            calls = openai.responses_tool_calls(field(value, "output"))
         elif (
             usage is not None and field(usage, "input_tokens") is not None
         ):  # shaped like them: whose, unknown
@@ -472,7 +479,11 @@ def recognise(value: Any) -> tuple[Found, str | None]:
             parse, provider = openai.responses_usage, None
         if parse is not None:
             return Found(
-                parse(usage), _str(field(value, "model")), _str(field(value, "id")), text=text
+                parse(usage),
+                _str(field(value, "model")),
+                _str(field(value, "id")),
+                text=text,
+                tool_calls=calls,
             ), provider
         if any(field(value, name) is not None for name in ("usage_metadata", "usageMetadata", "candidates")):
             found = gemini.response_found(value)
@@ -551,6 +562,7 @@ class _Reader(Accountant):
             if inner is not None:
                 inner.observe(chunk)
                 self.usage, self.usd, self.done = inner.usage, inner.usd, inner.done
+                self.tool_calls = inner.tool_calls
                 self.response_model = inner.response_model or self.response_model
                 self.response_id = inner.response_id or self.response_id
         if self._door.extract is not None:

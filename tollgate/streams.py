@@ -73,6 +73,7 @@ class StreamAccountant(Protocol):
     done: bool  # every choice has finished; only trailing chunks (usage, end marker) may follow
     text: list[str]  # the generated text so far, in the pieces it arrived in
     finish_reasons: list[str]  # why each choice finished, as the provider says it
+    tool_calls: int  # the tool calls the chunks so far asked for
 
     def observe(self, chunk: Any) -> bool:
         """Take note of ``chunk``; return False to keep it from the caller (e.g. an injected usage chunk)."""
@@ -114,6 +115,7 @@ def accounted(
         status="abandoned" if abandoned else "ok",
         estimated=usage is None,
         output_messages=messages,
+        tool_calls=acc.tool_calls,
     )
     if abandoned:
         return charge(call, outcome, ended=bool(acc.done), read=read, drained=drained)

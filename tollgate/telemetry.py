@@ -127,6 +127,8 @@ ERROR_TYPE = "error.type"
 COST_USD = "tollgate.cost.usd"
 COST_ESTIMATED = "tollgate.cost.estimated"
 STATUS = "tollgate.status"  # ok | error | blocked | abandoned
+# The GenAI conventions name each tool call (gen_ai.tool.*), but have no count of them.
+TOOL_CALLS = "tollgate.tool_calls"  # the tool calls the response asked for, when any
 SERVICE_TIER = "tollgate.usage.service_tier"  # the billed tier, when not the standard one
 UNKNOWN_USAGE = "tollgate.usage.unknown"  # names of usage fields tollgate does not know
 # A call billed in parts (Anthropic iterations): each part's kind, model and USD, in order.
@@ -575,6 +577,8 @@ def _annotate(span: Span, record: CallRecord, facts: Facts | None, setup: _Setup
         a[SERVICE_TIER] = u.service_tier
     if u.unknown:
         a[UNKNOWN_USAGE] = sorted(u.unknown)
+    if record.tool_calls:
+        a[TOOL_CALLS] = record.tool_calls
     if u.parts:
         a[PART_KINDS] = [p.kind for p in u.parts]
         a[PART_MODELS] = [p.model or record.response_model or model for p in u.parts]

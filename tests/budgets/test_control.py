@@ -364,6 +364,9 @@ def test_prepaid_credit_and_top_ups(store: str, clock: list[float]) -> None:
     (top,) = [r for r in tollgate.records() if r.operation == "top_up"]
     assert (top.provider, dict(top.tags), top.usd) == ("tollgate", {"tenant": "acme"}, 0.0)
     assert top.decisions[0]["added_usd"] == pytest.approx(usd(20))
+    assert (
+        tollgate.report().total["calls"] == 5
+    )  # 3 calls and 2 refused; the top-up is in the ledger, not counted as a call
 
 
 def test_top_up_needs_a_lifetime_limit() -> None:

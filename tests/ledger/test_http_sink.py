@@ -155,7 +155,13 @@ def free_port() -> int:
 def test_batches_are_gzip_json_with_headers(server: Server, make_sink: Callable[..., HttpSink]) -> None:
     sink = make_sink(server.url, {"Authorization": TOKEN, "X-Team": "ml"}, batch_size=10, flush_interval=30)
     written = [
-        rec(f"c{i}", float(i), usd=0.001 * i, usage=Usage(input_tokens=i, output_tokens=2 * i))
+        rec(
+            f"c{i}",
+            float(i),
+            usd=0.001 * i,
+            usage=Usage(input_tokens=i, output_tokens=2 * i),
+            tool_calls=i % 3,
+        )
         for i in range(25)
     ]
     for r in written:
@@ -177,6 +183,7 @@ def test_batches_are_gzip_json_with_headers(server: Server, make_sink: Callable[
         assert headers["authorization"] == TOKEN
         assert headers["x-team"] == "ml"
     assert len({b["batch_id"] for b in server.batches}) == 3
+    assert [r["tool_calls"] for b in server.batches for r in b["records"]] == [i % 3 for i in range(25)]
     received = [CallRecord.from_dict(r) for b in server.batches for r in b["records"]]
     assert [r.to_dict() for r in received] == [r.to_dict() for r in written]
     assert sink.sent() == 25

@@ -104,7 +104,7 @@ def test_group_by_several_tags_and_a_missing_tag_is_none(records: list[CallRecor
     assert set(report.rows[0]) == {
         "tags", "calls", "input_tokens", "output_tokens", "cache_read_tokens", "cache_write_tokens",
         "reasoning_tokens", "usd", "unpriced_calls", "blocked_calls", "errors", "estimated_calls",
-        "unknown_usage_calls", "unknown_usage", "parts_usd",
+        "unknown_usage_calls", "unknown_usage", "tool_calls", "parts_usd",
     }  # fmt: skip
 
 
@@ -242,6 +242,19 @@ def test_str_hides_counters_nobody_used() -> None:
     assert "cache read" not in text and "unpriced" not in text
     assert "1,234" in text
     assert text.splitlines()[-1].startswith("TOTAL")
+
+
+def test_tool_calls_are_summed_and_shown_once_some_call_had_them() -> None:
+    calls = [
+        rec("1", 0.1, {"agent": "a"}, tool_calls=3),
+        rec("2", 0.1, {"agent": "a"}, tool_calls=2),
+        rec("3"),
+    ]
+    report = build_report(calls, group_by="agent")
+    assert [row["tool_calls"] for row in report] == [5, 0] and report.total["tool_calls"] == 5
+    header, *_, total = str(report).splitlines()
+    assert header.endswith("tool calls") and total.endswith(" 5")
+    assert "tool calls" not in str(build_report([rec("4")]))
 
 
 def test_to_csv(records: list[CallRecord]) -> None:

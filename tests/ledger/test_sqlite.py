@@ -83,6 +83,7 @@ def test_every_field_round_trips(path: Path) -> None:
         response_id="msg_123",
         tags={"tenant": "acme", "feature": "séarch"},
         decisions=({"budget": "daily", "action": "clamp", "limit": 5.0, "nested": {"a": [1, 2]}},),
+        tool_calls=3,
     )
     # A record with every field at its default, so neither shape is special-cased.
     bare = rec("call-2", started_at=1_700_000_003.0)
@@ -111,12 +112,48 @@ def test_the_file_is_a_plain_wal_table_with_a_version_and_an_index(ledger: SQLit
     ledger.flush()
     with sqlite3.connect(path) as conn:
         assert conn.execute("pragma journal_mode").fetchone()[0] == "wal"
-        assert conn.execute("pragma user_version").fetchone()[0] == SCHEMA_VERSION == 2
+        assert conn.execute("pragma user_version").fetchone()[0] == SCHEMA_VERSION == 3
         indexes = conn.execute("select sql from sqlite_master where type = 'index'").fetchall()
         assert any("started_at" in sql for (sql,) in indexes)
         assert conn.execute("select sum(usd) from calls").fetchone()[0] == 0.75
         feature = conn.execute("select json_extract(tags, '$.feature') from calls where id = 'a'").fetchone()
         assert feature == ("search",)
+
+
+def _older_file(path: Path, version: int) -> None:
+    """A ledger file as tollgate wrote it at schema ``version`` (1 or 2), with one record."""
+    from tollgate.ledger.sqlite import _COLUMNS
+
+    lacking = {"tool_calls"} | ({"service_tier", "parts", "unknown_usage"} if version < 2 else set())
+    columns = [(n, t) for n, t in _COLUMNS if n not in lacking]
+    values = {"id": "old", "started_at": 1.0, "ended_at": 2.0, "provider": "openai", "operation": "chat"}
+    values |= {"request_model": "gpt-4o", "units": "{}", "usd": 0.5, "tags": "{}", "decisions": "[]"}
+    values |= {"status": "ok", "parts": "[]", "unknown_usage": "{}"}
+    row = [values.get(n, 0 if "INTEGER" in t else None) for n, t in columns]
+    with sqlite3.connect(path) as conn:
+        conn.execute("CREATE TABLE calls (" + ", ".join(f"{n} {t}" for n, t in columns) + ")")
+        conn.execute(
+            f"INSERT INTO calls ({', '.join(n for n, _ in columns)}) VALUES ({', '.join('?' * len(row))})",
+            row,
+        )
+        conn.execute(f"pragma user_version = {version}")
+    conn.close()
+
+
+@pytest.mark.parametrize("version", [1, 2])
+def test_an_older_file_gains_the_tool_calls_column_when_opened(path: Path, version: int) -> None:
+    _older_file(path, version)
+    with SQLiteLedger(path) as ledger:
+        ledger.write(rec("new", started_at=5.0, tool_calls=2))
+        old, new = ledger.records()
+    assert (old.id, old.usd, old.tool_calls) == ("old", 0.5, 0)  # kept, with no tool calls
+    assert (new.id, new.tool_calls) == ("new", 2)
+    with sqlite3.connect(path) as conn:
+        assert conn.execute("pragma user_version").fetchone()[0] == SCHEMA_VERSION
+        column = [c for c in conn.execute("pragma table_info(calls)") if c[1] == "tool_calls"]
+        assert [(c[2], c[3], c[4]) for c in column] == [("INTEGER", 1, "0")]  # type, NOT NULL, default
+        assert conn.execute("select sum(tool_calls) from calls").fetchone()[0] == 2
+    conn.close()
 
 
 def test_write_only_enqueues_and_records_reads_its_writes(path: Path) -> None:

@@ -43,3 +43,12 @@ def test_unknown_usage_fields_and_the_tier_are_named_not_their_values(replay, sp
     ]
     b = _span(replay, spans, "anthropic/messages_web_search_priority.yaml").attributes
     assert b["tollgate.usage.service_tier"] == "priority" and "tollgate.usage.unknown" not in b
+
+
+def test_the_tool_calls_asked_for_are_on_the_span_when_there_are_any(replay, spans) -> None:  # type: ignore[no-untyped-def]
+    # The GenAI conventions have no count of tool calls: tollgate's own attribute carries it.
+    a = _span(replay, spans, "anthropic/messages_tool_use.yaml").attributes
+    assert a["tollgate.tool_calls"] == 3  # one server tool (web search) and two client tools
+    b = _span(replay, spans, "anthropic/messages_basic.yaml").attributes
+    assert "tollgate.tool_calls" not in b
+    assert not [k for k in {**a, **b} if k.startswith("gen_ai.") and "tool_call" in k]

@@ -42,6 +42,7 @@ COUNTERS = (
     "errors",
     "estimated_calls",
     "unknown_usage_calls",
+    "tool_calls",
 )
 
 Where = Mapping[str, Any] | Callable[[CallRecord], bool]
@@ -66,6 +67,8 @@ class ReportRow(TypedDict):
     #: many calls carried each field, as ``"<provider>:<field>"``.
     unknown_usage_calls: int
     unknown_usage: dict[str, int]
+    #: The tool calls the calls' responses asked for.
+    tool_calls: int
     #: USD by the model that ran each part of the calls billed in parts (an advisor, a
     #: compaction step): ``{"claude-opus-4-6": 0.21, ...}``; empty when no call had parts.
     parts_usd: dict[str, float]
@@ -224,6 +227,7 @@ _HEADERS = {
     "errors": "errors",
     "estimated_calls": "estimated",
     "unknown_usage_calls": "unknown usage",
+    "tool_calls": "tool calls",
 }
 
 
@@ -238,7 +242,8 @@ def build_report(
     ``"provider"``, ``"operation"``, ``"status"``; a record without a tag groups under
     ``None``. Without ``group_by`` there is one row (none when there are no records).
     ``where`` keeps the records matching a dict of name -> value (a collection value means
-    "any of") or a callable returning true. Rows are sorted by usd, highest first.
+    "any of") or a callable returning true. Rows are sorted by usd, highest first. Credit
+    top-ups (operation ``top_up``) are not calls: :func:`tollgate.records` lists them.
 
     >>> rec = CallRecord(id="1", started_at=0.0, ended_at=1.0, provider="openai",
     ...                  operation="chat", request_model="gpt-4o", usd=0.5, priced=True)
@@ -246,7 +251,8 @@ def build_report(
     {'model': 'gpt-4o', 'tenant': None}
     """
     names = _group_names(group_by)
-    selected = select(records, where)
+    # A credit top-up (tollgate.top_up) is in the ledger for the record, but it is no call.
+    selected = [r for r in select(records, where) if r.operation != "top_up"]
     groups: dict[tuple[str | None, ...], list[CallRecord]] = {}
     for record in selected:
         groups.setdefault(tuple(_value(record, name) for name in names), []).append(record)
@@ -399,6 +405,7 @@ def _aggregate(records: Sequence[CallRecord], tags: dict[str, str | None]) -> Re
         estimated_calls=0,
         unknown_usage_calls=0,
         unknown_usage={},
+        tool_calls=0,
         parts_usd={},
     )
     usd: list[float] = []
@@ -415,6 +422,7 @@ def _aggregate(records: Sequence[CallRecord], tags: dict[str, str | None]) -> Re
         row["blocked_calls"] += r.status == "blocked"
         row["errors"] += r.status == "error"
         row["estimated_calls"] += r.estimated
+        row["tool_calls"] += r.tool_calls
         if u.unknown:
             row["unknown_usage_calls"] += 1
             for name in u.unknown:

@@ -29,12 +29,13 @@ The table is plain so reports are possible by hand::
     sqlite3 tollgate.db "select json_extract(tags, '$.feature') as feature, sum(usd)
                          from calls group by feature"
 
-Schema version 2 (``PRAGMA user_version``): one ``calls`` table with the record's scalar
+Schema version 3 (``PRAGMA user_version``): one ``calls`` table with the record's scalar
 fields, the usage fields (``units`` as a JSON object), ``priced``/``estimated``/``stream`` as
 0/1, ``tags`` as a JSON object and ``decisions`` as a JSON array; indexed on ``started_at``.
 Version 2 added ``service_tier``, ``parts`` (a JSON array of the usage's priced parts) and
-``unknown_usage`` (a JSON object of the usage fields tollgate did not know); a version 1 file
-gains them (empty) when opened.
+``unknown_usage`` (a JSON object of the usage fields tollgate did not know); version 3 added
+``tool_calls`` (the tool calls the response asked for). An older file gains the columns it
+lacks (empty, 0) when opened.
 """
 
 from __future__ import annotations
@@ -55,7 +56,7 @@ from tollgate.ledger.base import Ledger, logger
 from tollgate.request import CallRecord, Status, Usage, parts_of, usage_dict
 from tollgate.stores.sqlite import check_folder
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 _COLUMNS: tuple[tuple[str, str], ...] = (
     ("id", "TEXT NOT NULL"),
@@ -85,8 +86,10 @@ _COLUMNS: tuple[tuple[str, str], ...] = (
     ("service_tier", "TEXT"),
     ("parts", "TEXT NOT NULL DEFAULT '[]'"),
     ("unknown_usage", "TEXT NOT NULL DEFAULT '{}'"),
+    ("tool_calls", "INTEGER NOT NULL DEFAULT 0"),
 )
-_ADDED_IN_2 = _COLUMNS[-3:]
+#: The columns each schema version added, which a file of an older version gains when opened.
+_ADDED = {2: _COLUMNS[-4:-1], 3: _COLUMNS[-1:]}
 _NAMES = tuple(name for name, _ in _COLUMNS)
 _CREATE_TABLE = "CREATE TABLE calls (" + ", ".join(f"{n} {t}" for n, t in _COLUMNS) + ")"
 _CREATE_INDEX = "CREATE INDEX calls_started_at ON calls (started_at)"
@@ -397,9 +400,9 @@ def _prepare(conn: sqlite3.Connection, path: str) -> None:
         if version is None:
             conn.execute(_CREATE_TABLE)
             conn.execute(_CREATE_INDEX)
-        elif version < 2:
+        elif version < SCHEMA_VERSION:
             columns = {row[1] for row in conn.execute("PRAGMA table_info(calls)")}
-            for name, kind in _ADDED_IN_2:
+            for name, kind in _added_since(version):
                 if name not in columns:
                     conn.execute(f"ALTER TABLE calls ADD COLUMN {name} {kind}")
         if version != SCHEMA_VERSION:
@@ -422,7 +425,7 @@ def _check_schema(conn: sqlite3.Connection, path: str) -> int | None:
                 f"user_version is {version} (set by another application)"
             )
         return None
-    added = {name for name, _ in _ADDED_IN_2} if version < 2 else set()
+    added = {name for name, _ in _added_since(version)}
     missing = [name for name in _NAMES if name not in columns and name not in added]
     if missing:
         raise ValueError(
@@ -434,6 +437,11 @@ def _check_schema(conn: sqlite3.Connection, path: str) -> int | None:
             f"reads ({SCHEMA_VERSION}); upgrade tollgate"
         )
     return version
+
+
+def _added_since(version: int) -> list[tuple[str, str]]:
+    """The columns added by the schema versions after ``version``."""
+    return [column for v, columns in _ADDED.items() if v > version for column in columns]
 
 
 # default=str: a decision holding an odd object is better stored as text than lost. One shared
@@ -451,7 +459,7 @@ def _to_row(r: CallRecord) -> tuple[Any, ...]:
         _json(dict(r.tags)) if r.tags else "{}",
         _json([stored(d) for d in r.decisions]) if r.decisions else "[]",
         u.service_tier, _json(usage_dict(u)["parts"]) if u.parts else "[]",
-        _json(dict(u.unknown)) if u.unknown else "{}",
+        _json(dict(u.unknown)) if u.unknown else "{}", r.tool_calls,
     )  # fmt: skip
 
 
@@ -459,7 +467,7 @@ def _from_row(row: tuple[Any, ...]) -> CallRecord:
     (id_, started_at, ended_at, provider, operation, request_model, response_model,
      input_tokens, output_tokens, cache_read, cache_write, reasoning, audio_in, audio_out, units,
      usd, priced, estimated, stream, status, error, response_id, tags, decisions,
-     service_tier, parts, unknown) = row  # fmt: skip
+     service_tier, parts, unknown, tool_calls) = row  # fmt: skip
     usage = Usage(
         input_tokens=input_tokens,
         output_tokens=output_tokens,
@@ -491,6 +499,7 @@ def _from_row(row: tuple[Any, ...]) -> CallRecord:
         response_id=response_id,
         tags=json.loads(tags),
         decisions=tuple(step_from_dict(d) for d in json.loads(decisions)),
+        tool_calls=tool_calls,
     )
 
 

@@ -42,6 +42,9 @@ OpenTelemetry. The Anthropic SDK emits its own CLIENT span per call
 runs, so the SDK's span nests under tollgate's, as its child: tollgate's span is the one
 that carries the cost, budget and tag attributes, the SDK's the HTTP details. For one span
 per call, create the client with ``open_telemetry=False``.
+
+Tool calls (``CallRecord.tool_calls``): ``tool_use``, ``server_tool_use`` and ``mcp_tool_use``
+content blocks, in a stream as their ``content_block_start`` arrives.
 """
 
 from __future__ import annotations
@@ -59,6 +62,7 @@ from tollgate.providers.base import (
     as_int,
     count_of,
     field,
+    listed,
     native_items,
     routes_for,
     server_of,
@@ -229,6 +233,23 @@ _KNOWN: Known = {
 }
 
 
+#: Content blocks that are tool calls: the caller's tools, Anthropic's server tools (web search
+#: and fetch, code execution, tool search) and the MCP connector's.
+TOOL_CALL_BLOCKS = frozenset({"tool_use", "server_tool_use", "mcp_tool_use"})
+
+
+def content_tool_calls(content: Any) -> int:
+    """The tool calls among a message's ``content`` blocks (see :data:`TOOL_CALL_BLOCKS`).
+
+    >>> content_tool_calls([{"type": "text"}, {"type": "tool_use"}, {"type": "server_tool_use"}])
+    2
+    """
+    try:
+        return sum(1 for block in listed(content) if str(field(block, "type")) in TOOL_CALL_BLOCKS)
+    except Exception:  # a block that cannot even be read: nothing countable
+        return 0
+
+
 # Which field of a content_block_delta holds the generated text, by delta type.
 _DELTA_TEXT = {"text_delta": "text", "input_json_delta": "partial_json", "thinking_delta": "thinking"}
 
@@ -264,6 +285,8 @@ class MessageStreamAccountant(Accountant):
                 piece = field(delta, _DELTA_TEXT.get(field(delta, "type"), ""))
                 if piece:
                     self.text.append(piece)
+            elif kind == "content_block_start":
+                self.tool_calls += content_tool_calls((field(event, "content_block"),))
             elif kind == "message_start":
                 message = field(event, "message")
                 self.response_model = field(message, "model") or self.response_model
@@ -500,6 +523,7 @@ class MessagesSurface(Surface):
             field(response, "id"),
             text=self.content(response) if usage is None else None,  # to estimate the output from
             finish_reasons=(str(reason),) if reason else (),
+            tool_calls=content_tool_calls(field(response, "content")),
         )
 
     def content(self, response: Any) -> str | None:

@@ -68,6 +68,12 @@ def count_of(value: Any) -> int | None:
     return value if type(value) is int and value >= 0 else None
 
 
+def listed(value: Any) -> list[Any] | tuple[Any, ...]:
+    """``value`` if it is a list or tuple, else ``()``: a malformed response's field is read as
+    empty rather than iterated (a string, a number) or raised on."""
+    return value if isinstance(value, (list, tuple)) else ()
+
+
 def as_int(value: Any) -> int:
     """:func:`count_of`, with 0 for None, SDK "not given" sentinels and anything else."""
     return count_of(value) or 0
@@ -90,10 +96,20 @@ class Accountant:
     A provider's accountant subclasses it and reads its chunks in ``observe``.
     """
 
-    __slots__ = ("done", "finish_reasons", "response_id", "response_model", "text", "usage", "usd")
+    __slots__ = (
+        "done",
+        "finish_reasons",
+        "response_id",
+        "response_model",
+        "text",
+        "tool_calls",
+        "usage",
+        "usd",
+    )
 
     def __init__(self) -> None:
         self.finish_reasons: list[str] = []
+        self.tool_calls = 0
         self.text: list[str] = []
         self.usage: Usage | None = None
         self.usd: float | None = None

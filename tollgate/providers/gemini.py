@@ -22,12 +22,18 @@ to the output and recorded as its reasoning part.
 
 Known limit: with automatic function calling (Python functions as ``tools``), one
 ``models.generate_content`` call sends several requests inside the SDK and returns only the
-last response's usage, which is what gets recorded. Chat sessions' streaming
-(``send_message_stream``) runs that loop through the gated method, one record per request.
+last response's usage, which is what gets recorded (and its tool calls: none, the SDK ran
+them). Chat sessions' streaming (``send_message_stream``) runs that loop through the gated
+method, one record per request.
+
+Tool calls (``CallRecord.tool_calls``): ``function_call``, ``executable_code`` (code execution)
+and ``tool_call`` (a server-side tool) parts, over every candidate and, in a stream, every chunk
+(see :func:`part_tool_calls`).
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 import json
@@ -42,6 +48,7 @@ from tollgate.providers.base import (
     Server,
     Surface,
     as_int,
+    listed,
     native_items,
     routes_for,
     server_of,
@@ -243,7 +250,43 @@ def response_found(response: Any) -> Found:
         _get(response, "response_id") or None,
         text=response_text(response) or None if usage is None else None,  # to estimate the output from
         finish_reasons=reasons,
+        tool_calls=response_tool_calls(response),
     )
+
+
+def response_tool_calls(response: Any) -> int:
+    """The tool calls a response asks for, over its candidates (see :func:`part_tool_calls`).
+
+    >>> response_tool_calls({"candidates": [{"content": {"parts": [
+    ...     {"text": "Let me check."}, {"functionCall": {"name": "weather", "args": {}}},
+    ...     {"executableCode": {"language": "PYTHON", "code": "print(1)"}}]}}]})
+    2
+    """
+    count = 0
+    with contextlib.suppress(Exception):  # a malformed response: what was read so far
+        for candidate in listed(_get(response, "candidates")):
+            count += part_tool_calls(_get(_get(candidate, "content"), "parts"))[0]
+    return count
+
+
+def part_tool_calls(parts: Any, continued: bool = False) -> tuple[int, bool]:
+    """The tool calls among a candidate's ``parts``, and whether the last one is to be continued.
+
+    A tool call is a ``function_call`` part (the caller's function), an ``executable_code`` part
+    (the code execution tool: the model writes code the server runs) or a ``tool_call`` part (a
+    built-in tool the server runs). Google Search grounding is not a part, and not counted.
+    Vertex AI can stream one function call's arguments over several parts (``will_continue``):
+    the parts after the first continue it (``continued``: the previous chunk's last part said so).
+    """
+    count = 0
+    for part in listed(parts):
+        call = _get(part, "function_call")
+        if call is not None:
+            count += not continued
+            continued = _get(call, "will_continue") is True
+        elif _get(part, "executable_code") is not None or _get(part, "tool_call") is not None:
+            count += 1
+    return count, continued
 
 
 def response_text(response: Any) -> str:
@@ -481,12 +524,13 @@ class GenerateStreamAccountant(Accountant):
     count and the text that streamed).
     """
 
-    __slots__ = ("_grounded", "_open")
+    __slots__ = ("_continued", "_grounded", "_open")
 
     def __init__(self) -> None:
         super().__init__()
         self._grounded: dict[str, int] = {}
         self._open: set[int] = set()
+        self._continued: dict[int, bool] = {}  # candidate -> its function call goes on
 
     def observe(self, chunk: Any) -> bool:
         try:
@@ -497,14 +541,17 @@ class GenerateStreamAccountant(Accountant):
             candidates = _get(chunk, "candidates")
             if candidates:
                 for candidate in candidates:
-                    for part in _get(_get(candidate, "content"), "parts") or ():
+                    index = as_int(_get(candidate, "index"))
+                    parts = _get(_get(candidate, "content"), "parts")
+                    calls, self._continued[index] = part_tool_calls(parts, self._continued.get(index, False))
+                    self.tool_calls += calls
+                    for part in parts or ():
                         text = _get(part, "text")
                         if text:
                             self.text.append(text)
                         call = _get(part, "function_call")
                         if call is not None:
                             self.text.append((_get(call, "name") or "") + _json(_get(call, "args")))
-                    index = as_int(_get(candidate, "index"))
                     reason = _reason(candidate)
                     if reason:
                         self.finish_reasons.append(reason)

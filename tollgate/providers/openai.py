@@ -15,10 +15,16 @@ OpenAI-compatible providers are told apart by the client's base URL (:func:`prov
 and their usage dialects read here: DeepSeek's ``prompt_cache_hit_tokens``, Groq's
 ``x_groq.usage`` on stream chunks, OpenRouter's ``usage.cost`` (the provider's own charge,
 recorded instead of the price table's).
+
+Tool calls (``CallRecord.tool_calls``): a chat answer's ``tool_calls`` entries (a legacy
+``function_call`` is one), over its choices, and in a stream each (choice, call index) once; a
+Responses answer's output items whose type ends in ``_call``, the built-in tools the model ran
+included (:func:`responses_tool_calls`).
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 from collections.abc import Mapping
@@ -36,6 +42,7 @@ from tollgate.providers.base import (
     count_of,
     extra_field,
     field,
+    listed,
     native_items,
     routes_for,
     server_of,
@@ -289,6 +296,49 @@ def _finish_reasons(response: Any) -> tuple[str, ...]:
         return ()
 
 
+def chat_tool_calls(response: Any) -> int:
+    """The tool calls a chat completion asks for, over its choices: each ``message.tool_calls``
+    entry, or the legacy ``message.function_call`` as one. What cannot be read counts 0.
+
+    >>> chat_tool_calls({"choices": [{"message": {"tool_calls": [{"id": "a"}, {"id": "b"}]}},
+    ...                              {"message": {"function_call": {"name": "f"}}}]})
+    3
+    """
+    count = 0
+    with contextlib.suppress(Exception):  # a malformed response: what was read so far
+        for choice in listed(field(response, "choices")):
+            message = field(choice, "message")
+            calls = field(message, "tool_calls")
+            if listed(calls):
+                count += sum(1 for c in calls if c is not None)
+            elif field(message, "function_call") is not None:
+                count += 1
+    return count
+
+
+def responses_tool_calls(output: Any) -> int:
+    """The tool calls among a Responses ``output``: every item whose type ends in ``_call``:
+    ``function_call`` and ``custom_tool_call`` (the caller's tools), and the built-in tools the
+    model calls (``web_search_call``, ``file_search_call``, ``code_interpreter_call``,
+    ``computer_call``, ``mcp_call``, ``shell_call``, ``image_generation_call``, ...). Their
+    results (``*_call_output``) and MCP approval requests are not calls.
+
+    >>> responses_tool_calls([{"type": "reasoning"}, {"type": "function_call"},
+    ...                       {"type": "web_search_call"}, {"type": "message"}])
+    2
+    """
+    count = 0
+    with contextlib.suppress(Exception):
+        for item in listed(output):
+            count += _is_tool_call(item)
+    return count
+
+
+def _is_tool_call(item: Any) -> bool:
+    kind = field(item, "type")
+    return isinstance(kind, str) and kind.endswith("_call")
+
+
 def _reported_cost(raw: Any) -> float | None:
     # OpenRouter puts what it charged in usage.cost: that, not a price table, is the truth.
     value = extra_field(raw, "cost")
@@ -353,12 +403,13 @@ class ChatStreamAccountant(Accountant):
     """Reads ``ChatCompletionChunk``s (and legacy ``Completion`` chunks): usage from the chunk
     that carries it, text for estimates and cut-offs."""
 
-    __slots__ = ("_hide_usage_chunk", "_open_choices")
+    __slots__ = ("_calls", "_hide_usage_chunk", "_open_choices")
 
     def __init__(self, *, hide_usage_chunk: bool) -> None:
         super().__init__()
         self._hide_usage_chunk = hide_usage_chunk
         self._open_choices: set[int] = set()
+        self._calls: set[tuple[Any, Any]] = set()  # (choice index, tool call index) seen
 
     def observe(self, chunk: Any) -> bool:
         try:
@@ -374,9 +425,13 @@ class ChatStreamAccountant(Accountant):
                         self.text.append(content)
                     tool_calls = field(delta, "tool_calls")
                     if tool_calls:
+                        self._count_calls(field(choice, "index"), tool_calls)
                         for tool_call in tool_calls:
                             fn = field(tool_call, "function")
                             self.text.append((field(fn, "name") or "") + (field(fn, "arguments") or ""))
+                    elif field(delta, "function_call") is not None:  # legacy: one call per choice
+                        self._calls.add((field(choice, "index"), "function_call"))
+                        self.tool_calls = len(self._calls)
                     reason = field(choice, "finish_reason")
                     if reason:
                         self.finish_reasons.append(str(reason))
@@ -395,6 +450,16 @@ class ChatStreamAccountant(Accountant):
         except Exception:  # a malformed chunk must never break the caller's stream
             return True
         return True
+
+    def _count_calls(self, choice: Any, deltas: Any) -> None:
+        """A call's deltas share its ``index`` (the first also carries its id and name): count
+        each (choice, index) once; a server that sends no index is told apart by the call's id."""
+        for delta in listed(deltas):
+            index = field(delta, "index")
+            key = index if type(index) is int else field(delta, "id")
+            if key is not None:
+                self._calls.add((choice, key))
+        self.tool_calls = len(self._calls)
 
 
 class ChatHelperAccountant(ChatStreamAccountant):
@@ -419,7 +484,8 @@ class _ChoicesSurface(Surface):
             usage = dataclasses.replace(usage, units={"web_search_requests": 1})
         text = _choices_text(response) if usage is None else None
         model, rid = field(response, "model"), field(response, "id")
-        return Found(usage, model, rid, _reported_cost(raw), text, _finish_reasons(response))
+        reasons, calls = _finish_reasons(response), chat_tool_calls(response)
+        return Found(usage, model, rid, _reported_cost(raw), text, reasons, tool_calls=calls)
 
     def content(self, response: Any) -> str | None:
         return _choices_text(response)
@@ -560,10 +626,15 @@ def _status(response: Any) -> tuple[str, ...]:
 
 
 class ResponseStreamAccountant(Accountant):
-    """Reads Responses stream events: text deltas, and the final response with its usage
-    (``response.completed``, or ``response.incomplete`` / ``response.failed``)."""
+    """Reads Responses stream events: text deltas, tool calls as their output items arrive, and
+    the final response with its usage (``response.completed``, or ``response.incomplete`` /
+    ``response.failed``)."""
 
-    __slots__ = ()
+    __slots__ = ("_calls",)
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._calls: set[Any] = set()  # output indexes of the tool call items seen
 
     def observe(self, event: Any) -> bool:
         try:
@@ -572,6 +643,10 @@ class ResponseStreamAccountant(Accountant):
                 delta = field(event, "delta")
                 if delta:
                     self.text.append(delta)
+            elif kind in ("response.output_item.added", "response.output_item.done"):
+                if _is_tool_call(field(event, "item")):
+                    self._calls.add(field(event, "output_index"))
+                    self.tool_calls = len(self._calls)
             elif kind in ("response.created", "response.completed", "response.incomplete", "response.failed"):
                 response = field(event, "response")
                 self.response_model = field(response, "model") or self.response_model
@@ -581,6 +656,8 @@ class ResponseStreamAccountant(Accountant):
                     self.usage = responses_usage(raw, response) or self.usage
                     self.usd = _reported_cost(raw)
                     self.finish_reasons[:] = _status(response)
+                    # The final output lists every item; a stream cut short has only the events.
+                    self.tool_calls = max(self.tool_calls, responses_tool_calls(field(response, "output")))
                     self.done = True
         except Exception:  # a malformed event must never break the caller's stream
             pass
@@ -618,7 +695,12 @@ class ResponsesSurface(Surface):
         usage = responses_usage(raw, response)
         rid = field(response, "id")
         return Found(
-            usage, field(response, "model"), rid, _reported_cost(raw), finish_reasons=_status(response)
+            usage,
+            field(response, "model"),
+            rid,
+            _reported_cost(raw),
+            finish_reasons=_status(response),
+            tool_calls=responses_tool_calls(field(response, "output")),
         )
 
     def content(self, response: Any) -> str | None:

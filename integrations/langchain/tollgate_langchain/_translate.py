@@ -15,6 +15,7 @@ the totals are taken as they are and the details read as parts of them.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
@@ -244,6 +245,30 @@ def message_text(message: Any) -> str:
     return "".join(parts)
 
 
+def tool_calls(message: Any) -> int:
+    """The tool calls a message asks for, as the provider doors count them: its ``tool_calls``
+    and ``invalid_tool_calls`` (asked for all the same, their arguments unparsed), and the
+    provider's built-in tools it ran (Anthropic's server tools, OpenAI's web search...), which
+    LangChain keeps in the content (``server_tool_call`` among its ``content_blocks``). The
+    chunks of a stream, added up, carry them too.
+
+    >>> from langchain_core.messages import AIMessage
+    >>> tool_calls(AIMessage("", tool_calls=[{"name": "f", "args": {}, "id": "1"}],
+    ...                      invalid_tool_calls=[{"name": "g", "args": "{", "id": "2", "error": None}]))
+    2
+    """
+    count = 0
+    for name in ("tool_calls", "invalid_tool_calls"):
+        with contextlib.suppress(Exception):  # a message of a shape tollgate does not know
+            calls = getattr(message, name, None)
+            count += len(calls) if isinstance(calls, list) else 0
+    if isinstance(getattr(message, "content", None), list):  # built-in tool calls are content
+        with contextlib.suppress(Exception):  # content_blocks: langchain-core 1.x
+            blocks = getattr(message, "content_blocks", None) or ()
+            count += sum(1 for b in blocks if isinstance(b, Mapping) and b.get("type") == "server_tool_call")
+    return count
+
+
 def outcome(message: Any, extra_usage: Any = None) -> gate.Outcome:
     """What a call answered by ``message`` (an AIMessage, or None) says of itself.
 
@@ -258,7 +283,8 @@ def outcome(message: Any, extra_usage: Any = None) -> gate.Outcome:
         if isinstance(extra_usage, Mapping):
             model = model or extra_usage.get("model_name") or extra_usage.get("model")
         text = message_text(message) if message is not None and usage is None else None
-        return gate.Outcome(usage, model, rid, text=text, finish_reasons=tuple(reasons))
+        calls = tool_calls(message)
+        return gate.Outcome(usage, model, rid, text=text, finish_reasons=tuple(reasons), tool_calls=calls)
     except Exception:  # a reply of a shape tollgate does not know: the gate estimates
         return _UNREAD
 

@@ -185,6 +185,10 @@ class _Core:
             streamed = isinstance(generation, (ChatGenerationChunk, GenerationChunk))
             message = getattr(generation, "message", None)
             said = tr.outcome(message, response.llm_output)
+            if len(generations[0]) > 1:  # n > 1: every completion's tool calls
+                said = said._replace(
+                    tool_calls=sum(tr.tool_calls(getattr(g, "message", None)) for g in generations[0])
+                )
             if message is None and generation is not None and said.usage is None:  # a plain LLM: text
                 text = getattr(generation, "text", None)
                 said = said._replace(text=text if isinstance(text, str) else None)

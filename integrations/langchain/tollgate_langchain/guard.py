@@ -352,7 +352,7 @@ class _Chunks:
         said = tr.outcome(self._merged)
         if self._broken:
             text = (said.text or tr.message_text(self._merged)) + "".join(self._texts)
-            said = gate.Outcome(None, said.model, said.id, text=text, finish_reasons=said.finish_reasons)
+            said = said._replace(usage=None, text=text)
         return said if status is None else said._replace(status=status, estimated=True)
 
 
