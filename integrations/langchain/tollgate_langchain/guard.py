@@ -189,7 +189,7 @@ class Guard(Runnable[LanguageModelInput, BaseMessage]):
             for other in _CAP_KEYS:
                 kwargs.pop(other, None)
             kwargs[key] = decision.max_output_tokens
-        if stream and "stream_usage" in type(model).model_fields:
+        if stream and "stream_usage" in type(model).model_fields and not _responses_api(model, kwargs):
             kwargs.setdefault("stream_usage", True)  # a ChatOpenAI with a custom base_url sends none
         bound = self._bound(model)
         return bound.bind(**kwargs) if kwargs else bound
@@ -383,3 +383,14 @@ def guard(
     tollgate.errors.BudgetExceeded: budget ... exceeded: ...
     """
     return Guard(model, models=models, provider=provider, tags=tags)
+
+
+def _responses_api(model: Any, kwargs: Mapping[str, Any]) -> bool:
+    """Whether ``model`` (a ChatOpenAI) sends this call to the Responses API, which streams its
+    usage anyway and whose SDK method refuses ``stream_usage`` (langchain-openai passes it on).
+    Asked of langchain-openai itself, as it decides per call; False when it cannot say."""
+    decide = getattr(model, "_use_responses_api", None)
+    try:
+        return bool(decide(dict(kwargs))) if callable(decide) else False
+    except Exception:  # another version's signature: the chat API's default
+        return False

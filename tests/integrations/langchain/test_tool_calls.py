@@ -76,17 +76,20 @@ def test_openai_chat_tool_calls(chat_openai, replay, door, how, cassette, expect
     ("how", "cassette"),
     [("invoke", "openai/responses_tool_calls.yaml"), ("stream", "openai/responses_tool_calls_stream.yaml")],
 )
-def test_openai_responses_count_built_in_tool_calls_too(chat_openai, replay, how, cassette) -> None:  # type: ignore[no-untyped-def]
+@pytest.mark.parametrize("door", ["callback", "guard"])
+def test_openai_responses_count_built_in_tool_calls_too(chat_openai, replay, door, how, cassette) -> None:  # type: ignore[no-untyped-def]
     tools = (
         [{"type": "web_search"}, WEATHER]
         if how == "invoke"
         else [WEATHER, {"type": "custom", "name": "run_sql"}]
     )
-    # A callback, not guard(): guard asks a stream for its usage with stream_usage=True, which
-    # langchain-openai passes on to the Responses API, and the SDK refuses it.
-    model = chat_openai("gpt-5", use_responses_api=True, callbacks=[TollgateCallbackHandler()]).bind_tools(
-        tools
-    )
+    # guard() streams a Responses API model without stream_usage=True (the chat API's switch for
+    # a usage chunk), which langchain-openai would pass on and the SDK refuse.
+    if door == "callback":
+        model = chat_openai("gpt-5", use_responses_api=True, callbacks=[TollgateCallbackHandler()])
+    else:
+        model = guard(chat_openai("gpt-5", use_responses_api=True))
+    model = model.bind_tools(tools)
     with replay(cassette):
         reply = _run(model, how)
     assert len(reply.tool_calls) == 2
