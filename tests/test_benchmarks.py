@@ -174,6 +174,22 @@ def test_stores_redis(run_quick: Callable[[str], Run]) -> None:
     assert result["redis"].startswith("redis://")
 
 
+def test_control(run_quick: Callable[[str], Run]) -> None:
+    result = ok(run_quick("control.py"), "redis trips")
+    rows = [row["row"] for row in result["stores"]["memory"]]
+    assert rows == [
+        "daily budget",
+        "+ warn_at (0.5, 0.8, 0.95)",
+        "+ burn_rate=True",
+        "+ limit(concurrent=1000)",
+    ]
+    for store in ("memory", "sqlite"):
+        assert all(row["us_per_call"] > 0 for row in result["stores"][store])
+    if "redis" in result["stores"]:  # the cap's lease: an acquire and a let-go beside reserve + settle
+        trips = [row["round_trips"] for row in result["stores"]["redis"]]
+        assert trips == [2, 2, 2, 4]
+
+
 def test_telemetry(run_quick: Callable[[str], Run]) -> None:
     result = ok(run_quick("telemetry.py"), "tollgate telemetry, per call")
     assert [row["mode"] for row in result["rows"]] == ["none", "memory", "otlp"]
