@@ -250,6 +250,7 @@ SCRIPTS_TESTED = {
     "instructions.py",
     "overhead.py",
     "overspend.py",
+    "control.py",
 }
 
 

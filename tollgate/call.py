@@ -149,6 +149,7 @@ class Call:
         "states",
         "steps",
         "tags",
+        "totals",
     )
 
     def __init__(
@@ -190,6 +191,9 @@ class Call:
         #: Concurrency slots the call holds (see tollgate.leases), given back when it ends.
         self.leases: tuple[Lease, ...] = ()
         self.overrun: BudgetExceeded | None = None
+        #: What each counter the call was charged to had spent once it settled (None: unknown),
+        #: and what the call added to it.
+        self.totals: Sequence[tuple[float | None, float]] = ()
         #: How far a stream may run before a budget would be crossed (see streams' cut-off).
         self.output_room: Room | None = None
         self._deciding: BudgetFacts | None = None
@@ -287,6 +291,23 @@ class Call:
         """The call turned out to stream (LangChain learns it as tokens arrive)."""
         if not self.request.stream:
             self.request = self.request._replace(stream=True)
+
+    def crossed(self, unit: str) -> BudgetExceeded | None:
+        """The budget counting ``unit`` that this call, once settled, took past its limit (None:
+        none). For a door that can still stop what the response asks for: a run past its
+        ``tool_calls`` limit should not run the tools of the response that crossed it."""
+        for check, (total, added) in zip(self.checks, self.totals, strict=False):
+            if type(check) is Check and check.unit == unit and total is not None and total > check.limit:
+                return BudgetExceeded(
+                    check.spec.name,
+                    limit=check.limit,
+                    spent=total - added,
+                    requested=added,
+                    action="block",
+                    unit=unit,
+                    detail=f"this call's answer took the {unit.replace('_', ' ')} past the limit",
+                )
+        return None
 
     def room(self) -> Room | None:
         """How far a stream of this call may run before a budget would be crossed."""
@@ -602,6 +623,7 @@ class Call:
         store = self.settings.store
         try:
             if spent := store.settle(self.holds, amounts):
+                self.totals = tuple(zip(spent, amounts, strict=True))
                 alerts.after_settle(self, spent, amounts)
         except Exception as exc:
             if self._give_back(exc):
@@ -614,6 +636,7 @@ class Call:
         store = self.settings.store
         try:
             if spent := await store.asettle(self.holds, amounts):
+                self.totals = tuple(zip(spent, amounts, strict=True))
                 alerts.after_settle(self, spent, amounts)
         except Exception as exc:
             if self._give_back(exc):

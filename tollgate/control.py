@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+from tollgate.budgets.enforce import LOOKBACK_PARTS
 from tollgate.budgets.scope import Frame, known
 from tollgate.budgets.spec import check_amount, check_count
 from tollgate.budgets.standing import UNITS, check_match, limit_id, parse, topped_up
@@ -79,7 +80,10 @@ def _charges(frame: Frame, tags: Mapping[str, str], units: tuple[str, ...]) -> l
     counter = frame.counter(tags)
     charges = [Charge(f"{counter}:{unit}", frame.spec.window, None, 0.0) for unit in units]
     if frame.spec.lookback:  # the burn-rate look-back starts again with the counter
-        charges += [Charge(f"{counter}:{u}:recent", Rolling(frame.spec.lookback), None, 0.0) for u in units]
+        charges += [
+            Charge(f"{counter}:{u}:recent", Rolling(frame.spec.lookback, LOOKBACK_PARTS), None, 0.0)
+            for u in units
+        ]
     return charges
 
 

@@ -43,20 +43,22 @@ def completion(request: Any) -> Any:
     prompt tokens, and exactly ``max_tokens`` output tokens, so a call costs its reservation."""
     import httpx
 
-    out = json.loads(request.content)["max_tokens"]
-    return httpx.Response(
-        200,
-        json={
-            "id": "chatcmpl-test",
-            "object": "chat.completion",
-            "created": 0,
-            "model": "gpt-4o-mini-2024-07-18",
-            "choices": [
-                {"index": 0, "message": {"role": "assistant", "content": "OK"}, "finish_reason": "length"}
-            ],
-            "usage": {"prompt_tokens": 10, "completion_tokens": out, "total_tokens": 10 + out},
-        },
-    )
+    return httpx.Response(200, json=completion_body(request.content))
+
+
+def completion_body(content: bytes) -> dict[str, Any]:
+    """The JSON body :func:`completion` answers a request body ``content`` with."""
+    out = json.loads(content)["max_tokens"]
+    return {
+        "id": "chatcmpl-test",
+        "object": "chat.completion",
+        "created": 0,
+        "model": "gpt-4o-mini-2024-07-18",
+        "choices": [
+            {"index": 0, "message": {"role": "assistant", "content": "OK"}, "finish_reason": "length"}
+        ],
+        "usage": {"prompt_tokens": 10, "completion_tokens": out, "total_tokens": 10 + out},
+    }
 
 
 async def slow_completion(request: Any) -> Any:

@@ -3,7 +3,6 @@ the cap, state from code, credits, temporary raises, agent-run limits and concur
 
 from __future__ import annotations
 
-import json
 import threading
 import time
 from collections.abc import Iterator
@@ -14,6 +13,7 @@ from typing import Any
 import pytest
 
 import tollgate
+from tests.budgets.helpers import completion_body, per_call_usd
 from tests.conftest import http_module
 from tests.stores.conftest import redis_url, unique_prefix
 from tollgate import gate
@@ -45,24 +45,7 @@ class Provider:
         try:
             if self.delay:
                 time.sleep(self.delay)
-            out = json.loads(request.content)["max_tokens"]
-            return http.Response(
-                200,
-                json={
-                    "id": "chatcmpl-test",
-                    "object": "chat.completion",
-                    "created": 0,
-                    "model": "gpt-4o-mini-2024-07-18",
-                    "choices": [
-                        {
-                            "index": 0,
-                            "message": {"role": "assistant", "content": "OK"},
-                            "finish_reason": "length",
-                        }
-                    ],
-                    "usage": {"prompt_tokens": 10, "completion_tokens": out, "total_tokens": 10 + out},
-                },
-            )
+            return http.Response(200, json=completion_body(request.content))
         finally:
             with self.lock:
                 self.in_flight -= 1
@@ -74,10 +57,7 @@ class Provider:
         )
 
 
-def usd(output_tokens: int) -> float:
-    price = tollgate.config.settings().prices.lookup("gpt-4o-mini")
-    assert price is not None and price.input and price.output
-    return 10 * price.input + output_tokens * price.output
+usd = per_call_usd
 
 
 @pytest.fixture(params=["memory", "sqlite", "redis"])

@@ -12,7 +12,6 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import multiprocessing
 import os
 import signal
@@ -24,6 +23,7 @@ from typing import Any
 import pytest
 
 import tollgate
+from tests.budgets.helpers import completion_body, per_call_usd
 from tests.conftest import http_module
 from tests.stores.conftest import unique_prefix
 
@@ -43,10 +43,7 @@ def open_store(kind: str, where: str, prefix: str) -> Any:
     return RedisStore(where, prefix=prefix)
 
 
-def usd(output_tokens: int = 20) -> float:
-    price = tollgate.config.settings().prices.lookup("gpt-4o-mini")
-    assert price is not None and price.input and price.output
-    return 10 * price.input + output_tokens * price.output
+usd = per_call_usd
 
 
 def client(counter: Any = None, delay: float = 0.002) -> Any:
@@ -61,18 +58,7 @@ def client(counter: Any = None, delay: float = 0.002) -> Any:
                 counter[1] = max(counter[1], counter[0])
         try:
             await asyncio.sleep(delay)
-            out = json.loads(request.content)["max_tokens"]
-            body = {
-                "id": "chatcmpl-test",
-                "object": "chat.completion",
-                "created": 0,
-                "model": "gpt-4o-mini-2024-07-18",
-                "choices": [
-                    {"index": 0, "message": {"role": "assistant", "content": "OK"}, "finish_reason": "stop"}
-                ],
-                "usage": {"prompt_tokens": 10, "completion_tokens": out, "total_tokens": 10 + out},
-            }
-            return http.Response(200, json=body)
+            return http.Response(200, json=completion_body(request.content))
         finally:
             if counter is not None:
                 with counter.get_lock():
@@ -103,10 +89,9 @@ async def burst(api: Any, calls: int) -> int:
 
 
 def alert_worker(kind: str, where: str, prefix: str, cap: float, out: Any) -> None:
-    if kind != "memory":
-        tollgate.configure(store=open_store(kind, where, prefix))
     fired: list[tollgate.Alert] = []
-    tollgate.configure(on_alert=fired.append)
+    if kind != "memory":  # threads share one configuration: the test hears their alerts itself
+        tollgate.configure(store=open_store(kind, where, prefix), on_alert=fired.append)
 
     async def run() -> int:
         with tollgate.budget(usd=cap, per="day", warn_at=(0.5, 0.8, 0.95), name="fleet"):
@@ -179,9 +164,11 @@ def shared(request: pytest.FixtureRequest, tmp_path: Path) -> tuple[str, str]:
 def test_each_threshold_fires_exactly_once_across_workers(shared: tuple[str, str]) -> None:
     kind, where = shared
     cap = 900.5 * usd()  # 1,000 calls: the last 99 are refused, after every threshold
+    heard: list[tollgate.Alert] = []
+    tollgate.configure(on_alert=heard.append)  # the threads' (memory); a process has its own
     results = run_workers(kind, where, alert_worker, cap)
     assert sum(r[0] for r in results) == 900
-    fired = sorted(t for r in results for t in r[1])
+    fired = sorted([t for r in results for t in r[1]] + [a.threshold for a in heard])
     assert fired == [0.5, 0.8, 0.95]
 
 

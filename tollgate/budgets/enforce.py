@@ -68,6 +68,11 @@ class Check:
         )
 
 
+#: Sub-slots of a burn rate's look-back counter: a rate to within a sixth of the look-back is
+#: plenty to project from, and each sub-slot is one more read in every reserve.
+LOOKBACK_PARTS = 6
+
+
 @dataclass(slots=True)
 class Recent:
     """What a budget with a burn-rate alert spent over its look-back: a counter that never
@@ -107,7 +112,7 @@ def checks_for(frames: Sequence[Frame], tags: Mapping[str, str]) -> list[Check |
                 check = Check(frame, unit, f"{key}:{unit}")  # type: ignore[arg-type]
                 made.append(check)
                 if spec.lookback:
-                    made.append(Recent(check, f"{key}:{unit}:recent", Rolling(spec.lookback)))
+                    made.append(Recent(check, f"{key}:{unit}:recent", Rolling(spec.lookback, LOOKBACK_PARTS)))
             if len(frame.checks) < _CHECKS_KEPT:  # bounded: a key with endless values
                 frame.checks[values] = made
         checks.extend(made)

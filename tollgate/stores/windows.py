@@ -19,7 +19,7 @@ import math
 import time
 import zoneinfo
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from typing import Literal
 
@@ -134,11 +134,13 @@ class Rolling:
     """A sliding window of ``seconds``: what was spent in the last ``seconds`` counts."""
 
     seconds: float
+    #: Sub-slots: the resolution (a burn rate's look-back needs fewer than a rate limit).
+    parts: int = field(default=ROLLING_SLOTS, repr=False)
 
     def slots(self, key: str, now: float) -> Slots:
-        width = self.seconds / ROLLING_SLOTS
+        width = self.seconds / self.parts
         current = math.floor(now / width)
-        read = tuple(f"{key}#{i}" for i in range(current - ROLLING_SLOTS + 1, current + 1))
+        read = tuple(f"{key}#{i}" for i in range(current - self.parts + 1, current + 1))
         return Slots(read, read[-1], math.ceil(self.seconds + width) + GRACE)
 
     def describe(self) -> str:

@@ -173,8 +173,9 @@ class TollgateMiddleware(AgentMiddleware):
       names the budget (``"Stopped: budget 'calls=3' reached (3 of 3 calls used)."``), with the
       budget's facts in ``response_metadata["tollgate"]``; no tool runs and no model is called
       after it. The refused call is recorded (status ``"blocked"``) as under ``"error"``. A call
-      that ran and crossed an ``on_exceed="raise"`` budget keeps its answer; the tool calls it
-      asked for are answered with error ``ToolMessage`` s instead of being run.
+      that ran and crossed an ``on_exceed="raise"`` budget, or asked for tool calls past a
+      ``tool_calls=`` limit, keeps its answer; the tool calls it asked for are answered with
+      error ``ToolMessage`` s instead of being run.
 
     :class:`~tollgate.RateLimited` is raised under both: a rate limit is transient (it says when
     to retry), so ending the run would turn a wait of seconds into a final answer; the caller,
@@ -296,8 +297,13 @@ class TollgateMiddleware(AgentMiddleware):
             if not ending:
                 raise
             return _ended(exc)
-        if ending and call.overrun is not None:
-            return _ended(call.overrun, *_result(response))
+        return self._answered(call, response)
+
+    def _answered(self, call: gate.Call, response: Any) -> Any:
+        """The model node's result for a call that ran: its response or, under "end", the end of
+        the run when the call crossed an ``on_exceed="raise"`` cap or a ``tool_calls`` limit."""
+        if self.exit_behavior == "end" and (stop := call.overrun or call.crossed("tool_calls")) is not None:
+            return _ended(stop, *_result(response))
         return response
 
     async def awrap_model_call(
@@ -322,9 +328,7 @@ class TollgateMiddleware(AgentMiddleware):
             if not ending:
                 raise
             return _ended(exc)
-        if ending and call.overrun is not None:
-            return _ended(call.overrun, *_result(response))
-        return response
+        return self._answered(call, response)
 
 
 class _EndingMiddleware(TollgateMiddleware):

@@ -11,7 +11,6 @@ and refuses the second.
 
 from __future__ import annotations
 
-import inspect
 from typing import Any
 
 import pytest
@@ -33,7 +32,6 @@ from tollgate_langchain import TollgateMiddleware  # noqa: E402
 WEATHER = {"messages": [("user", "What is the weather in Paris?")]}
 CASSETTE = "langchain/openai_tool_call.yaml"
 TOO_SMALL_FOR_TWO = 5e-5
-has_calls = "calls" in inspect.signature(tollgate.budget).parameters
 
 ran: list[str] = []
 
@@ -200,7 +198,6 @@ def test_bad_exit_behavior_is_refused(bad: Any) -> None:
     assert repr(bad) in str(info.value)
 
 
-@pytest.mark.skipif(not has_calls, reason="tollgate.budget(calls=...) (agent-run limits) has not landed")
 def test_a_calls_budget_ends_the_run_after_its_calls(agent, looping, sent) -> None:  # type: ignore[no-untyped-def]
     with looping(), tollgate.budget(calls=2):
         result = agent().invoke(WEATHER)
@@ -214,14 +211,18 @@ def test_a_calls_budget_ends_the_run_after_its_calls(agent, looping, sent) -> No
     assert [r.status for r in tollgate.records()] == ["ok", "ok", "blocked"]
 
 
-@pytest.mark.skipif(not has_calls, reason="tollgate.budget(tool_calls=...) (agent-run limits) has not landed")
-async def test_a_tool_calls_budget_ends_the_run(agent, looping, sent) -> None:  # type: ignore[no-untyped-def]
-    # When tollgate counts a response's tool calls against the limit is the budget's business;
-    # here: the run ends at a model call the limit refuses, with the final message, no error.
+async def test_a_tool_calls_budget_stops_the_tools_past_the_limit(agent, looping, sent) -> None:  # type: ignore[no-untyped-def]
+    # Each answer asks for one tool call. The second takes the run past tool_calls=1: its tool
+    # is answered with an error ToolMessage instead of being run, and the run ends there.
     with looping():
         async with tollgate.budget(tool_calls=1):
             result = await agent().ainvoke(WEATHER)
-    stop = result["messages"][-1]
+    messages = result["messages"]
+    assert [m.type for m in messages] == ["human", "ai", "tool", "ai", "tool", "ai"]
+    assert messages[4].status == "error" and messages[4].content.startswith("Not run: tollgate budget")
+    stop = messages[-1]
     assert stop.content.startswith("Stopped: budget 'tool_calls=1' reached (")
-    assert stop.response_metadata["tollgate"]["unit"] == "tool_calls"
-    assert tollgate.records()[-1].status == "blocked" and len(sent) == len(tollgate.records()) - 1
+    facts = stop.response_metadata["tollgate"]
+    assert (facts["unit"], facts["limit"], facts["spent"] + facts["requested"]) == ("tool_calls", 1, 2)
+    assert ran == ["Paris"] and len(sent) == 2
+    assert [(r.status, r.tool_calls) for r in tollgate.records()] == [("ok", 1), ("ok", 1)]
