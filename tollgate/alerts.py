@@ -168,8 +168,6 @@ def after_settle(call: Call, spent: Sequence[float | None], amounts: Sequence[fl
 
 
 def _thresholds(call: Call, spent: Sequence[float | None], amounts: Sequence[float]) -> None:
-    from tollgate.preflight import store_clock
-
     for check, hold, after, amount in zip(call.checks, call.holds, spent, amounts, strict=False):
         if not isinstance(check, Check) or not check.spec.warn_at or after is None:
             continue
@@ -177,35 +175,34 @@ def _thresholds(call: Call, spent: Sequence[float | None], amounts: Sequence[flo
         for threshold in check.spec.warn_at:
             mark = threshold * check.limit
             if before < mark <= after * (1 + 1e-12):
+                from tollgate.preflight import store_clock  # here: a module-level import is circular
+
                 flag = f"alert:{hold.slot}:{threshold:g}:{check.limit!r}"
                 now = store_clock()
                 if _claim(call, flag, hold.ttl, now):
                     fire(call, _alert(call, check, "threshold", after, now, threshold=threshold))
 
 
-def after_reserve(call: Call) -> None:
-    """Fire the burn-rate alerts a reservation's states call for (never raises)."""
+def after_reserve(call: Call, now: float) -> None:
+    """Fire the burn-rate alerts a reservation's states (at ``now``) call for (never raises)."""
     try:
-        _burn_rates(call)
+        _burn_rates(call, now)
     except Exception:
         log.exception("tollgate could not check the burn rate of call %s", call.id)
 
 
-def _burn_rates(call: Call) -> None:
-    from tollgate.preflight import store_clock
-
+def _burn_rates(call: Call, now: float) -> None:
     checks, states, holds = call.checks, call.states, call.holds
     for i, recent in enumerate(checks):
-        if not isinstance(recent, Recent):
+        if type(recent) is not Recent:
             continue
         main = recent.of
-        j = checks.index(main)
+        j = next(k for k, check in enumerate(checks) if check is main)
         state: CounterState = states[j]
-        now = store_clock()
         exhausted = projected(state.spent, states[i].spent, main.spec.lookback, main.limit, now)
         window = main.spec.window
         assert isinstance(window, Calendar)
-        if exhausted >= window.end(now).timestamp():
+        if exhausted >= window.ends(now):
             continue
         hold: Hold = holds[j]
         flag = f"alert:{hold.slot}:burn:{main.limit!r}"

@@ -382,7 +382,7 @@ def _enforcement(
     _touch(checks, reservation.holds)
     for check in checks:
         if type(check) is Recent:  # a budget with a burn-rate alert (a loop: ~1 µs less than any())
-            alerts.after_reserve(call)
+            alerts.after_reserve(call, store_clock())
             break
     return None
 

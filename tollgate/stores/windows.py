@@ -116,12 +116,19 @@ class Calendar:
         step = {"minute": 60, "hour": 3_600, "day": 86_400, "week": 7 * 86_400}[self.unit]
         return start + timedelta(seconds=step)
 
-    def slots(self, key: str, now: float) -> Slots:
+    def ends(self, now: float) -> float:
+        """When the window holding ``now`` ends (a timestamp; cached per minute, as slots are)."""
+        return self._bounds(now)[1]
+
+    def _bounds(self, now: float) -> tuple[str, float]:
         bounds = _calendar_bounds(self.unit, self.tz, int(now // 60))
         if bounds is None:  # a window starts inside this minute: named from the instant itself
             assert self.tz is not None  # UTC windows start on whole minutes
             bounds = _zoned_slot(self.unit, self.tz, now)
-        suffix, end = bounds
+        return bounds
+
+    def slots(self, key: str, now: float) -> Slots:
+        suffix, end = self._bounds(now)
         slot = f"{key}@{suffix}"
         return Slots((slot,), slot, math.ceil(end - now) + GRACE)
 
