@@ -238,8 +238,29 @@ def test_abandoned_streams(run_quick: Callable[[str], Run]) -> None:
     assert result["cap_held"], result["rows"]  # the provider never generated past the cap
 
 
+def test_html_report(run_quick: Callable[[str], Run]) -> None:
+    result = ok(run_quick("html_report.py"), "summarize s")
+    assert result["records"] == 20_000 and result["build_seconds"] > 0
+    rows = result["rows"]
+    assert [row["variant"] for row in rows][:4] == [
+        "no group_by",
+        "group_by tenant",
+        "group_by tenant,feature",
+        "group_by model",
+    ]
+    assert rows[0]["calls"] == 20_000 and rows[0]["groups"] == 0  # every record a call, none a group
+    assert [row["groups"] for row in rows[1:4]] == [50, 500, 6]
+    assert all(row["summarize_seconds"] > 0 for row in rows)
+    if result["rendered"]:
+        assert all(row["render_seconds"] > 0 for row in rows)
+    timed = [q for q in result["queries"] if "seconds" in q]
+    assert len(timed) == 4 and all(q["seconds"] > 0 and q["rows"] > 0 for q in timed)
+    assert isinstance(result["passed"], bool)
+
+
 SCRIPTS_TESTED = {
     "abandoned_streams.py",
+    "html_report.py",
     "doors.py",
     "scale.py",
     "memory.py",

@@ -95,6 +95,12 @@ def test_demo_story_and_ledger_agree(tmp_path: Path) -> None:
     assert f"{len(records)} calls, 1 blocked before they were sent" in text
     assert f"tokens, {total[4]} in all (the rows add up to the total)" in text
 
+    # The page beside the ledger shows the printed totals.
+    page = (tmp_path / "demo.html").read_text()
+    assert re.search(rf'<span id="total-usd">{re.escape(total[4])}</span>', page)
+    assert f'<span id="total-calls">{len(records)}</span>' in page
+    assert f"the same report as a page, with charts: {tmp_path / 'demo.html'} (open it in a browser)" in text
+
 
 def demo_folders() -> set[str]:
     return {name for name in os.listdir(tempfile.gettempdir()) if name.startswith("tollgate-demo")}
@@ -129,7 +135,17 @@ def test_demo_command_then_report_command(tmp_path: Path) -> None:
         ("globex", "summarize"),
         ("acme", "stories"),
     }
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["tollgate-demo.db"]  # the one file it said
+    # the files it said: the ledger, and the report as a page beside it
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["tollgate-demo.db", "tollgate-demo.html"]
+    assert "the same report as a page, with charts: tollgate-demo.html (open it in a browser)" in out.stdout
+    dashboard = shlex.split(out.stdout.strip().splitlines()[-2].partition("#")[0])
+    assert dashboard[1:] == [
+        "dashboard",
+        "--ledger",
+        "sqlite:///tollgate-demo.db",
+        "--group-by",
+        "tenant,feature",
+    ]
     assert demo_folders() == temp_before  # and nothing left in the temporary folder
 
     again = run_cli("demo", cwd=tmp_path)  # the next run starts from an empty ledger

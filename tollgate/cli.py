@@ -1,6 +1,9 @@
-"""The ``tollgate`` command: reports, prices, estimates, standing limits and the offline demo.
+"""The ``tollgate`` command: reports, a live dashboard, prices, estimates, standing limits and the
+offline demo.
 
     tollgate report --ledger sqlite:///tollgate.db --group-by feature,user_id --since 7d
+    tollgate report --ledger sqlite:///tollgate.db --group-by feature --html report.html
+    tollgate dashboard --ledger sqlite:///tollgate.db --store sqlite:///tollgate.db
     tollgate prices gpt-4o
     tollgate estimate gpt-4o --messages chat.json --max-tokens 500
     tollgate limits --store sqlite:///tollgate.db
@@ -25,6 +28,7 @@ import importlib.util
 import json
 import os
 import re
+import shlex
 import sys
 from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
@@ -175,14 +179,21 @@ def _parse_where(items: Sequence[str]) -> dict[str, list[str]]:
     return where
 
 
+def _names(text: str | None) -> list[str]:
+    """``--group-by tenant,feature``: the names, in order."""
+    return [name.strip() for name in (text or "").split(",") if name.strip()]
+
+
 def cmd_report(args: argparse.Namespace, out: TextIO) -> int:
-    """Spend from a ledger, grouped by tags."""
+    """Spend from a ledger, grouped by tags: as text, JSON, CSV or an HTML page."""
     from tollgate.ledger import build_report
     from tollgate.ledger.report import unknown_tag
 
     since, until = _parse_time("--since", args.since), _parse_time("--until", args.until)
-    group_by = [name.strip() for name in (args.group_by or "").split(",") if name.strip()]
+    group_by = _names(args.group_by)
     where = _parse_where(args.where)
+    if args.html is not None:
+        return _html_report(args, out, since=since, until=until, group_by=group_by, where=where)
     ledger = _open_existing_ledger(args.ledger)
     try:
         try:
@@ -221,6 +232,85 @@ def cmd_report(args: argparse.Namespace, out: TextIO) -> int:
     return EXIT_OK
 
 
+def _html_target(path: str) -> Path | None:
+    """``--html FILE``: where the page goes (None: stdout), checked before the ledger is read;
+    a file in a folder that does not exist is a usage mistake (a typo would lose the page)."""
+    if path == "-":
+        return None
+    target = Path(path)
+    if target.is_dir():
+        raise UsageError(
+            f"--html {path!r} is a folder: give a file name, e.g. --html {target / 'report.html'}"
+        )
+    folder = target.parent
+    if not folder.is_dir():
+        raise UsageError(
+            f"--html {path!r}: the folder {str(folder)!r} does not exist; create it first "
+            f"(mkdir -p {shlex.quote(str(folder))}) or write the page to a folder that exists"
+        )
+    return target
+
+
+def _summary(ledger: Any, uri: str, **options: Any) -> dict[str, Any]:
+    """``summarize(ledger, **options)`` with the ledger named as the user wrote it; its refusals
+    worded as the text report words them."""
+    from tollgate.ledger.summary import summarize
+
+    try:
+        summary = summarize(ledger, **options)
+    except ValueError as exc:
+        message = str(exc)
+        for name in ("group_by", "where"):  # a name no call has, with the closest: a usage mistake
+            if message.startswith(f"{name}: "):
+                raise UsageError(f"--{name.replace('_', '-')}{message[len(name) :]}") from None
+        raise CommandError(message) from None
+    except Exception as exc:  # sqlite3 errors from a damaged file
+        raise CommandError(f"cannot read the ledger {uri}: {exc}") from None
+    summary["ledger"] = uri
+    return summary
+
+
+def _html_report(
+    args: argparse.Namespace,
+    out: TextIO,
+    *,
+    since: float | None,
+    until: float | None,
+    group_by: list[str],
+    where: dict[str, list[str]],
+) -> int:
+    """``report --html FILE``: the page of :mod:`tollgate.html` for the same selection; its
+    figures are the text report's, to the digit."""
+    from tollgate import html
+
+    if args.format is not None:
+        raise UsageError(f"--html writes a page: leave out --format {args.format}")
+    target = _html_target(args.html)
+    ledger = _open_existing_ledger(args.ledger)
+    try:
+        summary = _summary(
+            ledger, args.ledger, since=since, until=until, where=where or None, group_by=group_by
+        )
+    finally:
+        ledger.close()
+    page = html.render_report(summary, title="tollgate report")
+    if target is None:
+        out.write(page)
+        return EXIT_OK
+    # Written whole, then moved into place: a browser reloading the file never sees half a page.
+    partial = target.with_name(f".{target.name}.{os.getpid()}.partial")
+    try:
+        partial.write_text(page, encoding="utf-8")
+        os.replace(partial, target)
+    except OSError as exc:
+        partial.unlink(missing_ok=True)
+        raise CommandError(f"cannot write {args.html!r}: {exc.strerror or exc}") from None
+    calls = int((summary.get("total") or {}).get("calls") or 0)
+    usd = html.page_data(summary)["headline"]["usd"]
+    out.write(f"wrote {args.html} ({calls:,} call{'s' if calls != 1 else ''}, {usd})\n")
+    return EXIT_OK
+
+
 def _parse_time(option: str, value: str | None) -> float | None:
     from tollgate.ledger import parse_time
 
@@ -231,6 +321,97 @@ def _parse_time(option: str, value: str | None) -> float | None:
             f"{option} {value!r}: give a duration before now (90s, 30m, 24h, 7d, 2w), "
             "an ISO date-time (2026-01-31 or 2026-01-31T08:00) or epoch seconds"
         ) from None
+
+
+# -- dashboard -----------------------------------------------------------------------------------
+
+
+class _StoreLimits:
+    """The standing limits of the store at ``uri`` as ``/limits.json`` serves them, read as
+    ``tollgate limits`` reads them. Nothing is created: a file without a store's tables is
+    looked at again on each reading, so limits set while the dashboard runs appear."""
+
+    def __init__(self, uri: str) -> None:
+        self.uri = uri
+        self._store = _open_store(uri, must_exist=True)
+
+    def __call__(self) -> dict[str, Any]:
+        if self._store is None:
+            self._store = _open_store(self.uri, must_exist=True)
+        rows = []
+        if self._store is not None:
+            rows = [_limit_row(self._store, i, d) for i, d in sorted(self._store.limits()[1].items())]
+        table = _limits_table(rows) if rows else f"no standing limits in {self.uri}"
+        return {"store": self.uri, "limits": rows, "table": table}
+
+    def close(self) -> None:
+        if self._store is not None:
+            self._store.close()
+
+
+def _dashboard_store(args: argparse.Namespace) -> _StoreLimits | None:
+    """The store whose standing limits the dashboard shows (None: none).
+
+    A store named by ``--store`` or ``$TOLLGATE_STORE`` must exist (exit 1, as ``tollgate
+    limits``); the default file, when missing, only means no limits are shown."""
+    named = args.store or os.environ.get("TOLLGATE_STORE")
+    uri = named or DEFAULT_STORE
+    path = _sqlite_path(uri)
+    if not named and path is not None and path != ":memory:" and not Path(path).is_file():
+        return None
+    return _StoreLimits(uri)
+
+
+def cmd_dashboard(args: argparse.Namespace, out: TextIO) -> int:
+    """A local, read-only web page of the ledger's spend and the store's standing limits."""
+    from tollgate import dashboard
+    from tollgate.ledger import parse_time
+
+    _parse_time("--since", args.since)  # checked now; a span is measured from each request's now
+    group_by, where = _names(args.group_by), _parse_where(args.where)
+    if not 0 <= args.port <= 65535:
+        raise UsageError(f"--port {args.port}: give a port from 1 to 65535, or 0 for a free one")
+    ledger = _open_existing_ledger(args.ledger)
+    # An SQLite ledger is read by its URI: each summary opens the file read-only, so the
+    # dashboard holds no connection that could write; another kind is read through its object.
+    source = args.ledger if _sqlite_path(args.ledger) is not None else ledger
+    if source is not ledger:
+        ledger.close()
+    limits = None
+    try:
+        limits = _dashboard_store(args)
+
+        def summary() -> dict[str, Any]:
+            since = parse_time(args.since)  # "24h" moves with the clock
+            return _summary(source, args.ledger, since=since, where=where or None, group_by=group_by)
+
+        summary()  # a --group-by or --where name no call has is refused now, not on the page
+        store_uri = limits.uri if limits is not None else None
+        board = dashboard.Dashboard(summary, ledger=args.ledger, limits=limits, store=store_uri)
+        try:
+            server = dashboard.make_server(board, args.host, args.port)
+        except OSError as exc:
+            raise CommandError(f"cannot listen on {args.host}:{args.port}: {exc.strerror or exc}") from None
+        if not dashboard.is_loopback(args.host):
+            print(
+                f"tollgate dashboard: warning: listening on {args.host}, not 127.0.0.1: the dashboard has "
+                "no authentication, so anyone who can reach this port can read the spend and the limits",
+                file=sys.stderr,
+            )
+        shows = f"{args.ledger}" + (f" and the standing limits in {store_uri}" if store_uri else "")
+        try:  # from here on Ctrl-C is how it stops: exit 0
+            out.write(f"tollgate dashboard: {server.url} shows {shows} (read-only; Ctrl-C stops it)\n")
+            out.flush()
+            server.serve_forever()
+        except KeyboardInterrupt:
+            out.write("tollgate dashboard: stopped\n")
+        finally:
+            server.server_close()
+    finally:
+        ledger.close()
+        if limits is not None:
+            limits.close()
+    return EXIT_OK
 
 
 # -- prices --------------------------------------------------------------------------------------
@@ -869,8 +1050,63 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="NAME=VALUE",
         help="keep calls with this tag (repeatable)",
     )
-    report.add_argument("--format", choices=("table", "json", "csv"), default="table")
+    report.add_argument(
+        "--format", choices=("table", "json", "csv"), help="how to print the report (default: table)"
+    )
+    report.add_argument(
+        "--html",
+        metavar="FILE",
+        help="write the report as one self-contained HTML page with charts ('-': to stdout)",
+    )
     report.set_defaults(handler=cmd_report)
+
+    dashboard = commands.add_parser(
+        "dashboard",
+        help="a live, read-only web page of a ledger's spend and a store's standing limits",
+        description="Serve the report page on this machine, refreshed every few seconds from the "
+        "ledger as calls come in, with the store's standing limits (spent, reserved, remaining). "
+        "It only reads: GET /, /data.json and /limits.json. Budgets made in code with "
+        "tollgate.budget(...) live in their process and are not shown.",
+        epilog="example:\n"
+        "  tollgate dashboard --ledger sqlite:///tollgate.db --store sqlite:///tollgate.db --since 7d",
+        formatter_class=_Formatter,
+    )
+    dashboard.add_argument(
+        "--ledger",
+        default=os.environ.get("TOLLGATE_LEDGER", DEFAULT_LEDGER),
+        help="ledger URI (default: $TOLLGATE_LEDGER or %(default)s)",
+    )
+    dashboard.add_argument(
+        "--store",
+        help=f"store URI whose standing limits to show (default: $TOLLGATE_STORE or {DEFAULT_STORE}, "
+        "when that file exists)",
+    )
+    dashboard.add_argument(
+        "--host",
+        default="127.0.0.1",
+        help="address to listen on (default: %(default)s; any other is reachable without a password)",
+    )
+    dashboard.add_argument(
+        "--port", type=int, default=8765, help="port (default: %(default)s; 0: a free one)"
+    )
+    dashboard.add_argument(
+        "--since",
+        default="24h",
+        help="show calls since: 90s, 30m, 24h, 7d, 2w, an ISO date-time (default: 24h)",
+    )
+    dashboard.add_argument(
+        "--group-by",
+        metavar="NAMES",
+        help="comma-separated tag names (or model, provider, operation, status)",
+    )
+    dashboard.add_argument(
+        "--where",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="keep calls with this tag (repeatable)",
+    )
+    dashboard.set_defaults(handler=cmd_dashboard)
 
     prices = commands.add_parser(
         "prices",

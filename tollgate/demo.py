@@ -534,14 +534,45 @@ def run(
                 f"spans and metrics could not all be sent to {otlp} ({lost} spans lost{said}): check "
                 "that an OTLP/HTTP collector listens there and accepts /v1/traces and /v1/metrics"
             )
+    try:
+        page, headline = _write_page(ledger, since=started)
+    except (OSError, ValueError) as exc:
+        say.line(f"\nthe report page could not be written: {exc}")
+        same = False
+    else:  # the page's figures are the printed ones, to the digit
+        same = headline["usd"] == total_usd and headline["calls"] == f"{total['calls']:,}"
+        say.line(
+            f"\nthe same report as a page, with charts: {page} (open it in a browser)"
+            + ("" if same else " (ITS TOTALS DIFFER FROM THE TABLE'S)")
+        )
     kept = f" (kept in {ledger.removeprefix('sqlite:///')}; the next demo run empties it)" if fresh else ""
+    command, quoted = tollgate_command(), shlex.quote(ledger)
     say.line(
         f"\nsee it again, grouped as you like{kept}:\n"
-        f"  {tollgate_command()} report --ledger {shlex.quote(ledger)} --group-by tenant,feature"
+        f"  {command} dashboard --ledger {quoted} --group-by tenant,feature   # live, in a browser\n"
+        f"  {command} report --ledger {quoted} --group-by tenant,feature"
     )
     wanted = {"ALERT", "BLOCK", "DOWNGRADE", "CLAMP", "TRUNCATE", "CUTOFF"}
     alert_first = "ALERT" in say.events and say.events.index("ALERT") < say.events.index("BLOCK")
-    return 0 if wanted <= set(say.events) and alert_first and adds_up and sent else 1
+    return 0 if wanted <= set(say.events) and alert_first and adds_up and sent and same else 1
+
+
+def _write_page(ledger: str, *, since: float | None = None) -> tuple[str, dict[str, str]]:
+    """Write the report of the ``sqlite:///`` ``ledger``'s calls since ``since`` as an HTML page
+    beside it (``tollgate-demo.html`` beside ``tollgate-demo.db``), grouped as the demo prints
+    it; returns the page's path, as the ledger's is written, and its headline figures."""
+    from pathlib import Path
+
+    from tollgate import html
+    from tollgate.ledger.summary import summarize
+
+    path = ledger.removeprefix("sqlite:///")
+    page = str(Path(path).with_suffix(".html"))
+    if page == path:  # a ledger named *.html: never write over it
+        page = f"{path}.report.html"
+    summary = summarize(ledger, since=since, group_by=["tenant", "feature"])
+    Path(page).write_text(html.render_report(summary, title="tollgate demo: where the money went"), "utf-8")
+    return page, html.page_data(summary)["headline"]
 
 
 def _error(message: str, status: int = 1) -> int:

@@ -1,0 +1,1002 @@
+"""Everything the HTML report and the live dashboard show, in one JSON-ready dict.
+
+:func:`summarize` aggregates an SQLite ledger in SQL, through read-only connections (a report
+never writes to the file), so a page of a million calls takes seconds, not the minutes that
+reading every record into Python would. Any other ledger (memory, an HTTP sink) is aggregated
+from its ``records()`` in Python, by the same rules. Either way the figures are
+:func:`~tollgate.ledger.report.build_report`'s: the same calls, tokens, counts and USD.
+
+**Exact USD.** ``build_report`` adds amounts with ``math.fsum``: the exact sum, rounded once.
+SQLite's ``sum()`` and ``total()`` of floats add them one by one in row order (SQLite 3.43+
+compensates the error, Kahan-Babuska-Neumaier, but is still not exact; ``sum()`` differs from
+``total()`` only in returning NULL for no rows, and in summing integers exactly, raising on
+overflow), so their last digits depend on the row order. Here each amount is split in SQL into
+its whole number of 2^-32 USD, which ``sum()`` adds exactly as integers, and the remainder,
+which ``total()`` adds as floats; the cells' remainders are split again (2^-52 USD) when the
+cells are added up. Python adds the parts exactly and rounds once, knowing a bound on the float
+parts' error (2^-53 x the rows of each cell squared, at most): whenever it cannot change the
+rounding (all but a few sums in a thousand, on a million calls) the result is ``fsum``'s to
+the bit; otherwise, or for a call of over 2^30 USD, that sum is made again from its rows with
+``fsum``. Past 2^31 USD in one sum (SQLite refuses the integer overflow), the records are
+read instead.
+
+**Cost.** One SQL statement groups the selected rows into cells (bucket x ``group_by`` values x
+model) and derives from the cells the groups, the time series and the models; a second, light
+one reads the budget actions of the calls that have any (and two more, the unknown usage fields
+and the billed parts of the calls that have any, when some do). SQLite has no hash aggregation:
+its GROUP BY sorts the rows, which is most of the 3-5 microseconds a row a million-row ledger
+costs; a ``since`` / ``until`` period reads only its rows (the ``started_at`` index). The work
+in Python grows with the cells, not the rows.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import sqlite3
+from collections.abc import Callable, Collection, Mapping, Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Literal
+
+from tollgate.decisions import stored
+from tollgate.ledger.base import Ledger
+from tollgate.ledger.memory import MemoryLedger
+from tollgate.ledger.report import (
+    FIELDS,
+    ReportRow,
+    _group_names,
+    _is_collection,
+    _sort_key,
+    _value,
+    build_report,
+    parse_time,
+    unknown_tag,
+)
+from tollgate.ledger.sqlite import _NAMES, SQLiteLedger, _check_schema, _from_row
+from tollgate.pricing.table import ModelPrice, PriceTable, has_price
+from tollgate.request import CallRecord
+
+__all__ = ["ACTIONS", "HOURLY_SPAN", "TOP_SERIES", "Bucket", "summarize"]
+
+Bucket = Literal["hour", "day"]
+
+#: The series of ``summary["decisions"]``: its name -> the action the ledger stores.
+ACTIONS: dict[str, str] = {
+    "blocked": "block",
+    "downgraded": "downgrade",
+    "clamped": "clamp",
+    "truncated": "truncate",
+    "cutoff": "cutoff",
+    "rate_limited": "rate_limited",
+}
+#: ``over_time`` draws one line per value of the first ``group_by`` name, for this many values
+#: (the most expensive), and one ``"other"`` line for the rest.
+TOP_SERIES = 8
+#: With ``bucket=None``, a selected span of at most this many seconds is drawn per hour.
+HOURLY_SPAN = 3 * 86_400.0
+#: An axis longer than this many buckets narrows to the selected calls' own first and last.
+MAX_BUCKETS = 5_000
+
+_WIDTH: dict[str, float] = {"hour": 3_600.0, "day": 86_400.0}
+_COLUMN = {"model": "request_model", "provider": "provider", "operation": "operation", "status": "status"}
+_IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+
+# The counters of a cell, in the order the SQL returns them.
+_COUNTS = (
+    "calls",
+    "input_tokens",
+    "output_tokens",
+    "cache_read_tokens",
+    "cache_write_tokens",
+    "reasoning_tokens",
+    "unpriced_calls",
+    "blocked_calls",
+    "errors",
+    "estimated_calls",
+    "unknown_usage_calls",
+    "tool_calls",
+    "parts",  # calls billed in parts (not a report counter: says whether parts_usd needs reading)
+)
+_N = len(_COUNTS)
+_CALLS, _INPUT, _OUTPUT, _CACHE_READ, _CACHE_WRITE, _REASONING = range(6)
+_UNPRICED, _BLOCKED, _ERRORS, _ESTIMATED, _UNKNOWN, _TOOLS, _PARTS = range(6, 13)
+
+
+# -- exact USD ------------------------------------------------------------------------------------
+
+_SCALE = 2.0**32  # usd x _SCALE: its integer part is summed exactly, as SQLite integers
+_FINE = 2.0**20  # a cell's remainder x _FINE: split the same way when the cells are added up
+_UNITS = _SCALE * _FINE  # what _Usd counts: 2^-52 USD
+_SAFE_USD = 2.0**30  # one call costing more would not fit the integer part: summed from its rows
+_ROUNDING = 2.0**-53
+_CHUNK = (1 << 52) - 1
+
+
+class _Usd:
+    """A sum of USD amounts, kept exactly and rounded once by :meth:`value`: amounts added one
+    by one (the Python path), or SQL's split sums with a bound on their float part's error."""
+
+    __slots__ = ("rest", "slack", "unsafe", "values", "whole")
+
+    def __init__(self) -> None:
+        self.whole = 0  # in units of 1 / _UNITS
+        self.rest: list[float] = []  # float sums, in the same units, each off by at most ...
+        self.slack = 0.0  # ... this much together
+        self.unsafe = False  # an amount too large for the split: sum again from the rows
+        self.values: list[float] = []
+
+    def add_split(self, whole: int | None, rest: float | None, slack: float, biggest: float | None) -> None:
+        self.whole += whole or 0
+        if rest:
+            self.rest.append(rest)
+        self.slack += slack
+        if biggest is not None and not biggest < _SAFE_USD:
+            self.unsafe = True
+
+    def merge(self, other: _Usd) -> None:
+        self.whole += other.whole
+        self.rest.extend(other.rest)
+        self.slack += other.slack
+        self.unsafe = self.unsafe or other.unsafe
+        self.values.extend(other.values)
+
+    def value(self) -> float | None:
+        """The exact sum rounded to a float, as ``math.fsum`` of the amounts would be; None when
+        the float part's error bound straddles a rounding boundary (sum the rows again)."""
+        if self.unsafe:
+            return None
+        if not self.whole and not self.rest:
+            return math.fsum(self.values)
+        parts = [*_pieces(self.whole), *self.rest]
+        low = math.fsum([*parts, -self.slack])
+        high = math.fsum([*parts, self.slack])
+        return low / _UNITS if low == high else None
+
+
+def _pieces(number: int) -> list[float]:
+    """``number`` as floats that add up to it exactly (52 bits each)."""
+    sign, number = (-1.0, -number) if number < 0 else (1.0, number)
+    out: list[float] = []
+    shift = 0
+    while number:
+        out.append(sign * math.ldexp(float(number & _CHUNK), shift))
+        number >>= 52
+        shift += 52
+    return out
+
+
+class _Cell:
+    """The counters and USD of one group of calls."""
+
+    __slots__ = ("counts", "first", "last", "usd")
+
+    def __init__(self) -> None:
+        self.counts = [0] * _N
+        self.usd = _Usd()
+        self.first: float | None = None
+        self.last: float | None = None
+
+    def add_times(self, first: float | None, last: float | None) -> None:
+        if first is not None and (self.first is None or first < self.first):
+            self.first = first
+        if last is not None and (self.last is None or last > self.last):
+            self.last = last
+
+    def merge(self, other: _Cell) -> None:
+        self.counts = [a + b for a, b in zip(self.counts, other.counts, strict=True)]
+        self.usd.merge(other.usd)
+        self.add_times(other.first, other.last)
+
+
+#: A condition that selects the rows of a sum: a ``group_by`` name (or :data:`_BUCKET`) and the
+#: values it may take. The SQL path sums those rows again when a rounding is in doubt.
+Condition = tuple[str, Sequence[Any]]
+_BUCKET = "\x00bucket"  # no tag's name: tag names are identifiers
+Resolve = Callable[[_Usd, Sequence[Condition]], float]
+
+
+# -- the entry point -------------------------------------------------------------------------------
+
+
+def summarize(
+    ledger: Ledger | str,
+    *,
+    since: float | None = None,
+    until: float | None = None,
+    where: Mapping[str, str | Collection[str | None] | None] | None = None,
+    group_by: Sequence[str] = (),
+    bucket: Bucket | None = None,
+    prices: PriceTable | None = None,
+) -> dict[str, Any]:
+    """What the report page shows of ``ledger``, as a JSON-ready dict.
+
+    ``ledger``: an ``sqlite:///path.db`` URI or a file path (opened read-only; a missing file,
+    or a file that is not a tollgate ledger, raises ``ValueError`` naming it), or a
+    :class:`~tollgate.ledger.Ledger` (an :class:`~tollgate.ledger.SQLiteLedger` is read from
+    its file; any other from its ``records()``). ``since`` / ``until`` select on the calls'
+    start (inclusive / exclusive; epoch seconds or what :func:`~tollgate.ledger.parse_time`
+    reads), ``where`` and ``group_by`` as :func:`~tollgate.ledger.build_report` takes them (a
+    name no call in the period carries raises ``ValueError`` naming the closest one).
+    ``bucket``: the time axis' step, UTC hours or days; ``None``: hours when the period (from
+    ``since``, or the first call, to ``until``, or the last call) is at most 3 days.
+    ``prices``: the table ``tokens["cache_saved_usd"]`` is priced from (default: the
+    configured one).
+
+    The keys: ``ledger``, ``since``, ``until`` (ISO-8601, UTC), ``where``, ``group_by``,
+    ``bucket``; ``first`` / ``last`` (start of the first / last selected call); ``total`` and
+    ``groups``: ``build_report(...).total`` and ``.rows``, to the bit; ``over_time``: the
+    buckets and, per value of the first ``group_by`` name (the 8 most expensive, then
+    ``"other"``; one series ``"all"`` without ``group_by``), USD and calls per bucket;
+    ``models``: per requested model, most expensive first; ``tokens``: input in its parts
+    (``uncached_input + cache_read + cache_write`` is the input), output (reasoning
+    included), and ``cache_saved_usd``: cache reads at the input price less their own price;
+    ``decisions``: calls per bucket that a budget blocked, downgraded, clamped, truncated,
+    cut off, or a rate limit refused; ``flagged``: estimated and unpriced calls, by model.
+
+    >>> from tollgate.ledger import MemoryLedger
+    >>> ledger = MemoryLedger()
+    >>> ledger.write(CallRecord(id="1", started_at=0.0, ended_at=1.0, provider="openai",
+    ...              operation="chat", request_model="gpt-4o", usd=0.25, tags={"tenant": "acme"}))
+    >>> s = summarize(ledger, group_by=["tenant"])
+    >>> s["total"]["usd"], s["groups"][0]["tags"], s["over_time"]["series"][0]["name"]
+    (0.25, {'tenant': 'acme'}, 'acme')
+    """
+    names = _group_names(group_by)
+    wanted = _wanted(where)
+    if bucket not in (None, "hour", "day"):
+        raise ValueError(f"bucket={bucket!r}: 'hour', 'day', or None to choose by the period")
+    start, end = parse_time(since), parse_time(until)
+    if prices is None:
+        from tollgate.config import settings
+
+        prices = settings().prices
+    head = {
+        "since": _iso(start),
+        "until": _iso(end),
+        "where": {  # as given: a value, or a list of them
+            name: list(wanted[str(name)]) if _is_collection(value) else value
+            for name, value in (where or {}).items()
+        },
+        "group_by": list(names),
+    }
+    if isinstance(ledger, str):
+        return _from_file(_file_of(ledger), ledger, start, end, names, wanted, bucket, prices, head)
+    if isinstance(ledger, SQLiteLedger) and ledger.path != ":memory:" and not ledger.path.startswith("file:"):
+        ledger.flush()
+        label = f"sqlite:///{ledger.path}"
+        return _from_file(ledger.path, label, start, end, names, wanted, bucket, prices, head)
+    if isinstance(ledger, Ledger):
+        records = ledger.records(start, end)
+        return _from_records(records, _label(ledger), start, end, names, wanted, bucket, prices, head)
+    raise TypeError(f"summarize() takes a Ledger or an 'sqlite:///path.db' URI, got {ledger!r}")
+
+
+def _wanted(where: Mapping[str, Any] | None) -> dict[str, tuple[Any, ...]]:
+    if where is None:
+        return {}
+    if not isinstance(where, Mapping):
+        raise ValueError(f"where={where!r}: give a dict of name to value, e.g. where={{'tenant': 'acme'}}")
+    return {str(name): tuple(value) if _is_collection(value) else (value,) for name, value in where.items()}
+
+
+def _iso(epoch: float | None) -> str | None:
+    return None if epoch is None else datetime.fromtimestamp(epoch, UTC).isoformat()
+
+
+def _label(ledger: Ledger) -> str:
+    if isinstance(ledger, SQLiteLedger):
+        return f"sqlite:///{ledger.path}"
+    if isinstance(ledger, MemoryLedger):
+        return "memory://"
+    url = getattr(ledger, "url", None)
+    return str(url) if isinstance(url, str) else type(ledger).__name__
+
+
+def _axis(
+    bucket: Bucket | None,
+    since: float | None,
+    until: float | None,
+    window: tuple[float | None, float | None],
+) -> tuple[Bucket, float, list[int]]:
+    """The bucket, its width in seconds and the buckets of the time axis (bucket ``b`` starts at
+    ``b * width``): from ``since`` (or the first call) to ``until`` (or the last call)."""
+    start = since if since is not None else window[0]
+    end = math.nextafter(until, -math.inf) if until is not None else window[1]
+    if bucket is None:
+        bucket = "hour" if start is None or end is None or end - start <= HOURLY_SPAN else "day"
+    width = _WIDTH[bucket]
+    if start is None or end is None or end < start:
+        return bucket, width, []
+    first, last = int(start / width), int(end / width)
+    if last - first >= MAX_BUCKETS and window[0] is not None and window[1] is not None:
+        # e.g. since=0 on a week of calls: draw the calls, not 50 years of empty days
+        first, last = max(first, int(window[0] / width)), min(last, int(window[1] / width))
+    return bucket, width, list(range(first, last + 1))
+
+
+# -- the Python path: any ledger's records ---------------------------------------------------------
+
+
+def _from_records(
+    records: list[CallRecord],
+    label: str,
+    since: float | None,
+    until: float | None,
+    names: tuple[str, ...],
+    wanted: dict[str, tuple[Any, ...]],
+    bucket: Bucket | None,
+    prices: PriceTable,
+    head: dict[str, Any],
+) -> dict[str, Any]:
+    """The summary of ``records`` (a ledger's ``records(since, until)``), aggregated in Python."""
+    for option, checked in (("group_by", names), ("where", tuple(wanted))):
+        problem = unknown_tag(records, checked)
+        if problem is not None:
+            raise ValueError(f"{option}: {problem}")
+    report = build_report(records, group_by=names or None, where=wanted or None)
+    calls = [r for r in records if r.operation != "top_up"]
+    window = (min(r.started_at for r in calls), max(r.started_at for r in calls)) if calls else (None, None)
+    bucket, width, axis = _axis(bucket, since, until, window)
+    over: dict[tuple[int, Any], _Cell] = {}
+    models: dict[tuple[str, str, str | None], _Cell] = {}
+    decisions: dict[tuple[int, str], int] = {}
+    wanted_actions = set(ACTIONS.values())
+    for r in report.records:
+        b = int(r.started_at / width)
+        at = (b, _value(r, names[0]) if names else None)
+        cell = over.get(at)
+        if cell is None:
+            cell = over[at] = _Cell()
+        cell.counts[_CALLS] += 1
+        cell.usd.values.append(r.usd)
+        which = (r.request_model, r.provider, r.response_model)
+        model = models.get(which)
+        if model is None:
+            model = models[which] = _Cell()
+        u, counts = r.usage, model.counts
+        counts[_CALLS] += 1
+        counts[_INPUT] += u.input_tokens
+        counts[_OUTPUT] += u.output_tokens
+        counts[_CACHE_READ] += u.cache_read_tokens
+        counts[_CACHE_WRITE] += u.cache_write_tokens
+        counts[_REASONING] += u.reasoning_tokens
+        counts[_UNPRICED] += not r.priced
+        counts[_ESTIMATED] += r.estimated
+        model.usd.values.append(r.usd)
+        actions = {a for a in (stored(step).get("action") for step in r.decisions) if isinstance(a, str)}
+        for action in actions & wanted_actions:
+            decisions[(b, action)] = decisions.get((b, action), 0) + 1
+    selected = report.records
+    return _assemble(
+        head,
+        label=label,
+        names=names,
+        bucket=bucket,
+        width=width,
+        axis=axis,
+        first=min((r.started_at for r in selected), default=None),
+        last=max((r.started_at for r in selected), default=None),
+        total=report.total,
+        groups=report.rows if names else [],
+        over=over,
+        models=models,
+        decisions=decisions,
+        resolve=lambda usd, conditions: math.fsum(usd.values),
+        prices=prices,
+    )
+
+
+# -- the SQL path: an SQLite ledger file -----------------------------------------------------------
+
+
+def _file_of(uri: str) -> str:
+    """The file an ``sqlite:///`` URI (or a plain path) names; other URIs are refused."""
+    if uri.startswith("sqlite:///"):
+        path = uri[len("sqlite:///") :]
+    elif "://" in uri:
+        raise ValueError(
+            f"summarize({uri!r}): give an 'sqlite:///path.db' URI or a path, or the Ledger itself "
+            "(a memory or HTTP ledger has nothing to read back from a URI)"
+        )
+    else:
+        path = uri
+    if not path or path == ":memory:":
+        raise ValueError(f"no ledger at {uri!r}: a private in-memory database holds no calls to read")
+    return path
+
+
+def _connect(path: str) -> sqlite3.Connection:
+    """A read-only connection: the file is never created, changed or migrated."""
+    return sqlite3.connect(f"{Path(path).resolve().as_uri()}?mode=ro", uri=True)
+
+
+def _open(path: str) -> tuple[sqlite3.Connection, set[str]]:
+    """A read-only connection to the ledger at ``path`` and its table's columns."""
+    target = Path(path)
+    if not target.is_file():
+        what = "is a folder" if target.is_dir() else "does not exist"
+        raise ValueError(f"no ledger at {path!r}: the file {what}")
+    try:
+        conn = _connect(path)
+    except sqlite3.Error as exc:
+        raise ValueError(f"cannot open ledger file {path!r}: {exc}") from None
+    try:
+        tables = [row[0] for row in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")]
+        if "calls" not in tables:
+            found = f"its tables are {', '.join(sorted(tables))}" if tables else "it has no tables"
+            raise ValueError(f"{path!r} is not a tollgate ledger: it has no 'calls' table ({found})")
+        _check_schema(conn, path)  # foreign columns, or a newer schema: ValueError
+        columns = {str(row[1]) for row in conn.execute("PRAGMA table_info(calls)")}
+    except sqlite3.OperationalError as exc:  # locked, unreadable, ...
+        conn.close()
+        raise ValueError(f"cannot read ledger file {path!r}: {exc}") from None
+    except sqlite3.DatabaseError as exc:  # "file is not a database", ...
+        conn.close()
+        raise ValueError(f"{path!r} is not a tollgate ledger: {exc}") from None
+    except BaseException:
+        conn.close()
+        raise
+    return conn, columns
+
+
+class _Sql:
+    """The SQL of one summary: the selection, the expressions of the names, the parameters."""
+
+    def __init__(
+        self,
+        columns: set[str],
+        names: tuple[str, ...],
+        wanted: dict[str, tuple[Any, ...]],
+        since: float | None,
+        until: float | None,
+    ) -> None:
+        self.params: dict[str, Any] = {"scale": _SCALE, "fine": _FINE, "width": 86_400.0}
+        # Columns an older schema lacks read as the value a new file would hold.
+        self.unknown_usage = "calls.unknown_usage" if "unknown_usage" in columns else "'{}'"
+        self.parts = "calls.parts" if "parts" in columns else "'[]'"
+        self.tool_calls = "calls.tool_calls" if "tool_calls" in columns else "0"
+        self.time: list[str] = []
+        if since is not None:
+            self.time.append("calls.started_at >= :since")
+            self.params["since"] = since
+        if until is not None:
+            self.time.append("calls.started_at < :until")
+            self.params["until"] = until
+        self.groups = [self.expression(name) for name in names]
+        self.where = ["calls.operation != 'top_up'", *self.time]
+        for name, options in wanted.items():
+            self.where.append(self.matches(self.expression(name), options))
+
+    def _param(self, value: Any) -> str:
+        key = f"p{len(self.params)}"
+        self.params[key] = value
+        return f":{key}"
+
+    def expression(self, name: str) -> str:
+        """The SQL value of a ``group_by`` / ``where`` name: a column, or the tag's value."""
+        if name == _BUCKET:
+            return "CAST(calls.started_at / :width AS INTEGER)"
+        if name in _COLUMN:
+            return f"calls.{_COLUMN[name]}"
+        if _IDENTIFIER.fullmatch(name):
+            return f"json_extract(calls.tags, '$.{name}')"
+        if '"' not in name:  # a JSON path quotes any name but one with a double quote
+            path = self._param(f'$."{name}"')
+            return f"json_extract(calls.tags, {path})"
+        return f"(SELECT value FROM json_each(calls.tags) WHERE key = {self._param(name)})"
+
+    def present(self, name: str) -> str:
+        """True for a row whose tags have ``name`` (with any value, null included)."""
+        if _IDENTIFIER.fullmatch(name):
+            return f"json_type(calls.tags, '$.{name}') IS NOT NULL"
+        return f"EXISTS (SELECT 1 FROM json_each(calls.tags) WHERE key = {self._param(name)})"
+
+    def matches(self, expression: str, options: Sequence[Any]) -> str:
+        """``report.select``'s test in SQL: the value equals an option, or the option's str."""
+        tests: list[str] = []
+        values: list[str] = []
+        for option in options:
+            if option is None:
+                tests.append(f"{expression} IS NULL")
+            else:
+                values.extend(self._param(v) for v in _bindable(option))
+        if values:
+            tests.append(f"{expression} IN ({', '.join(values)})")
+        return "(" + " OR ".join(tests) + ")" if tests else "0"
+
+    def selection(self, first: Sequence[str] = ()) -> str:
+        """The selected rows, tested by ``first`` before the rest: SQLite tests the terms in
+        this order, so a cheap filter first spares most rows the JSON work of ``where``."""
+        return " AND ".join([*first, *self.where])
+
+    def cells(self) -> str:
+        """One statement: the rows grouped into cells (bucket x group_by values x model), then
+        the cells grouped three ways: by group_by values (kind 0), by bucket and first value
+        (kind 1), by model (kind 2)."""
+        keys = ["CAST(calls.started_at / :width AS INTEGER)", *self.groups]
+        keys += ["calls.request_model", "calls.provider", "calls.response_model"]
+        gs = [f"g{i}" for i in range(len(self.groups))]
+        cell_keys = ["b", *gs, "m", "p", "r"]
+        usd = "calls.usd * :scale"
+        inner = ", ".join(
+            [
+                *(f"{expr} AS {alias}" for expr, alias in zip(keys, cell_keys, strict=True)),
+                "count(*) AS n",
+                "sum(calls.input_tokens) AS i",
+                "sum(calls.output_tokens) AS o",
+                "sum(calls.cache_read_tokens) AS cr",
+                "sum(calls.cache_write_tokens) AS cw",
+                "sum(calls.reasoning_tokens) AS rs",
+                "sum(calls.priced = 0) AS up",
+                "sum(calls.status = 'blocked') AS bl",
+                "sum(calls.status = 'error') AS er",
+                "sum(calls.estimated != 0) AS es",
+                f"sum({self.unknown_usage} != '{{}}') AS uk",
+                f"sum({self.tool_calls}) AS tc",
+                f"sum({self.parts} != '[]') AS pa",
+                f"sum(CAST({usd} AS INTEGER)) AS h",
+                f"total({usd} - CAST({usd} AS INTEGER)) AS f",
+                "max(abs(calls.usd)) AS big",
+                "min(calls.started_at) AS t0",
+                "max(calls.started_at) AS t1",
+            ]
+        )
+        aggregates = (
+            "sum(n), sum(i), sum(o), sum(cr), sum(cw), sum(rs), sum(up), sum(bl), sum(er), sum(es), "
+            "sum(uk), sum(tc), sum(pa), sum(h), sum(CAST(f * :fine AS INTEGER)), "
+            "total(f * :fine - CAST(f * :fine AS INTEGER)), max(big), sum(n * n), count(*), min(t0), max(t1)"
+        )
+
+        def family(kind: int, shown: Sequence[str]) -> str:
+            columns = [alias if alias in shown else "NULL" for alias in cell_keys]
+            grouped = f" GROUP BY {', '.join(shown)}" if shown else ""
+            return f"SELECT {kind}, {', '.join(columns)}, {aggregates} FROM cells{grouped}"
+
+        first = gs[:1]
+        return (
+            f"WITH cells AS MATERIALIZED (SELECT {inner} FROM calls WHERE {self.selection()} "
+            f"GROUP BY {', '.join(str(i + 1) for i in range(len(cell_keys)))}) "
+            f"{family(0, gs)} UNION ALL {family(1, ['b', *first])} UNION ALL {family(2, ['m', 'p', 'r'])}"
+        )
+
+    def decisions(self) -> str:
+        """Calls per bucket and budget action: a call counts once per action it has."""
+        action = "json_extract(d.value, '$.action')"
+        wanted = ", ".join(f"'{a}'" for a in ACTIONS.values())
+        selection = self.selection(["calls.decisions != '[]'", "d.type = 'object'"])
+        return (
+            f"SELECT CAST(calls.started_at / :width AS INTEGER), {action}, count(DISTINCT calls.rowid) "
+            f"FROM calls, json_each(calls.decisions) AS d "
+            f"WHERE {selection} AND {action} IN ({wanted}) GROUP BY 1, 2"
+        )
+
+
+def _bindable(option: Any) -> list[Any]:
+    """What an SQL value may equal to match ``option`` as ``report._matches`` does: the option
+    itself (when SQLite can hold it) or its ``str``."""
+    if isinstance(option, str):
+        return [option]
+    text = str(option)
+    if isinstance(option, bool):
+        return [int(option), text]
+    if isinstance(option, float) or (isinstance(option, int) and -(2**63) <= option < 2**63):
+        return [option, text]
+    return [text]
+
+
+def _from_file(
+    path: str,
+    label: str,
+    since: float | None,
+    until: float | None,
+    names: tuple[str, ...],
+    wanted: dict[str, tuple[Any, ...]],
+    bucket: Bucket | None,
+    prices: PriceTable,
+    head: dict[str, Any],
+) -> dict[str, Any]:
+    conn, columns = _open(path)
+    try:
+        conn.execute("BEGIN")  # one snapshot for every query below, whoever writes meanwhile
+        sql = _Sql(columns, names, wanted, since, until)
+        _check_names(conn, sql, names, tuple(wanted))
+        window = _window(conn, sql)
+        bucket, width, axis = _axis(bucket, since, until, window)
+        sql.params["width"] = width
+        try:
+            cells = conn.execute(sql.cells(), sql.params).fetchall()
+        except sqlite3.OperationalError as exc:
+            if "integer overflow" not in str(exc):
+                raise
+            # Over 2^31 USD in one group: beyond the exact split; read the records instead.
+            records = _records(conn, columns, sql)
+            return _from_records(records, label, since, until, names, wanted, bucket, prices, head)
+        steps = conn.execute(sql.decisions(), sql.params).fetchall()
+        groups, over, models, decisions = _merge(cells, steps, names)
+        resolve = _resolver(conn, sql)
+        total, rows = _report_rows(conn, sql, names, groups, resolve)
+        return _assemble(
+            head,
+            label=label,
+            names=names,
+            bucket=bucket,
+            width=width,
+            axis=axis,
+            first=min((c.first for c in groups.values() if c.first is not None), default=None),
+            last=max((c.last for c in groups.values() if c.last is not None), default=None),
+            total=total,
+            groups=rows,
+            over=over,
+            models=models,
+            decisions=decisions,
+            resolve=resolve,
+            prices=prices,
+        )
+    finally:
+        conn.close()
+
+
+def _records(conn: sqlite3.Connection, columns: set[str], sql: _Sql) -> list[CallRecord]:
+    """The records of the period, as ``SQLiteLedger.records`` reads them (an older file's
+    missing columns read as a new file's defaults)."""
+    defaults = {"service_tier": "NULL", "parts": "'[]'", "unknown_usage": "'{}'", "tool_calls": "0"}
+    select = ", ".join(name if name in columns else defaults[name] for name in _NAMES)
+    period = " AND ".join(sql.time) or "1"
+    rows = conn.execute(f"SELECT {select} FROM calls WHERE {period} ORDER BY started_at, rowid", sql.params)
+    return [_from_row(row) for row in rows]
+
+
+def _check_names(conn: sqlite3.Connection, sql: _Sql, names: tuple[str, ...], where: tuple[str, ...]) -> None:
+    """Refuse a tag name that no call of the period carries, as ``tollgate report`` does
+    (``unknown_tag``): a typo would otherwise group every call under None."""
+    period = " AND ".join(sql.time) or "1"
+    tags = [name for name in (*names, *where) if name not in FIELDS]
+    if not tags or conn.execute(f"SELECT 1 FROM calls WHERE {period} LIMIT 1", sql.params).fetchone() is None:
+        return
+    for option, checked in (("group_by", names), ("where", where)):
+        for name in checked:
+            if name in FIELDS:
+                continue
+            query = f"SELECT 1 FROM calls WHERE {period} AND {sql.present(name)} LIMIT 1"
+            if conn.execute(query, sql.params).fetchone() is not None:
+                continue
+            seen = conn.execute(
+                f"SELECT DISTINCT t.key FROM calls, json_each(calls.tags) AS t WHERE {period}", sql.params
+            ).fetchall()
+            # One stand-in record carrying every tag seen: unknown_tag words the refusal.
+            stand_in = CallRecord(
+                id="", started_at=0.0, ended_at=0.0, provider="", operation="", request_model="",
+                tags={str(key): "" for (key,) in seen},
+            )  # fmt: skip
+            problem = unknown_tag([stand_in], [name])
+            if problem is not None:
+                raise ValueError(f"{option}: {problem}")
+
+
+def _window(conn: sqlite3.Connection, sql: _Sql) -> tuple[float | None, float | None]:
+    """The first and last start of a call in the period, whatever ``where`` says: the ends of
+    the time axis when ``since`` / ``until`` leave them open (two index lookups)."""
+    period = " AND ".join(["calls.operation != 'top_up'", *sql.time])
+    ends: list[float | None] = []
+    for order in ("ASC", "DESC"):
+        row = conn.execute(
+            f"SELECT started_at FROM calls WHERE {period} ORDER BY started_at {order} LIMIT 1", sql.params
+        ).fetchone()
+        ends.append(None if row is None else float(row[0]))
+    return ends[0], ends[1]
+
+
+def _merge(
+    cells: list[tuple[Any, ...]], steps: list[tuple[Any, ...]], names: tuple[str, ...]
+) -> tuple[
+    dict[tuple[Any, ...], _Cell],
+    dict[tuple[int, Any], _Cell],
+    dict[tuple[str, str, str | None], _Cell],
+    dict[tuple[int, str], int],
+]:
+    """The cells grouped by group_by values, by bucket and first value, by model; and the
+    decision counts by bucket and action."""
+    groups: dict[tuple[Any, ...], _Cell] = {}
+    over: dict[tuple[int, Any], _Cell] = {}
+    models: dict[tuple[str, str, str | None], _Cell] = {}
+    decisions: dict[tuple[int, str], int] = {}
+    n = len(names)
+    for row in cells:
+        kind, b = row[0], row[1]
+        values = row[2 : 2 + n]
+        m, p, r = row[2 + n : 5 + n]
+        stats = row[5 + n :]
+        key: Any
+        if kind == 0:
+            if stats[0] is None:  # no GROUP BY and no rows: SQL's one row of NULLs
+                continue
+            target, key = groups, tuple(values)
+        elif kind == 1:
+            target, key = over, (b, values[0] if n else None)
+        else:
+            target, key = models, (m, p, r)
+        cell = target.get(key)
+        if cell is None:
+            cell = target[key] = _Cell()
+        counts = cell.counts
+        for i in range(_N):
+            counts[i] += stats[i] or 0
+        whole, fine, rest, biggest, squares, merged, first, last = stats[_N:]
+        # Units of 2^-52 USD. total() adds floats in row order: the remainders of a cell's rows
+        # (each under 2^20 units) are off by at most 2^-53 x 2^20 x rows^2 units; split again,
+        # the cells' remainders (each under 1 unit) by at most 2^-53 x cells^2.
+        slack = 1.01 * _ROUNDING * (squares * _FINE + merged * merged)
+        whole = (whole or 0) * int(_FINE) + (fine or 0)
+        cell.usd.add_split(whole, rest, slack, biggest)
+        cell.add_times(first, last)
+    for b, action, count in steps:
+        decisions[(b, action)] = decisions.get((b, action), 0) + count
+    return groups, over, models, decisions
+
+
+def _resolver(conn: sqlite3.Connection, sql: _Sql) -> Resolve:
+    """Round a sum; when in doubt, sum its rows again with ``fsum``."""
+
+    def resolve(usd: _Usd, conditions: Sequence[Condition]) -> float:
+        value = usd.value()
+        if value is not None:
+            return value
+        extra = [sql.matches(sql.expression(name), options) for name, options in conditions]
+        rows = conn.execute(f"SELECT calls.usd FROM calls WHERE {sql.selection(extra)}", sql.params)
+        return math.fsum(usd for (usd,) in rows)
+
+    return resolve
+
+
+def _report_rows(
+    conn: sqlite3.Connection,
+    sql: _Sql,
+    names: tuple[str, ...],
+    groups: dict[tuple[Any, ...], _Cell],
+    resolve: Resolve,
+) -> tuple[ReportRow, list[ReportRow]]:
+    """``build_report``'s total and rows, from the cells by group_by values."""
+    everything = _Cell()
+    for cell in groups.values():
+        everything.merge(cell)
+    unknown = _unknown_usage(conn, sql) if everything.counts[_UNKNOWN] else {}
+    parts = _parts_usd(conn, sql) if everything.counts[_PARTS] else {}
+    rows = [
+        _row(
+            cell,
+            dict(zip(names, key, strict=True)),
+            resolve(cell.usd, _conditions(names, key)),
+            unknown,
+            parts,
+        )
+        for key, cell in groups.items()
+    ]
+    rows.sort(key=lambda row: (-row["usd"], -row["calls"], [_sort_key(row["tags"][n]) for n in names]))
+    total = _row(everything, {}, resolve(everything.usd, ()), {}, {})
+    total["unknown_usage"] = _merged_counts(unknown.values())
+    total["parts_usd"] = {model: math.fsum(v) for model, v in _merged_lists(parts.values()).items()}
+    return total, rows if names else []
+
+
+def _conditions(names: Sequence[str], key: Sequence[Any]) -> list[Condition]:
+    return [(name, [value]) for name, value in zip(names, key, strict=True)]
+
+
+def _row(
+    cell: _Cell,
+    tags: dict[str, Any],
+    usd: float,
+    unknown: Mapping[tuple[Any, ...], dict[str, int]],
+    parts: Mapping[tuple[Any, ...], dict[str, list[float]]],
+) -> ReportRow:
+    c = cell.counts
+    key = tuple(tags.values())
+    return ReportRow(
+        tags=tags,
+        calls=c[_CALLS],
+        input_tokens=c[_INPUT],
+        output_tokens=c[_OUTPUT],
+        cache_read_tokens=c[_CACHE_READ],
+        cache_write_tokens=c[_CACHE_WRITE],
+        reasoning_tokens=c[_REASONING],
+        usd=usd,
+        unpriced_calls=c[_UNPRICED],
+        blocked_calls=c[_BLOCKED],
+        errors=c[_ERRORS],
+        estimated_calls=c[_ESTIMATED],
+        unknown_usage_calls=c[_UNKNOWN],
+        unknown_usage=dict(unknown.get(key, {})),
+        tool_calls=c[_TOOLS],
+        parts_usd={model: math.fsum(values) for model, values in parts.get(key, {}).items()},
+    )
+
+
+def _unknown_usage(conn: sqlite3.Connection, sql: _Sql) -> dict[tuple[Any, ...], dict[str, int]]:
+    """Per group_by values: calls per ``"<provider>:<field>"`` of usage tollgate did not know,
+    in the order ``build_report`` meets them (the calls in order, the fields as stored)."""
+    groups = "".join(f"{expr}, " for expr in sql.groups)
+    selection = sql.selection([sql.unknown_usage + " != '{}'"])
+    # "+started_at": sort the few rows found; ordering by the index would visit every row by it.
+    query = (
+        f"SELECT {groups}calls.provider, u.key FROM calls, json_each({sql.unknown_usage}) AS u "
+        f"WHERE {selection} ORDER BY +calls.started_at, calls.rowid, u.id"
+    )
+    out: dict[tuple[Any, ...], dict[str, int]] = {}
+    n = len(sql.groups)
+    for row in conn.execute(query, sql.params):
+        counts = out.setdefault(tuple(row[:n]), {})
+        name = f"{row[n]}:{row[n + 1]}"
+        counts[name] = counts.get(name, 0) + 1
+    return out
+
+
+def _parts_usd(conn: sqlite3.Connection, sql: _Sql) -> dict[tuple[Any, ...], dict[str, list[float]]]:
+    """Per group_by values: the USD of the parts of calls billed in parts, by the model that ran
+    each (the part's, else the call's response model, else its request model)."""
+    groups = "".join(f"{expr}, " for expr in sql.groups)
+    model = (
+        "COALESCE(NULLIF(json_extract(p.value, '$.model'), ''), NULLIF(calls.response_model, ''), "
+        "calls.request_model)"
+    )
+    selection = sql.selection([sql.parts + " != '[]'"])
+    query = (
+        f"SELECT {groups}{model}, json_extract(p.value, '$.usd') FROM calls, json_each({sql.parts}) AS p "
+        f"WHERE {selection} ORDER BY +calls.started_at, calls.rowid, p.id"
+    )
+    out: dict[tuple[Any, ...], dict[str, list[float]]] = {}
+    n = len(sql.groups)
+    for row in conn.execute(query, sql.params):
+        out.setdefault(tuple(row[:n]), {}).setdefault(row[n], []).append(row[n + 1] or 0.0)
+    return out
+
+
+def _merged_counts(dicts: Any) -> dict[str, int]:
+    merged: dict[str, int] = {}
+    for counts in dicts:
+        for name, count in counts.items():
+            merged[name] = merged.get(name, 0) + count
+    return merged
+
+
+def _merged_lists(dicts: Any) -> dict[str, list[float]]:
+    merged: dict[str, list[float]] = {}
+    for lists in dicts:
+        for name, values in lists.items():
+            merged.setdefault(name, []).extend(values)
+    return merged
+
+
+# -- the summary, from the cells (both paths) ------------------------------------------------------
+
+
+def _assemble(
+    head: dict[str, Any],
+    *,
+    label: str,
+    names: tuple[str, ...],
+    bucket: Bucket,
+    width: float,
+    axis: list[int],
+    first: float | None,
+    last: float | None,
+    total: ReportRow,
+    groups: list[ReportRow],
+    over: dict[tuple[int, Any], _Cell],
+    models: dict[tuple[str, str, str | None], _Cell],
+    decisions: dict[tuple[int, str], int],
+    resolve: Resolve,
+    prices: PriceTable,
+) -> dict[str, Any]:
+    buckets = [_iso(b * width) for b in axis]
+    at = {b: i for i, b in enumerate(axis)}
+    by_model: dict[str, _Cell] = {}
+    saved: list[float] = []
+    for (model, provider, response_model), cell in models.items():
+        by_model.setdefault(model, _Cell()).merge(cell)
+        if cell.counts[_CACHE_READ]:
+            saved.append(cell.counts[_CACHE_READ] * _cache_saving(prices, model, provider, response_model))
+    model_rows: list[dict[str, Any]] = []
+    for model, cell in by_model.items():
+        c = cell.counts
+        model_rows.append(
+            {
+                "model": model,
+                "calls": c[_CALLS],
+                "usd": resolve(cell.usd, [("model", [model])]),
+                "input_tokens": c[_INPUT],
+                "output_tokens": c[_OUTPUT],
+                "cache_read_tokens": c[_CACHE_READ],
+                "cache_write_tokens": c[_CACHE_WRITE],
+                "reasoning_tokens": c[_REASONING],
+            }
+        )
+    model_rows.sort(key=lambda m: (-m["usd"], -m["calls"], m["model"]))
+
+    def flagged(index: int) -> list[dict[str, Any]]:
+        found = [(model, cell.counts[index]) for model, cell in by_model.items() if cell.counts[index]]
+        return [{"model": m, "calls": n} for m, n in sorted(found, key=lambda x: (-x[1], x[0]))]
+
+    t = total
+    return {
+        "ledger": label,
+        **head,
+        "bucket": bucket,
+        "first": _iso(first),
+        "last": _iso(last),
+        "total": dict(t),
+        "groups": [dict(row) for row in groups],
+        "over_time": {"buckets": buckets, "series": _series(names, axis, at, over, resolve)},
+        "models": model_rows,
+        "tokens": {
+            "uncached_input": max(0, t["input_tokens"] - t["cache_read_tokens"] - t["cache_write_tokens"]),
+            "cache_read": t["cache_read_tokens"],
+            "cache_write": t["cache_write_tokens"],
+            "output": t["output_tokens"],
+            "reasoning": t["reasoning_tokens"],
+            "cache_saved_usd": math.fsum(saved),
+        },
+        "decisions": {
+            "buckets": buckets,
+            "series": {
+                name: [decisions.get((b, action), 0) for b in axis] for name, action in ACTIONS.items()
+            },
+        },
+        "flagged": {
+            "estimated_calls": t["estimated_calls"],
+            "unpriced_calls": t["unpriced_calls"],
+            "unpriced_models": flagged(_UNPRICED),
+            "estimated_models": flagged(_ESTIMATED),
+        },
+    }
+
+
+def _series(
+    names: tuple[str, ...],
+    axis: list[int],
+    at: dict[int, int],
+    over: dict[tuple[int, Any], _Cell],
+    resolve: Resolve,
+) -> list[dict[str, Any]]:
+    """USD and calls per bucket: one series per value of the first group_by name (the
+    :data:`TOP_SERIES` most expensive, then ``"other"``), or one ``"all"``."""
+    lines: list[tuple[str, list[Any]]] = [("all", [None])]
+    line_of: dict[Any, int] = {None: 0}
+    if names:
+        per_value: dict[Any, _Cell] = {}
+        for (_, value), cell in over.items():
+            per_value.setdefault(value, _Cell()).merge(cell)
+        usd = {v: resolve(cell.usd, [(names[0], [v])]) for v, cell in per_value.items()}
+        ranked = sorted(per_value, key=lambda v: (-usd[v], -per_value[v].counts[_CALLS], _sort_key(v)))
+        lines = [("(none)" if v is None else str(v), [v]) for v in ranked[:TOP_SERIES]]
+        if len(ranked) > TOP_SERIES:
+            lines.append(("other", ranked[TOP_SERIES:]))
+        line_of = {v: min(i, TOP_SERIES) for i, v in enumerate(ranked)}
+    cells: list[dict[int, _Cell]] = [{} for _ in lines]
+    for (b, value), cell in over.items():
+        cells[line_of[value]].setdefault(b, _Cell()).merge(cell)
+    out = []
+    for (label, values), by_bucket in zip(lines, cells, strict=True):
+        usd_line = [0.0] * len(axis)
+        calls = [0] * len(axis)
+        for b, cell in by_bucket.items():
+            conditions: list[Condition] = [(_BUCKET, [b])] + ([(names[0], values)] if names else [])
+            usd_line[at[b]] = resolve(cell.usd, conditions)
+            calls[at[b]] = cell.counts[_CALLS]
+        out.append({"name": label, "usd": usd_line, "calls": calls})
+    return out
+
+
+def _cache_saving(prices: PriceTable, model: str, provider: str, response_model: str | None) -> float:
+    """USD one cache-read token saved: the input price less the cache-read price, of the model
+    the call was billed as (its response model when priced, else its request model)."""
+    price: ModelPrice | None = None
+    for name in (response_model, model) if response_model and response_model != model else (model,):
+        entry = prices.lookup(name, provider) if name else None
+        if entry is not None and has_price(entry):
+            price = entry
+            break
+    if price is None or price.input is None:
+        return 0.0
+    read = price.cache_read if price.cache_read is not None else price.input
+    return price.input - read
