@@ -32,6 +32,7 @@ in Python grows with the cells, not the rows.
 from __future__ import annotations
 
 import math
+import os
 import re
 import sqlite3
 from collections.abc import Callable, Collection, Mapping, Sequence
@@ -407,8 +408,19 @@ def _file_of(uri: str) -> str:
 
 
 def _connect(path: str) -> sqlite3.Connection:
-    """A read-only connection: the file is never created, changed or migrated."""
-    return sqlite3.connect(f"{Path(path).resolve().as_uri()}?mode=ro", uri=True)
+    """A connection that only reads: the file is never created, changed or migrated.
+
+    Where the file may be written, it is opened read-write with ``query_only`` on rather than
+    with ``mode=ro``: a read-only connection to a WAL file creates its ``-wal`` and ``-shm``
+    files when they are missing and cannot remove them, so every report left two files behind
+    beside a closed ledger; a query-only connection that is the last to close removes them, as
+    the writer's does, and writes nothing to the file itself (its WAL holds no frames)."""
+    uri = Path(path).resolve().as_uri()
+    if not os.access(path, os.W_OK) or not os.access(Path(path).resolve().parent, os.W_OK):
+        return sqlite3.connect(f"{uri}?mode=ro", uri=True)
+    conn = sqlite3.connect(f"{uri}?mode=rw", uri=True)
+    conn.execute("PRAGMA query_only = ON")
+    return conn
 
 
 def _open(path: str) -> tuple[sqlite3.Connection, set[str]]:
