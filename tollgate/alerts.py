@@ -221,10 +221,7 @@ def _alert(
     exhausted_at: float | None = None,
 ) -> Alert:
     spec = check.spec
-    key = {k: call.tags.get(k, "") for k in spec.key}
-    match = getattr(check.frame, "match", None)
-    if match:
-        key = {**match, **key}
+    key = {**check.frame.match, **{k: call.tags.get(k, "") for k in spec.key}}
     window = spec.window
     end = window.end(now) if isinstance(window, Calendar) else None
     return Alert(

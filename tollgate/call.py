@@ -192,8 +192,8 @@ class Call:
         self.leases: tuple[Lease, ...] = ()
         self.overrun: BudgetExceeded | None = None
         #: What each counter the call was charged to had spent once it settled (None: unknown),
-        #: and what the call added to it.
-        self.totals: Sequence[tuple[float | None, float]] = ()
+        #: and what the call added to each (kept as the store returned them: read by crossed()).
+        self.totals: tuple[Sequence[float | None], Sequence[float]] = ((), ())
         #: How far a stream may run before a budget would be crossed (see streams' cut-off).
         self.output_room: Room | None = None
         self._deciding: BudgetFacts | None = None
@@ -296,7 +296,7 @@ class Call:
         """The budget counting ``unit`` that this call, once settled, took past its limit (None:
         none). For a door that can still stop what the response asks for: a run past its
         ``tool_calls`` limit should not run the tools of the response that crossed it."""
-        for check, (total, added) in zip(self.checks, self.totals, strict=False):
+        for check, total, added in zip(self.checks, *self.totals, strict=False):
             if type(check) is Check and check.unit == unit and total is not None and total > check.limit:
                 return BudgetExceeded(
                     check.spec.name,
@@ -623,7 +623,7 @@ class Call:
         store = self.settings.store
         try:
             if spent := store.settle(self.holds, amounts):
-                self.totals = tuple(zip(spent, amounts, strict=True))
+                self.totals = (spent, amounts)
                 alerts.after_settle(self, spent, amounts)
         except Exception as exc:
             if self._give_back(exc):
@@ -636,7 +636,7 @@ class Call:
         store = self.settings.store
         try:
             if spent := await store.asettle(self.holds, amounts):
-                self.totals = tuple(zip(spent, amounts, strict=True))
+                self.totals = (spent, amounts)
                 alerts.after_settle(self, spent, amounts)
         except Exception as exc:
             if self._give_back(exc):

@@ -648,13 +648,13 @@ def _limit_row(
     limit kept per key tag, only when ``key_values`` say whose counter."""
     import time
 
-    from tollgate.budgets.standing import UNITS, parse
+    from tollgate.budgets.standing import UNITS, in_force, parse
     from tollgate.control import frame_state
 
     match, base, raised = parse(document)
     spec = _definition(base, raised).spec
-    over = raised is not None and time.time() >= raised[1]
-    in_force = base if raised is None or over else raised[0]
+    applies = in_force(base, raised, time.time())
+    over = raised is not None and applies is not raised[0]
     added: dict[str, float] = json.loads(document).get("topped_up") or {}
     row: dict[str, Any] = {
         "id": ident,
@@ -674,12 +674,12 @@ def _limit_row(
         "topped_up": added,
         "usage": [],
     }
-    if in_force is not None and (key_values is not None or not spec.key):
+    if applies is not None and (key_values is not None or not spec.key):
         until = None if raised is None or over else datetime.fromtimestamp(raised[1], UTC)
-        for unit, _ in in_force.spec.limits():
+        for unit, _ in applies.spec.limits():
             tags = {**match, **(key_values or {})}
             state = frame_state(
-                in_force, tags, unit, store, topped_up=float(added.get(unit, 0.0)), until=until
+                applies, tags, unit, store, topped_up=float(added.get(unit, 0.0)), until=until
             )
             row["usage"].append(state.to_dict())
             row[f"spent_{unit}"] = state.spent
@@ -1007,6 +1007,30 @@ class _Formatter(argparse.RawDescriptionHelpFormatter):
     pass
 
 
+def _selection_options(parser: argparse.ArgumentParser, *, since: str | None) -> None:
+    """The options that pick a ledger's calls and group them (report and dashboard)."""
+    parser.add_argument(
+        "--ledger",
+        default=os.environ.get("TOLLGATE_LEDGER", DEFAULT_LEDGER),
+        help="ledger URI (default: $TOLLGATE_LEDGER or %(default)s)",
+    )
+    parser.add_argument(
+        "--group-by",
+        metavar="NAMES",
+        help="comma-separated tag names (or model, provider, operation, status)",
+    )
+    default = f" (default: {since})" if since else ""
+    forms = f"90s, 30m, 24h, 7d, 2w, an ISO date-time or epoch{default}"
+    parser.add_argument("--since", default=since, help=f"only calls since: {forms}")
+    parser.add_argument(
+        "--where",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="keep calls with this tag (repeatable)",
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The ``tollgate`` argument parser (one sub-command per job)."""
     from tollgate import __version__
@@ -1031,25 +1055,8 @@ def build_parser() -> argparse.ArgumentParser:
         "  tollgate report --ledger sqlite:///tollgate.db --group-by tenant,feature --since 7d",
         formatter_class=_Formatter,
     )
-    report.add_argument(
-        "--ledger",
-        default=os.environ.get("TOLLGATE_LEDGER", DEFAULT_LEDGER),
-        help="ledger URI (default: $TOLLGATE_LEDGER or %(default)s)",
-    )
-    report.add_argument(
-        "--group-by",
-        metavar="NAMES",
-        help="comma-separated tag names (or model, provider, operation, status)",
-    )
-    report.add_argument("--since", help="only calls since: 90s, 30m, 24h, 7d, 2w, an ISO date-time or epoch")
+    _selection_options(report, since=None)
     report.add_argument("--until", help="only calls before this time (same forms as --since)")
-    report.add_argument(
-        "--where",
-        action="append",
-        default=[],
-        metavar="NAME=VALUE",
-        help="keep calls with this tag (repeatable)",
-    )
     report.add_argument(
         "--format", choices=("table", "json", "csv"), help="how to print the report (default: table)"
     )
@@ -1072,11 +1079,6 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=_Formatter,
     )
     dashboard.add_argument(
-        "--ledger",
-        default=os.environ.get("TOLLGATE_LEDGER", DEFAULT_LEDGER),
-        help="ledger URI (default: $TOLLGATE_LEDGER or %(default)s)",
-    )
-    dashboard.add_argument(
         "--store",
         help=f"store URI whose standing limits to show (default: $TOLLGATE_STORE or {DEFAULT_STORE}, "
         "when that file exists)",
@@ -1089,23 +1091,7 @@ def build_parser() -> argparse.ArgumentParser:
     dashboard.add_argument(
         "--port", type=int, default=8765, help="port (default: %(default)s; 0: a free one)"
     )
-    dashboard.add_argument(
-        "--since",
-        default="24h",
-        help="show calls since: 90s, 30m, 24h, 7d, 2w, an ISO date-time (default: 24h)",
-    )
-    dashboard.add_argument(
-        "--group-by",
-        metavar="NAMES",
-        help="comma-separated tag names (or model, provider, operation, status)",
-    )
-    dashboard.add_argument(
-        "--where",
-        action="append",
-        default=[],
-        metavar="NAME=VALUE",
-        help="keep calls with this tag (repeatable)",
-    )
+    _selection_options(dashboard, since="24h")
     dashboard.set_defaults(handler=cmd_dashboard)
 
     prices = commands.add_parser(

@@ -9,6 +9,7 @@ process sharing the store sees the same answer.
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -18,7 +19,7 @@ from typing import Any
 from tollgate.budgets.enforce import LOOKBACK_PARTS
 from tollgate.budgets.scope import Frame, known
 from tollgate.budgets.spec import check_amount, check_count
-from tollgate.budgets.standing import UNITS, check_match, limit_id, parse, topped_up
+from tollgate.budgets.standing import UNITS, check_match, in_force, limit_id, parse, topped_up
 from tollgate.stores.base import Charge, Store
 from tollgate.stores.windows import Calendar, Rolling
 
@@ -127,10 +128,11 @@ def _find(name: str | None, tags: Mapping[str, str], store: Store) -> tuple[Fram
         return Frame(known[name], "usage"), {}
     check_match(tags, "usage")
     _, documents = store.limits()
+    now = time.time()
     found = []
     for ident, document in documents.items():
         match, base, raised = parse(document)
-        frame = raised[0] if raised is not None and time.time() < raised[1] else base
+        frame = in_force(base, raised, now)
         if frame is None:
             continue
         if name is not None:
@@ -151,10 +153,8 @@ def _find(name: str | None, tags: Mapping[str, str], store: Store) -> tuple[Fram
             f"e.g. usage({found[0][0].spec.name!r})"
         )
     frame, document, raised = found[0]
-    import json
-
     extra: dict[str, Any] = {}
-    if raised is not None and time.time() < raised[1]:
+    if raised is not None and frame is raised[0]:
         extra["until"] = datetime.fromtimestamp(raised[1], UTC)
     added = json.loads(document).get("topped_up") or {}
     extra["topped_up"] = added

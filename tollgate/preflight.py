@@ -218,21 +218,41 @@ async def apreflight(
     return call
 
 
+def _slot_steps(
+    call: Call, limits: Sequence[RateLimit]
+) -> Generator[leases.Lease | float, bool | None, None]:
+    """Take a slot of each concurrency limit (see tollgate.leases), waiting as configured.
+    I/O-free, as :func:`_enforcement`: it yields a lease to acquire (and is sent whether it was
+    taken) or seconds to wait, so the sync and async pre-flights drive the same steps."""
+    for rate in limits:
+        lease, tries, deadline = (
+            leases.Lease(rate, call.settings.store, call),
+            0,
+            time.monotonic() + rate.timeout,
+        )
+        while not (yield lease):
+            wait = leases.pause(tries)
+            if not rate.wait or time.monotonic() + wait > deadline:
+                _no_slot(call, rate)
+            yield wait
+            tries += 1
+        leases.keeper.hold(lease)
+        call.leases = (*call.leases, lease)
+
+
+def _acquire(lease: leases.Lease) -> bool:
+    assert lease.rate.concurrent is not None
+    return lease.store.acquire(lease.key, lease.name, lease.rate.concurrent, lease.rate.lease, store_clock())
+
+
 def _take_slots(call: Call, limits: Sequence[RateLimit]) -> None:
-    """Take a slot of each concurrency limit, waiting for one as configured (see tollgate.leases)."""
-    store = call.settings.store
+    steps = _slot_steps(call, limits)
     try:
-        for rate in limits:
-            lease, tries, deadline = leases.Lease(rate, store, call), 0, time.monotonic() + rate.timeout
-            assert rate.concurrent is not None
-            while not store.acquire(lease.key, lease.name, rate.concurrent, rate.lease, store_clock()):
-                wait = leases.pause(tries)
-                if not rate.wait or time.monotonic() + wait > deadline:
-                    _no_slot(call, rate)
-                sleep(wait)
-                tries += 1
-            leases.keeper.hold(lease)
-            call.leases = (*call.leases, lease)
+        step = next(steps)
+        while True:
+            step = steps.send(sleep(step) if isinstance(step, float) else _acquire(step))
+    except StopIteration:
+        pass
     except StoreUnavailable as exc:
         _store_failed(call, exc)
     except BaseException as exc:  # refused, cancelled or interrupted: leave a record, give slots back
@@ -242,19 +262,22 @@ def _take_slots(call: Call, limits: Sequence[RateLimit]) -> None:
 
 async def _atake_slots(call: Call, limits: Sequence[RateLimit]) -> None:
     """The async twin of :func:`_take_slots`."""
-    store = call.settings.store
+    steps = _slot_steps(call, limits)
     try:
-        for rate in limits:
-            lease, tries, deadline = leases.Lease(rate, store, call), 0, time.monotonic() + rate.timeout
-            assert rate.concurrent is not None
-            while not await store.aacquire(lease.key, lease.name, rate.concurrent, rate.lease, store_clock()):
-                wait = leases.pause(tries)
-                if not rate.wait or time.monotonic() + wait > deadline:
-                    _no_slot(call, rate)
-                await asleep(wait)
-                tries += 1
-            leases.keeper.hold(lease)
-            call.leases = (*call.leases, lease)
+        step = next(steps)
+        while True:
+            if isinstance(step, float):
+                await asleep(step)
+                step = steps.send(None)
+            else:
+                rate = step.rate
+                assert rate.concurrent is not None
+                taken = await step.store.aacquire(
+                    step.key, step.name, rate.concurrent, rate.lease, store_clock()
+                )
+                step = steps.send(taken)
+    except StopIteration:
+        pass
     except StoreUnavailable as exc:
         _store_failed(call, exc)
     except BaseException as exc:

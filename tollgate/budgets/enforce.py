@@ -81,15 +81,10 @@ class Recent:
     of: Check
     key: str
     window: Rolling
-    post_flight = True
-    limit = math.inf
 
     @property
     def unit(self) -> str:
         return self.of.unit
-
-    def amount(self, estimate: Estimate) -> float:
-        return self.of.amount(estimate)
 
     def charge(self, estimate: Estimate) -> Charge:
         return Charge(self.key, self.window, None, self.of.amount(estimate))

@@ -217,9 +217,13 @@ class _Entry(NamedTuple):
     raised: tuple[Frame, float] | None
 
     def now(self) -> Frame | None:
-        if self.raised is not None and time.time() < self.raised[1]:
-            return self.raised[0]
-        return self.frame
+        return in_force(self.frame, self.raised, time.time())
+
+
+def in_force(base: Frame | None, raised: tuple[Frame, float] | None, now: float) -> Frame | None:
+    """The frame a stored limit applies at ``now``: its temporary raise until that ends, then
+    the limit under it (None: the raise lapses into no limit)."""
+    return raised[0] if raised is not None and now < raised[1] else base
 
 
 class _Index:

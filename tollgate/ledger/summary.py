@@ -38,12 +38,13 @@ import sqlite3
 from collections.abc import Callable, Collection, Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
 
 from tollgate.decisions import stored
 from tollgate.ledger.base import Ledger
 from tollgate.ledger.memory import MemoryLedger
 from tollgate.ledger.report import (
+    COUNTERS,
     FIELDS,
     ReportRow,
     _group_names,
@@ -83,22 +84,10 @@ _WIDTH: dict[str, float] = {"hour": 3_600.0, "day": 86_400.0}
 _COLUMN = {"model": "request_model", "provider": "provider", "operation": "operation", "status": "status"}
 _IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
-# The counters of a cell, in the order the SQL returns them.
-_COUNTS = (
-    "calls",
-    "input_tokens",
-    "output_tokens",
-    "cache_read_tokens",
-    "cache_write_tokens",
-    "reasoning_tokens",
-    "unpriced_calls",
-    "blocked_calls",
-    "errors",
-    "estimated_calls",
-    "unknown_usage_calls",
-    "tool_calls",
-    "parts",  # calls billed in parts (not a report counter: says whether parts_usd needs reading)
-)
+# The counters of a cell, in the order the SQL returns them: the report's counters in their
+# order, less "usd" (summed apart, exactly: see _Usd), then "parts" (calls billed in parts; not
+# a report counter: says whether parts_usd needs reading).
+_COUNTS = (*(name for name in COUNTERS if name != "usd"), "parts")
 _N = len(_COUNTS)
 _CALLS, _INPUT, _OUTPUT, _CACHE_READ, _CACHE_WRITE, _REASONING = range(6)
 _UNPRICED, _BLOCKED, _ERRORS, _ESTIMATED, _UNKNOWN, _TOOLS, _PARTS = range(6, 13)
@@ -197,6 +186,18 @@ _BUCKET = "\x00bucket"  # no tag's name: tag names are identifiers
 Resolve = Callable[[_Usd, Sequence[Condition]], float]
 
 
+class _Selection(NamedTuple):
+    """What ``summarize()`` was asked for, as both paths take it."""
+
+    since: float | None
+    until: float | None
+    names: tuple[str, ...]
+    wanted: dict[str, tuple[Any, ...]]
+    bucket: Bucket | None
+    prices: PriceTable
+    head: dict[str, Any]
+
+
 # -- the entry point -------------------------------------------------------------------------------
 
 
@@ -261,15 +262,16 @@ def summarize(
         },
         "group_by": list(names),
     }
+    selection = _Selection(start, end, names, wanted, bucket, prices, head)
     if isinstance(ledger, str):
-        return _from_file(_file_of(ledger), ledger, start, end, names, wanted, bucket, prices, head)
+        return _from_file(_file_of(ledger), ledger, selection)
     if isinstance(ledger, SQLiteLedger) and ledger.path != ":memory:" and not ledger.path.startswith("file:"):
         ledger.flush()
         label = f"sqlite:///{ledger.path}"
-        return _from_file(ledger.path, label, start, end, names, wanted, bucket, prices, head)
+        return _from_file(ledger.path, label, selection)
     if isinstance(ledger, Ledger):
         records = ledger.records(start, end)
-        return _from_records(records, _label(ledger), start, end, names, wanted, bucket, prices, head)
+        return _from_records(records, _label(ledger), selection)
     raise TypeError(f"summarize() takes a Ledger or an 'sqlite:///path.db' URI, got {ledger!r}")
 
 
@@ -319,18 +321,9 @@ def _axis(
 # -- the Python path: any ledger's records ---------------------------------------------------------
 
 
-def _from_records(
-    records: list[CallRecord],
-    label: str,
-    since: float | None,
-    until: float | None,
-    names: tuple[str, ...],
-    wanted: dict[str, tuple[Any, ...]],
-    bucket: Bucket | None,
-    prices: PriceTable,
-    head: dict[str, Any],
-) -> dict[str, Any]:
+def _from_records(records: list[CallRecord], label: str, selection: _Selection) -> dict[str, Any]:
     """The summary of ``records`` (a ledger's ``records(since, until)``), aggregated in Python."""
+    since, until, names, wanted, bucket, prices, head = selection
     for option, checked in (("group_by", names), ("where", tuple(wanted))):
         problem = unknown_tag(records, checked)
         if problem is not None:
@@ -597,17 +590,8 @@ def _bindable(option: Any) -> list[Any]:
     return [text]
 
 
-def _from_file(
-    path: str,
-    label: str,
-    since: float | None,
-    until: float | None,
-    names: tuple[str, ...],
-    wanted: dict[str, tuple[Any, ...]],
-    bucket: Bucket | None,
-    prices: PriceTable,
-    head: dict[str, Any],
-) -> dict[str, Any]:
+def _from_file(path: str, label: str, selection: _Selection) -> dict[str, Any]:
+    since, until, names, wanted, bucket, prices, head = selection
     conn, columns = _open(path)
     try:
         conn.execute("BEGIN")  # one snapshot for every query below, whoever writes meanwhile
@@ -623,7 +607,7 @@ def _from_file(
                 raise
             # Over 2^31 USD in one group: beyond the exact split; read the records instead.
             records = _records(conn, columns, sql)
-            return _from_records(records, label, since, until, names, wanted, bucket, prices, head)
+            return _from_records(records, label, selection._replace(bucket=bucket))  # as resolved by _axis
         steps = conn.execute(sql.decisions(), sql.params).fetchall()
         groups, over, models, decisions = _merge(cells, steps, names)
         resolve = _resolver(conn, sql)
