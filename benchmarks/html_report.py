@@ -29,8 +29,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from _common import add_flags, write_json
 
-from tollgate.ledger import SQLiteLedger
-from tollgate.ledger.sqlite import _INSERT
+from tollgate.ledger import SQLiteLedger, rollup
+from tollgate.ledger.sqlite import _INSERT, _from_row
 from tollgate.ledger.summary import summarize
 
 DAY = 86_400.0
@@ -133,7 +133,8 @@ def rows(count: int, seed: int = 7) -> Iterator[tuple[Any, ...]]:
 
 
 def make_ledger(path: Path, count: int) -> float:
-    """A ledger file of ``count`` records at ``path``; the seconds it took."""
+    """A ledger file of ``count`` records at ``path`` (its rollup not built: see
+    :func:`build_rollup`); the seconds it took."""
     begin = time.perf_counter()
     SQLiteLedger(path).close()  # the real schema, version and index
     conn = sqlite3.connect(path, isolation_level=None)
@@ -148,6 +149,55 @@ def make_ledger(path: Path, count: int) -> float:
     return time.perf_counter() - begin
 
 
+def build_rollup(path: Path) -> tuple[float, int]:
+    """Roll up every row not rolled up yet, as the writer thread does for a file of an older
+    schema (or rows inserted behind its back, as ``make_ledger`` does), chunk by chunk: the
+    seconds it took and the rows rolled up."""
+    conn = sqlite3.connect(path, isolation_level=None)
+    try:
+        before = rollup.upto(conn)
+        begin = time.perf_counter()
+        more = True
+        while more:
+            conn.execute("BEGIN IMMEDIATE")
+            more = rollup.roll_up(conn)
+            conn.execute("COMMIT")
+        seconds = time.perf_counter() - begin
+        return seconds, rollup.upto(conn) - before
+    finally:
+        conn.close()
+
+
+def writer_rate(count: int) -> dict[str, float]:
+    """Records per second the ledger's writer thread commits, rollup included, written as an
+    application writes them (``write()`` per record, the writer batching), and the rollup's
+    share: the rate at which it rolls up the same rows alone."""
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "rate.db"
+        records = [_from_row(row) for row in rows(count, seed=11)]
+        ledger = SQLiteLedger(path, flush_interval=0.01)
+        try:
+            begin = time.perf_counter()
+            for record in records:
+                ledger.write(record)
+            ledger.flush()
+            seconds = time.perf_counter() - begin
+        finally:
+            ledger.close()
+        conn = sqlite3.connect(path, isolation_level=None)
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            rollup.reset(conn)
+            begin = time.perf_counter()
+            while rollup.roll_up(conn):
+                pass
+            rolled = time.perf_counter() - begin
+            conn.execute("ROLLBACK")
+        finally:
+            conn.close()
+    return {"records_per_second": count / seconds, "rollup_rows_per_second": count / rolled}
+
+
 def query_times(path: Path, group_by: tuple[str, ...], repeats: int) -> list[dict[str, Any]]:
     """The seconds of each SQL statement ``summarize`` runs for ``group_by`` (all records), and
     the cells statement's plan: where the time goes."""
@@ -157,10 +207,13 @@ def query_times(path: Path, group_by: tuple[str, ...], repeats: int) -> list[dic
     try:
         sql = s._Sql(columns, group_by, {}, None, None)
         sql.params["width"] = DAY
+        last = s._rolled_up(conn)
+        if last is not None:
+            sql.use_rollup(last, None, None, DAY)
         plan = [row[3] for row in conn.execute("EXPLAIN QUERY PLAN " + sql.cells(), sql.params)]
         steps: list[tuple[str, Callable[[], Any]]] = [
             (
-                "cells: GROUP BY bucket, group_by values, model; then 3 ways",
+                "cells: the rollup's and the other rows', grouped 3 ways",
                 lambda: conn.execute(sql.cells(), sql.params).fetchall(),
             ),
             (
@@ -237,6 +290,7 @@ def main() -> None:
         path = Path(args.keep) if args.keep else Path(tmp) / "ledger.db"
         build_seconds = None
         if path.exists():
+            SQLiteLedger(path).close()  # an older schema's file gains its rollup tables
             with sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True) as conn:
                 count = int(conn.execute("SELECT count(*) FROM calls").fetchone()[0])
             conn.close()
@@ -245,9 +299,17 @@ def main() -> None:
             build_seconds = make_ledger(path, count)
             size = path.stat().st_size / 1e6
             print(f"ledger: {count:,} records built in {build_seconds:.1f} s ({size:.0f} MB)")
+        rollup_seconds, rolled = build_rollup(path)
+        if rolled:
+            print(f"rollup: {rolled:,} rows rolled up in {rollup_seconds:.1f} s (once, by the writer thread)")
         results = time_variants(f"sqlite:///{path}", repeats, render)
         profiled = ("tenant", "feature")
         queries = query_times(path, profiled, repeats)
+    rate = writer_rate(5_000 if args.quick else 100_000)
+    print(
+        f"\nwriter: {rate['records_per_second']:,.0f} records/s committed with the rollup; "
+        f"the rollup alone: {rate['rollup_rows_per_second']:,.0f} rows/s"
+    )
     print(f"\nthe SQL of group_by {','.join(profiled)}, each statement alone:")
     for q in queries:
         if "seconds" in q:
@@ -266,6 +328,8 @@ def main() -> None:
         {
             "records": count,
             "build_seconds": build_seconds,
+            "rollup_seconds": rollup_seconds if rolled else None,
+            "writer": rate,
             "rendered": render is not None,
             "goal_seconds": GOAL_SECONDS,
             "worst_seconds": worst,

@@ -112,7 +112,7 @@ def test_the_file_is_a_plain_wal_table_with_a_version_and_an_index(ledger: SQLit
     ledger.flush()
     with sqlite3.connect(path) as conn:
         assert conn.execute("pragma journal_mode").fetchone()[0] == "wal"
-        assert conn.execute("pragma user_version").fetchone()[0] == SCHEMA_VERSION == 3
+        assert conn.execute("pragma user_version").fetchone()[0] == SCHEMA_VERSION == 4
         indexes = conn.execute("select sql from sqlite_master where type = 'index'").fetchall()
         assert any("started_at" in sql for (sql,) in indexes)
         assert conn.execute("select sum(usd) from calls").fetchone()[0] == 0.75

@@ -29,13 +29,16 @@ The table is plain so reports are possible by hand::
     sqlite3 tollgate.db "select json_extract(tags, '$.feature') as feature, sum(usd)
                          from calls group by feature"
 
-Schema version 3 (``PRAGMA user_version``): one ``calls`` table with the record's scalar
+Schema version 4 (``PRAGMA user_version``): one ``calls`` table with the record's scalar
 fields, the usage fields (``units`` as a JSON object), ``priced``/``estimated``/``stream`` as
 0/1, ``tags`` as a JSON object and ``decisions`` as a JSON array; indexed on ``started_at``.
 Version 2 added ``service_tier``, ``parts`` (a JSON array of the usage's priced parts) and
 ``unknown_usage`` (a JSON object of the usage fields tollgate did not know); version 3 added
-``tool_calls`` (the tool calls the response asked for). An older file gains the columns it
-lacks (empty, 0) when opened.
+``tool_calls`` (the tool calls the response asked for); version 4 the ``rollup`` and
+``rollup_state`` tables (per hour and day, what a report of the calls shows: see
+:mod:`tollgate.ledger.rollup`), which the writer keeps in step with ``calls`` in the
+transaction of each batch. An older file gains the columns it lacks (empty, 0) when opened,
+and its rollup is built by the writer thread in the background.
 """
 
 from __future__ import annotations
@@ -52,11 +55,12 @@ from collections import deque
 from typing import Any, cast
 
 from tollgate.decisions import step_from_dict, stored
+from tollgate.ledger import rollup
 from tollgate.ledger.base import Ledger, logger
 from tollgate.request import CallRecord, Status, Usage, parts_of, usage_dict
 from tollgate.stores.sqlite import check_folder
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 
 _COLUMNS: tuple[tuple[str, str], ...] = (
     ("id", "TEXT NOT NULL"),
@@ -156,6 +160,7 @@ class SQLiteLedger(Ledger):
         self._pending: deque[CallRecord] = deque()
         self._lock = threading.Lock()  # owns the connection; held for a whole batch or query
         self._drop_lock = threading.Lock()
+        self._behind = True  # rows may wait to be rolled up (an older file's, another writer's)
         self._conn: sqlite3.Connection | None = self._connect()
         self._start_writer()
         with _OPEN_LOCK:
@@ -202,7 +207,15 @@ class SQLiteLedger(Ledger):
         self._check_open()
         with self._lock:
             self._pending.clear()
-            self._connection().execute("DELETE FROM calls")
+            conn = self._connection()
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                conn.execute("DELETE FROM calls")
+                rollup.reset(conn)  # rowids start again from 1
+                conn.execute("COMMIT")
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
         with self._drop_lock:
             self._dropped = 0
 
@@ -265,8 +278,49 @@ class SQLiteLedger(Ledger):
         self._thread.start()
 
     def _run(self) -> None:
-        while not self._stop.wait(self._flush_interval):
+        while not self._stop.wait(0.0 if self._behind else self._flush_interval):
             self._drain()
+            if self._behind and not self._pending:
+                self._catch_up()
+
+    def _catch_up(self) -> None:
+        """Roll up the next chunk of rows not rolled up yet, in a transaction of its own."""
+        try:
+            with self._lock:
+                conn = self._connection()
+                conn.execute("BEGIN IMMEDIATE")
+                try:
+                    self._behind = rollup.roll_up(conn)
+                    conn.execute("COMMIT")
+                except BaseException:
+                    conn.execute("ROLLBACK")
+                    raise
+        except Exception as exc:  # the rows stay in the file, read one by one by reports
+            self._behind = False
+            self._note_rollup_failure(exc)
+
+    def _roll_up_batch(self, conn: sqlite3.Connection, count: int) -> None:
+        """Roll up the rows just inserted (and any other writer's before them), inside the
+        batch's transaction; a failure leaves them for reports to read one by one, and the
+        batch is committed all the same."""
+        conn.execute("SAVEPOINT rollup")
+        try:
+            self._behind = rollup.roll_up(conn, count + rollup.CHUNK)
+        except Exception as exc:
+            conn.execute("ROLLBACK TO rollup")
+            self._note_rollup_failure(exc)
+        conn.execute("RELEASE rollup")
+
+    def _note_rollup_failure(self, exc: BaseException) -> None:
+        now = time.monotonic()
+        if now - self._last_log >= _LOG_EVERY:
+            self._last_log = now
+            logger.warning(
+                "tollgate ledger %s: could not update the report rollup (%s); no record is lost, "
+                "reports read the rows instead",
+                self.path,
+                _cause(self.path, exc),
+            )
 
     def _drain(self) -> None:
         try:
@@ -311,6 +365,7 @@ class SQLiteLedger(Ledger):
                     except _ROW_ERRORS as exc:
                         rejected += 1
                         self._lose(1, f"record {row[0]!r} rejected by SQLite: {exc!r}")
+            self._roll_up_batch(conn, len(rows))
             conn.execute("COMMIT")
         except (sqlite3.Error, ValueError, OSError) as exc:
             try:
@@ -391,7 +446,7 @@ def _prepare(conn: sqlite3.Connection, path: str) -> None:
     if str(mode).lower() != "wal" and path != ":memory:":
         logger.warning("tollgate ledger %s: WAL journal not available (mode %s)", path, mode)
     conn.execute("PRAGMA synchronous=NORMAL")
-    if _check_schema(conn, path) == SCHEMA_VERSION:
+    if _check_schema(conn, path) == SCHEMA_VERSION and _rollup_sound(conn):
         return
     # Two processes may create the same new file at once: check again under the write lock.
     conn.execute("BEGIN IMMEDIATE")
@@ -400,11 +455,21 @@ def _prepare(conn: sqlite3.Connection, path: str) -> None:
         if version is None:
             conn.execute(_CREATE_TABLE)
             conn.execute(_CREATE_INDEX)
+            rollup.create(conn)
         elif version < SCHEMA_VERSION:
             columns = {row[1] for row in conn.execute("PRAGMA table_info(calls)")}
             for name, kind in _added_since(version):
                 if name not in columns:
                     conn.execute(f"ALTER TABLE calls ADD COLUMN {name} {kind}")
+            if not rollup.exists(conn):
+                rollup.create(conn)  # empty: the writer thread rolls the rows up
+        elif not rollup.exists(conn):
+            rollup.create(conn)
+        elif not _rollup_sound(conn):
+            logger.warning(
+                "tollgate ledger %s: rows were deleted or added by hand; rebuilding the report rollup", path
+            )
+            rollup.reset(conn)
         if version != SCHEMA_VERSION:
             conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
         conn.execute("COMMIT")
@@ -412,6 +477,11 @@ def _prepare(conn: sqlite3.Connection, path: str) -> None:
         if conn.in_transaction:
             conn.execute("ROLLBACK")
         raise
+
+
+def _rollup_sound(conn: sqlite3.Connection) -> bool:
+    """Whether the rollup is there and counts the rows of ``calls`` it claims to."""
+    return rollup.exists(conn) and rollup.consistent(conn, rollup.upto(conn))
 
 
 def _check_schema(conn: sqlite3.Connection, path: str) -> int | None:

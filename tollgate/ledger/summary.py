@@ -41,6 +41,7 @@ from pathlib import Path
 from typing import Any, Literal, NamedTuple
 
 from tollgate.decisions import stored
+from tollgate.ledger import rollup
 from tollgate.ledger.base import Ledger
 from tollgate.ledger.memory import MemoryLedger
 from tollgate.ledger.report import (
@@ -55,6 +56,7 @@ from tollgate.ledger.report import (
     parse_time,
     unknown_tag,
 )
+from tollgate.ledger.rollup import ACTIONS
 from tollgate.ledger.sqlite import _NAMES, SQLiteLedger, _check_schema, _from_row
 from tollgate.pricing.table import ModelPrice, PriceTable, has_price
 from tollgate.request import CallRecord
@@ -63,15 +65,6 @@ __all__ = ["ACTIONS", "HOURLY_SPAN", "TOP_SERIES", "Bucket", "summarize"]
 
 Bucket = Literal["hour", "day"]
 
-#: The series of ``summary["decisions"]``: its name -> the action the ledger stores.
-ACTIONS: dict[str, str] = {
-    "blocked": "block",
-    "downgraded": "downgrade",
-    "clamped": "clamp",
-    "truncated": "truncate",
-    "cutoff": "cutoff",
-    "rate_limited": "rate_limited",
-}
 #: ``over_time`` draws one line per value of the first ``group_by`` name, for this many values
 #: (the most expensive), and one ``"other"`` line for the rest.
 TOP_SERIES = 8
@@ -138,7 +131,7 @@ class _Usd:
             return None
         if not self.whole and not self.rest:
             return math.fsum(self.values)
-        parts = [*_pieces(self.whole), *self.rest]
+        parts = [*_pieces(self.whole), *self.rest, *(value * _UNITS for value in self.values)]
         low = math.fsum([*parts, -self.slack])
         high = math.fsum([*parts, self.slack])
         return low / _UNITS if low == high else None
@@ -344,7 +337,7 @@ def _from_records(records: list[CallRecord], label: str, selection: _Selection) 
             cell = over[at] = _Cell()
         cell.counts[_CALLS] += 1
         cell.usd.values.append(r.usd)
-        which = (r.request_model, r.provider, r.response_model)
+        which = (r.request_model, r.provider, r.response_model or None)
         model = models.get(which)
         if model is None:
             model = models[which] = _Cell()
@@ -469,9 +462,44 @@ class _Sql:
             self.time.append("calls.started_at < :until")
             self.params["until"] = until
         self.groups = [self.expression(name) for name in names]
-        self.where = ["calls.operation != 'top_up'", *self.time]
+        self.filters = ["calls.operation != 'top_up'"]
         for name, options in wanted.items():
-            self.where.append(self.matches(self.expression(name), options))
+            self.filters.append(self.matches(self.expression(name), options))
+        self.where = [self.filters[0], *self.time, *self.filters[1:]]
+        # With a rollup (see use_rollup): the terms that leave the rows it holds to it, and
+        # the terms that select its cells.
+        self.raw: list[str] = []
+        self.rolled: list[str] = []
+
+    def use_rollup(self, last: int, since: float | None, until: float | None, width: float) -> None:
+        """Read the whole hours (and, for ``width`` a day, the whole days) of the period from
+        the rollup, which holds the rows up to rowid ``last``; every other row from ``calls``.
+
+        A rolled-up row counts in the rollup when its day is in [d0, d1) or its hour in
+        [h0, h1) (each as the bucket expression computes it, so exactly); those bounds keep a
+        second inside the period, so such a row is in it whatever the rounding of its hour.
+        The rows of ``calls`` read are those past ``last`` or outside both, found through the
+        rowid and the ``started_at`` index: the edges [since, lo) and [hi, until)."""
+        h0, h1 = _whole(since, until, 3_600)
+        d0, d1 = _whole(since, until, 86_400) if width == 86_400 else (0, 0)
+        if h1 <= h0:
+            return
+        self.params |= {"last": last, "h0": h0, "h1": h1, "d0": d0, "d1": d1}
+        self.params |= {"lo": h0 * 3_600.0 + 1.0, "hi": h1 * 3_600.0 - 1.0}
+        day = "CAST(calls.started_at / 86400 AS INTEGER)"
+        hour = "CAST(calls.started_at / 3600 AS INTEGER)"
+        # The rowids first, through the indexes: left to the planner, a where term or a join
+        # made it scan the table.
+        self.raw = [
+            "calls.rowid IN (SELECT rowid FROM calls WHERE rowid > :last UNION ALL SELECT rowid FROM calls "
+            "WHERE started_at < :lo UNION ALL SELECT rowid FROM calls WHERE started_at >= :hi)",
+            f"(calls.rowid > :last OR NOT ({day} >= :d0 AND {day} < :d1 OR {hour} >= :h0 AND {hour} < :h1))",
+        ]
+        self.rolled = [
+            "(calls.level = 86400 AND calls.bucket >= :d0 AND calls.bucket < :d1 OR calls.level = 3600 "
+            "AND calls.bucket >= :h0 AND calls.bucket < :h1 AND NOT (calls.day >= :d0 AND calls.day < :d1))",
+            *self.filters,
+        ]
 
     def _param(self, value: Any) -> str:
         key = f"p{len(self.params)}"
@@ -518,39 +546,52 @@ class _Sql:
     def cells(self) -> str:
         """One statement: the rows grouped into cells (bucket x group_by values x model), then
         the cells grouped three ways: by group_by values (kind 0), by bucket and first value
-        (kind 1), by model (kind 2)."""
-        keys = ["CAST(calls.started_at / :width AS INTEGER)", *self.groups]
-        keys += ["calls.request_model", "calls.provider", "calls.response_model"]
+        (kind 1), by model (kind 2). With a rollup, its cells join the rows' cells."""
         gs = [f"g{i}" for i in range(len(self.groups))]
         cell_keys = ["b", *gs, "m", "p", "r"]
+        keys = ["CAST(calls.started_at / :width AS INTEGER)", *self.groups]
+        # A response model of '' reads as NULL (the rollup keeps NULL as '').
+        keys += ["calls.request_model", "calls.provider", "NULLIF(calls.response_model, '')"]
         usd = "calls.usd * :scale"
-        inner = ", ".join(
-            [
-                *(f"{expr} AS {alias}" for expr, alias in zip(keys, cell_keys, strict=True)),
-                "count(*) AS n",
-                "sum(calls.input_tokens) AS i",
-                "sum(calls.output_tokens) AS o",
-                "sum(calls.cache_read_tokens) AS cr",
-                "sum(calls.cache_write_tokens) AS cw",
-                "sum(calls.reasoning_tokens) AS rs",
-                "sum(calls.priced = 0) AS up",
-                "sum(calls.status = 'blocked') AS bl",
-                "sum(calls.status = 'error') AS er",
-                "sum(calls.estimated != 0) AS es",
-                f"sum({self.unknown_usage} != '{{}}') AS uk",
-                f"sum({self.tool_calls}) AS tc",
-                f"sum({self.parts} != '[]') AS pa",
-                f"sum(CAST({usd} AS INTEGER)) AS h",
-                f"total({usd} - CAST({usd} AS INTEGER)) AS f",
-                "max(abs(calls.usd)) AS big",
-                "min(calls.started_at) AS t0",
-                "max(calls.started_at) AS t1",
-            ]
+        # Per cell: counters; the USD split (its whole 2^-32 USD, summed exactly, and the
+        # remainders' float total); the biggest amount; the rows whose remainders were added as
+        # floats (k); first and last start; the rollup's exact partials (u).
+        counts = [f"sum({self.over_rows(e)}) AS c{i}" for i, (_, e) in enumerate(rollup.COUNTS)]
+        split = [
+            f"sum(CAST({usd} AS INTEGER)) AS h",
+            f"total({usd} - CAST({usd} AS INTEGER)) AS f",
+            "max(abs(calls.usd)) AS big",
+            "count(*) AS k",
+        ]
+        times = ["min(calls.started_at) AS t0", "max(calls.started_at) AS t1"]
+        columns = [f"{expr} AS {alias}" for expr, alias in zip(keys, cell_keys, strict=True)]
+        rows = (
+            f"SELECT {', '.join([*columns, *counts, *split, *times])}, NULL AS u FROM calls "
+            f"WHERE {' AND '.join([*self.where, *self.raw])} "
+            f"GROUP BY {', '.join(map(str, range(1, len(keys) + 1)))}"
         )
+        if self.rolled:  # each of the rollup's rows is a cell already: no GROUP BY to sort
+            bucket = "calls.day" if self.params["width"] == 86_400 else "calls.bucket"
+            columns = [
+                f"{expr} AS {alias}" for expr, alias in zip([bucket, *keys[1:]], cell_keys, strict=True)
+            ]
+            columns += [f"calls.{name} AS c{i}" for i, (name, _) in enumerate(rollup.COUNTS)]
+            columns += [
+                "0 AS h",
+                "0.0 AS f",
+                "NULL AS big",
+                "0 AS k",
+                "calls.first AS t0",
+                "calls.last AS t1",
+            ]
+            where = " AND ".join(self.rolled)
+            rolled = f"SELECT {', '.join(columns)}, calls.usd AS u FROM rollup AS calls WHERE {where}"
+            rows = f"{rows} UNION ALL {rolled}"
+        sums = ", ".join(f"sum(c{i})" for i in range(len(rollup.COUNTS)))
         aggregates = (
-            "sum(n), sum(i), sum(o), sum(cr), sum(cw), sum(rs), sum(up), sum(bl), sum(er), sum(es), "
-            "sum(uk), sum(tc), sum(pa), sum(h), sum(CAST(f * :fine AS INTEGER)), "
-            "total(f * :fine - CAST(f * :fine AS INTEGER)), max(big), sum(n * n), count(*), min(t0), max(t1)"
+            f"{sums}, sum(h), sum(CAST(f * :fine AS INTEGER)), "
+            "total(f * :fine - CAST(f * :fine AS INTEGER)), max(big), sum(k * k), sum(k > 0), "
+            "min(t0), max(t1), group_concat(u)"
         )
 
         def family(kind: int, shown: Sequence[str]) -> str:
@@ -560,21 +601,46 @@ class _Sql:
 
         first = gs[:1]
         return (
-            f"WITH cells AS MATERIALIZED (SELECT {inner} FROM calls WHERE {self.selection()} "
-            f"GROUP BY {', '.join(str(i + 1) for i in range(len(cell_keys)))}) "
+            f"WITH cells AS MATERIALIZED ({rows}) "
             f"{family(0, gs)} UNION ALL {family(1, ['b', *first])} UNION ALL {family(2, ['m', 'p', 'r'])}"
         )
+
+    def over_rows(self, expression: str) -> str:
+        """A rollup counter's expression over this file's rows (an older one lacks columns)."""
+        for column, value in (
+            ("calls.unknown_usage", self.unknown_usage),
+            ("calls.parts", self.parts),
+            ("calls.tool_calls", self.tool_calls),
+        ):
+            expression = expression.replace(column, value)
+        return expression
 
     def decisions(self) -> str:
         """Calls per bucket and budget action: a call counts once per action it has."""
         action = "json_extract(d.value, '$.action')"
         wanted = ", ".join(f"'{a}'" for a in ACTIONS.values())
         selection = self.selection(["calls.decisions != '[]'", "d.type = 'object'"])
-        return (
+        raw = "".join(f" AND {term}" for term in self.raw)
+        statement = (
             f"SELECT CAST(calls.started_at / :width AS INTEGER), {action}, count(DISTINCT calls.rowid) "
             f"FROM calls, json_each(calls.decisions) AS d "
-            f"WHERE {selection} AND {action} IN ({wanted}) GROUP BY 1, 2"
+            f"WHERE {selection}{raw} AND {action} IN ({wanted}) GROUP BY 1, 2"
         )
+        return statement
+
+    def rolled_decisions(self) -> str:
+        """The rollup's share of :meth:`decisions`: per bucket, the calls of each action."""
+        bucket = "calls.day" if self.params["width"] == 86_400 else "calls.bucket"
+        counts = ", ".join(f"sum(calls.action_{action})" for action in ACTIONS.values())
+        return f"SELECT {bucket}, {counts} FROM rollup AS calls WHERE {' AND '.join(self.rolled)} GROUP BY 1"
+
+
+def _whole(since: float | None, until: float | None, width: int) -> tuple[int, int]:
+    """The buckets [first, end) of ``width`` seconds whose rows are in [since, until) with a
+    second to spare at each end (open ends: as far as any bucket goes)."""
+    first = -(2**62) if since is None else math.ceil((since + 1.0) / width)
+    end = 2**62 if until is None else math.floor((until - 1.0) / width)
+    return first, end
 
 
 def _bindable(option: Any) -> list[Any]:
@@ -600,6 +666,9 @@ def _from_file(path: str, label: str, selection: _Selection) -> dict[str, Any]:
         window = _window(conn, sql)
         bucket, width, axis = _axis(bucket, since, until, window)
         sql.params["width"] = width
+        last = _rolled_up(conn)
+        if last is not None:
+            sql.use_rollup(last, since, until, width)
         try:
             cells = conn.execute(sql.cells(), sql.params).fetchall()
         except sqlite3.OperationalError as exc:
@@ -609,6 +678,9 @@ def _from_file(path: str, label: str, selection: _Selection) -> dict[str, Any]:
             records = _records(conn, columns, sql)
             return _from_records(records, label, selection._replace(bucket=bucket))  # as resolved by _axis
         steps = conn.execute(sql.decisions(), sql.params).fetchall()
+        if sql.rolled:
+            for b, *counts in conn.execute(sql.rolled_decisions(), sql.params):
+                steps.extend((b, action, n) for action, n in zip(ACTIONS.values(), counts, strict=True) if n)
         groups, over, models, decisions = _merge(cells, steps, names)
         resolve = _resolver(conn, sql)
         total, rows = _report_rows(conn, sql, names, groups, resolve)
@@ -631,6 +703,15 @@ def _from_file(path: str, label: str, selection: _Selection) -> dict[str, Any]:
         )
     finally:
         conn.close()
+
+
+def _rolled_up(conn: sqlite3.Connection) -> int | None:
+    """The last rowid the file's rollup holds; None when it has none, or one that no longer
+    counts the rows it claims (rows deleted by hand, the writer not run since): read the rows."""
+    if not rollup.exists(conn):
+        return None
+    last = rollup.upto(conn)
+    return last if last and rollup.consistent(conn, last) else None
 
 
 def _records(conn: sqlite3.Connection, columns: set[str], sql: _Sql) -> list[CallRecord]:
@@ -718,13 +799,15 @@ def _merge(
         counts = cell.counts
         for i in range(_N):
             counts[i] += stats[i] or 0
-        whole, fine, rest, biggest, squares, merged, first, last = stats[_N:]
+        whole, fine, rest, biggest, squares, merged, first, last, partials = stats[_N:]
         # Units of 2^-52 USD. total() adds floats in row order: the remainders of a cell's rows
         # (each under 2^20 units) are off by at most 2^-53 x 2^20 x rows^2 units; split again,
         # the cells' remainders (each under 1 unit) by at most 2^-53 x cells^2.
         slack = 1.01 * _ROUNDING * (squares * _FINE + merged * merged)
         whole = (whole or 0) * int(_FINE) + (fine or 0)
         cell.usd.add_split(whole, rest, slack, biggest)
+        if partials:
+            cell.usd.values.extend(rollup.parse(partials))
         cell.add_times(first, last)
     for b, action, count in steps:
         decisions[(b, action)] = decisions.get((b, action), 0) + count
