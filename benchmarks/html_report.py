@@ -36,6 +36,7 @@ from tollgate.ledger.summary import summarize
 DAY = 86_400.0
 END = 1_767_225_600.0  # 2026-01-01T00:00:00Z: a fixed end, so runs are comparable
 GOAL_SECONDS = 5.0
+WRITER_SPANS = {"one hour": 1 / 24, "30 days": 30.0}
 #: (model, input price, cache-read price, output price) per token; None: unpriced.
 MODELS: tuple[tuple[str, float | None, float | None, float | None], ...] = (
     ("gpt-4o", 2.5e-06, 1.25e-06, 1e-05),
@@ -60,8 +61,8 @@ def _json(value: Any) -> str:
     return json.dumps(value, separators=(",", ":"))
 
 
-def rows(count: int, seed: int = 7) -> Iterator[tuple[Any, ...]]:
-    """``count`` ledger rows in the table's column order, oldest first, spread over 30 days."""
+def rows(count: int, seed: int = 7, days: float = 30.0) -> Iterator[tuple[Any, ...]]:
+    """``count`` ledger rows in the table's column order, oldest first, spread over ``days``."""
     rnd = random.Random(seed)
     tags = [_json({"tenant": f"t{t}", "feature": f"f{f}"}) for t in range(50) for f in range(10)]
     tenant_weights = [1.0 / (t + 1) for t in range(50)]  # a few big tenants, a long tail
@@ -73,8 +74,8 @@ def rows(count: int, seed: int = 7) -> Iterator[tuple[Any, ...]]:
     truncate = _json([{"action": "truncate", "dropped_messages": 4}])
     cutoff = _json([{"action": "cutoff", "budget": "tenant-daily", "output_tokens": 300}])
     recorded = _json([{"action": "record"}])
-    start = END - 30 * DAY
-    step = 30 * DAY / max(count, 1)
+    start = END - days * DAY
+    step = days * DAY / max(count, 1)
     picks = rnd.choices(range(len(MODELS)), MODEL_WEIGHTS, k=count)
     tag_picks = rnd.choices(tags, tag_weights, k=count)
     for i in range(count):
@@ -168,14 +169,16 @@ def build_rollup(path: Path) -> tuple[float, int]:
         conn.close()
 
 
-def writer_rate(count: int) -> dict[str, float]:
+def writer_rate(count: int, days: float = 1 / 24) -> dict[str, float]:
     """Records per second the ledger's writer thread commits, rollup included, written as an
-    application writes them (``write()`` per record, the writer batching), and the rollup's
-    share: the rate at which it rolls up the same rows alone."""
+    application writes them (``write()`` per record, in the order of their start, the writer
+    batching), and the rollup's share: the rate at which it rolls up the same rows alone.
+    ``days``: the span of their starts (an hour: a batch holds calls of one hour, as an
+    application's do; 30 days: every row of a batch falls in its own hour cell, the worst case)."""
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "rate.db"
-        records = [_from_row(row) for row in rows(count, seed=11)]
-        ledger = SQLiteLedger(path, flush_interval=0.01)
+        records = [_from_row(row) for row in rows(count, seed=11, days=days)]
+        ledger = SQLiteLedger(path, flush_interval=0.01, max_pending=count + 1)
         try:
             begin = time.perf_counter()
             for record in records:
@@ -305,11 +308,13 @@ def main() -> None:
         results = time_variants(f"sqlite:///{path}", repeats, render)
         profiled = ("tenant", "feature")
         queries = query_times(path, profiled, repeats)
-    rate = writer_rate(5_000 if args.quick else 100_000)
-    print(
-        f"\nwriter: {rate['records_per_second']:,.0f} records/s committed with the rollup; "
-        f"the rollup alone: {rate['rollup_rows_per_second']:,.0f} rows/s"
-    )
+    rate = {span: writer_rate(5_000 if args.quick else 100_000, days) for span, days in WRITER_SPANS.items()}
+    print()
+    for span, measured in rate.items():
+        print(
+            f"writer, calls of {span}: {measured['records_per_second']:,.0f} records/s committed with the "
+            f"rollup; the rollup alone: {measured['rollup_rows_per_second']:,.0f} rows/s"
+        )
     print(f"\nthe SQL of group_by {','.join(profiled)}, each statement alone:")
     for q in queries:
         if "seconds" in q:

@@ -103,28 +103,32 @@ _CREATE = (
 )
 _ACTION = "json_extract(d.value, '$.action')"
 _WANTED = ", ".join(f"'{action}'" for action in ACTIONS.values())
-# The rows (rowid in (:start, :end]), each at both levels, grouped into cells and added to the
-# rollup's. A row's budget actions are its distinct wanted actions, comma-joined: the calls the
-# summary's decisions statement counts. A response model of NULL is kept as '' (a key column
-# must not be NULL to be unique); the summary reads both as NULL.
+_KEYS = ", ".join(_KEY[3:])  # a cell's key but its level, bucket and day
+# The rows (rowid in (:start, :end]) grouped into hour cells, and the hour cells into day cells,
+# added to the rollup's. A row's budget actions are its distinct wanted actions, comma-joined:
+# the calls the summary's decisions statement counts. A response model of NULL is kept as ''
+# (a key column must not be NULL to be unique); the summary reads both as NULL.
 _ROLL_UP = (
-    "WITH rows AS MATERIALIZED (SELECT CAST(calls.started_at / 3600 AS INTEGER) AS hour, "
+    "WITH rows AS (SELECT CAST(calls.started_at / 3600 AS INTEGER) AS hour, "
     "CAST(calls.started_at / 86400 AS INTEGER) AS day, calls.provider, calls.operation, "
     "calls.request_model, ifnull(calls.response_model, '') AS response_model, calls.status, calls.tags, "
     + ", ".join(f"{expression} AS {name}" for name, expression in COUNTS)
     + f", CASE WHEN calls.decisions != '[]' THEN ',' || (SELECT group_concat(DISTINCT {_ACTION}) "
     f"FROM json_each(calls.decisions) AS d WHERE d.type = 'object' AND {_ACTION} IN ({_WANTED})) || ',' "
-    "END AS actions, "
-    "calls.usd, calls.started_at FROM calls WHERE calls.rowid > :start AND calls.rowid <= :end), "
-    "levels (level) AS (VALUES (3600), (86400)) "
-    f"INSERT INTO rollup ({', '.join((*_KEY, *_COUNTERS))}, usd, first, last) "
-    "SELECT levels.level, CASE levels.level WHEN 3600 THEN rows.hour ELSE rows.day END, rows.day, "
-    "rows.provider, rows.operation, rows.request_model, rows.response_model, rows.status, rows.tags, "
-    + ", ".join(f"sum(rows.{name})" for name, _ in COUNTS)
+    "END AS actions, calls.usd, calls.started_at FROM calls "
+    "WHERE calls.rowid > :start AND calls.rowid <= :end), "
+    f"hours AS MATERIALIZED (SELECT 3600 AS level, hour AS bucket, day, {_KEYS}, "
+    + ", ".join(f"sum({name}) AS {name}" for name, _ in COUNTS)
     + ", "
-    + ", ".join(f"sum(ifnull(instr(rows.actions, ',{action},'), 0) > 0)" for action in ACTIONS.values())
-    + ", tollgate_usd(rows.usd), min(rows.started_at), max(rows.started_at) FROM rows, levels WHERE true "
-    f"GROUP BY {', '.join(str(i + 1) for i in range(len(_KEY)))} "
+    + ", ".join(
+        f"sum(ifnull(instr(actions, ',{action},'), 0) > 0) AS action_{action}" for action in ACTIONS.values()
+    )
+    + ", tollgate_usd(usd) AS usd, min(started_at) AS first, max(started_at) AS last FROM rows "
+    f"GROUP BY hour, day, {_KEYS}) "
+    f"INSERT INTO rollup ({', '.join((*_KEY, *_COUNTERS))}, usd, first, last) "
+    f"SELECT * FROM hours UNION ALL SELECT 86400, day, day, {_KEYS}, "
+    + ", ".join(f"sum({name})" for name in _COUNTERS)
+    + f", tollgate_usd(usd), min(first), max(last) FROM hours WHERE true GROUP BY day, {_KEYS} "
     f"ON CONFLICT ({', '.join(_KEY)}) DO UPDATE SET "
     + ", ".join(f"{name} = {name} + excluded.{name}" for name in _COUNTERS)
     + ", usd = tollgate_usd_add(usd, excluded.usd), first = min(first, excluded.first), "
@@ -180,13 +184,17 @@ def roll_up(conn: sqlite3.Connection, limit: int = CHUNK) -> bool:
 
 
 class _Sum:
-    """SQL aggregate ``tollgate_usd(usd)``: the exact sum of a cell's amounts, as text."""
+    """SQL aggregate ``tollgate_usd(usd)``: the exact sum of amounts, or of sums (as text)."""
 
     def __init__(self) -> None:
         self.partials: list[float] = []
 
-    def step(self, value: float) -> None:
-        add(self.partials, value)
+    def step(self, value: float | str) -> None:
+        if isinstance(value, str):  # a cell's sum: its partials
+            for amount in parse(value):
+                add(self.partials, amount)
+        else:
+            add(self.partials, value)
 
     def finalize(self) -> str:
         return _format(self.partials)

@@ -446,6 +446,7 @@ def _prepare(conn: sqlite3.Connection, path: str) -> None:
     if str(mode).lower() != "wal" and path != ":memory:":
         logger.warning("tollgate ledger %s: WAL journal not available (mode %s)", path, mode)
     conn.execute("PRAGMA synchronous=NORMAL")
+    conn.execute("PRAGMA temp_store=MEMORY")  # the rollup's sorts: no temporary file per batch
     if _check_schema(conn, path) == SCHEMA_VERSION and _rollup_sound(conn):
         return
     # Two processes may create the same new file at once: check again under the write lock.
