@@ -91,8 +91,8 @@ def worker(suite: str, calls: int, rounds: int, store: str | None, extras: bool)
     from peers.adapters import SUITES, otel_sdk
     from peers.common import async_client, sync_client
 
-    library, label, build, wants_sdk = SUITES[suite]
-    shutdown = otel_sdk() if wants_sdk else None
+    library, label, build, sdk = SUITES[suite]
+    shutdown = otel_sdk(sdk) if sdk else None
     gated = build(store)
     raw_sync, raw_async = sync_client(), async_client()
     from peers.common import MESSAGES, MODEL

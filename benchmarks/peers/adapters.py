@@ -73,9 +73,11 @@ class Gated:
     close: Callable[[], None] = _noop
 
 
-def otel_sdk() -> Callable[[], None]:
-    """A global TracerProvider + BatchSpanProcessor and a MeterProvider + periodic reader, both
-    exporting to exporters that discard; returns the shutdown."""
+def otel_sdk(parts: str) -> Callable[[], None]:
+    """The global OpenTelemetry SDK providers ``parts`` names ("spans", "metrics" or both, as
+    "spans+metrics"): a TracerProvider + BatchSpanProcessor, a MeterProvider + periodic reader,
+    each exporting to an exporter that discards; a part not named stays the API's no-op.
+    Returns the shutdown."""
     from opentelemetry import metrics, trace
     from opentelemetry.sdk.metrics import MeterProvider
     from opentelemetry.sdk.metrics.export import (
@@ -102,16 +104,21 @@ def otel_sdk() -> Callable[[], None]:
         def shutdown(self, timeout_millis: float = 30_000, **kwargs: Any) -> None:
             return None
 
-    tracer_provider = TracerProvider()
-    tracer_provider.add_span_processor(BatchSpanProcessor(DiscardSpans()))
-    trace.set_tracer_provider(tracer_provider)
-    reader = PeriodicExportingMetricReader(DiscardMetrics(), export_interval_millis=5_000)
-    meter_provider = MeterProvider(metric_readers=[reader])
-    metrics.set_meter_provider(meter_provider)
+    shutdowns: list[Callable[[], object]] = []
+    if "spans" in parts:
+        tracer_provider = TracerProvider()
+        tracer_provider.add_span_processor(BatchSpanProcessor(DiscardSpans()))
+        trace.set_tracer_provider(tracer_provider)
+        shutdowns.append(tracer_provider.shutdown)
+    if "metrics" in parts:
+        reader = PeriodicExportingMetricReader(DiscardMetrics(), export_interval_millis=5_000)
+        meter_provider = MeterProvider(metric_readers=[reader])
+        metrics.set_meter_provider(meter_provider)
+        shutdowns.append(meter_provider.shutdown)
 
     def shutdown() -> None:
-        tracer_provider.shutdown()
-        meter_provider.shutdown()
+        for stop in shutdowns:
+            stop()
 
     return shutdown
 
@@ -248,48 +255,73 @@ def litellm_suite(max_budget: bool) -> Callable[[str | None], Gated]:
     return build
 
 
-#: suite name -> (library, configuration label, builder(store URL), needs an OTel SDK). The
-#: sqlite and redis suites are told their store URL by overhead.py.
-SUITES: dict[str, tuple[str, str, Callable[[str | None], Gated], bool]] = {
-    "tollgate-observe": ("tollgate", "observe-only (no budget), memory store", tollgate_suite(False), False),
-    "tollgate-memory": ("tollgate", "full gate, 1 daily budget, memory store", tollgate_suite(True), False),
-    "tollgate-sqlite": ("tollgate", "full gate, 1 daily budget, sqlite store", tollgate_suite(True), False),
-    "tollgate-redis": ("tollgate", "full gate, 1 daily budget, redis store", tollgate_suite(True), False),
+#: suite name -> (library, configuration label, builder(store URL), the OTel SDK parts it runs
+#: under: "" none, "spans", "metrics" or "spans+metrics"). The sqlite and redis suites are told
+#: their store URL by overhead.py.
+SUITES: dict[str, tuple[str, str, Callable[[str | None], Gated], str]] = {
+    "tollgate-observe": ("tollgate", "observe-only (no budget), memory store", tollgate_suite(False), ""),
+    "tollgate-memory": ("tollgate", "full gate, 1 daily budget, memory store", tollgate_suite(True), ""),
+    "tollgate-sqlite": ("tollgate", "full gate, 1 daily budget, sqlite store", tollgate_suite(True), ""),
+    "tollgate-redis": ("tollgate", "full gate, 1 daily budget, redis store", tollgate_suite(True), ""),
+    "tollgate-otel-spans": (
+        "tollgate",
+        "full gate, 1 daily budget, memory store, OTel SDK spans only (batch, discard)",
+        tollgate_suite(True),
+        "spans",
+    ),
+    "tollgate-otel-metrics": (
+        "tollgate",
+        "full gate, 1 daily budget, memory store, OTel SDK metrics only (discard)",
+        tollgate_suite(True),
+        "metrics",
+    ),
     "tollgate-otel": (
         "tollgate",
         "full gate, 1 daily budget, memory store, OTel SDK (batch, discard)",
         tollgate_suite(True),
-        True,
+        "spans+metrics",
     ),
-    "tokenguard-observe": ("tokenguard", "instrument(client), observe-only", tokenguard_suite(False), False),
-    "tokenguard-budget": ("tokenguard", "budget(usd, on_exceed='block')", tokenguard_suite(True), False),
+    "tokenguard-observe": ("tokenguard", "instrument(client), observe-only", tokenguard_suite(False), ""),
+    "tokenguard-budget": ("tokenguard", "budget(usd, on_exceed='block')", tokenguard_suite(True), ""),
     "tokenguard-otel": (
         "tokenguard",
         "budget(usd, on_exceed='block'), OTel SDK (batch, discard)",
         tokenguard_suite(True),
-        True,
+        "spans+metrics",
     ),
     "llm-toll-observe": (
         "llm-toll",
         "@track_costs, sqlite (its only local store)",
         llm_toll_suite(False),
-        False,
+        "",
     ),
-    "llm-toll-budget": ("llm-toll", "@track_costs(max_budget=...)", llm_toll_suite(True), False),
+    "llm-toll-budget": ("llm-toll", "@track_costs(max_budget=...)", llm_toll_suite(True), ""),
     "otel-openai-v2-api": (
         "otel-openai-v2",
         "OpenAIInstrumentor, API only (no SDK)",
         otel_openai_v2_suite(),
-        False,
+        "",
+    ),
+    "otel-openai-v2-spans": (
+        "otel-openai-v2",
+        "OpenAIInstrumentor, OTel SDK spans only (batch, discard)",
+        otel_openai_v2_suite(),
+        "spans",
+    ),
+    "otel-openai-v2-metrics": (
+        "otel-openai-v2",
+        "OpenAIInstrumentor, OTel SDK metrics only (discard)",
+        otel_openai_v2_suite(),
+        "metrics",
     ),
     "otel-openai-v2-sdk": (
         "otel-openai-v2",
         "OpenAIInstrumentor, OTel SDK (batch, discard)",
         otel_openai_v2_suite(),
-        True,
+        "spans+metrics",
     ),
-    "litellm": ("litellm", "litellm.completion(client=same SDK client)", litellm_suite(False), False),
-    "litellm-budget": ("litellm", "litellm.completion, litellm.max_budget set", litellm_suite(True), False),
+    "litellm": ("litellm", "litellm.completion(client=same SDK client)", litellm_suite(False), ""),
+    "litellm-budget": ("litellm", "litellm.completion, litellm.max_budget set", litellm_suite(True), ""),
 }
 
 TOLLGATE_SUITES = [name for name, (library, *_) in SUITES.items() if library == "tollgate"]

@@ -43,20 +43,16 @@ and its rollup is built by the writer thread in the background.
 
 from __future__ import annotations
 
-import atexit
 import errno
 import json
 import os
 import sqlite3
-import sys
-import threading
-import time
-from collections import deque
 from typing import Any, cast
 
 from tollgate.decisions import step_from_dict, stored
 from tollgate.ledger import rollup
-from tollgate.ledger.base import Ledger, logger
+from tollgate.ledger.base import logger
+from tollgate.ledger.batched import BatchedLedger
 from tollgate.request import CallRecord, Status, Usage, parts_of, usage_dict
 from tollgate.stores.sqlite import check_folder
 
@@ -109,14 +105,9 @@ _ROW_ERRORS = (
     TypeError,
     OverflowError,
 )
-_LOG_EVERY = 10.0  # seconds between two "records lost" log lines, so a stuck writer cannot flood the log
-
-_OPEN: set[SQLiteLedger] = set()  # strong references: atexit must flush ledgers the app forgot to close
-_OPEN_LOCK = threading.Lock()
-_ABANDONED: list[sqlite3.Connection] = []  # see _reset_after_fork
 
 
-class SQLiteLedger(Ledger):
+class SQLiteLedger(BatchedLedger):
     """Records in an SQLite file (WAL mode), written in batches by a background thread.
 
     ``write()`` costs a queue append. Records reach the file within ``flush_interval``
@@ -144,36 +135,11 @@ class SQLiteLedger(Ledger):
         timeout: float = 10.0,
     ) -> None:
         self.path = os.fspath(path)
-        for name, value in (("flush_interval", flush_interval), ("timeout", timeout)):
-            if not value > 0:
-                raise ValueError(f"SQLiteLedger {name} must be > 0, got {value!r}")
-        for name, count in (("batch_size", batch_size), ("max_pending", max_pending)):
-            if isinstance(count, bool) or not isinstance(count, int) or count < 1:
-                raise ValueError(f"SQLiteLedger {name} must be a positive int, got {count!r}")
-        self._flush_interval = flush_interval
-        self._batch_size = batch_size
-        self._max_pending = max_pending
-        self._timeout = timeout
-        self._closed = False
-        self._dropped = 0
-        self._last_log = -_LOG_EVERY
-        self._pending: deque[CallRecord] = deque()
-        self._lock = threading.Lock()  # owns the connection; held for a whole batch or query
-        self._drop_lock = threading.Lock()
+        self.label = self.path
         self._behind = True  # rows may wait to be rolled up (an older file's, another writer's)
-        self._conn: sqlite3.Connection | None = self._connect()
-        self._start_writer()
-        with _OPEN_LOCK:
-            _OPEN.add(self)
-
-    # -- the hot path -------------------------------------------------------------------------
-
-    def write(self, record: CallRecord) -> None:
-        # No lock: deque.append is atomic, and the bound may be overshot by a few racing threads.
-        if self._closed or len(self._pending) >= self._max_pending:
-            self._lose(1, "the ledger is closed" if self._closed else "the write queue is full")
-            return
-        self._pending.append(record)
+        self._start(
+            flush_interval=flush_interval, batch_size=batch_size, max_pending=max_pending, timeout=timeout
+        )
 
     # -- reading and housekeeping -------------------------------------------------------------
 
@@ -194,14 +160,6 @@ class SQLiteLedger(Ledger):
             rows = self._connection().execute(query, params).fetchall()
         return [_from_row(row) for row in rows]
 
-    def dropped(self) -> int:
-        return self._dropped
-
-    def flush(self) -> None:
-        """Commit everything written before this call, then return: a record written before is
-        now in the file, unless ``dropped()`` grew (failures are logged and counted, never raised)."""
-        self._drain()
-
     def clear(self) -> None:
         """Delete every record in the file (every process's) and reset the ``dropped()`` count."""
         self._check_open()
@@ -218,29 +176,6 @@ class SQLiteLedger(Ledger):
                 raise
         with self._drop_lock:
             self._dropped = 0
-
-    def close(self) -> None:
-        """Stop the writer, insert what is queued, and close the file. Idempotent."""
-        if self._closed:
-            return
-        self._closed = True
-        self._stop.set()
-        if self._thread is not threading.current_thread():
-            self._thread.join()
-        self._drain()
-        with self._lock:
-            if self._conn is not None:
-                self._conn.close()
-                self._conn = None
-            if self._pending:  # appended by a write() that raced this close()
-                self._lose(len(self._pending), "written while the ledger was closing")
-                self._pending.clear()
-        with _OPEN_LOCK:
-            _OPEN.discard(self)
-
-    def __repr__(self) -> str:
-        state = "closed" if self._closed else f"pending={len(self._pending)}"
-        return f"SQLiteLedger({self.path!r}, {state}, dropped={self._dropped})"
 
     # -- internals ----------------------------------------------------------------------------
 
@@ -262,29 +197,13 @@ class SQLiteLedger(Ledger):
             raise
         return conn
 
-    def _connection(self) -> sqlite3.Connection:
-        """The open connection (opened lazily in a forked child); call with ``_lock`` held."""
-        if self._conn is None:
-            self._conn = self._connect()
-        return self._conn
+    def _disconnect(self, conn: sqlite3.Connection) -> None:
+        conn.close()
 
-    def _check_open(self) -> None:
-        if self._closed:
-            raise ValueError(f"ledger {self.path!r} is closed")
-
-    def _start_writer(self) -> None:
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="tollgate-ledger-writer", daemon=True)
-        self._thread.start()
-
-    def _run(self) -> None:
-        while not self._stop.wait(0.0 if self._behind else self._flush_interval):
-            self._drain()
-            if self._behind and not self._pending:
-                self._catch_up()
-
-    def _catch_up(self) -> None:
+    def _idle(self) -> bool:
         """Roll up the next chunk of rows not rolled up yet, in a transaction of its own."""
+        if not self._behind:
+            return False
         try:
             with self._lock:
                 conn = self._connection()
@@ -298,6 +217,7 @@ class SQLiteLedger(Ledger):
         except Exception as exc:  # the rows stay in the file, read one by one by reports
             self._behind = False
             self._note_rollup_failure(exc)
+        return self._behind
 
     def _roll_up_batch(self, conn: sqlite3.Connection, count: int) -> None:
         """Roll up the rows just inserted (and any other writer's before them), inside the
@@ -312,33 +232,13 @@ class SQLiteLedger(Ledger):
         conn.execute("RELEASE rollup")
 
     def _note_rollup_failure(self, exc: BaseException) -> None:
-        now = time.monotonic()
-        if now - self._last_log >= _LOG_EVERY:
-            self._last_log = now
+        if self._may_log("rollup"):
             logger.warning(
                 "tollgate ledger %s: could not update the report rollup (%s); no record is lost, "
                 "reports read the rows instead",
                 self.path,
                 _cause(self.path, exc),
             )
-
-    def _drain(self) -> None:
-        try:
-            with self._lock:
-                while self._pending:
-                    batch: list[CallRecord] = []
-                    popleft = self._pending.popleft
-                    try:
-                        for _ in range(self._batch_size):
-                            batch.append(popleft())
-                    except IndexError:
-                        pass
-                    try:
-                        self._insert(batch)
-                    except Exception as exc:  # never lose a record without counting it
-                        self._lose(len(batch), f"unexpected error while writing: {exc!r}")
-        except Exception:  # the writer thread must survive anything
-            logger.exception("tollgate ledger %s: unexpected error while writing", self.path)
 
     def _insert(self, batch: list[CallRecord]) -> None:
         rows: list[tuple[Any, ...]] = []
@@ -374,34 +274,6 @@ class SQLiteLedger(Ledger):
             except sqlite3.Error:
                 pass
             self._lose(len(rows) - rejected, f"batch insert failed: {_cause(self.path, exc)}")
-
-    def _lose(self, count: int, reason: str) -> None:
-        with self._drop_lock:
-            self._dropped += count
-            total = self._dropped
-            now = time.monotonic()
-            should_log = now - self._last_log >= _LOG_EVERY
-            if should_log:
-                self._last_log = now
-        if should_log:
-            logger.error(
-                "tollgate ledger %s lost %d record(s): %s (%d lost so far)", self.path, count, reason, total
-            )
-
-    def _reset_after_fork(self) -> None:
-        # The parent's writer thread did not survive the fork and its lock may be held forever.
-        # SQLite forbids using a connection across fork: abandon it without closing (closing
-        # could disturb the parent's locks and WAL) and reopen lazily. The queued records are
-        # the parent's to write.
-        if self._conn is not None:
-            _ABANDONED.append(self._conn)
-        self._conn = None
-        self._lock = threading.Lock()
-        self._drop_lock = threading.Lock()
-        self._pending = deque()
-        self._dropped = 0
-        if not self._closed:
-            self._start_writer()
 
 
 def _cause(path: str, exc: BaseException) -> str:
@@ -572,30 +444,3 @@ def _from_row(row: tuple[Any, ...]) -> CallRecord:
         decisions=tuple(step_from_dict(d) for d in json.loads(decisions)),
         tool_calls=tool_calls,
     )
-
-
-def _close_all() -> None:
-    with _OPEN_LOCK:
-        ledgers = list(_OPEN)
-    for ledger in ledgers:
-        try:
-            ledger.close()
-        except Exception:
-            logger.exception("tollgate ledger %s: could not close at exit", ledger.path)
-
-
-def _after_fork_in_child() -> None:
-    global _OPEN_LOCK
-    _OPEN_LOCK = threading.Lock()
-    for ledger in list(_OPEN):
-        ledger._reset_after_fork()
-    mp_util = sys.modules.get("multiprocessing.util")
-    if _OPEN and mp_util is not None:
-        # A multiprocessing child leaves through os._exit, skipping atexit, but runs its own
-        # exit finalizers; those are reset after this hook, so register from its after-fork hook.
-        mp_util.register_after_fork(_close_all, lambda _: mp_util.Finalize(None, _close_all, exitpriority=0))
-
-
-atexit.register(_close_all)
-if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_after_fork_in_child)
