@@ -2,8 +2,9 @@
 
 Pick a backend by URI with :func:`open_ledger`: ``"memory://"`` (a bounded in-process ring
 buffer, the default), ``"sqlite:///path.db"`` (a file shared by the processes of one machine) or
-``"https://host/path"`` (an :class:`HttpSink` POSTing batches to that endpoint, with headers from
-``$TOLLGATE_SINK_HEADERS``).
+``"postgresql://user@host/db"`` (one table for a fleet: :class:`~tollgate.ledger.postgres.PostgresLedger`,
+psycopg 3 needed) or ``"https://host/path"`` (an :class:`HttpSink` POSTing batches to that
+endpoint, with headers from ``$TOLLGATE_SINK_HEADERS``).
 """
 
 from __future__ import annotations
@@ -32,8 +33,8 @@ __all__ = [
 ]
 
 _SCHEMES = (
-    "'memory://' (optionally '?maxlen=N'), 'sqlite:///path.db' ('sqlite:////abs/path.db') "
-    "or an 'https://' / 'http://' endpoint URL"
+    "'memory://' (optionally '?maxlen=N'), 'sqlite:///path.db' ('sqlite:////abs/path.db'), "
+    "'postgresql://user@host/db' or an 'https://' / 'http://' endpoint URL"
 )
 
 
@@ -71,6 +72,10 @@ def open_ledger(uri: str) -> Ledger:
         return MemoryLedger(maxlen=maxlen)
     if uri.startswith("sqlite:///") and len(uri) > len("sqlite:///"):
         return SQLiteLedger(uri[len("sqlite:///") :])
+    if uri.startswith(("postgresql://", "postgres://")):
+        from tollgate.ledger.postgres import PostgresLedger
+
+        return PostgresLedger(uri)
     if uri.startswith(("https://", "http://")):
         from tollgate.ledger.http import HttpSink
 
