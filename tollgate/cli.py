@@ -110,6 +110,13 @@ def _open_existing_ledger(uri: str) -> Any:
         )
     if path is not None and path != ":memory:":
         _check_ledger_file(path)
+    if uri.startswith(("postgresql://", "postgres://")):  # a database with no ledger: refused, not given one
+        from tollgate.ledger.postgres import connect
+
+        try:
+            connect(uri, 10.0, create=False).close()
+        except ValueError as exc:
+            raise CommandError(str(exc)) from None
     try:
         return open_ledger(uri)
     except ValueError as exc:

@@ -9,6 +9,7 @@ import io
 import json
 import multiprocessing
 import os
+import re
 import signal
 import time
 import uuid
@@ -273,3 +274,55 @@ def test_tollgate_report_reads_it_and_never_creates_one(
     assert main(["report", "--ledger", url, "--group-by", "tenat"], out=io.StringIO()) == 2  # did you mean
     assert main(["report", "--ledger", database], out=io.StringIO()) == 1  # no ledger there
     assert sql(database, "SELECT to_regclass('tollgate_calls')") == [(None,)]  # and none made
+
+
+def test_tag_values_of_every_json_type_group_and_match_as_build_report_does(database: str) -> None:
+    values: list[Any] = ["acme", "5", 5, 5.5, True, None, "", "a'b\"c"]
+    batch = [
+        CallRecord(
+            id=f"v{i}",
+            started_at=START + i,
+            ended_at=START + i,
+            provider="openai",
+            operation="chat",
+            request_model="gpt-4o",
+            usd=0.1 * (i + 1),
+            tags={"v": value, "odd name!": i % 2},
+        )
+        for i, value in enumerate(values * 3)
+    ]
+    batch.append(CallRecord(id="none", started_at=START, ended_at=START, provider="openai",
+                            operation="chat", request_model="gpt-4o", usd=0.01))  # fmt: skip
+    with PostgresLedger(database) as ledger:
+        for record in batch:
+            ledger.write(record)
+        for options in (
+            {"group_by": ["v"]},
+            {"group_by": ["odd name!", "v"]},
+            {"where": {"v": 5}},
+            {"where": {"v": "5"}},
+            {"where": {"v": [None, "acme", 5.5]}},
+            {"where": {"v": True}, "group_by": ["odd name!"]},
+            {"where": {"odd name!": 1}, "group_by": ["v"]},
+            {"where": {"model": "gpt-4o", "v": ""}},
+        ):
+            total, rows = ledger.report_rows(**options)  # type: ignore[arg-type]
+            expected = build_report(batch, group_by=options.get("group_by"), where=options.get("where"))
+            assert total == dict(expected.total), options
+            assert rows == ([dict(row) for row in expected.rows] if options.get("group_by") else []), options
+
+
+def test_the_html_report_reads_it(filled: tuple[str, list[CallRecord]], tmp_path: Path) -> None:
+    from tollgate.cli import main
+
+    url, batch = filled
+    page = tmp_path / "report.html"
+    out = io.StringIO()
+    assert main(["report", "--ledger", url, "--group-by", "tenant", "--html", str(page)], out=out) == 0
+    text = page.read_text()
+    expected = build_report(batch, group_by=["tenant"])
+    found = re.search(r'<script type="application/json" id="tollgate-data">(.*?)</script>', text, re.S)
+    assert found is not None
+    total = json.loads(found.group(1))["summary"]["total"]
+    assert (total["calls"], total["usd"]) == (expected.total["calls"], expected.total["usd"])
+    assert f"{len(batch):,}" in text

@@ -33,9 +33,8 @@ from __future__ import annotations
 import contextlib
 import json
 import math
-import re
 from collections.abc import Mapping, Sequence
-from decimal import Decimal
+from decimal import Context, Decimal, localcontext
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
@@ -150,7 +149,9 @@ def _days_from(source: str) -> str:
 # A batch's day cells added to the table's, in the key's order so that two writers lock the
 # same cells in the same order (no deadlock).
 _ROLL_UP = _days_from("tollgate_batch")
-_IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+# Enough digits for any sum of floats to be exact (a float's exact decimal has at most 767
+# significant digits; the default context's 28 would round a sum, a tie the other way).
+_EXACT = Context(prec=2_000, Emax=2_000, Emin=-2_000)
 
 
 def redacted(url: str) -> str:
@@ -517,7 +518,8 @@ def report_rows(
             continue
         values = tuple(row[: len(names)])  # jsonb arrives decoded, as record.tags.get gives it
         usd = row[-1] if row[-1] is not None else Decimal(0)
-        total_usd += usd
+        with localcontext(_EXACT):
+            total_usd += usd
         total_counts = [a + int(b) for a, b in zip(total_counts, counts, strict=True)]
         out.append(
             _row(
