@@ -9,7 +9,8 @@ real schema), then filled in SQL with ``generate_series``: N records over 30 day
 (a few big ones, a long tail), 10 features, 6 models, some blocked, failed, estimated and
 unpriced calls, tool calls, unknown usage fields; USD amounts a whole number of 2^-20 USD, so
 the float and its exact ``numeric`` agree. Its day cells are then built by ``rebuild_days``
-(what the writer does batch by batch). Goal: 10,000,000 records reported in under 2 s.
+(what the writer does batch by batch). Goal: 10,000,000 records reported in under 2 s. Also
+timed: ``summarize`` (what the HTML report and the dashboard show) for the same selections.
 """
 
 from __future__ import annotations
@@ -150,6 +151,7 @@ def main() -> None:
     import psycopg
 
     from tollgate.ledger.postgres import connect, report_rows
+    from tollgate.ledger.summary import summarize
 
     with database() as url:
         rows_seconds, cells_seconds = fill(url, count)
@@ -166,15 +168,22 @@ def main() -> None:
         if done.returncode != 0:
             raise SystemExit(f"tollgate report failed: {done.stderr}")
         print(f"\n`tollgate report --group-by tenant,feature` (a fresh process): {cli_seconds:.2f} s")
-        print(f"\n{'variant':<42} {'report_rows s':>13}  rows  calls")
+        print(f"\n{'variant':<42} {'report_rows s':>13} {'summarize s':>12}  rows  calls")
         results = []
         conn = connect(url, 30.0, create=False)
         try:
             for name, options in VARIANTS:
                 seconds, (total, found) = best_of(lambda o=options: report_rows(conn, **o), repeats)  # type: ignore[misc]
-                print(f"{name:<42} {seconds:>13.3f}  {len(found):>4}  {total['calls']:,}")
+                page, _ = best_of(lambda o=options: summarize(url, **o), repeats)  # type: ignore[misc]
+                print(f"{name:<42} {seconds:>13.3f} {page:>12.3f}  {len(found):>4}  {total['calls']:,}")
                 results.append(
-                    {"variant": name, "options": options, "seconds": seconds, "calls": total["calls"]}
+                    {
+                        "variant": name,
+                        "options": options,
+                        "seconds": seconds,
+                        "summarize_seconds": page,
+                        "calls": total["calls"],
+                    }
                 )
         finally:
             conn.close()

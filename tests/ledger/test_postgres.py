@@ -22,7 +22,8 @@ import pytest
 import tollgate
 from tests.ledger.test_rollup import PERIODS, SELECTIONS, START, records
 from tests.pgserver import NO_POSTGRES, server
-from tollgate.ledger import build_report, open_ledger
+from tollgate.ledger import MemoryLedger, build_report, open_ledger
+from tollgate.ledger.summary import summarize
 from tollgate.request import CallRecord
 
 psycopg = pytest.importorskip("psycopg", reason=NO_POSTGRES)
@@ -326,3 +327,20 @@ def test_the_html_report_reads_it(filled: tuple[str, list[CallRecord]], tmp_path
     total = json.loads(found.group(1))["summary"]["total"]
     assert (total["calls"], total["usd"]) == (expected.total["calls"], expected.total["usd"])
     assert f"{len(batch):,}" in text
+
+
+@pytest.mark.parametrize("period", PERIODS, ids=repr)
+@pytest.mark.parametrize("selection", SELECTIONS, ids=repr)
+def test_the_html_reports_summary_equals_the_python_paths(
+    filled: tuple[str, list[CallRecord]], period: dict[str, Any], selection: dict[str, Any]
+) -> None:
+    url, batch = filled
+    memory = MemoryLedger()
+    for record in batch:
+        memory.write(record)
+    by_server = summarize(url, **period, **selection)
+    by_python = summarize(memory, **period, **selection)
+    assert {k: v for k, v in by_server.items() if k != "ledger"} == {
+        k: v for k, v in by_python.items() if k != "ledger"
+    }
+    assert by_server["ledger"] == url and by_server["total"]["calls"] > 0

@@ -42,9 +42,19 @@ from tollgate.decisions import step_from_dict, stored
 from tollgate.ledger.base import logger
 from tollgate.ledger.batched import BatchedLedger
 from tollgate.ledger.report import COUNTERS, FIELDS, ReportRow, _is_collection, _sort_key
+from tollgate.ledger.rollup import ACTIONS
 from tollgate.request import CallRecord, Status, Usage, parts_of, usage_dict
 
-__all__ = ["SCHEMA_VERSION", "PostgresLedger", "connect", "rebuild_days", "redacted", "report_rows"]
+__all__ = [
+    "SCHEMA_VERSION",
+    "PostgresLedger",
+    "cells",
+    "connect",
+    "details",
+    "rebuild_days",
+    "redacted",
+    "report_rows",
+]
 
 SCHEMA_VERSION = 1
 _INSTALL = "install psycopg 3 to use a PostgreSQL ledger: pip install 'tollgate-llm[postgres]'"
@@ -96,8 +106,12 @@ _COUNTS: tuple[tuple[str, str], ...] = (
     ("estimated_calls", "estimated::int"),
     ("unknown_usage_calls", "(unknown_usage <> '{}'::jsonb)::int"),
     ("tool_calls", "tool_calls"),
+    # Not report counters: the calls billed in parts, and the calls of each budget action (a
+    # decision step that is an object with that action), for the HTML report.
+    ("parts_calls", "(parts <> '[]'::jsonb)::int"),
+    *((f"action_{a}", f'(decisions @> \'[{{"action": "{a}"}}]\'::jsonb)::int') for a in ACTIONS.values()),
 )
-assert [name for name, _ in _COUNTS] == [name for name in COUNTERS if name != "usd"]
+assert [name for name, _ in _COUNTS[:12]] == [name for name in COUNTERS if name != "usd"]
 _KEY = ("day", "provider", "operation", "request_model", "response_model", "status", "tags")
 # Rows of a batch whose start is a real time (NaN and infinities are read from the rows).
 _FINITE = "started_at BETWEEN -1e15 AND 1e15"
@@ -450,6 +464,92 @@ class _Where:
         return "(" + " OR ".join(tests) + ")" if tests else "FALSE"
 
 
+def cells(
+    conn: Any,
+    *,
+    since: float | None = None,
+    until: float | None = None,
+    where: Mapping[str, Any] | None = None,
+    group_by: Sequence[str] = (),
+    width: int | None = None,
+) -> list[tuple[Any, ...]]:
+    """The period's calls grouped by the ``group_by`` values: per group, the values, the
+    counters of ``_COUNTS``, the exact USD (``Decimal``), the first and last start. A row:
+    g..., counts..., usd, first, last.
+
+    With ``width`` (3600 or 86400), the HTML report's three groupings at once, by the server
+    (``GROUPING SETS``): by the ``group_by`` values (kind 0), by bucket of ``width`` seconds
+    and the first value (kind 1), by requested model, provider and response model (kind 2).
+    A row: kind, bucket, g..., m, p, r, counts..., usd, first, last (NULL where not grouped)."""
+    names = tuple(group_by)
+    # Whole days [first, end) from the day cells, a second inside the period at each end, so a
+    # row whose day is among them is in the period however its day rounds; every other row of
+    # the period (its edges; rows whose start is no time at all) from the rows. The two tests
+    # of a row's day are the cells' own expression: each row is read exactly once. Hour
+    # buckets read rows only.
+    first = -(2**40) if since is None else math.ceil((since + 1.0) / 86_400)
+    end = 2**40 if until is None else math.floor((until - 1.0) / 86_400)
+    if width == 3_600:
+        end = first
+    edges, edge_params = _period(since, until)
+    if end > first:
+        day = "floor(started_at / 86400)"
+        edges += f" AND (started_at < %s OR started_at >= %s OR NOT ({_FINITE}))"
+        edges += f" AND NOT ({day} >= %s AND {day} < %s)"
+        edge_params += [first * 86_400.0 + 1.0, end * 86_400.0 - 1.0, first, end]
+    detailed = width is not None
+
+    def part(
+        table: str, counts: Sequence[str], tail: Sequence[str], period: str, params: list[Any]
+    ) -> tuple[str, list[Any]]:
+        select, test = _Where(), _Where()  # their parameters come before and after the period's
+        keys = [f"{select.value(n)} AS g{i}" for i, n in enumerate(names)]
+        if detailed:
+            bucket = (
+                "day"
+                if table == "tollgate_days"
+                else f"CASE WHEN {_FINITE} THEN floor(started_at / {width})::bigint END"
+            )
+            response = "nullif(response_model, '')"
+            keys = [f"{bucket} AS b", *keys, "request_model AS m", "provider AS p", f"{response} AS r"]
+        terms = ["operation <> 'top_up'", *(test.matches(n, v) for n, v in (where or {}).items())]
+        columns = ", ".join([*keys, *counts, *tail])
+        query = f"SELECT {columns} FROM {table} WHERE {period} AND {' AND '.join(terms)}"
+        return query, [*select.params, *params, *test.params]
+
+    rows_sql, rows_params = part(
+        "tollgate_calls",
+        [f"{e} AS c{i}" for i, (_, e) in enumerate(_COUNTS)],
+        ["usd_exact AS usd", "started_at AS t0", "started_at AS t1"],
+        edges,
+        edge_params,
+    )
+    selects, params = [rows_sql], rows_params
+    if end > first:
+        days_sql, days_params = part(
+            "tollgate_days",
+            [f"{n} AS c{i}" for i, (n, _) in enumerate(_COUNTS)],
+            ["usd", "first AS t0", "last AS t1"],
+            "day >= %s AND day < %s",
+            [first, end],
+        )
+        selects.append(days_sql)
+        params = [*params, *days_params]
+    keys = [f"g{i}" for i in range(len(names))]
+    grouped = f" GROUP BY {', '.join(keys)}" if keys else ""
+    if detailed:
+        sets = f"({', '.join(keys)}), (b{''.join(', ' + k for k in keys[:1])}), (m, p, r)"
+        grouped = f" GROUP BY GROUPING SETS ({sets})"
+        keys = ["grouping(b) + 2 * grouping(m) AS kind", "b", *keys, "m", "p", "r"]
+    sums = ", ".join(f"sum(c{i})" for i in range(len(_COUNTS)))
+    query = (
+        f"SELECT {', '.join([*keys, sums])}, sum(usd), min(t0), max(t1) "
+        f"FROM ({' UNION ALL '.join(selects)}) AS cells{grouped}"
+    )
+    found = conn.execute(query, params).fetchall()
+    return [row for row in found if row[len(keys)] is not None]  # no rows: SQL's one row of NULLs
+
+
 def report_rows(
     conn: Any,
     *,
@@ -460,64 +560,15 @@ def report_rows(
 ) -> tuple[ReportRow, list[ReportRow]]:
     """See :meth:`PostgresLedger.report_rows`; ``conn``: a connection to the ledger's database."""
     names = tuple(group_by)
-    # Whole days [first, end) from the day cells, a second inside the period at each end, so a
-    # row whose day is among them is in the period however its day rounds; every other row of
-    # the period (its edges; rows whose start is no time at all) from the rows. The two tests
-    # of a row's day are the cells' own expression: each row is read exactly once.
-    first = -(2**40) if since is None else math.ceil((since + 1.0) / 86_400)
-    end = 2**40 if until is None else math.floor((until - 1.0) / 86_400)
-    edges, edge_params = _period(since, until)
-    if end > first:
-        day = "floor(started_at / 86400)"
-        edges += f" AND (started_at < %s OR started_at >= %s OR NOT ({_FINITE}))"
-        edges += f" AND NOT ({day} >= %s AND {day} < %s)"
-        edge_params += [first * 86_400.0 + 1.0, end * 86_400.0 - 1.0, first, end]
-
-    def part(
-        table: str, counts: Sequence[str], usd: str, period: str, params: list[Any]
-    ) -> tuple[str, list[Any]]:
-        select, test = _Where(), _Where()  # their parameters come before and after the period's
-        groups = [f"{select.value(n)} AS g{i}" for i, n in enumerate(names)]
-        terms = ["operation <> 'top_up'", *(test.matches(n, v) for n, v in (where or {}).items())]
-        columns = ", ".join([*groups, *counts, f"{usd} AS usd"])
-        query = f"SELECT {columns} FROM {table} WHERE {period} AND {' AND '.join(terms)}"
-        return query, [*select.params, *params, *test.params]
-
-    rows_sql, rows_params = part(
-        "tollgate_calls",
-        [f"{e} AS c{i}" for i, (_, e) in enumerate(_COUNTS)],
-        "usd_exact",
-        edges,
-        edge_params,
-    )
-    selects, params = [rows_sql], rows_params
-    if end > first:
-        days_sql, days_params = part(
-            "tollgate_days",
-            [f"{n} AS c{i}" for i, (n, _) in enumerate(_COUNTS)],
-            "usd",
-            "day >= %s AND day < %s",
-            [first, end],
-        )
-        selects.append(days_sql)
-        params = [*params, *days_params]
-    gs = [f"g{i}" for i in range(len(names))]
-    sums = ", ".join(f"sum(c{i})" for i in range(len(_COUNTS)))
-    grouped = f" GROUP BY {', '.join(gs)}" if gs else ""
-    query = (
-        f"SELECT {', '.join([*gs, sums])}, sum(usd) FROM ({' UNION ALL '.join(selects)}) AS cells{grouped}"
-    )
-    found = conn.execute(query, params).fetchall()
-    unknown, parts = _details(conn, names, since, until, where)
+    found = cells(conn, since=since, until=until, where=where, group_by=names)
+    unknown, parts = details(conn, names, since, until, where)
     out: list[ReportRow] = []
     total_usd = Decimal(0)
     total_counts = [0] * len(_COUNTS)
     for row in found:
         counts = row[len(names) : len(names) + len(_COUNTS)]
-        if counts[0] is None:  # no rows at all: SQL's one row of NULLs
-            continue
         values = tuple(row[: len(names)])  # jsonb arrives decoded, as record.tags.get gives it
-        usd = row[-1] if row[-1] is not None else Decimal(0)
+        usd = row[-3] if row[-3] is not None else Decimal(0)
         with localcontext(_EXACT):
             total_usd += usd
         total_counts = [a + int(b) for a, b in zip(total_counts, counts, strict=True)]
@@ -571,7 +622,7 @@ def _row(
     )
 
 
-def _details(
+def details(
     conn: Any,
     names: tuple[str, ...],
     since: float | None,

@@ -40,6 +40,7 @@ import re
 import sqlite3
 from collections.abc import Callable, Collection, Mapping, Sequence
 from datetime import UTC, datetime
+from decimal import Context, Decimal, localcontext
 from pathlib import Path
 from typing import Any, Literal, NamedTuple
 
@@ -97,6 +98,7 @@ _UNITS = _SCALE * _FINE  # what _Usd counts: 2^-52 USD
 _SAFE_USD = 2.0**30  # one call costing more would not fit the integer part: summed from its rows
 _ROUNDING = 2.0**-53
 _CHUNK = (1 << 52) - 1
+_EXACT = Context(prec=2_000, Emax=2_000, Emin=-2_000)  # any sum of floats, exactly
 
 
 class _Usd:
@@ -104,9 +106,10 @@ class _Usd:
     path's, one by one, or the rollup's exact partials) and SQL's split sums of rows, with a
     bound on their float part's error."""
 
-    __slots__ = ("rest", "slack", "unsafe", "values", "whole")
+    __slots__ = ("exact", "rest", "slack", "unsafe", "values", "whole")
 
     def __init__(self) -> None:
+        self.exact: Decimal | None = None  # PostgreSQL's numeric sums: exact already
         self.whole = 0  # in units of 1 / _UNITS
         self.rest: list[float] = []  # float sums, in the same units, each off by at most ...
         self.slack = 0.0  # ... this much together
@@ -121,7 +124,13 @@ class _Usd:
         if biggest is not None and not biggest < _SAFE_USD:
             self.unsafe = True
 
+    def add_exact(self, amount: Decimal) -> None:
+        with localcontext(_EXACT):
+            self.exact = amount if self.exact is None else self.exact + amount
+
     def merge(self, other: _Usd) -> None:
+        if other.exact is not None:
+            self.add_exact(other.exact)
         self.whole += other.whole
         self.rest.extend(other.rest)
         self.slack += other.slack
@@ -131,6 +140,8 @@ class _Usd:
     def value(self) -> float | None:
         """The exact sum rounded to a float, as ``math.fsum`` of the amounts would be; None when
         the float part's error bound straddles a rounding boundary (sum the rows again)."""
+        if self.exact is not None:
+            return float(self.exact)  # correctly rounded, as fsum rounds
         if self.unsafe:
             return None
         if not self.whole and not self.rest:
@@ -260,8 +271,12 @@ def summarize(
         "group_by": list(names),
     }
     selection = _Selection(start, end, names, wanted, bucket, prices, head)
+    if isinstance(ledger, str) and ledger.startswith(("postgresql://", "postgres://")):
+        return _from_postgres(ledger, selection)
     if isinstance(ledger, str):
         return _from_file(_file_of(ledger), ledger, selection)
+    if type(ledger).__name__ == "PostgresLedger":  # not imported: psycopg is an extra
+        return _from_postgres(ledger, selection)
     if isinstance(ledger, SQLiteLedger) and ledger.path != ":memory:" and not ledger.path.startswith("file:"):
         ledger.flush()
         label = f"sqlite:///{ledger.path}"
@@ -951,6 +966,105 @@ def _merged_lists(dicts: Any) -> dict[str, list[float]]:
         for name, values in lists.items():
             merged.setdefault(name, []).extend(values)
     return merged
+
+
+# -- the PostgreSQL path ------------------------------------------------------------------------------
+
+
+def _from_postgres(ledger: Any, selection: _Selection) -> dict[str, Any]:
+    """The summary of a PostgreSQL ledger (a ``PostgresLedger`` or its URI, read-only),
+    aggregated by the server: the day cells for whole days, the rows for the rest."""
+    from tollgate.ledger import postgres as pg
+
+    if isinstance(ledger, str):
+        conn, lock, label = pg.connect(ledger, 10.0, create=False), None, pg.redacted(ledger)
+    else:
+        ledger.flush()
+        conn, lock, label = ledger._connection(), ledger._lock, ledger.label
+    try:
+        if lock is not None:
+            lock.acquire()
+        return _summarize_postgres(conn, label, selection, pg)
+    finally:
+        if lock is not None:
+            lock.release()
+        else:
+            conn.close()
+
+
+def _summarize_postgres(conn: Any, label: str, selection: _Selection, pg: Any) -> dict[str, Any]:
+    since, until, names, wanted, bucket, prices, head = selection
+    for option, checked in (("group_by", names), ("where", tuple(wanted))):
+        problem = pg.unknown_names(conn, checked, since, until)
+        if problem is not None:
+            raise ValueError(f"{option}: {problem}")
+    period, params = pg._period(since, until)
+    ends = conn.execute(
+        f"SELECT min(started_at), max(started_at) FROM tollgate_calls WHERE {period} "
+        f"AND operation <> 'top_up' AND {pg._FINITE}",
+        params,
+    ).fetchone()
+    bucket, width, axis = _axis(bucket, since, until, (ends[0], ends[1]))
+    found = pg.cells(conn, since=since, until=until, where=wanted, group_by=names, width=int(width))
+    groups: dict[tuple[Any, ...], _Cell] = {}
+    over: dict[tuple[int, Any], _Cell] = {}
+    models: dict[tuple[str, str, str | None], _Cell] = {}
+    decisions: dict[tuple[int, str], int] = {}
+    n = len(names)
+    kinds = {3: 0, 2: 1, 1: 2}  # grouping(b) + 2 x grouping(m): by values, by bucket, by model
+    for row in found:
+        kind, b, values, (m, p, r) = kinds[row[0]], row[1], tuple(row[2 : 2 + n]), row[2 + n : 5 + n]
+        counts = [int(c or 0) for c in row[5 + n : -3]]
+        usd, first, last = row[-3:]
+        key: Any
+        if kind == 0:
+            target, key = groups, values
+        elif kind == 1:
+            if b is None:  # calls whose start is no time (NaN): in the totals, on no axis
+                continue
+            target, key = over, (b, values[0] if n else None)
+            for action, count in zip(ACTIONS.values(), counts[_N:], strict=True):
+                if count:
+                    decisions[(b, action)] = decisions.get((b, action), 0) + count
+        else:
+            target, key = models, (m, p, r)
+        cell = target[key] = _Cell()
+        cell.counts = counts[:_N]
+        cell.usd.exact = usd
+        cell.add_times(first, last)
+    unknown, parts = pg.details(conn, names, since, until, wanted)
+    everything = _Cell()
+    for cell in groups.values():
+        everything.merge(cell)
+    rows = [
+        _row(cell, dict(zip(names, key, strict=True)), _exact(cell.usd), unknown, parts)
+        for key, cell in groups.items()
+    ]
+    rows.sort(key=lambda row: (-row["usd"], -row["calls"], [_sort_key(row["tags"][n]) for n in names]))
+    total = _row(everything, {}, _exact(everything.usd), {}, {})
+    total["unknown_usage"] = _merged_counts(unknown.values())
+    total["parts_usd"] = {model: math.fsum(v) for model, v in _merged_lists(parts.values()).items()}
+    return _assemble(
+        head,
+        label=label,
+        names=names,
+        bucket=bucket,
+        width=width,
+        axis=axis,
+        first=min((c.first for c in groups.values() if c.first is not None), default=None),
+        last=max((c.last for c in groups.values() if c.last is not None), default=None),
+        total=total,
+        groups=rows if names else [],
+        over=over,
+        models=models,
+        decisions=decisions,
+        resolve=lambda usd, conditions: _exact(usd),
+        prices=prices,
+    )
+
+
+def _exact(usd: _Usd) -> float:
+    return float(usd.exact) if usd.exact is not None else 0.0
 
 
 # -- the summary, from the cells (both paths) ------------------------------------------------------
