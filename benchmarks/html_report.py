@@ -27,7 +27,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from _common import add_flags, write_json
+from _common import add_flags, best_of, write_json
 
 from tollgate.ledger import SQLiteLedger, rollup
 from tollgate.ledger.sqlite import _INSERT, _from_row
@@ -234,15 +234,6 @@ def query_times(path: Path, group_by: tuple[str, ...], repeats: int) -> list[dic
         return out
     finally:
         conn.close()
-
-
-def best_of(fn: Callable[[], Any], repeats: int) -> tuple[float, Any]:
-    best, result = float("inf"), None
-    for _ in range(repeats):
-        begin = time.perf_counter()
-        result = fn()
-        best = min(best, time.perf_counter() - begin)
-    return best, result
 
 
 def time_variants(uri: str, repeats: int, render: Callable[..., str] | None) -> list[dict[str, Any]]:

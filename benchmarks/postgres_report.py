@@ -21,14 +21,14 @@ import os
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from _common import add_flags, write_json
+from _common import add_flags, best_of, write_json
 
 END = 1_767_225_600.0  # 2026-01-01T00:00:00Z
 DAY = 86_400.0
@@ -128,15 +128,6 @@ def writer_rate(url: str, count: int) -> float:
         seconds = time.perf_counter() - begin
         assert ledger.dropped() == 0
     return count / seconds
-
-
-def best_of(fn: Callable[[], Any], repeats: int) -> tuple[float, Any]:
-    best, result = float("inf"), None
-    for _ in range(repeats):
-        begin = time.perf_counter()
-        result = fn()
-        best = min(best, time.perf_counter() - begin)
-    return best, result
 
 
 def main() -> None:

@@ -726,21 +726,20 @@ def _stopped_waiting(exc: BaseException) -> bool:
 class _Sending:
     """:meth:`Call.sending`: a plain class, not a generator (it runs on every call)."""
 
-    __slots__ = ("_call", "_span", "_token")
+    __slots__ = ("_call", "_current", "_token")
 
     def __init__(self, call: Call) -> None:
         self._call = call
 
     def __enter__(self) -> None:
         self._token = _sending.set(self._call)
-        span = self._span = telemetry.current(self._call.span)
-        span.__enter__()
+        self._current = telemetry.current(self._call.span)
 
     def __exit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
         try:
-            self._span.__exit__(exc_type, exc, tb)
+            telemetry.restore(self._current)
         finally:
             _sending.reset(self._token)
 

@@ -72,10 +72,10 @@ import logging
 import os
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from contextlib import AbstractContextManager, nullcontext
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, NamedTuple, cast
 
+from opentelemetry import context as otel_context
 from opentelemetry import metrics, trace
 from opentelemetry._logs import _internal as _logs_api
 from opentelemetry.metrics import _internal as _metrics_api
@@ -88,6 +88,9 @@ from tollgate.decisions import STORE_UNAVAILABLE_EVENT as STORE_UNAVAILABLE_EVEN
 from tollgate.decisions import Clamped, Downgraded, Step, Truncated, actions
 
 if TYPE_CHECKING:
+    from contextvars import Token
+
+    from opentelemetry.context import Context
     from opentelemetry.trace import Span
     from opentelemetry.util.types import AttributeValue
 
@@ -448,12 +451,23 @@ def _start_span(request: LLMRequest, tags: Mapping[str, str]) -> Span:
     )
 
 
-def current(span: Span) -> AbstractContextManager[Any]:
+def current(span: Span) -> Token[Context] | None:
     """Make ``span`` the current span while the SDK call runs, so spans the SDK itself emits
-    (the Anthropic SDK's ``anthropic.messages.create``) nest under tollgate's, as its children."""
+    (the Anthropic SDK's ``anthropic.messages.create``) nest under tollgate's, as its children.
+    Returns the token :func:`restore` takes back (None: the span does not record, nothing to do).
+
+    What ``trace.use_span(span, end_on_exit=False, record_exception=False,
+    set_status_on_exception=False)`` does, without the generator-based context manager it
+    would make on every call."""
     if span.is_recording():
-        return trace.use_span(span, end_on_exit=False, record_exception=False, set_status_on_exception=False)
-    return nullcontext()
+        return otel_context.attach(trace.set_span_in_context(span))
+    return None
+
+
+def restore(token: Token[Context] | None) -> None:
+    """Undo :func:`current` (given what it returned)."""
+    if token is not None:
+        otel_context.detach(token)
 
 
 def first_chunk(call: Call) -> None:

@@ -24,11 +24,13 @@ import sys
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 from typing import Any
 
 from tollgate.ledger.base import Ledger, logger
 from tollgate.request import CallRecord
 
+Row = tuple[Any, ...]
 _LOG_EVERY = 10.0  # seconds between two "records lost" log lines
 _OPEN: set[BatchedLedger] = set()  # strong references: atexit must flush ledgers the app forgot to close
 _OPEN_LOCK = threading.Lock()
@@ -174,6 +176,18 @@ class BatchedLedger(Ledger):
                         self._lose(len(batch), f"unexpected error while writing: {exc!r}")
         except Exception:  # the writer thread must survive anything
             logger.exception("tollgate ledger %s: unexpected error while writing", self.label)
+
+    def _rows(
+        self, batch: list[CallRecord], to_row: Callable[[CallRecord], tuple[Any, ...]]
+    ) -> list[tuple[Any, ...]]:
+        """The rows of ``batch``; a record that cannot be made one is counted lost."""
+        rows: list[Row] = []
+        for record in batch:
+            try:
+                rows.append(to_row(record))
+            except Exception as exc:
+                self._lose(1, f"record {getattr(record, 'id', None)!r} cannot be stored: {exc!r}")
+        return rows
 
     def _lose(self, count: int, reason: str) -> None:
         with self._drop_lock:

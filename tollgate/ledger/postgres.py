@@ -38,12 +38,13 @@ from decimal import Context, Decimal, localcontext
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
-from tollgate.decisions import step_from_dict, stored
 from tollgate.ledger.base import logger
 from tollgate.ledger.batched import BatchedLedger
 from tollgate.ledger.report import COUNTERS, FIELDS, ReportRow, _is_collection, _sort_key
 from tollgate.ledger.rollup import ACTIONS
-from tollgate.request import CallRecord, Status, Usage, parts_of, usage_dict
+from tollgate.ledger.sqlite import _from_row as sqlite_record
+from tollgate.ledger.sqlite import _to_row as sqlite_row
+from tollgate.request import CallRecord
 
 __all__ = [
     "SCHEMA_VERSION",
@@ -251,12 +252,7 @@ class PostgresLedger(BatchedLedger):
     def _insert(self, batch: list[CallRecord]) -> None:
         import psycopg
 
-        rows: list[tuple[Any, ...]] = []
-        for record in batch:
-            try:
-                rows.append(_to_row(record))
-            except Exception as exc:
-                self._lose(1, f"record {getattr(record, 'id', None)!r} cannot be stored: {exc!r}")
+        rows = self._rows(batch, _to_row)
         if not rows:
             return
         try:
@@ -361,58 +357,17 @@ _json = json.JSONEncoder(default=str, separators=(",", ":")).encode
 
 
 def _to_row(r: CallRecord) -> tuple[Any, ...]:
-    u = r.usage
-    return (
-        r.id, r.started_at, r.ended_at, r.provider, r.operation, r.request_model, r.response_model,
-        u.input_tokens, u.output_tokens, u.cache_read_tokens, u.cache_write_tokens, u.reasoning_tokens,
-        u.audio_input_tokens, u.audio_output_tokens, _json(dict(u.units)) if u.units else "{}",
-        r.usd, bool(r.priced), bool(r.estimated), bool(r.stream), r.status, r.error, r.response_id,
-        _json(dict(r.tags)) if r.tags else "{}",
-        _json([stored(d) for d in r.decisions]) if r.decisions else "[]",
-        u.service_tier, _json(usage_dict(u)["parts"]) if u.parts else "[]",
-        _json(dict(u.unknown)) if u.unknown else "{}", r.tool_calls, Decimal(r.usd),
-    )  # fmt: skip
+    """The SQLite ledger's row (JSON as text, which ``COPY`` reads into ``jsonb``) and the
+    exact value of its USD."""
+    return (*sqlite_row(r), Decimal(r.usd))
 
 
 def _from_row(row: tuple[Any, ...]) -> CallRecord:
-    (id_, started_at, ended_at, provider, operation, request_model, response_model,
-     input_tokens, output_tokens, cache_read, cache_write, reasoning, audio_in, audio_out, units,
-     usd, priced, estimated, stream, status, error, response_id, tags, decisions,
-     service_tier, parts, unknown, tool_calls) = row  # fmt: skip
-    usage = Usage(
-        input_tokens=input_tokens,
-        output_tokens=output_tokens,
-        cache_read_tokens=cache_read,
-        cache_write_tokens=cache_write,
-        reasoning_tokens=reasoning,
-        audio_input_tokens=audio_in,
-        audio_output_tokens=audio_out,
-        units=units,
-        service_tier=service_tier,
-        parts=parts_of(parts) if parts else (),
-        unknown=unknown or {},
-    )
-    status_: Status = status
-    return CallRecord(
-        id=id_,
-        started_at=started_at,
-        ended_at=ended_at,
-        provider=provider,
-        operation=operation,
-        request_model=request_model,
-        response_model=response_model,
-        usage=usage,
-        usd=usd,
-        priced=priced,
-        estimated=estimated,
-        stream=stream,
-        status=status_,
-        error=error,
-        response_id=response_id,
-        tags=tags,
-        decisions=tuple(step_from_dict(d) for d in decisions),
-        tool_calls=tool_calls,
-    )
+    return sqlite_record(row, loads=_decoded)
+
+
+def _decoded(value: Any) -> Any:
+    return value
 
 
 # -- reports in SQL -----------------------------------------------------------------------------------

@@ -47,6 +47,7 @@ import errno
 import json
 import os
 import sqlite3
+from collections.abc import Callable
 from typing import Any, cast
 
 from tollgate.decisions import step_from_dict, stored
@@ -241,12 +242,7 @@ class SQLiteLedger(BatchedLedger):
             )
 
     def _insert(self, batch: list[CallRecord]) -> None:
-        rows: list[tuple[Any, ...]] = []
-        for record in batch:
-            try:
-                rows.append(_to_row(record))
-            except Exception as exc:
-                self._lose(1, f"record {getattr(record, 'id', None)!r} cannot be stored: {exc!r}")
+        rows = self._rows(batch, _to_row)
         if not rows:
             return
         rejected = 0
@@ -406,7 +402,9 @@ def _to_row(r: CallRecord) -> tuple[Any, ...]:
     )  # fmt: skip
 
 
-def _from_row(row: tuple[Any, ...]) -> CallRecord:
+def _from_row(row: tuple[Any, ...], loads: Callable[[Any], Any] = json.loads) -> CallRecord:
+    """The record of a row in the table's column order. ``loads`` reads a JSON column: the
+    text SQLite keeps; PostgreSQL's driver hands ``jsonb`` over decoded already."""
     (id_, started_at, ended_at, provider, operation, request_model, response_model,
      input_tokens, output_tokens, cache_read, cache_write, reasoning, audio_in, audio_out, units,
      usd, priced, estimated, stream, status, error, response_id, tags, decisions,
@@ -419,10 +417,10 @@ def _from_row(row: tuple[Any, ...]) -> CallRecord:
         reasoning_tokens=reasoning,
         audio_input_tokens=audio_in,
         audio_output_tokens=audio_out,
-        units=json.loads(units),
+        units=loads(units),
         service_tier=service_tier,
-        parts=parts_of(json.loads(parts)) if parts != "[]" else (),
-        unknown=json.loads(unknown) if unknown != "{}" else {},
+        parts=parts_of(loads(parts)) if parts and parts != "[]" else (),
+        unknown=loads(unknown) if unknown and unknown != "{}" else {},
     )
     return CallRecord(
         id=id_,
@@ -440,7 +438,7 @@ def _from_row(row: tuple[Any, ...]) -> CallRecord:
         status=cast(Status, status),
         error=error,
         response_id=response_id,
-        tags=json.loads(tags),
-        decisions=tuple(step_from_dict(d) for d in json.loads(decisions)),
+        tags=loads(tags),
+        decisions=tuple(step_from_dict(d) for d in loads(decisions)),
         tool_calls=tool_calls,
     )

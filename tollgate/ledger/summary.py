@@ -381,8 +381,10 @@ def _from_records(records: list[CallRecord], label: str, selection: _Selection) 
         bucket=bucket,
         width=width,
         axis=axis,
-        first=min((r.started_at for r in selected), default=None),
-        last=max((r.started_at for r in selected), default=None),
+        ends=(
+            min((r.started_at for r in selected), default=None),
+            max((r.started_at for r in selected), default=None),
+        ),
         total=report.total,
         groups=report.rows if names else [],
         over=over,
@@ -705,7 +707,15 @@ def _from_file(path: str, label: str, selection: _Selection) -> dict[str, Any]:
                 steps.extend((b, action, n) for action, n in zip(ACTIONS.values(), counts, strict=True) if n)
         groups, over, models, decisions = _merge(cells, steps, names)
         resolve = _resolver(conn, sql)
-        total, rows = _report_rows(conn, sql, names, groups, resolve)
+        total, rows = _report_rows(
+            names,
+            groups,
+            resolve,
+            lambda unknown, parts: (
+                _unknown_usage(conn, sql) if unknown else {},
+                _parts_usd(conn, sql) if parts else {},
+            ),
+        )
         return _assemble(
             head,
             label=label,
@@ -713,8 +723,7 @@ def _from_file(path: str, label: str, selection: _Selection) -> dict[str, Any]:
             bucket=bucket,
             width=width,
             axis=axis,
-            first=min((c.first for c in groups.values() if c.first is not None), default=None),
-            last=max((c.last for c in groups.values() if c.last is not None), default=None),
+            ends=_ends(groups),
             total=total,
             groups=rows,
             over=over,
@@ -850,19 +859,22 @@ def _resolver(conn: sqlite3.Connection, sql: _Sql) -> Resolve:
     return resolve
 
 
+Details = tuple[dict[tuple[Any, ...], dict[str, int]], dict[tuple[Any, ...], dict[str, list[float]]]]
+
+
 def _report_rows(
-    conn: sqlite3.Connection,
-    sql: _Sql,
     names: tuple[str, ...],
     groups: dict[tuple[Any, ...], _Cell],
     resolve: Resolve,
+    details: Callable[[bool, bool], Details],
 ) -> tuple[ReportRow, list[ReportRow]]:
-    """``build_report``'s total and rows, from the cells by group_by values."""
+    """``build_report``'s total and rows, from the cells by group_by values. ``details(unknown,
+    parts)``: per group, the unknown usage fields' calls and the billed parts' USD by model,
+    read only when some call has them."""
     everything = _Cell()
     for cell in groups.values():
         everything.merge(cell)
-    unknown = _unknown_usage(conn, sql) if everything.counts[_UNKNOWN] else {}
-    parts = _parts_usd(conn, sql) if everything.counts[_PARTS] else {}
+    unknown, parts = details(bool(everything.counts[_UNKNOWN]), bool(everything.counts[_PARTS]))
     rows = [
         _row(
             cell,
@@ -1032,18 +1044,12 @@ def _summarize_postgres(conn: Any, label: str, selection: _Selection, pg: Any) -
         cell.counts = counts[:_N]
         cell.usd.exact = usd
         cell.add_times(first, last)
-    unknown, parts = pg.details(conn, names, since, until, wanted)
-    everything = _Cell()
-    for cell in groups.values():
-        everything.merge(cell)
-    rows = [
-        _row(cell, dict(zip(names, key, strict=True)), _exact(cell.usd), unknown, parts)
-        for key, cell in groups.items()
-    ]
-    rows.sort(key=lambda row: (-row["usd"], -row["calls"], [_sort_key(row["tags"][n]) for n in names]))
-    total = _row(everything, {}, _exact(everything.usd), {}, {})
-    total["unknown_usage"] = _merged_counts(unknown.values())
-    total["parts_usd"] = {model: math.fsum(v) for model, v in _merged_lists(parts.values()).items()}
+    total, rows = _report_rows(
+        names,
+        groups,
+        lambda usd, conditions: _exact(usd),
+        lambda unknown, parts: pg.details(conn, names, since, until, wanted),
+    )
     return _assemble(
         head,
         label=label,
@@ -1051,16 +1057,22 @@ def _summarize_postgres(conn: Any, label: str, selection: _Selection, pg: Any) -
         bucket=bucket,
         width=width,
         axis=axis,
-        first=min((c.first for c in groups.values() if c.first is not None), default=None),
-        last=max((c.last for c in groups.values() if c.last is not None), default=None),
+        ends=_ends(groups),
         total=total,
-        groups=rows if names else [],
+        groups=rows,
         over=over,
         models=models,
         decisions=decisions,
         resolve=lambda usd, conditions: _exact(usd),
         prices=prices,
     )
+
+
+def _ends(groups: Mapping[Any, _Cell]) -> tuple[float | None, float | None]:
+    """The start of the first and of the last call the cells hold."""
+    firsts = [c.first for c in groups.values() if c.first is not None]
+    lasts = [c.last for c in groups.values() if c.last is not None]
+    return min(firsts, default=None), max(lasts, default=None)
 
 
 def _exact(usd: _Usd) -> float:
@@ -1078,8 +1090,7 @@ def _assemble(
     bucket: Bucket,
     width: float,
     axis: list[int],
-    first: float | None,
-    last: float | None,
+    ends: tuple[float | None, float | None],
     total: ReportRow,
     groups: list[ReportRow],
     over: dict[tuple[int, Any], _Cell],
@@ -1122,8 +1133,8 @@ def _assemble(
         "ledger": label,
         **head,
         "bucket": bucket,
-        "first": _iso(first),
-        "last": _iso(last),
+        "first": _iso(ends[0]),
+        "last": _iso(ends[1]),
         "total": dict(t),
         "groups": [dict(row) for row in groups],
         "over_time": {"buckets": buckets, "series": _series(names, axis, at, over, resolve)},
