@@ -220,8 +220,11 @@ def query_times(path: Path, group_by: tuple[str, ...], repeats: int) -> list[dic
                 lambda: conn.execute(sql.cells(), sql.params).fetchall(),
             ),
             (
-                "budget actions: json_each(decisions) of calls with any",
-                lambda: conn.execute(sql.decisions(), sql.params).fetchall(),
+                "budget actions: the rollup's counts, and json_each(decisions) of other calls",
+                lambda: (
+                    conn.execute(sql.decisions(), sql.params).fetchall()
+                    + (conn.execute(sql.rolled_decisions(), sql.params).fetchall() if sql.rolled else [])
+                ),
             ),
             ("unknown usage fields (calls with any)", lambda: s._unknown_usage(conn, sql)),
             ("billed parts (calls with any)", lambda: s._parts_usd(conn, sql)),

@@ -135,9 +135,9 @@ def main() -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     add_flags(parser)
-    parser.add_argument("--records", type=int, help="ledger size (default 10,000,000; --quick: 100,000)")
+    parser.add_argument("--records", type=int, help="ledger size (default 10,000,000; --quick: 20,000)")
     args = parser.parse_args()
-    count = args.records or (100_000 if args.quick else 10_000_000)
+    count = args.records or (20_000 if args.quick else 10_000_000)
     repeats = 2 if args.quick else 3
     import psycopg
 

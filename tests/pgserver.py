@@ -56,7 +56,12 @@ def server(**settings: str) -> Iterator[str]:
             raise RuntimeError(
                 f"{NO_POSTGRES} (running as root, and no 'postgres' user to run it as)"
             ) from None
-        as_user = ["runuser", "-u", "postgres", "--"]
+        runuser = shutil.which("runuser") or next(
+            (path for path in ("/usr/sbin/runuser", "/sbin/runuser") if os.path.exists(path)), None
+        )
+        if runuser is None:
+            raise RuntimeError(f"{NO_POSTGRES} (running as root, and no runuser to run it as postgres)")
+        as_user = [runuser, "-u", "postgres", "--"]
     with tempfile.TemporaryDirectory(prefix="tollgate-pg-") as tmp:
         data = Path(tmp) / "data"
         data.mkdir()

@@ -7,6 +7,7 @@ a subprocess with the repository's Python and an offline environment.
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import pathlib
 import shutil
@@ -258,8 +259,27 @@ def test_html_report(run_quick: Callable[[str], Run]) -> None:
     assert isinstance(result["passed"], bool)
 
 
+def test_postgres_report(run_quick: Callable[[str], Run]) -> None:
+    from tests.pgserver import NO_POSTGRES, binaries
+
+    if binaries() is None or importlib.util.find_spec("psycopg") is None:
+        pytest.skip(NO_POSTGRES)
+    result = ok(run_quick("postgres_report.py"), "report_rows s")
+    assert result["records"] == 20_000 and result["day_cells"] > 0 and result["cli_seconds"] > 0
+    rows = result["rows"]
+    assert [row["variant"] for row in rows][:3] == [
+        "no group_by",
+        "group_by tenant",
+        "group_by tenant,feature",
+    ]
+    assert rows[0]["calls"] == 20_000  # every record a call
+    assert all(row["seconds"] > 0 and row["summarize_seconds"] > 0 for row in rows)
+    assert result["writer_records_per_second"] > 0 and isinstance(result["passed"], bool)
+
+
 SCRIPTS_TESTED = {
     "abandoned_streams.py",
+    "postgres_report.py",
     "html_report.py",
     "doors.py",
     "scale.py",
