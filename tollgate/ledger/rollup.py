@@ -160,6 +160,12 @@ def upto(conn: sqlite3.Connection) -> int:
     return int(conn.execute("SELECT upto FROM rollup_state").fetchone()[0])
 
 
+def behind(conn: sqlite3.Connection) -> bool:
+    """Whether ``calls`` has rows the rollup does not hold yet (a read: no lock taken)."""
+    last = conn.execute("SELECT max(rowid) FROM calls").fetchone()[0]
+    return last is not None and last > upto(conn)
+
+
 def consistent(conn: sqlite3.Connection, last: int) -> bool:
     """Whether the rollup holds as many calls as ``calls`` has up to rowid ``last``: not so
     when rows were deleted (or added under it) by hand. Two index counts and the day cells."""

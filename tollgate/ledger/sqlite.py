@@ -137,7 +137,7 @@ class SQLiteLedger(BatchedLedger):
     ) -> None:
         self.path = os.fspath(path)
         self.label = self.path
-        self._behind = True  # rows may wait to be rolled up (an older file's, another writer's)
+        self._behind = False  # rows wait to be rolled up (an older file's): see _connect
         self._start(
             flush_interval=flush_interval, batch_size=batch_size, max_pending=max_pending, timeout=timeout
         )
@@ -190,6 +190,10 @@ class SQLiteLedger(BatchedLedger):
             raise ValueError(f"cannot open ledger file {self.path!r}: {_cause(self.path, exc)}") from exc
         try:
             _prepare(conn, self.path)
+            # Only then a transaction at start: a process that forks right after opening must
+            # not fork while its writer holds the file's write lock (SQLite's lock state is
+            # per process, and a child's new connection would find it held for good).
+            self._behind = rollup.behind(conn)
         except sqlite3.OperationalError as exc:
             conn.close()
             raise ValueError(f"cannot open ledger file {self.path!r}: {_cause(self.path, exc)}") from exc
