@@ -224,16 +224,15 @@ def test_a_server_gone_mid_run_loses_counted_records_never_raises(tmp_path: Path
         pytest.skip(str(exc))
     stopped = False
     try:
-        ledger = PostgresLedger(url, timeout=2)
-        ledger.write(records(1, seed=24)[0])
-        ledger.flush()
-        context.__exit__(None, None, None)  # the server dies
-        stopped = True
-        for record in records(5, seed=25):
-            ledger.write(record)  # never raises
-        ledger.flush()
-        assert ledger.dropped() == 5
-        ledger.close()
+        with PostgresLedger(url, timeout=2) as ledger:
+            ledger.write(records(1, seed=24)[0])
+            ledger.flush()
+            context.__exit__(None, None, None)  # the server dies
+            stopped = True
+            for record in records(5, seed=25):
+                ledger.write(record)  # never raises
+            ledger.flush()
+            assert ledger.dropped() == 5
     finally:
         if not stopped:
             context.__exit__(None, None, None)
@@ -256,7 +255,8 @@ def test_configure_takes_the_uri(database: str) -> None:
         assert [(row["tags"]["tenant"], row["calls"]) for row in report] == [("acme", 1)]
     finally:
         tollgate.reset()
-    assert isinstance(open_ledger(database), PostgresLedger)
+    with open_ledger(database) as opened:
+        assert isinstance(opened, PostgresLedger)
 
 
 def test_tollgate_report_reads_it_and_never_creates_one(
