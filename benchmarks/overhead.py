@@ -9,7 +9,9 @@ which measures its own raw-SDK baseline interleaved with the gated calls: short 
 alternating which side goes first, so drift in the machine's load hits both sides of a pair
 alike and cancels in the difference. Reported per row: median raw µs per call, median of the
 per-pair differences (the overhead) with its interquartile range, and the ratio
-(raw + overhead) / raw. A separate
+(raw + overhead) / raw. Under an OpenTelemetry SDK (batching span processor, periodic metric
+reader, exporters that discard) tollgate and opentelemetry-instrumentation-openai-v2 are measured
+with spans only, metrics only, and both. A separate
 process per suite also keeps libraries that patch the openai module, or set a global
 OpenTelemetry provider, from touching any other row.
 

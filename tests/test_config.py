@@ -20,7 +20,7 @@ def test_defaults() -> None:
         ({"capture_content": "yes"}, "capture_content='yes' must be True or False"),
         ({"on_record": 42}, "on_record=42 is not callable"),
         ({"on_record": [print, 42]}, "nor a list of callables"),
-        ({"ledger": "postgres://db"}, "unknown ledger URI 'postgres://db'"),
+        ({"ledger": "mysql://db"}, "unknown ledger URI 'mysql://db'"),
         ({"ledger": 3}, "ledger=3 is neither a ledger URI nor a Ledger"),
         ({"prices": {"my-model": {"inptu": 1e-6}}}, "inptu"),
         ({"prices": {"my-model": {"input": -1.0}}}, "my-model"),

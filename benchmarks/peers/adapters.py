@@ -1,10 +1,12 @@
 """One adapter per library compared, each used the way its own README shows.
 
-Overhead: ``SUITES[name](otel)`` builds a :class:`Gated` (the gated calls, plus hooks run around
-each gated batch for libraries that patch the SDK process-wide, so that the raw baseline measured
-in the same process stays raw). Cap: ``CAPS[name](provider, cap, n)`` makes ``n`` concurrent async
-calls under a ``cap`` USD limit and returns what the library let through and what it thinks it
-spent. Peers are imported inside the functions: a missing one fails only its own rows.
+Overhead: ``SUITES[name]`` names a suite's library, the OpenTelemetry SDK parts it runs under
+(none, spans, metrics, or both: measured apart) and its builder, which makes a :class:`Gated`
+(the gated calls, plus hooks run around each gated batch for libraries that patch the SDK
+process-wide, so that the raw baseline measured in the same process stays raw). Cap:
+``CAPS[name](provider, cap, n)`` makes ``n`` concurrent async calls under a ``cap`` USD limit
+and returns what the library let through and what it thinks it spent. Peers are imported inside
+the functions: a missing one fails only its own rows.
 """
 
 from __future__ import annotations

@@ -290,10 +290,15 @@ def _choices_text(response: Any) -> str | None:
 
 
 def _finish_reasons(response: Any) -> tuple[str, ...]:
+    reasons: list[str] = []
     try:
-        return tuple(str(r) for c in field(response, "choices") or () if (r := field(c, "finish_reason")))
+        for choice in field(response, "choices") or ():  # a loop: no generator made per call
+            reason = field(choice, "finish_reason")
+            if reason:
+                reasons.append(str(reason))
     except Exception:
         return ()
+    return tuple(reasons)
 
 
 def chat_tool_calls(response: Any) -> int:
@@ -305,7 +310,7 @@ def chat_tool_calls(response: Any) -> int:
     3
     """
     count = 0
-    with contextlib.suppress(Exception):  # a malformed response: what was read so far
+    try:
         for choice in listed(field(response, "choices")):
             message = field(choice, "message")
             calls = field(message, "tool_calls")
@@ -313,6 +318,8 @@ def chat_tool_calls(response: Any) -> int:
                 count += sum(1 for c in calls if c is not None)
             elif field(message, "function_call") is not None:
                 count += 1
+    except Exception:  # a malformed response: what was read so far
+        pass
     return count
 
 
