@@ -255,20 +255,21 @@ class PostgresLedger(BatchedLedger):
         rows = self._rows(batch, _to_row)
         if not rows:
             return
+        settled = 0  # rows committed or counted lost
         try:
             conn = self._connection()
             try:
                 self._commit(conn, rows)
+                settled = len(rows)
             except psycopg.DataError:  # one row the server cannot store: find it, keep the rest
-                kept = []
                 for row in rows:
                     try:
                         self._commit(conn, [row])
-                        kept.append(row)
                     except psycopg.DataError as exc:
                         self._lose(1, f"record {row[0]!r} rejected by PostgreSQL: {exc}")
+                    settled += 1
         except (psycopg.Error, ValueError) as exc:  # ValueError: the server cannot be reached
-            self._lose(len(rows), f"batch insert failed: {exc}")
+            self._lose(len(rows) - settled, f"batch insert failed: {exc}")
             self._reconnect_later()
 
     def _commit(self, conn: Any, rows: list[tuple[Any, ...]]) -> None:
