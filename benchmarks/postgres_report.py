@@ -1,5 +1,6 @@
 """How long a report of a big PostgreSQL ledger takes: ``tollgate report --ledger postgresql://...``
-end to end (a fresh process), and ``report_rows`` in-process for several selections.
+end to end (a fresh process), and ``postgres_report`` (the server's report rows) in-process
+for several selections.
 
 Run: python benchmarks/postgres_report.py [--quick] [--records N] [--json PATH]
 
@@ -141,8 +142,8 @@ def main() -> None:
     repeats = 2 if args.quick else 3
     import psycopg
 
-    from tollgate.ledger.postgres import connect, report_rows
-    from tollgate.ledger.summary import summarize
+    from tollgate.ledger.postgres import connect
+    from tollgate.ledger.summary import postgres_report, summarize
 
     with database() as url:
         rows_seconds, cells_seconds = fill(url, count)
@@ -164,7 +165,7 @@ def main() -> None:
         conn = connect(url, 30.0, create=False)
         try:
             for name, options in VARIANTS:
-                seconds, (total, found) = best_of(lambda o=options: report_rows(conn, **o), repeats)  # type: ignore[misc]
+                seconds, (total, found) = best_of(lambda o=options: postgres_report(conn, **o), repeats)  # type: ignore[misc]
                 page, _ = best_of(lambda o=options: summarize(url, **o), repeats)  # type: ignore[misc]
                 print(f"{name:<42} {seconds:>13.3f} {page:>12.3f}  {len(found):>4}  {total['calls']:,}")
                 results.append(

@@ -245,8 +245,9 @@ def cmd_report(args: argparse.Namespace, out: TextIO) -> int:
 def _postgres_report(uri: str, **options: Any) -> Any:
     """The report of a PostgreSQL ledger, aggregated by the server (ten million rows in about
     a second): read-only, a database without a tollgate ledger is refused, not given one."""
-    from tollgate.ledger.postgres import connect, report_rows, unknown_names
+    from tollgate.ledger.postgres import connect, unknown_names
     from tollgate.ledger.report import Report
+    from tollgate.ledger.summary import postgres_report
 
     try:
         conn = connect(uri, 10.0, create=False)
@@ -257,7 +258,7 @@ def _postgres_report(uri: str, **options: Any) -> Any:
             problem = unknown_names(conn, names, options["since"], options["until"])
             if problem is not None:
                 raise UsageError(f"{option}: {problem}")
-        total, rows = report_rows(conn, **options)
+        total, rows = postgres_report(conn, **options)
     except (UsageError, CommandError):
         raise
     except Exception as exc:

@@ -19,12 +19,13 @@ from __future__ import annotations
 
 import abc
 import atexit
+import contextlib
 import os
 import sys
 import threading
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from tollgate.ledger.base import Ledger, logger
@@ -100,6 +101,15 @@ class BatchedLedger(Ledger):
 
     def dropped(self) -> int:
         return self._dropped
+
+    @contextlib.contextmanager
+    def reading(self) -> Iterator[Any]:
+        """The ledger's connection to read with, once everything written before is committed
+        (held by one reader at a time, the writer waiting)."""
+        self._check_open()
+        self.flush()
+        with self._lock:
+            yield self._connection()
 
     def flush(self) -> None:
         """Commit everything written before this call, then return: a record written before is

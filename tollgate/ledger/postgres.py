@@ -34,14 +34,15 @@ import contextlib
 import json
 import math
 from collections.abc import Mapping, Sequence
-from decimal import Context, Decimal, localcontext
+from decimal import Decimal
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 from tollgate.ledger.base import logger
 from tollgate.ledger.batched import BatchedLedger
-from tollgate.ledger.report import COUNTERS, FIELDS, ReportRow, _is_collection, _sort_key
-from tollgate.ledger.rollup import ACTIONS
+from tollgate.ledger.report import COUNTERS, FIELDS, ReportRow, _is_collection, unknown_name
+from tollgate.ledger.rollup import ACTIONS, whole
+from tollgate.ledger.sqlite import FIELD_COLUMNS
 from tollgate.ledger.sqlite import _from_row as sqlite_record
 from tollgate.ledger.sqlite import _to_row as sqlite_row
 from tollgate.request import CallRecord
@@ -54,7 +55,7 @@ __all__ = [
     "details",
     "rebuild_days",
     "redacted",
-    "report_rows",
+    "window",
 ]
 
 SCHEMA_VERSION = 1
@@ -164,9 +165,6 @@ def _days_from(source: str) -> str:
 # A batch's day cells added to the table's, in the key's order so that two writers lock the
 # same cells in the same order (no deadlock).
 _ROLL_UP = _days_from("tollgate_batch")
-# Enough digits for any sum of floats to be exact (a float's exact decimal has at most 767
-# significant digits; the default context's 28 would round a sum, a tie the other way).
-_EXACT = Context(prec=2_000, Emax=2_000, Emin=-2_000)
 
 
 def redacted(url: str) -> str:
@@ -207,12 +205,10 @@ class PostgresLedger(BatchedLedger):
     # -- reading ----------------------------------------------------------------------------------
 
     def records(self, since: float | None = None, until: float | None = None) -> list[CallRecord]:
-        self._check_open()
-        self.flush()
         period, params = _period(since, until)
         query = f"SELECT {_READ} FROM tollgate_calls WHERE {period} ORDER BY started_at, seq"
-        with self._lock:
-            rows = self._connection().execute(query, params).fetchall()
+        with self.reading() as conn:
+            rows = conn.execute(query, params).fetchall()
         return [_from_row(row) for row in rows]
 
     def report_rows(
@@ -226,10 +222,10 @@ class PostgresLedger(BatchedLedger):
         """``build_report(records(since, until), group_by, where)``'s ``total`` and ``rows``,
         aggregated by the server (exact USD: the ``numeric`` sum of the floats, rounded once,
         as ``fsum`` rounds): whole days from ``tollgate_days``, the rest from the rows."""
-        self._check_open()
-        self.flush()
-        with self._lock:
-            return report_rows(self._connection(), since=since, until=until, where=where, group_by=group_by)
+        from tollgate.ledger.summary import postgres_report  # summary reads this module
+
+        with self.reading() as conn:
+            return postgres_report(conn, since=since, until=until, where=where, group_by=group_by)
 
     def clear(self) -> None:
         """Delete every record (every process's) and reset the ``dropped()`` count."""
@@ -266,10 +262,10 @@ class PostgresLedger(BatchedLedger):
                     try:
                         self._commit(conn, [row])
                     except psycopg.DataError as exc:
-                        self._lose(1, f"record {row[0]!r} rejected by PostgreSQL: {exc}")
+                        self._lose(1, f"record {row[0]!r} rejected by PostgreSQL: {_brief(exc)}")
                     settled += 1
         except (psycopg.Error, ValueError) as exc:  # ValueError: the server cannot be reached
-            self._lose(len(rows) - settled, f"batch insert failed: {exc}")
+            self._lose(len(rows) - settled, f"batch insert failed: {_brief(exc)}")
             self._reconnect_later()
 
     def _commit(self, conn: Any, rows: list[tuple[Any, ...]]) -> None:
@@ -307,7 +303,7 @@ def connect(url: str, timeout: float, *, create: bool) -> Any:
             options=f"-c lock_timeout={int(timeout * 1000)} -c statement_timeout={int(max(timeout, 60) * 1000)}",  # noqa: E501
         )
     except psycopg.Error as exc:
-        raise ValueError(f"cannot open ledger {label}: {str(exc).strip()}") from None
+        raise ValueError(f"cannot open ledger {label}: {_brief(exc)}") from None
     try:
         version = _version(conn)
         if version is not None and version > SCHEMA_VERSION:
@@ -327,11 +323,18 @@ def connect(url: str, timeout: float, *, create: bool) -> Any:
                     conn.execute("INSERT INTO tollgate_schema VALUES (%s)", (SCHEMA_VERSION,))
     except psycopg.Error as exc:
         conn.close()
-        raise ValueError(f"cannot open ledger {label}: {str(exc).strip()}") from None
+        raise ValueError(f"cannot open ledger {label}: {_brief(exc)}") from None
     except BaseException:
         conn.close()
         raise
     return conn
+
+
+def _brief(exc: BaseException) -> str:
+    """The first line of a driver or server error: its DETAIL and CONTEXT lines can quote the
+    row's values (a tag, a decision), which have no place in a log."""
+    lines = str(exc).strip().splitlines()
+    return lines[0] if lines else type(exc).__name__
 
 
 def rebuild_days(conn: Any) -> None:
@@ -374,15 +377,26 @@ def _decoded(value: Any) -> Any:
 # -- reports in SQL -----------------------------------------------------------------------------------
 
 
-def _period(since: float | None, until: float | None, column: str = "started_at") -> tuple[str, list[Any]]:
+def _period(since: float | None, until: float | None) -> tuple[str, list[Any]]:
     terms, params = ["TRUE"], []
     if since is not None:
-        terms.append(f"{column} >= %s")
+        terms.append("started_at >= %s")
         params.append(since)
     if until is not None:
-        terms.append(f"{column} < %s")
+        terms.append("started_at < %s")
         params.append(until)
     return " AND ".join(terms), params
+
+
+def window(conn: Any, since: float | None, until: float | None) -> tuple[float | None, float | None]:
+    """The first and last start of a call in the period (two index lookups)."""
+    period, params = _period(since, until)
+    query = (
+        f"SELECT min(started_at), max(started_at) FROM tollgate_calls "
+        f"WHERE {period} AND operation <> 'top_up' AND {_FINITE}"
+    )
+    first, last = conn.execute(query, params).fetchone()
+    return first, last
 
 
 class _Where:
@@ -395,7 +409,7 @@ class _Where:
         """A ``group_by`` name's value: a column, or the tag's JSON value (JSON null as NULL,
         as a missing tag: ``record.tags.get(name)`` cannot tell them apart)."""
         if name in FIELDS:
-            return {"model": "request_model"}.get(name, name)
+            return FIELD_COLUMNS[name]
         self.params.append(name)
         return "NULLIF(tags -> %s, 'null'::jsonb)"
 
@@ -443,8 +457,7 @@ def cells(
     # the period (its edges; rows whose start is no time at all) from the rows. The two tests
     # of a row's day are the cells' own expression: each row is read exactly once. Hour
     # buckets read rows only.
-    first = -(2**40) if since is None else math.ceil((since + 1.0) / 86_400)
-    end = 2**40 if until is None else math.floor((until - 1.0) / 86_400)
+    first, end = whole(since, until, 86_400)
     if width == 3_600:
         end = first
     edges, edge_params = _period(since, until)
@@ -506,78 +519,6 @@ def cells(
     return [row for row in found if row[len(keys)] is not None]  # no rows: SQL's one row of NULLs
 
 
-def report_rows(
-    conn: Any,
-    *,
-    since: float | None = None,
-    until: float | None = None,
-    where: Mapping[str, Any] | None = None,
-    group_by: Sequence[str] = (),
-) -> tuple[ReportRow, list[ReportRow]]:
-    """See :meth:`PostgresLedger.report_rows`; ``conn``: a connection to the ledger's database."""
-    names = tuple(group_by)
-    found = cells(conn, since=since, until=until, where=where, group_by=names)
-    unknown, parts = details(conn, names, since, until, where)
-    out: list[ReportRow] = []
-    total_usd = Decimal(0)
-    total_counts = [0] * len(_COUNTS)
-    for row in found:
-        counts = row[len(names) : len(names) + len(_COUNTS)]
-        values = tuple(row[: len(names)])  # jsonb arrives decoded, as record.tags.get gives it
-        usd = row[-3] if row[-3] is not None else Decimal(0)
-        with localcontext(_EXACT):
-            total_usd += usd
-        total_counts = [a + int(b) for a, b in zip(total_counts, counts, strict=True)]
-        out.append(
-            _row(
-                dict(zip(names, values, strict=True)),
-                counts,
-                usd,
-                unknown.get(values, {}),
-                parts.get(values, {}),
-            )
-        )
-    out.sort(key=lambda r: (-r["usd"], -r["calls"], [_sort_key(r["tags"][n]) for n in names]))
-    merged_unknown: dict[str, int] = {}
-    for counts_by_field in unknown.values():
-        for field, count in counts_by_field.items():
-            merged_unknown[field] = merged_unknown.get(field, 0) + count
-    merged_parts: dict[str, list[float]] = {}
-    for by_model in parts.values():
-        for model, amounts in by_model.items():
-            merged_parts.setdefault(model, []).extend(amounts)
-    total = _row({}, total_counts, total_usd, merged_unknown, merged_parts)
-    return total, out if names else []
-
-
-def _row(
-    tags: dict[str, Any],
-    counts: Sequence[Any],
-    usd: Decimal,
-    unknown: dict[str, int],
-    parts: dict[str, list[float]],
-) -> ReportRow:
-    c = [int(v or 0) for v in counts]
-    return ReportRow(
-        tags=tags,
-        calls=c[0],
-        input_tokens=c[1],
-        output_tokens=c[2],
-        cache_read_tokens=c[3],
-        cache_write_tokens=c[4],
-        reasoning_tokens=c[5],
-        usd=float(usd),  # the exact sum, rounded once: fsum's result
-        unpriced_calls=c[6],
-        blocked_calls=c[7],
-        errors=c[8],
-        estimated_calls=c[9],
-        unknown_usage_calls=c[10],
-        unknown_usage=dict(unknown),
-        tool_calls=c[11],
-        parts_usd={model: math.fsum(values) for model, values in parts.items()},
-    )
-
-
 def details(
     conn: Any,
     names: tuple[str, ...],
@@ -621,8 +562,6 @@ def details(
 def unknown_names(conn: Any, names: Sequence[str], since: float | None, until: float | None) -> str | None:
     """``report.unknown_tag`` for the ledger's calls in the period (its days): a name no call
     carries, with the closest one, or None."""
-    from tollgate.ledger.report import unknown_tag
-
     tags = [name for name in names if name not in FIELDS]
     if not tags:
         return None
@@ -637,8 +576,4 @@ def unknown_names(conn: Any, names: Sequence[str], since: float | None, until: f
             f"SELECT DISTINCT jsonb_object_keys(tags) FROM tollgate_days WHERE {period}", [first, end]
         )
     ]
-    stand_in = CallRecord(
-        id="", started_at=0.0, ended_at=0.0, provider="", operation="", request_model="",
-        tags={str(key): "" for key in seen},
-    )  # fmt: skip
-    return unknown_tag([stand_in], tags)
+    return unknown_name({str(key) for key in seen}, tags)

@@ -294,7 +294,11 @@ def unknown_tag(records: Sequence[CallRecord], names: Iterable[str]) -> str | No
     """
     if not records:
         return None
-    seen = {name for r in records for name in r.tags}
+    return unknown_name({name for r in records for name in r.tags}, names)
+
+
+def unknown_name(seen: Collection[str], names: Iterable[str]) -> str | None:
+    """:func:`unknown_tag` given the tag names the calls carry (a database's distinct keys)."""
     for name in names:
         if name in seen or name in FIELDS:
             continue

@@ -34,6 +34,7 @@ __all__ = [
     "COUNTS",
     "LEVELS",
     "add",
+    "behind",
     "consistent",
     "create",
     "exists",
@@ -41,6 +42,7 @@ __all__ = [
     "reset",
     "roll_up",
     "upto",
+    "whole",
 ]
 
 #: The budget actions a report draws over time: its series name -> the action the ledger stores.
@@ -137,6 +139,15 @@ _ROLL_UP = (
 _END = "SELECT max(rowid) FROM (SELECT rowid FROM calls WHERE rowid > ? ORDER BY rowid LIMIT ?)"
 
 
+def whole(since: float | None, until: float | None, width: int) -> tuple[int, int]:
+    """The buckets [first, end) of ``width`` seconds whose rows are in [since, until) with a
+    second to spare at each end, so a row counted in one of them is in the period whatever the
+    rounding of its bucket (open ends: as far as any bucket goes)."""
+    first = -(2**62) if since is None else math.ceil((since + 1.0) / width)
+    end = 2**62 if until is None else math.floor((until - 1.0) / width)
+    return first, end
+
+
 def create(conn: sqlite3.Connection) -> None:
     """Create the rollup (empty, nothing rolled up) in the open transaction."""
     for statement in _CREATE:
@@ -208,10 +219,10 @@ class _Sum:
 
 def _joined(old: str, new: str) -> str:
     """SQL function ``tollgate_usd_add(a, b)``: the exact sum of two sums, as text."""
-    partials = parse(old)
-    for value in parse(new):
-        add(partials, value)
-    return _format(partials)
+    total = _Sum()
+    total.step(old)
+    total.step(new)
+    return total.finalize()
 
 
 def add(partials: list[float], value: float) -> None:

@@ -43,11 +43,12 @@ and its rollup is built by the writer thread in the background.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import json
 import os
 import sqlite3
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any, cast
 
 from tollgate.decisions import step_from_dict, stored
@@ -89,6 +90,13 @@ _COLUMNS: tuple[tuple[str, str], ...] = (
     ("unknown_usage", "TEXT NOT NULL DEFAULT '{}'"),
     ("tool_calls", "INTEGER NOT NULL DEFAULT 0"),
 )
+#: The column of each report field (``FIELDS``): the same in every SQL ledger's table.
+FIELD_COLUMNS = {
+    "model": "request_model",
+    "provider": "provider",
+    "operation": "operation",
+    "status": "status",
+}
 #: The columns each schema version added, which a file of an older version gains when opened.
 _ADDED = {2: _COLUMNS[-4:-1], 3: _COLUMNS[-1:]}
 _NAMES = tuple(name for name, _ in _COLUMNS)
@@ -145,8 +153,6 @@ class SQLiteLedger(BatchedLedger):
     # -- reading and housekeeping -------------------------------------------------------------
 
     def records(self, since: float | None = None, until: float | None = None) -> list[CallRecord]:
-        self._check_open()
-        self.flush()
         clauses: list[str] = []
         params: list[float] = []
         if since is not None:
@@ -157,8 +163,8 @@ class SQLiteLedger(BatchedLedger):
             params.append(until)
         where = f" WHERE {' AND '.join(clauses)}" if clauses else ""
         query = f"{_SELECT}{where} ORDER BY started_at, rowid"
-        with self._lock:
-            rows = self._connection().execute(query, params).fetchall()
+        with self.reading() as conn:
+            rows = conn.execute(query, params).fetchall()
         return [_from_row(row) for row in rows]
 
     def clear(self) -> None:
@@ -166,15 +172,9 @@ class SQLiteLedger(BatchedLedger):
         self._check_open()
         with self._lock:
             self._pending.clear()
-            conn = self._connection()
-            conn.execute("BEGIN IMMEDIATE")
-            try:
+            with _writing(self._connection()) as conn:
                 conn.execute("DELETE FROM calls")
                 rollup.reset(conn)  # rowids start again from 1
-                conn.execute("COMMIT")
-            except BaseException:
-                conn.execute("ROLLBACK")
-                raise
         with self._drop_lock:
             self._dropped = 0
 
@@ -210,15 +210,8 @@ class SQLiteLedger(BatchedLedger):
         if not self._behind:
             return False
         try:
-            with self._lock:
-                conn = self._connection()
-                conn.execute("BEGIN IMMEDIATE")
-                try:
-                    self._behind = rollup.roll_up(conn)
-                    conn.execute("COMMIT")
-                except BaseException:
-                    conn.execute("ROLLBACK")
-                    raise
+            with self._lock, _writing(self._connection()) as conn:
+                self._behind = rollup.roll_up(conn)
         except Exception as exc:  # the rows stay in the file, read one by one by reports
             self._behind = False
             self._note_rollup_failure(exc)
@@ -276,6 +269,19 @@ class SQLiteLedger(BatchedLedger):
             self._lose(len(rows) - rejected, f"batch insert failed: {_cause(self.path, exc)}")
 
 
+@contextlib.contextmanager
+def _writing(conn: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
+    """A write transaction on ``conn`` (holding the file's write lock): committed at the end,
+    rolled back if the block raises."""
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        yield conn
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+    conn.execute("COMMIT")
+
+
 def _cause(path: str, exc: BaseException) -> str:
     """What went wrong with the ledger file, in words, for an error or a log line."""
     code = getattr(exc, "sqlite_errorcode", None)
@@ -322,22 +328,18 @@ def _prepare(conn: sqlite3.Connection, path: str) -> None:
     if _check_schema(conn, path) == SCHEMA_VERSION and _rollup_sound(conn):
         return
     # Two processes may create the same new file at once: check again under the write lock.
-    conn.execute("BEGIN IMMEDIATE")
-    try:
+    with _writing(conn):
         version = _check_schema(conn, path)
         if version is None:
             conn.execute(_CREATE_TABLE)
             conn.execute(_CREATE_INDEX)
-            rollup.create(conn)
         elif version < SCHEMA_VERSION:
             columns = {row[1] for row in conn.execute("PRAGMA table_info(calls)")}
             for name, kind in _added_since(version):
                 if name not in columns:
                     conn.execute(f"ALTER TABLE calls ADD COLUMN {name} {kind}")
-            if not rollup.exists(conn):
-                rollup.create(conn)  # empty: the writer thread rolls the rows up
-        elif not rollup.exists(conn):
-            rollup.create(conn)
+        if not rollup.exists(conn):
+            rollup.create(conn)  # empty: the writer thread rolls up the rows an older file has
         elif not _rollup_sound(conn):
             logger.warning(
                 "tollgate ledger %s: rows were deleted or added by hand; rebuilding the report rollup", path
@@ -345,11 +347,6 @@ def _prepare(conn: sqlite3.Connection, path: str) -> None:
             rollup.reset(conn)
         if version != SCHEMA_VERSION:
             conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
-        conn.execute("COMMIT")
-    except BaseException:
-        if conn.in_transaction:
-            conn.execute("ROLLBACK")
-        raise
 
 
 def _rollup_sound(conn: sqlite3.Connection) -> bool:

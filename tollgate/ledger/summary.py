@@ -34,6 +34,7 @@ instead of 5; the work in Python grows with the cells, not the rows.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import re
@@ -48,6 +49,7 @@ from tollgate.decisions import stored
 from tollgate.ledger import rollup
 from tollgate.ledger.base import Ledger
 from tollgate.ledger.memory import MemoryLedger
+from tollgate.ledger.postgres import PostgresLedger  # psycopg is imported when one is opened
 from tollgate.ledger.report import (
     COUNTERS,
     FIELDS,
@@ -58,10 +60,11 @@ from tollgate.ledger.report import (
     _value,
     build_report,
     parse_time,
+    unknown_name,
     unknown_tag,
 )
 from tollgate.ledger.rollup import ACTIONS
-from tollgate.ledger.sqlite import _NAMES, SQLiteLedger, _check_schema, _from_row
+from tollgate.ledger.sqlite import _NAMES, FIELD_COLUMNS, SQLiteLedger, _check_schema, _from_row
 from tollgate.pricing.table import ModelPrice, PriceTable, has_price
 from tollgate.request import CallRecord
 
@@ -78,7 +81,6 @@ HOURLY_SPAN = 3 * 86_400.0
 MAX_BUCKETS = 5_000
 
 _WIDTH: dict[str, float] = {"hour": 3_600.0, "day": 86_400.0}
-_COLUMN = {"model": "request_model", "provider": "provider", "operation": "operation", "status": "status"}
 _IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
 # The counters of a cell, in the order the SQL returns them: the report's counters in their
@@ -187,6 +189,20 @@ class _Cell:
         self.add_times(other.first, other.last)
 
 
+class _Cells(NamedTuple):
+    """A summary's cells: by ``group_by`` values, by bucket and first value, by model; and the
+    calls per bucket and budget action."""
+
+    groups: dict[tuple[Any, ...], _Cell]
+    over: dict[tuple[int, Any], _Cell]
+    models: dict[tuple[str, str, str | None], _Cell]
+    decisions: dict[tuple[int, str], int]
+
+
+#: The time axis: the bucket, its width in seconds, the buckets (see :func:`_axis`).
+Axis = tuple[Bucket, float, list[int]]
+
+
 #: A condition that selects the rows of a sum: a ``group_by`` name (or :data:`_BUCKET`) and the
 #: values it may take. The SQL path sums those rows again when a rounding is in doubt.
 Condition = tuple[str, Sequence[Any]]
@@ -275,7 +291,7 @@ def summarize(
         return _from_postgres(ledger, selection)
     if isinstance(ledger, str):
         return _from_file(_file_of(ledger), ledger, selection)
-    if type(ledger).__name__ == "PostgresLedger":  # not imported: psycopg is an extra
+    if isinstance(ledger, PostgresLedger):
         return _from_postgres(ledger, selection)
     if isinstance(ledger, SQLiteLedger) and ledger.path != ":memory:" and not ledger.path.startswith("file:"):
         ledger.flush()
@@ -376,22 +392,17 @@ def _from_records(records: list[CallRecord], label: str, selection: _Selection) 
     selected = report.records
     return _assemble(
         head,
-        label=label,
-        names=names,
-        bucket=bucket,
-        width=width,
-        axis=axis,
-        ends=(
+        label,
+        names,
+        (bucket, width, axis),
+        (
             min((r.started_at for r in selected), default=None),
             max((r.started_at for r in selected), default=None),
         ),
-        total=report.total,
-        groups=report.rows if names else [],
-        over=over,
-        models=models,
-        decisions=decisions,
-        resolve=lambda usd, conditions: math.fsum(usd.values),
-        prices=prices,
+        (report.total, report.rows if names else []),
+        _Cells({}, over, models, decisions),
+        lambda usd, conditions: math.fsum(usd.values),
+        prices,
     )
 
 
@@ -491,6 +502,7 @@ class _Sql:
         # the terms that select its cells.
         self.raw: list[str] = []
         self.rolled: list[str] = []
+        self.rolled_bucket = ""  # a rollup cell's bucket of the report's width
 
     def use_rollup(self, last: int, since: float | None, until: float | None, width: float) -> None:
         """Read the whole hours (and, for ``width`` a day, the whole days) of the period from
@@ -501,11 +513,12 @@ class _Sql:
         second inside the period, so such a row is in it whatever the rounding of its hour.
         The rows of ``calls`` read are those past ``last`` or outside both, found through the
         rowid and the ``started_at`` index: the edges [since, lo) and [hi, until)."""
-        h0, h1 = _whole(since, until, 3_600)
-        d0, d1 = _whole(since, until, 86_400) if width == 86_400 else (0, 0)
+        h0, h1 = rollup.whole(since, until, 3_600)
+        d0, d1 = rollup.whole(since, until, 86_400) if width == 86_400 else (0, 0)
         if h1 <= h0:
             return
         self.params |= {"last": last, "h0": h0, "h1": h1, "d0": d0, "d1": d1}
+        self.rolled_bucket = "calls.day" if width == 86_400 else "calls.bucket"
         self.params |= {"lo": h0 * 3_600.0 + 1.0, "hi": h1 * 3_600.0 - 1.0}
         after = " AND started_at >= :since" if since is not None else ""
         before = " AND started_at < :until" if until is not None else ""
@@ -534,8 +547,8 @@ class _Sql:
         """The SQL value of a ``group_by`` / ``where`` name: a column, or the tag's value."""
         if name == _BUCKET:
             return "CAST(calls.started_at / :width AS INTEGER)"
-        if name in _COLUMN:
-            return f"calls.{_COLUMN[name]}"
+        if name in FIELD_COLUMNS:
+            return f"calls.{FIELD_COLUMNS[name]}"
         if _IDENTIFIER.fullmatch(name):
             return f"json_extract(calls.tags, '$.{name}')"
         if '"' not in name:  # a JSON path quotes any name but one with a double quote
@@ -595,9 +608,9 @@ class _Sql:
             f"GROUP BY {', '.join(map(str, range(1, len(keys) + 1)))}"
         )
         if self.rolled:  # each of the rollup's rows is a cell already: no GROUP BY to sort
-            bucket = "calls.day" if self.params["width"] == 86_400 else "calls.bucket"
             columns = [
-                f"{expr} AS {alias}" for expr, alias in zip([bucket, *keys[1:]], cell_keys, strict=True)
+                f"{expr} AS {alias}"
+                for expr, alias in zip([self.rolled_bucket, *keys[1:]], cell_keys, strict=True)
             ]
             columns += [f"calls.{name} AS c{i}" for i, (name, _) in enumerate(rollup.COUNTS)]
             columns += [
@@ -645,26 +658,17 @@ class _Sql:
         wanted = ", ".join(f"'{a}'" for a in ACTIONS.values())
         selection = self.selection(["calls.decisions != '[]'", "d.type = 'object'"])
         raw = "".join(f" AND {term}" for term in self.raw)
-        statement = (
+        return (
             f"SELECT CAST(calls.started_at / :width AS INTEGER), {action}, count(DISTINCT calls.rowid) "
             f"FROM calls, json_each(calls.decisions) AS d "
             f"WHERE {selection}{raw} AND {action} IN ({wanted}) GROUP BY 1, 2"
         )
-        return statement
 
     def rolled_decisions(self) -> str:
         """The rollup's share of :meth:`decisions`: per bucket, the calls of each action."""
-        bucket = "calls.day" if self.params["width"] == 86_400 else "calls.bucket"
         counts = ", ".join(f"sum(calls.action_{action})" for action in ACTIONS.values())
-        return f"SELECT {bucket}, {counts} FROM rollup AS calls WHERE {' AND '.join(self.rolled)} GROUP BY 1"
-
-
-def _whole(since: float | None, until: float | None, width: int) -> tuple[int, int]:
-    """The buckets [first, end) of ``width`` seconds whose rows are in [since, until) with a
-    second to spare at each end (open ends: as far as any bucket goes)."""
-    first = -(2**62) if since is None else math.ceil((since + 1.0) / width)
-    end = 2**62 if until is None else math.floor((until - 1.0) / width)
-    return first, end
+        where = " AND ".join(self.rolled)
+        return f"SELECT {self.rolled_bucket}, {counts} FROM rollup AS calls WHERE {where} GROUP BY 1"
 
 
 def _bindable(option: Any) -> list[Any]:
@@ -705,32 +709,18 @@ def _from_file(path: str, label: str, selection: _Selection) -> dict[str, Any]:
         if sql.rolled:
             for b, *counts in conn.execute(sql.rolled_decisions(), sql.params):
                 steps.extend((b, action, n) for action, n in zip(ACTIONS.values(), counts, strict=True) if n)
-        groups, over, models, decisions = _merge(cells, steps, names)
-        resolve = _resolver(conn, sql)
-        total, rows = _report_rows(
+        return _finish(
+            head,
+            label,
             names,
-            groups,
-            resolve,
+            (bucket, width, axis),
+            _merge(cells, steps, names),
+            _resolver(conn, sql),
             lambda unknown, parts: (
                 _unknown_usage(conn, sql) if unknown else {},
                 _parts_usd(conn, sql) if parts else {},
             ),
-        )
-        return _assemble(
-            head,
-            label=label,
-            names=names,
-            bucket=bucket,
-            width=width,
-            axis=axis,
-            ends=_ends(groups),
-            total=total,
-            groups=rows,
-            over=over,
-            models=models,
-            decisions=decisions,
-            resolve=resolve,
-            prices=prices,
+            prices,
         )
     finally:
         conn.close()
@@ -772,12 +762,7 @@ def _check_names(conn: sqlite3.Connection, sql: _Sql, names: tuple[str, ...], wh
             seen = conn.execute(
                 f"SELECT DISTINCT t.key FROM calls, json_each(calls.tags) AS t WHERE {period}", sql.params
             ).fetchall()
-            # One stand-in record carrying every tag seen: unknown_tag words the refusal.
-            stand_in = CallRecord(
-                id="", started_at=0.0, ended_at=0.0, provider="", operation="", request_model="",
-                tags={str(key): "" for (key,) in seen},
-            )  # fmt: skip
-            problem = unknown_tag([stand_in], [name])
+            problem = unknown_name({str(key) for (key,) in seen}, [name])
             if problem is not None:
                 raise ValueError(f"{option}: {problem}")
 
@@ -795,14 +780,7 @@ def _window(conn: sqlite3.Connection, sql: _Sql) -> tuple[float | None, float | 
     return ends[0], ends[1]
 
 
-def _merge(
-    cells: list[tuple[Any, ...]], steps: list[tuple[Any, ...]], names: tuple[str, ...]
-) -> tuple[
-    dict[tuple[Any, ...], _Cell],
-    dict[tuple[int, Any], _Cell],
-    dict[tuple[str, str, str | None], _Cell],
-    dict[tuple[int, str], int],
-]:
+def _merge(cells: list[tuple[Any, ...]], steps: list[tuple[Any, ...]], names: tuple[str, ...]) -> _Cells:
     """The cells grouped by group_by values, by bucket and first value, by model; and the
     decision counts by bucket and action."""
     groups: dict[tuple[Any, ...], _Cell] = {}
@@ -842,7 +820,7 @@ def _merge(
         cell.add_times(first, last)
     for b, action, count in steps:
         decisions[(b, action)] = decisions.get((b, action), 0) + count
-    return groups, over, models, decisions
+    return _Cells(groups, over, models, decisions)
 
 
 def _resolver(conn: sqlite3.Connection, sql: _Sql) -> Resolve:
@@ -989,83 +967,83 @@ def _from_postgres(ledger: Any, selection: _Selection) -> dict[str, Any]:
     from tollgate.ledger import postgres as pg
 
     if isinstance(ledger, str):
-        conn, lock, label = pg.connect(ledger, 10.0, create=False), None, pg.redacted(ledger)
-    else:
-        ledger.flush()
-        conn, lock, label = ledger._connection(), ledger._lock, ledger.label
-    try:
-        if lock is not None:
-            lock.acquire()
-        return _summarize_postgres(conn, label, selection, pg)
-    finally:
-        if lock is not None:
-            lock.release()
-        else:
-            conn.close()
+        with contextlib.closing(pg.connect(ledger, 10.0, create=False)) as conn:
+            return _summarize_postgres(conn, pg.redacted(ledger), selection)
+    with ledger.reading() as conn:
+        return _summarize_postgres(conn, ledger.label, selection)
 
 
-def _summarize_postgres(conn: Any, label: str, selection: _Selection, pg: Any) -> dict[str, Any]:
+def _summarize_postgres(conn: Any, label: str, selection: _Selection) -> dict[str, Any]:
+    from tollgate.ledger import postgres as pg
+
     since, until, names, wanted, bucket, prices, head = selection
     for option, checked in (("group_by", names), ("where", tuple(wanted))):
         problem = pg.unknown_names(conn, checked, since, until)
         if problem is not None:
             raise ValueError(f"{option}: {problem}")
-    period, params = pg._period(since, until)
-    ends = conn.execute(
-        f"SELECT min(started_at), max(started_at) FROM tollgate_calls WHERE {period} "
-        f"AND operation <> 'top_up' AND {pg._FINITE}",
-        params,
-    ).fetchone()
-    bucket, width, axis = _axis(bucket, since, until, (ends[0], ends[1]))
-    found = pg.cells(conn, since=since, until=until, where=wanted, group_by=names, width=int(width))
-    groups: dict[tuple[Any, ...], _Cell] = {}
-    over: dict[tuple[int, Any], _Cell] = {}
-    models: dict[tuple[str, str, str | None], _Cell] = {}
-    decisions: dict[tuple[int, str], int] = {}
+    bucket, width, axis = _axis(bucket, since, until, pg.window(conn, since, until))
+    cells = _Cells({}, {}, {}, {})
     n = len(names)
-    kinds = {3: 0, 2: 1, 1: 2}  # grouping(b) + 2 x grouping(m): by values, by bucket, by model
-    for row in found:
-        kind, b, values, (m, p, r) = kinds[row[0]], row[1], tuple(row[2 : 2 + n]), row[2 + n : 5 + n]
-        counts = [int(c or 0) for c in row[5 + n : -3]]
-        usd, first, last = row[-3:]
-        key: Any
-        if kind == 0:
-            target, key = groups, values
-        elif kind == 1:
+    kinds = {3: cells.groups, 2: cells.over, 1: cells.models}  # grouping(b) + 2 x grouping(m)
+    for row in pg.cells(conn, since=since, until=until, where=wanted, group_by=names, width=int(width)):
+        target, b, values = kinds[row[0]], row[1], tuple(row[2 : 2 + n])
+        key: Any = values
+        if target is cells.over:
             if b is None:  # calls whose start is no time (NaN): in the totals, on no axis
                 continue
-            target, key = over, (b, values[0] if n else None)
-            for action, count in zip(ACTIONS.values(), counts[_N:], strict=True):
+            key = (b, values[0] if n else None)
+            for action, count in zip(ACTIONS.values(), row[5 + n + _N : -3], strict=True):
                 if count:
-                    decisions[(b, action)] = decisions.get((b, action), 0) + count
-        else:
-            target, key = models, (m, p, r)
-        cell = target[key] = _Cell()
-        cell.counts = counts[:_N]
-        cell.usd.exact = usd
-        cell.add_times(first, last)
-    total, rows = _report_rows(
-        names,
-        groups,
-        lambda usd, conditions: _exact(usd),
-        lambda unknown, parts: pg.details(conn, names, since, until, wanted),
-    )
-    return _assemble(
+                    cells.decisions[(b, action)] = cells.decisions.get((b, action), 0) + int(count)
+        elif target is cells.models:
+            key = tuple(row[2 + n : 5 + n])
+        target[key] = _exact_cell(row[5 + n :])
+    return _finish(
         head,
-        label=label,
-        names=names,
-        bucket=bucket,
-        width=width,
-        axis=axis,
-        ends=_ends(groups),
-        total=total,
-        groups=rows,
-        over=over,
-        models=models,
-        decisions=decisions,
-        resolve=lambda usd, conditions: _exact(usd),
-        prices=prices,
+        label,
+        names,
+        (bucket, width, axis),
+        cells,
+        _exact,
+        lambda unknown, parts: pg.details(conn, names, since, until, wanted),
+        prices,
     )
+
+
+def postgres_report(
+    conn: Any,
+    *,
+    since: float | None = None,
+    until: float | None = None,
+    where: Mapping[str, Any] | None = None,
+    group_by: str | Sequence[str] = (),
+) -> tuple[ReportRow, list[ReportRow]]:
+    """``build_report``'s ``total`` and ``rows`` for the calls of a PostgreSQL ledger (``conn``,
+    a connection to its database) in the period, aggregated by the server (see
+    :func:`tollgate.ledger.postgres.cells`); USD exact, rounded once as ``fsum`` rounds."""
+    from tollgate.ledger import postgres as pg
+
+    names, wanted = _group_names(group_by), _wanted(where)
+    found = pg.cells(conn, since=since, until=until, where=wanted, group_by=names)
+    groups = {tuple(row[: len(names)]): _exact_cell(row[len(names) :]) for row in found}
+    return _report_rows(
+        names, groups, _exact, lambda unknown, parts: pg.details(conn, names, since, until, wanted)
+    )
+
+
+def _exact_cell(stats: Sequence[Any]) -> _Cell:
+    """A cell of the server's sums: the counters (then, unused here, the budget actions'), the
+    exact USD (``numeric``), the first and last start."""
+    cell = _Cell()
+    cell.counts = [int(count or 0) for count in stats[:_N]]
+    cell.usd.exact = stats[-3]
+    cell.add_times(stats[-2], stats[-1])
+    return cell
+
+
+def _exact(usd: _Usd, conditions: Sequence[Condition] = ()) -> float:
+    """A sum the server made exactly, rounded once (every cell's has one)."""
+    return float(usd.exact) if usd.exact is not None else 0.0
 
 
 def _ends(groups: Mapping[Any, _Cell]) -> tuple[float | None, float | None]:
@@ -1075,30 +1053,37 @@ def _ends(groups: Mapping[Any, _Cell]) -> tuple[float | None, float | None]:
     return min(firsts, default=None), max(lasts, default=None)
 
 
-def _exact(usd: _Usd) -> float:
-    return float(usd.exact) if usd.exact is not None else 0.0
-
-
 # -- the summary, from the cells (both paths) ------------------------------------------------------
+
+
+def _finish(
+    head: dict[str, Any],
+    label: str,
+    names: tuple[str, ...],
+    timeline: Axis,
+    cells: _Cells,
+    resolve: Resolve,
+    details: Callable[[bool, bool], Details],
+    prices: PriceTable,
+) -> dict[str, Any]:
+    """The summary from cells aggregated in SQL: the report's rows from the cells by values."""
+    report = _report_rows(names, cells.groups, resolve, details)
+    return _assemble(head, label, names, timeline, _ends(cells.groups), report, cells, resolve, prices)
 
 
 def _assemble(
     head: dict[str, Any],
-    *,
     label: str,
     names: tuple[str, ...],
-    bucket: Bucket,
-    width: float,
-    axis: list[int],
+    timeline: Axis,
     ends: tuple[float | None, float | None],
-    total: ReportRow,
-    groups: list[ReportRow],
-    over: dict[tuple[int, Any], _Cell],
-    models: dict[tuple[str, str, str | None], _Cell],
-    decisions: dict[tuple[int, str], int],
+    report: tuple[ReportRow, list[ReportRow]],
+    cells: _Cells,
     resolve: Resolve,
     prices: PriceTable,
 ) -> dict[str, Any]:
+    bucket, width, axis = timeline
+    (total, groups), over, models, decisions = report, cells.over, cells.models, cells.decisions
     buckets = [_iso(b * width) for b in axis]
     at = {b: i for i, b in enumerate(axis)}
     by_model: dict[str, _Cell] = {}
