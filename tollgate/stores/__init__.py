@@ -25,7 +25,12 @@ __all__ = [
 
 _SCHEMES = (
     "'memory://', 'sqlite:///relative/path.db' ('sqlite:////absolute/path.db'), "
-    "'redis://[[user]:password@]host:port/db', 'rediss://...' (TLS) or 'unix:///path/to/redis.sock'"
+    "'redis://[[user]:password@]host:port/db', 'rediss://...' (TLS), 'unix:///path/to/redis.sock', "
+    "'redis+cluster://host:port,host:port' or 'redis+sentinel://host:port,host:port/service/db'"
+)
+
+_REDIS_SCHEMES = tuple(f"{s}://" for s in ("redis", "rediss", "unix")) + tuple(
+    f"{s}+{t}://" for s in ("redis", "rediss") for t in ("cluster", "sentinel")
 )
 
 
@@ -34,8 +39,10 @@ def open_store(uri: str) -> Store:
 
     ``memory://`` (this process); ``sqlite:///rel/path.db`` for a file relative to the working
     directory, ``sqlite:////abs/path.db`` for an absolute one (the processes of one machine);
-    ``redis://``, ``rediss://`` (TLS) or ``unix://`` URLs as redis-py reads them (many machines;
-    needs the ``redis`` extra). Nothing connects to Redis until the store is first used.
+    ``redis://``, ``rediss://`` (TLS) or ``unix://`` URLs as redis-py reads them, and
+    ``redis+cluster://`` (Redis Cluster) or ``redis+sentinel://`` (a primary found through
+    Sentinel), ``rediss+...`` with TLS (many machines; needs the ``redis`` extra). Nothing
+    connects to Redis until the store is first used.
 
     >>> type(open_store("memory://")).__name__
     'MemoryStore'
@@ -52,7 +59,7 @@ def open_store(uri: str) -> Store:
         return MemoryStore()
     if uri.startswith("sqlite:///") and len(uri) > len("sqlite:///"):
         return SQLiteStore(uri[len("sqlite:///") :])
-    if uri.startswith(("redis://", "rediss://", "unix://")):
+    if uri.startswith(_REDIS_SCHEMES):
         try:
             from tollgate.stores.redis import RedisStore
         except ModuleNotFoundError as exc:

@@ -5,7 +5,8 @@ Lua script kept in ``lua/`` (loaded with ``SCRIPT LOAD`` at first use, reloaded 
 ``NOSCRIPT``), so the check-and-hold of all of a call's counters is atomic on the server.
 
 Key layout, for ``prefix="tollgate"`` (the braces are a Redis Cluster hash tag: every key lands
-on one cluster slot, so one script may touch any of them):
+on one cluster slot, so one script may touch any of them; on a cluster, each store lives on the
+primary that serves its prefix's slot, and stores with other prefixes spread over the others):
 
 - ``{tollgate}:slot:<slot>``: a hash ``{spent, reserved, expires}`` per counter slot (slot names
   come from :mod:`tollgate.stores.windows`). ``expires`` is on the store clock, as in the other
@@ -54,6 +55,12 @@ When Redis is down, slow or unreachable (what this store guarantees):
   the reply and what to change; so ``configure(on_store_error=...)`` applies as for an
   outage. A replayed operation refused by a reply that can pass (out of memory, read-only,
   loading) stays queued; one refused for good (a wrong type) is logged and dropped.
+- **Cluster and Sentinel.** The same holds when a cluster primary or a Sentinel-managed
+  primary goes away: calls fail (closed or open) until its slot answers again, on the node
+  restarted or on the replica promoted, and the queued operations replay there. On a cluster,
+  a failed command is retried once after a topology refresh (a timeout too: the slot may have
+  moved), so a node that stops answering fails an operation in about twice the socket timeout.
+  A failover keeps what the replica had received (replication is asynchronous).
 - What this cannot cover: a process that dies with operations queued (or in flight) leaves
   their holds until the slots expire (the window plus an hour, a week for a lifetime
   counter), as for any process that dies mid-call; and a Redis that restarts *without* its
@@ -68,7 +75,9 @@ import hashlib
 import inspect
 import logging
 import math
+import os
 import re
+import ssl
 import threading
 import time
 import weakref
@@ -77,12 +86,16 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from importlib import resources
 from typing import Any, TypeVar
-from urllib.parse import parse_qs, unquote, urlsplit
+from urllib.parse import parse_qs, unquote, urlsplit, urlunsplit
 
 import redis
 import redis.asyncio
+import redis.asyncio.cluster
 import redis.asyncio.connection
+import redis.asyncio.sentinel
+import redis.cluster
 import redis.connection
+import redis.sentinel
 from redis.asyncio.retry import Retry as AsyncRetry
 from redis.backoff import NoBackoff
 from redis.exceptions import (
@@ -121,6 +134,7 @@ _UNAVAILABLE = (
     TimeoutError,
     redis.exceptions.InvalidResponse,
     ResponseError,
+    redis.exceptions.RedisClusterException,  # no node reachable, a slot no node serves
 )
 # The error replies a replayed operation may succeed after: it is kept, not dropped.
 _TRANSIENT = (OutOfMemoryError, ReadOnlyError, BusyLoadingError, ClusterDownError, TryAgainError)
@@ -188,21 +202,46 @@ _URL_OPTIONS: dict[str, tuple[Callable[[str], bool], str]] = {
         ("socket_keepalive", "retry_on_timeout", "ssl_check_hostname", "legacy_responses"), _BOOL
     ),
     **dict.fromkeys(("username", "password", "client_name", "lib_name", "lib_version"), _TEXT),
-    **dict.fromkeys(("ssl_keyfile", "ssl_certfile", "ssl_password", "ssl_cert_reqs", "ssl_ciphers"), _TEXT),
+    **dict.fromkeys(("ssl_keyfile", "ssl_certfile", "ssl_password", "ssl_ciphers"), _TEXT),
     **dict.fromkeys(("ssl_ca_certs", "ssl_ca_path", "ssl_ca_data"), _TEXT),
+    "ssl_cert_reqs": (
+        lambda text: text in ("none", "optional", "required"),
+        "none, optional or required, e.g. ?ssl_cert_reqs=required",
+    ),
+    # redis+sentinel:// only: credentials for the Sentinels themselves, when they ask for any.
+    **dict.fromkeys(("sentinel_username", "sentinel_password"), _TEXT),
+}
+_SENTINEL_OPTIONS = ("sentinel_username", "sentinel_password")
+
+
+_CLUSTER = ("redis+cluster", "rediss+cluster")
+_SENTINEL = ("redis+sentinel", "rediss+sentinel")
+_SCHEMES = ("redis", "rediss", "unix", *_CLUSTER, *_SENTINEL)
+_EXAMPLES = {
+    "redis": "redis://host:6379/0",
+    "rediss": "rediss://host:6380/0?ssl_ca_certs=/etc/ssl/redis-ca.pem",
+    "unix": "unix:///run/redis/redis.sock?db=0",
+    "redis+cluster": "redis+cluster://node1:6379,node2:6379",
+    "redis+sentinel": "redis+sentinel://sentinel1:26379,sentinel2:26379/mymaster/0",
 }
 
 
 @functools.cache
 def _url_options(scheme: str) -> tuple[str, ...]:
-    """The options of ``_URL_OPTIONS`` that both redis-py clients (sync and async) take for a
-    URL of this scheme (``ssl_*`` only for ``rediss://``, no ``socket_keepalive`` for ``unix://``)."""
-    pool = {"max_connections", "timeout"}
-    taken = set(_URL_OPTIONS)
+    """The options of ``_URL_OPTIONS`` that the redis-py clients (sync and async) take for a
+    URL of this scheme (``ssl_*`` only for ``rediss``, no ``socket_keepalive`` for ``unix://``;
+    for a cluster, those the asyncio cluster client takes too; Sentinel's own credentials)."""
+    pool = {"max_connections", "timeout"}  # the store bounds every client's connections itself
+    taken = set(_URL_OPTIONS) - set(_SENTINEL_OPTIONS)
+    base, _, topology = scheme.partition("+")
     for module in (redis.connection, redis.asyncio.connection):
         kind = {"redis": "Connection", "rediss": "SSLConnection", "unix": "UnixDomainSocketConnection"}
-        names = {n for c in getattr(module, kind[scheme]).__mro__ for n in _init_parameters(c)}
+        names = {n for c in getattr(module, kind[base]).__mro__ for n in _init_parameters(c)}
         taken &= names | pool
+    if topology == "cluster":
+        taken &= set(_init_parameters(redis.asyncio.cluster.RedisCluster)) | pool
+    if topology == "sentinel":
+        taken |= set(_SENTINEL_OPTIONS)
     return tuple(sorted(taken))
 
 
@@ -213,29 +252,44 @@ def _init_parameters(cls: type) -> list[str]:
 
 def _check_url(url: str) -> None:
     """Refuse, naming it, what redis-py would misread or fail on only at the first connection:
-    a bad port or database number, an unknown query option, an option value it cannot use."""
+    a bad host list, port or database number, an unknown query option, an option value it
+    cannot use, a TLS file it cannot load."""
     where = f"Redis URL {_redact(url)!r}"
+    scheme = url.partition("://")[0].lower()
+    if scheme not in _SCHEMES:
+        forms = ", ".join(f"{s}://" for s in _SCHEMES)
+        raise ValueError(f"{where}: use a {forms} URL (e.g. {_EXAMPLES['redis']})")
+    base, _, topology = scheme.partition("+")
+    example = _EXAMPLES["redis+" + topology if topology else base]
     try:
         parts = urlsplit(url)
-        parts.port  # noqa: B018  (raises ValueError for a port that is not a number in range)
+        hosts = parts.netloc.rpartition("@")[2].split(",") if topology else [parts.netloc]
+        for host in hosts:
+            if topology and not host.partition(":")[0]:
+                raise ValueError(f"host {host!r} has no name")
+            urlsplit("//" + host).port  # noqa: B018  (a ValueError for a port that is not a number in range)
     except ValueError as exc:
-        raise ValueError(f"{where}: {exc}; use e.g. redis://host:6379/0") from None
-    if parts.scheme not in ("redis", "rediss", "unix"):
-        raise ValueError(f"{where}: use a redis://, rediss:// (TLS) or unix:// (socket) URL")
+        raise ValueError(f"{where}: {exc}; use e.g. {example}") from None
     query = parse_qs(parts.query, keep_blank_values=True)
     path = unquote(parts.path).strip("/")
-    if parts.scheme == "unix" and not path:
-        raise ValueError(f"{where}: give the socket's path, e.g. unix:///run/redis/redis.sock?db=0")
-    if parts.scheme != "unix" and path:
+    if base == "unix" and not path:
+        raise ValueError(f"{where}: give the socket's path, e.g. {example}")
+    if topology == "sentinel":
+        service, _, path = path.partition("/")
+        if not service:
+            raise ValueError(f"{where}: give the Sentinel service (the primary's name), e.g. {example}")
+    if base != "unix" and path:
         if not _whole(0)(path):
-            raise ValueError(f"{where}: the database {path!r} is not a number: use e.g. redis://host:6379/0")
+            raise ValueError(f"{where}: the database {path!r} is not a number: use e.g. {example}")
         if "db" in query:
             raise ValueError(f"{where}: the database is given twice (path and ?db=): give it once")
-    allowed = _url_options(parts.scheme)
+    if topology == "cluster" and (path or query.get("db", ["0"]) != ["0"]):
+        raise ValueError(f"{where}: a Redis Cluster has database 0 only: drop the database, e.g. {example}")
+    allowed = _url_options(scheme)
     for name, values in query.items():
         if name not in allowed:
             raise ValueError(
-                f"{where}: unknown option {name!r} for a {parts.scheme}:// URL; use {', '.join(allowed)}"
+                f"{where}: unknown option {name!r} for a {scheme}:// URL; use {', '.join(allowed)}"
             )
         check, fix = _URL_OPTIONS[name]
         if len(values) > 1:
@@ -244,6 +298,47 @@ def _check_url(url: str) -> None:
         if not value or not check(value):
             shown = "***" if "password" in name and value else repr(value)
             raise ValueError(f"{where}: {name}={shown}: use {fix.format(name=name)}")
+    if base == "rediss":
+        _check_tls(where, {name: values[0] for name, values in query.items()})
+
+
+_TLS_FILES = ("ssl_ca_certs", "ssl_ca_path", "ssl_certfile", "ssl_keyfile")
+
+
+def _check_tls(where: str, query: dict[str, str]) -> None:
+    """Load the TLS files a ``rediss`` URL names, as the connection will: one that is not PEM,
+    or a key that does not match its certificate, is refused now. A file that is not there yet
+    (a secret mounted after start-up) is left to the first connection, which names it."""
+    if any(not os.path.exists(query[n]) for n in _TLS_FILES if n in query):
+        return
+    context = ssl.create_default_context()
+    authorities = {n: query[n] for n in ("ssl_ca_certs", "ssl_ca_path", "ssl_ca_data") if n in query}
+    try:
+        context.load_verify_locations(
+            cafile=authorities.get("ssl_ca_certs"),
+            capath=authorities.get("ssl_ca_path"),
+            cadata=authorities.get("ssl_ca_data"),
+        )
+    except TypeError:  # none given: the system's authorities are used
+        pass
+    except (OSError, ssl.SSLError) as exc:
+        given = " ".join(f"{n}={v!r}" for n, v in authorities.items() if n != "ssl_ca_data")
+        raise ValueError(
+            f"{where}: cannot load the certificate authority {given or 'ssl_ca_data'} "
+            f"({exc}): give a readable PEM file of the CA that signed the server's certificate"
+        ) from None
+    if "ssl_keyfile" in query and "ssl_certfile" not in query:
+        raise ValueError(f"{where}: ssl_keyfile without ssl_certfile: give the client certificate too")
+    if "ssl_certfile" in query:
+        certfile, keyfile = query["ssl_certfile"], query.get("ssl_keyfile")
+        try:
+            context.load_cert_chain(certfile, keyfile, query.get("ssl_password"))
+        except (OSError, ssl.SSLError) as exc:
+            raise ValueError(
+                f"{where}: cannot load the client certificate ssl_certfile={certfile!r} "
+                f"ssl_keyfile={keyfile!r} ({exc}): give readable PEM files, the key matching "
+                "the certificate (and ssl_password= if the key is encrypted)"
+            ) from None
 
 
 class _Script:
@@ -277,6 +372,109 @@ class _Pending:
     args: list[str]
 
 
+_Client = redis.Redis | redis.cluster.RedisCluster
+_AsyncClient = redis.asyncio.Redis | redis.asyncio.cluster.RedisCluster
+
+
+class _SentinelPool(redis.sentinel.SentinelConnectionPool, redis.BlockingConnectionPool):
+    """The primary's pool, found through Sentinel, that waits for a free connection as the
+    others do (redis-py's Sentinel pool fails past its size)."""
+
+
+class _AsyncSentinelPool(redis.asyncio.sentinel.SentinelConnectionPool, redis.asyncio.BlockingConnectionPool):
+    """The asyncio twin of :class:`_SentinelPool`."""
+
+
+@dataclass(frozen=True, slots=True)
+class _Topology:
+    """What a ``redis+cluster://`` or ``redis+sentinel://`` URL names."""
+
+    hosts: list[tuple[str, int]]  # the cluster's startup nodes, or the Sentinels
+    service: str  # the Sentinel service ("" for a cluster)
+    options: dict[str, Any]  # redis-py's keyword arguments for the data servers' connections
+    sentinel: dict[str, Any]  # ... and for the Sentinels'
+
+
+def _topology(url: str) -> _Topology:
+    parts = urlsplit(url)
+    base, _, topology = parts.scheme.partition("+")
+    userinfo, at, hosts = parts.netloc.rpartition("@")
+    default = 26379 if topology == "sentinel" else 6379
+    nodes = []
+    for host in hosts.split(","):
+        one = urlsplit("//" + host)
+        nodes.append((one.hostname or "localhost", one.port or default))
+    service, _, db = unquote(parts.path).strip("/").partition("/")
+    if topology == "cluster":
+        service, db = "", ""
+    # redis-py reads the options (credentials, database, query) as for a one-server URL.
+    one_server = urlunsplit((base, f"{userinfo}{at}localhost", f"/{db}", parts.query, ""))
+    options = {**_POOL_OPTIONS, **redis.connection.parse_url(one_server)}  # type: ignore[no-untyped-call]
+    for name in ("host", "port", "connection_class"):
+        options.pop(name, None)
+    if topology == "cluster":
+        options.pop("db", None)  # 0, checked by _check_url: the cluster clients take no db
+    if base == "rediss":
+        options["ssl"] = True
+    # The Sentinels: the same timeouts and TLS settings, their own credentials.
+    sentinel = {n: v for n, v in options.items() if n.startswith(("socket_", "ssl"))}
+    for name in _SENTINEL_OPTIONS:
+        if name in options:
+            sentinel[name.removeprefix("sentinel_")] = options.pop(name)
+    return _Topology(nodes, service, options, sentinel)
+
+
+def _open(url: str) -> _Client:
+    """The sync client for a store URL."""
+    scheme = urlsplit(url).scheme
+    if scheme in _CLUSTER:
+        where = _topology(url)
+        nodes = [redis.cluster.ClusterNode(host, port) for host, port in where.hosts]  # type: ignore[no-untyped-call]
+        # Cluster-level retry: once, after a topology refresh (a timeout too: the slot may have
+        # moved to a replica promoted meanwhile); the nodes' own connections never retry.
+        return redis.cluster.RedisCluster(
+            startup_nodes=nodes,
+            retry=Retry(NoBackoff(), 1),
+            connection_pool_class=redis.BlockingConnectionPool,
+            **where.options,
+        )
+    if scheme in _SENTINEL:
+        where = _topology(url)
+        sentinels = redis.sentinel.Sentinel(where.hosts, sentinel_kwargs=where.sentinel)
+        primary: redis.Redis = sentinels.master_for(
+            where.service, connection_pool_class=_SentinelPool, retry=_retry(), **where.options
+        )
+        return primary
+    return redis.Redis.from_pool(redis.BlockingConnectionPool.from_url(url, retry=_retry(), **_POOL_OPTIONS))
+
+
+def _aopen(url: str) -> tuple[_AsyncClient, asyncio.Semaphore | None, float]:
+    """The asyncio client for a store URL; for a cluster, a semaphore of its size too, and how
+    long to wait for it (the asyncio cluster client fails past its size, where pools wait)."""
+    scheme = urlsplit(url).scheme
+    if scheme in _CLUSTER:
+        where = _topology(url)
+        nodes = [redis.asyncio.cluster.ClusterNode(host, port) for host, port in where.hosts]
+        taken = set(_init_parameters(redis.asyncio.cluster.RedisCluster))
+        options = {n: v for n, v in where.options.items() if n in taken}
+        client = redis.asyncio.cluster.RedisCluster(startup_nodes=nodes, retry=_aretry_cluster(), **options)
+        size = int(where.options["max_connections"])
+        return client, asyncio.Semaphore(size), float(where.options["timeout"])
+    if scheme in _SENTINEL:
+        where = _topology(url)
+        sentinels = redis.asyncio.sentinel.Sentinel(where.hosts, sentinel_kwargs=where.sentinel)
+        primary = sentinels.master_for(
+            where.service, connection_pool_class=_AsyncSentinelPool, retry=_aretry(), **where.options
+        )
+        return primary, None, 0.0
+    pool = redis.asyncio.BlockingConnectionPool.from_url(url, retry=_aretry(), **_POOL_OPTIONS)
+    return redis.asyncio.Redis.from_pool(pool), None, 0.0
+
+
+def _aretry_cluster() -> AsyncRetry:
+    return AsyncRetry(NoBackoff(), 1)
+
+
 def _retry() -> Retry:
     return Retry(NoBackoff(), 1, supported_errors=(redis.exceptions.ConnectionError,))
 
@@ -289,9 +487,12 @@ class RedisStore(Store):
     """Counters in Redis: exact across machines, one round trip per reserve / settle / release.
 
     ``url_or_client``: a ``redis://[[user]:password@]host:port/db``, ``rediss://`` (TLS) or
-    ``unix:///path.sock`` URL, or a ``redis.Redis`` client. With a URL, the async twins use a
-    ``redis.asyncio.Redis`` made from the same URL (one per event loop); with a client, pass
-    ``async_client=`` too, or the async twins run the sync client in a worker thread.
+    ``unix:///path.sock`` URL; ``redis+cluster://host:port[,host:port...]`` (Redis Cluster);
+    ``redis+sentinel://host:port[,host:port...]/service[/db]`` (the primary Sentinel names);
+    ``rediss+cluster://`` / ``rediss+sentinel://`` with TLS; or a ``redis.Redis`` or
+    ``redis.cluster.RedisCluster`` client. With a URL, the async twins use the asyncio client
+    made from the same URL (one per event loop); with a client, pass ``async_client=`` too, or
+    the async twins run the sync client in a worker thread.
     ``prefix`` names this store's keys (``{prefix}:...``), so several stores can share a server.
     A URL is checked here (port, database number, query options and their values: see
     ``_URL_OPTIONS``); a bad one is a ValueError naming it, not an error at the first call.
@@ -313,31 +514,36 @@ class RedisStore(Store):
 
     def __init__(
         self,
-        url_or_client: str | redis.Redis,
+        url_or_client: str | redis.Redis | redis.cluster.RedisCluster,
         *,
         prefix: str = "tollgate",
-        async_client: redis.asyncio.Redis | None = None,
+        async_client: redis.asyncio.Redis | redis.asyncio.cluster.RedisCluster | None = None,
     ) -> None:
         if "{" in prefix or "}" in prefix:
             raise ValueError(f"RedisStore prefix {prefix!r} must not contain braces: they are added")
         self._url: str | None = None
-        self._client: redis.Redis | None = None
+        self._client: _Client | None = None
         if isinstance(url_or_client, str):
             _check_url(url_or_client)
             self._url = url_or_client
             self.location = _redact(url_or_client)
-        elif isinstance(url_or_client, redis.Redis):
+        elif isinstance(url_or_client, redis.Redis | redis.cluster.RedisCluster):
             self._client = url_or_client
             self.location = _describe(url_or_client)
         else:
             raise ValueError(
-                f"RedisStore needs a redis:// URL or a redis.Redis client, got {url_or_client!r}"
+                "RedisStore needs a redis:// URL, a redis.Redis or a redis.cluster.RedisCluster "
+                f"client, got {url_or_client!r}"
             )
         self._own_client = self._client is None
         self._async_client = async_client
-        self._async_clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, redis.asyncio.Redis] = (
+        self._async_clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _AsyncClient] = (
             weakref.WeakKeyDictionary()
         )
+        # An asyncio cluster client's bound on commands in flight, per loop, and the wait for it.
+        self._async_bounds: weakref.WeakKeyDictionary[
+            asyncio.AbstractEventLoop, tuple[asyncio.Semaphore, float]
+        ] = weakref.WeakKeyDictionary()
         self.prefix = prefix
         self._keys = "{" + prefix + "}:"
         self._limits_key = self._keys + "limits"
@@ -467,7 +673,7 @@ class RedisStore(Store):
         return bool(self._eval("delete_limit", _LIMIT, [self._limits_key, self._version_key], [limit_id]))
 
     def limits(self) -> tuple[int, dict[str, str]]:
-        def both(client: redis.Redis) -> list[Any]:
+        def both(client: _Client) -> list[Any]:
             pipe = client.pipeline(transaction=True)  # MULTI/EXEC: a consistent pair, one round trip
             pipe.get(self._version_key)
             pipe.hgetall(self._limits_key)
@@ -481,7 +687,7 @@ class RedisStore(Store):
         return self._version(raw, "limits_version")
 
     def clear(self) -> None:
-        def clear(client: redis.Redis) -> None:
+        def clear(client: _Client) -> None:
             # The version survives (and moves on), so a reader's cached version cannot come back.
             doomed = [
                 key
@@ -516,10 +722,12 @@ class RedisStore(Store):
             if not loop.is_closed() and not loop.is_running():
                 loop.run_until_complete(client.aclose())
         self._async_clients.clear()
+        self._async_bounds.clear()
 
     async def aclose(self) -> None:
         """Close the async connections of the running event loop (call before the loop ends)."""
         client = self._async_clients.pop(asyncio.get_running_loop(), None)
+        self._async_bounds.pop(asyncio.get_running_loop(), None)
         if client is not None:
             await client.aclose()
 
@@ -744,20 +952,17 @@ class RedisStore(Store):
 
     # -- sync I/O -----------------------------------------------------------------------------
 
-    def _sync(self) -> redis.Redis:
+    def _sync(self) -> _Client:
         client = self._client
         if client is None:
             with self._lock:  # two threads' first calls must not open two pools
                 if self._client is None:
                     assert self._url is not None
-                    options = {"retry": _retry(), **_POOL_OPTIONS}
-                    self._client = redis.Redis.from_pool(
-                        redis.BlockingConnectionPool.from_url(self._url, **options)
-                    )
+                    self._client = _open(self._url)  # a cluster client connects here
                 client = self._client
         return client
 
-    def _call(self, operation: str, do: Callable[[redis.Redis], T]) -> T:
+    def _call(self, operation: str, do: Callable[[_Client], T]) -> T:
         if self._pending:
             self._replay(operation)
         self.round_trips += 1
@@ -769,7 +974,7 @@ class RedisStore(Store):
             raise self._unavailable(operation, exc) from exc
 
     def _eval(self, operation: str, script: _Script, keys: list[str], args: list[str]) -> Any:
-        def load(client: redis.Redis) -> Any:
+        def load(client: _Client) -> Any:
             return client.script_load(script.source)
 
         if script.sha not in self._loaded:
@@ -783,7 +988,7 @@ class RedisStore(Store):
 
     # -- async I/O ----------------------------------------------------------------------------
 
-    def _async(self) -> redis.asyncio.Redis | None:
+    def _async(self) -> _AsyncClient | None:
         if self._async_client is not None:
             return self._async_client
         if self._url is None:
@@ -792,16 +997,26 @@ class RedisStore(Store):
         loop = asyncio.get_running_loop()
         client = self._async_clients.get(loop)
         if client is None:
-            pool = redis.asyncio.BlockingConnectionPool.from_url(self._url, retry=_aretry(), **_POOL_OPTIONS)
-            client = redis.asyncio.Redis.from_pool(pool)
+            client, bound, wait = _aopen(self._url)
             self._async_clients[loop] = client
+            if bound is not None:
+                self._async_bounds[loop] = (bound, wait)
         return client
 
-    async def _acall(self, operation: str, do: Callable[[redis.asyncio.Redis], Awaitable[T]]) -> T:
+    async def _acall(self, operation: str, do: Callable[[_AsyncClient], Awaitable[T]]) -> T:
         client = self._async()
         assert client is not None
         if self._pending:
             await self._areplay(operation)
+        bound = self._async_bounds.get(asyncio.get_running_loop())
+        if bound is not None:  # a cluster: wait for a free connection, as the pools do
+            try:
+                await asyncio.wait_for(bound[0].acquire(), bound[1])
+            except TimeoutError:
+                raise StoreUnavailable(
+                    f"Redis store {self.location} unavailable during {operation}: no free "
+                    f"connection in {bound[1]} s (raise ?max_connections= or ?timeout=)"
+                ) from None
         self.round_trips += 1
         try:
             return await do(client)
@@ -809,15 +1024,18 @@ class RedisStore(Store):
             raise
         except _UNAVAILABLE as exc:
             raise self._unavailable(operation, exc) from exc
+        finally:
+            if bound is not None:
+                bound[0].release()
 
     async def _aeval(self, operation: str, script: _Script, keys: list[str], args: list[str]) -> Any:
         if self._async() is None:  # only a sync client was given
             return await asyncio.to_thread(self._eval, operation, script, keys, args)
 
-        async def load(client: redis.asyncio.Redis) -> Any:
+        async def load(client: _AsyncClient) -> Any:
             return await client.script_load(script.source)
 
-        async def run(client: redis.asyncio.Redis) -> Any:
+        async def run(client: _AsyncClient) -> Any:
             return await client.evalsha(script.sha, len(keys), *keys, *args)
 
         if script.sha not in self._loaded:
@@ -878,10 +1096,16 @@ def _redact(url: str) -> str:
     user, at, host = netloc.rpartition("@")
     if at and ":" in user:
         url = url.replace(netloc, f"{user.partition(':')[0]}:***@{host}", 1)
-    return re.sub(r"([?&]password=)[^&#]*", r"\1***", url)
+    return re.sub(r"([?&][a-z_]*password=)[^&#]*", r"\1***", url)
 
 
-def _describe(client: redis.Redis) -> str:
+def _describe(client: redis.Redis | redis.cluster.RedisCluster) -> str:
+    if isinstance(client, redis.cluster.RedisCluster):
+        nodes = ",".join(f"{node.host}:{node.port}" for node in client.get_primaries())  # type: ignore[no-untyped-call]
+        return f"redis+cluster://{nodes}"
+    service = getattr(client.connection_pool, "service_name", None)
+    if service is not None:
+        return f"redis+sentinel://.../{service}"
     kwargs = client.connection_pool.connection_kwargs
     if "path" in kwargs:
         return f"unix://{kwargs['path']}?db={kwargs.get('db', 0)}"
