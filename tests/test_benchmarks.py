@@ -277,8 +277,18 @@ def test_postgres_report(run_quick: Callable[[str], Run]) -> None:
     assert result["writer_records_per_second"] > 0 and isinstance(result["passed"], bool)
 
 
+def test_phases(run_quick: Callable[[str], Run]) -> None:
+    result = ok(run_quick("phases.py"), "best of 7")
+    us = {row["phase"]: row["us"] for row in result["rows"]}
+    assert len(us) == 12 and all(v > 0 for v in us.values()), us
+    # the phases nest: the whole adapter costs more than its pre-flight, a finish more than a close
+    assert us["adapter + gate (what overhead.py reports)"] > us["pre-flight (Call + budgets + reserve)"]
+    assert us["pre-flight + finish (+ settle, ledger, span end)"] > us["read the request (surface.request)"]
+
+
 SCRIPTS_TESTED = {
     "abandoned_streams.py",
+    "phases.py",
     "postgres_report.py",
     "html_report.py",
     "doors.py",

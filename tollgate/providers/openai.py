@@ -196,18 +196,6 @@ def _web_searches(response: Any) -> int:
         return 0
 
 
-def _chat_searched(response: Any) -> bool:
-    """A chat answer cites the web (``url_citation`` annotations): a search-model's one search."""
-    try:
-        for choice in field(response, "choices") or ():
-            for note in field(field(choice, "message"), "annotations") or ():
-                if field(note, "type") == "url_citation":
-                    return True
-    except Exception:
-        return False
-    return False
-
-
 _TIERS = frozenset({"priority", "flex"})  # priced apart; "default" and "auto" bill the list price
 _STANDARD_TIERS = frozenset({"default", "auto", "standard"})
 
@@ -289,16 +277,34 @@ def _choices_text(response: Any) -> str | None:
         return None
 
 
-def _finish_reasons(response: Any) -> tuple[str, ...]:
+def _read_choices(response: Any) -> tuple[tuple[str, ...], int, bool]:
+    """One pass over a chat answer's choices: their finish reasons, the tool calls they ask for
+    (as :func:`chat_tool_calls` counts them) and whether one cites the web (``url_citation``
+    annotations: a search model's one search). A malformed choice ends the pass: no reasons,
+    the calls and citations read so far."""
     reasons: list[str] = []
+    calls, searched = 0, False
     try:
-        for choice in field(response, "choices") or ():  # a loop: no generator made per call
+        for choice in listed(field(response, "choices")):  # a loop: no generator made per call
             reason = field(choice, "finish_reason")
             if reason:
                 reasons.append(str(reason))
+            message = field(choice, "message")
+            if message is None:
+                continue
+            tool_calls = field(message, "tool_calls")
+            if listed(tool_calls):
+                calls += sum(1 for c in tool_calls if c is not None)
+            elif field(message, "function_call") is not None:
+                calls += 1
+            if not searched:
+                for note in field(message, "annotations") or ():
+                    if field(note, "type") == "url_citation":
+                        searched = True
+                        break
     except Exception:
-        return ()
-    return tuple(reasons)
+        return (), calls, searched
+    return tuple(reasons), calls, searched
 
 
 def chat_tool_calls(response: Any) -> int:
@@ -487,11 +493,11 @@ class _ChoicesSurface(Surface):
     def found(self, response: Any) -> Found:
         raw = field(response, "usage")
         usage = usage_from(raw, field(response, "service_tier"))
-        if usage is not None and not usage.units and _chat_searched(response):
+        reasons, calls, searched = _read_choices(response)
+        if usage is not None and not usage.units and searched:
             usage = dataclasses.replace(usage, units={"web_search_requests": 1})
         text = _choices_text(response) if usage is None else None
         model, rid = field(response, "model"), field(response, "id")
-        reasons, calls = _finish_reasons(response), chat_tool_calls(response)
         return Found(usage, model, rid, _reported_cost(raw), text, reasons, tool_calls=calls)
 
     def content(self, response: Any) -> str | None:
