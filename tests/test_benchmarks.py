@@ -286,8 +286,21 @@ def test_phases(run_quick: Callable[[str], Run]) -> None:
     assert us["pre-flight + finish (+ settle, ledger, span end)"] > us["read the request (surface.request)"]
 
 
+def test_utilisation(run_quick: Callable[[str], Run]) -> None:
+    result = ok(run_quick("utilisation.py"), "first refusal at")
+    rows = result["rows"]
+    assert {r["path"] for r in rows} >= {"sqlite", "litellm_router"}, rows
+    for row in rows:
+        assert row["answered"] + row["refused"] > 0, row
+        assert row["overspend_pct"] == 0.0, row  # the cap holds whether calls wait or not
+        if row["hold_wait"] == 0:
+            assert row["waited"] == 0, row  # hold_wait=0 decides at once
+    assert any(r["waited"] > 0 for r in rows if r["hold_wait"] > 0), rows
+
+
 SCRIPTS_TESTED = {
     "abandoned_streams.py",
+    "utilisation.py",
     "phases.py",
     "postgres_report.py",
     "html_report.py",

@@ -16,7 +16,7 @@ from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, Literal
 
 from tollgate.budgets.rates import RateLimit
-from tollgate.budgets.spec import Action, check_count
+from tollgate.budgets.spec import HOLD_WAIT, Action, check_count, check_hold_wait
 from tollgate.budgets.standing import check_match, limit_document, limit_id, limits_cache, raised_document
 from tollgate.ledger import Ledger, open_ledger
 from tollgate.pricing import PriceTable, default_table
@@ -51,6 +51,8 @@ class Settings:
     on_record: tuple[Callable[[CallRecord], object], ...] = ()
     on_alert: tuple[Callable[[Alert], object], ...] = ()
     rate_limits: tuple[RateLimit, ...] = ()
+    #: Seconds a call that does not fit only because of other calls' holds waits for them.
+    hold_wait: float = HOLD_WAIT
     # Models already warned about, so UnpricedModelWarning is issued once per model.
     warned_unpriced: set[str] = field(default_factory=set, compare=False)
     warned_unknown: set[tuple[str, str]] = field(default_factory=set, compare=False)
@@ -99,6 +101,7 @@ def configure(
     expected_output_tokens: int | None = _UNSET,
     metric_tags: Sequence[str] = _UNSET,
     on_alert: Callable[[Alert], object] | Sequence[Callable[[Alert], object]] | None = _UNSET,
+    hold_wait: float = _UNSET,
 ) -> Settings:
     """Change tollgate's process-wide settings; arguments not given keep their value.
 
@@ -131,6 +134,10 @@ def configure(
       process on the store), in the thread that settled the call that crossed it; like
       ``on_record`` hooks, guarded and meant to be quick (``on_alert=tollgate.Webhook(url)``
       posts from a background thread).
+    - ``hold_wait``: seconds (default 5) a call waits when it does not fit a budget only
+      because of other calls in flight (what is spent leaves it room, their reservations do
+      not), before the budget's ``on_exceed`` applies; 0 decides at once. Waiting holds
+      nothing. A budget's own ``hold_wait`` takes precedence (:mod:`tollgate.budgets.waiting`).
 
     >>> import tollgate
     >>> tollgate.configure(on_unpriced="ignore").on_unpriced
@@ -182,6 +189,8 @@ def configure(
                 "model's maximum output",
             )
         changes["expected_output_tokens"] = expected_output_tokens
+    if hold_wait is not _UNSET:
+        changes["hold_wait"] = check_hold_wait("hold_wait", hold_wait)
     if on_store_error is not _UNSET:
         if not isinstance(on_store_error, str) or on_store_error not in ("closed", "open"):
             raise ValueError(f"on_store_error={on_store_error!r} is not one of 'closed', 'open'")
@@ -291,6 +300,7 @@ def set_limit(
     burn_rate: timedelta | bool | None = None,
     tz: str | None = None,
     until: datetime | None = None,
+    hold_wait: float | None = None,
     store: Store | None = None,
     **match: str,
 ) -> str:
@@ -308,7 +318,7 @@ def set_limit(
     ``per=None`` is a lifetime limit that never resets (prepaid credit; add to it with
     :func:`tollgate.top_up`). ``until`` (an aware datetime) makes this a temporary raise: these
     amounts apply until then, and the limit in force before applies again after (with no
-    limit before, the limit lapses). ``warn_at``, ``burn_rate``, ``tz``: as for
+    limit before, the limit lapses). ``warn_at``, ``burn_rate``, ``tz``, ``hold_wait``: as for
     :func:`tollgate.budget`. ``on_exceed`` must be an action name: a callable cannot be stored.
     """
     ident, document = limit_document(
@@ -324,6 +334,7 @@ def set_limit(
         warn_at=warn_at,
         burn_rate=burn_rate,
         tz=tz,
+        hold_wait=hold_wait,
     )
     target = _limits_store(store, "set_limit")
     if until is None:

@@ -9,12 +9,14 @@ wait for). The call it hands back is a :class:`~tollgate.call.Call`.
 from __future__ import annotations
 
 import logging
+import math
 import time
 from collections.abc import Callable, Generator, Mapping, Sequence
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, NoReturn
 
 from tollgate import alerts, leases
+from tollgate.budgets import waiting
 from tollgate.budgets.enforce import Check, Recent, checks_for, resolve
 from tollgate.budgets.rates import RateCheck, RateLimit, rate_checks
 from tollgate.budgets.room import facts
@@ -156,22 +158,27 @@ def preflight(
         steps = _enforcement(call, checks, assumed)
         try:
             step = next(steps)
-            while True:  # seconds to wait for a rate limit, holds to release, or charges to reserve
-                if isinstance(step, float):
+            while True:  # charges to reserve, seconds to wait for a rate limit or holds, holds to release
+                if isinstance(step, list):
+                    step = steps.send(store.reserve(step, store_clock()))
+                elif isinstance(step, float):
                     sleep(step)
                     step = steps.send(None)
-                elif isinstance(step, tuple):
-                    store.release(step)
+                elif isinstance(step, waiting.Pause):
+                    step.wait()
                     step = steps.send(None)
                 else:
-                    step = steps.send(store.reserve(step, store_clock()))
+                    store.release(step)
+                    step = steps.send(None)
         except StopIteration as done:
             if done.value == _STALE:  # standing limits changed since cached: start again
                 checks, assumed = _checks(call, trust_cache=False)
                 continue
         except StoreUnavailable as exc:
+            steps.close()
             _store_failed(call, exc)
         except BaseException as exc:  # refused, cancelled or interrupted: leave a record
+            steps.close()  # out of any line of waiters first, its wait noted
             call.fail(exc)
             raise
         break
@@ -197,21 +204,26 @@ async def apreflight(
         try:
             step = next(steps)
             while True:
-                if isinstance(step, float):
+                if isinstance(step, list):
+                    step = steps.send(await store.areserve(step, store_clock()))
+                elif isinstance(step, float):
                     await asleep(step)
                     step = steps.send(None)
-                elif isinstance(step, tuple):
-                    await store.arelease(step)
+                elif isinstance(step, waiting.Pause):
+                    await step.await_()
                     step = steps.send(None)
                 else:
-                    step = steps.send(await store.areserve(step, store_clock()))
+                    await store.arelease(step)
+                    step = steps.send(None)
         except StopIteration as done:
             if done.value == _STALE:
                 checks, assumed = _checks(call, trust_cache=False)
                 continue
         except StoreUnavailable as exc:
+            steps.close()
             _store_failed(call, exc)
         except BaseException as exc:  # refused, cancelled or interrupted: leave a record
+            steps.close()
             call.fail(exc)
             raise
         break
@@ -343,64 +355,83 @@ _STALE = "stale"
 
 def _enforcement(
     call: Call, checks: list[Check | RateCheck | Recent], assumed: int | None
-) -> Generator[list[Charge] | float | tuple[Hold, ...], Reservation | None, str | None]:
+) -> Generator[list[Charge] | float | tuple[Hold, ...] | waiting.Pause, Reservation | None, str | None]:
     """Reserve the call's estimate on every budget and rate limit; when a rate limit is full,
-    wait (or raise RateLimited); when a budget refuses, apply its action or block.
+    wait (or raise RateLimited); when a budget refuses only because of other calls' holds,
+    wait for them (see :mod:`tollgate.budgets.waiting`); when a budget refuses, apply its
+    action or block.
 
     I/O-free: it yields the charges to reserve (and is sent the store's answer), a number of
-    seconds to wait, or holds to release, so the sync and async pre-flights drive the same
-    steps. Returns ``_STALE`` when the checks were built from cached standing limits that
-    the store says have changed: the caller rebuilds them and starts again.
+    seconds to wait, a :class:`~tollgate.budgets.waiting.Pause` (wait for holds), or holds
+    to release, so the sync and async pre-flights drive the same steps. Returns ``_STALE``
+    when the checks were built from cached standing limits that the store says have changed:
+    the caller rebuilds them and starts again.
     """
     deadline: float | None = None
-    while True:
-        reservation = yield [c.charge(call.estimate) for c in checks]
-        assert reservation is not None
-        if assumed is not None and reservation.limits_version not in (None, assumed):
-            if reservation.holds:
-                yield tuple(reservation.holds)
-            return _STALE
-        assumed = None  # verified: later reserves of this call need not check again
-        if reservation.ok:
-            break
-        waiting = [i for i in reservation.refused if isinstance(checks[i], RateCheck)]
-        if waiting:
-            rate_check = checks[waiting[0]]
-            assert isinstance(rate_check, RateCheck)
-            now = store_clock()
-            delay = rate_check.rate.retry_after(now)
-            if deadline is None:
-                deadline = now + min(c.rate.timeout for c in checks if isinstance(c, RateCheck))
-            if not rate_check.rate.wait or now + delay > deadline:
-                _rate_limited(call, rate_check, reservation.states[waiting[0]], delay)
-            yield delay
-            continue
-        budget = [i for i, c in enumerate(checks) if isinstance(c, Check)]
-        resolution = resolve(
-            call.request,
-            call.estimate,
-            [checks[i] for i in budget],  # type: ignore[misc]
-            [reservation.states[i] for i in budget],
-            [budget.index(i) for i in reservation.refused],
-            estimator(call.settings),
-        )
-        if resolution.request is None or resolution.estimate is None:
-            assert resolution.blocking is not None and resolution.blocking_state is not None
-            _block(call, resolution.blocking, resolution.blocking_state, resolution.steps)
-        refusing = checks[reservation.refused[0]]
-        if isinstance(refusing, Check):  # always: a refusing rate limit was waited for above
-            call._deciding = facts(refusing, reservation.states[reservation.refused[0]])
-        _apply(call, resolution.request, resolution.estimate, resolution.steps)
-        reservation = yield [c.charge(call.estimate) for c in checks]
-        assert reservation is not None
-        if reservation.ok:
-            break
-        refused_budget = [i for i in reservation.refused if isinstance(checks[i], Check)]
-        if refused_budget:  # another call took the room meanwhile
-            blocking = checks[refused_budget[0]]
-            assert isinstance(blocking, Check)
-            _block(call, blocking, reservation.states[refused_budget[0]], resolution.steps)
-        # Only a rate limit refused the edited call: wait for it like any other.
+    wait: _Wait | None = None  # made when the call first waits for holds (rarely)
+    try:
+        if waiting.lines and (queued := waiting.queued(checks)) is not None:
+            # Others of this process wait for room on this counter: in line behind them.
+            wait = _Wait(call)
+            yield from wait.turn([queued], refused=False)
+        while True:
+            reservation = yield [c.charge(call.estimate) for c in checks]
+            assert reservation is not None
+            if assumed is not None and reservation.limits_version not in (None, assumed):
+                if reservation.holds:
+                    yield tuple(reservation.holds)
+                return _STALE
+            assumed = None  # verified: later reserves of this call need not check again
+            if reservation.ok:
+                break
+            waiting_for_rate = [i for i in reservation.refused if isinstance(checks[i], RateCheck)]
+            if waiting_for_rate:
+                rate_check = checks[waiting_for_rate[0]]
+                assert isinstance(rate_check, RateCheck)
+                now = store_clock()
+                delay = rate_check.rate.retry_after(now)
+                if deadline is None:
+                    deadline = now + min(c.rate.timeout for c in checks if isinstance(c, RateCheck))
+                if not rate_check.rate.wait or now + delay > deadline:
+                    _rate_limited(call, rate_check, reservation.states[waiting_for_rate[0]], delay)
+                yield delay
+                continue
+            if (wait is None or not wait.over) and (
+                held := waiting.held_back(checks, reservation, call.estimate)
+            ):
+                wait = wait or _Wait(call)
+                if (yield from wait.turn(held)):
+                    continue  # ask again (once more when the wait is over: the action sees fresh states)
+            waited = wait.end() if wait is not None else None
+            budget = [i for i, c in enumerate(checks) if isinstance(c, Check)]
+            resolution = resolve(
+                call.request,
+                call.estimate,
+                [checks[i] for i in budget],  # type: ignore[misc]
+                [reservation.states[i] for i in budget],
+                [budget.index(i) for i in reservation.refused],
+                estimator(call.settings),
+            )
+            if resolution.request is None or resolution.estimate is None:
+                assert resolution.blocking is not None and resolution.blocking_state is not None
+                _block(call, resolution.blocking, resolution.blocking_state, resolution.steps, waited)
+            refusing = checks[reservation.refused[0]]
+            if isinstance(refusing, Check):  # always: a refusing rate limit was waited for above
+                call._deciding = facts(refusing, reservation.states[reservation.refused[0]])
+            _apply(call, resolution.request, resolution.estimate, resolution.steps)
+            reservation = yield [c.charge(call.estimate) for c in checks]
+            assert reservation is not None
+            if reservation.ok:
+                break
+            refused_budget = [i for i in reservation.refused if isinstance(checks[i], Check)]
+            if refused_budget:  # another call took the room meanwhile
+                blocking = checks[refused_budget[0]]
+                assert isinstance(blocking, Check)
+                _block(call, blocking, reservation.states[refused_budget[0]], resolution.steps, waited)
+            # Only a rate limit refused the edited call: wait for it like any other.
+    finally:
+        if wait is not None:
+            wait.end()
     call.checks, call.holds, call.states = checks, reservation.holds, reservation.states
     _touch(checks, reservation.holds)
     for check in checks:
@@ -408,6 +439,45 @@ def _enforcement(
             alerts.after_reserve(call, store_clock())
             break
     return None
+
+
+class _Wait:
+    """One call's wait for other calls' holds: its place in line, how long it may wait (the
+    least any refusing budget allows, counted from when it began), and the note it leaves."""
+
+    __slots__ = ("call", "over", "started", "ticket", "tries", "until")
+
+    def __init__(self, call: Call) -> None:
+        self.call = call
+        self.ticket: waiting.Ticket | None = None
+        self.started, self.until = 0.0, math.inf
+        self.tries = 0
+        #: The wait is over (timed out, or not allowed): the next refusal is decided at once.
+        self.over = False
+
+    def turn(self, held: Sequence[Check], refused: bool = True) -> Generator[waiting.Pause, None, bool]:
+        """Wait for the holds on ``held`` as long as their budgets allow (False: not at all);
+        ``refused`` False: only for the waiters ahead in line."""
+        patience = waiting.patience(held, self.call.settings.hold_wait)
+        if self.ticket is None:
+            if patience <= 0:
+                self.over = True
+                return False
+            self.ticket, self.started = waiting.join(held[0].key), time.monotonic()
+        self.until = min(self.until, self.started + patience)
+        self.tries = yield from waiting.turn(self.ticket, self.until, self.tries, polls=refused)
+        self.over = time.monotonic() >= self.until
+        return True
+
+    def end(self) -> float | None:
+        """Out of the line, the wait noted in the call's steps; the seconds waited (None: none)."""
+        if self.ticket is None:
+            return None
+        waiting.leave(self.ticket)
+        self.ticket = None
+        waited = round(time.monotonic() - self.started, 3)
+        self.call.steps = (*self.call.steps, waiting.Waited(waited))
+        return waited
 
 
 def _touch(checks: Sequence[Check | RateCheck | Recent], holds: Sequence[Hold]) -> None:
@@ -452,9 +522,14 @@ def _apply(call: Call, request: LLMRequest, estimate: Estimate, steps: Steps) ->
     call.price = lookup_price(call.settings, request.model, request.provider)
 
 
-def _block(call: Call, check: Check, state: CounterState, steps: Steps) -> NoReturn:
+def _block(
+    call: Call, check: Check, state: CounterState, steps: Steps, waited: float | None = None
+) -> NoReturn:
     call._deciding = facts(check, state)
-    reason = "; ".join(str(s.get("reason") or f"tried {s.get('action')}") for s in steps)
+    reasons = [str(s.get("reason") or f"tried {s.get('action')}") for s in steps]
+    if waited is not None:
+        reasons.append(f"waited {waited:g} s for calls in flight to settle")
+    reason = "; ".join(reasons)
     exc = call._refusal(reason)
     call.steps = (*call.steps, *steps)
     call._block_record(exc, Blocked(check.spec.name))

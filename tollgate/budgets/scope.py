@@ -140,7 +140,10 @@ class budget:  # lower case: used like a function, `with tollgate.budget(...)`
     ``"downgrade"`` (use ``downgrade[model]``, chains allowed), ``"clamp"`` (lower the output
     cap to what the budget affords), ``"truncate"`` (drop the oldest turns), ``"raise"``
     (let the call run, raise once the cap is crossed), or a callable that receives the
-    decision context and returns one of those.
+    decision context and returns one of those. ``hold_wait``: seconds a call that does not fit
+    only because of other calls in flight waits for them to settle before ``on_exceed``
+    applies (default: ``configure(hold_wait=...)``, 5 s; 0: decide at once); see
+    :mod:`tollgate.budgets.waiting`.
     """
 
     __slots__ = ("spec",)
@@ -161,6 +164,7 @@ class budget:  # lower case: used like a function, `with tollgate.budget(...)`
         warn_at: float | Sequence[float] = (),
         burn_rate: timedelta | bool | None = None,
         tz: str | None = None,
+        hold_wait: float | None = None,
     ) -> None:
         self.spec = BudgetSpec(
             usd=usd,
@@ -176,6 +180,7 @@ class budget:  # lower case: used like a function, `with tollgate.budget(...)`
             downgrade=dict(downgrade or {}),
             name=name,
             clamp_floor=clamp_floor,
+            hold_wait=hold_wait,
         )
         if self.spec.downgrade:
             from tollgate.config import settings

@@ -25,6 +25,10 @@ ACTIONS: tuple[Action, ...] = ("block", "downgrade", "clamp", "truncate", "raise
 PREFLIGHT_ORDER: tuple[Action, ...] = ("downgrade", "clamp", "truncate")
 #: Below this many output tokens a clamp is pointless: the call is blocked instead.
 CLAMP_FLOOR = 16
+#: Seconds a call that does not fit only because of other calls' holds waits for them to settle,
+#: unless configured (``configure(hold_wait=...)``, ``budget(..., hold_wait=...)``): see
+#: :mod:`tollgate.budgets.waiting`.
+HOLD_WAIT = 5.0
 
 
 def finite_number(value: object) -> float | None:
@@ -53,6 +57,26 @@ def check_count(label: str, value: object, fix: str, *, least: int = 1) -> int:
     if number is None or (isinstance(number, float) and not number.is_integer()) or number < least:
         raise ValueError(f"{label}={value!r}: {fix}")
     return int(number)
+
+
+def check_hold_wait(label: str, value: object) -> float:
+    """``value`` as seconds to wait for holds (a finite number, 0 or more), else a ValueError
+    naming it and the fix.
+
+    >>> check_hold_wait("hold_wait", 2)
+    2.0
+    >>> check_hold_wait("hold_wait", -1)  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    ValueError: hold_wait=-1: seconds a call blocked only by other calls' holds waits ... e.g. hold_wait=5
+    """
+    number = finite_number(value)
+    if number is None or number < 0:
+        raise ValueError(
+            f"{label}={value!r}: seconds a call blocked only by other calls' holds waits for them "
+            "to settle: a finite number, 0 or more (0: decide at once), e.g. hold_wait=5"
+        )
+    return float(number)
 
 
 def check_downgrade_models(downgrade: Mapping[str, str], prices: PriceTable) -> None:
@@ -111,6 +135,9 @@ class BudgetSpec:
     tz: str | None = None
     #: A lifetime counter kept in the store for good, never reset (a standing ``per=None`` limit).
     persistent: bool = False
+    #: Seconds a call that fits this budget once other calls' holds settle waits for them
+    #: before the action applies (None: ``configure(hold_wait=...)``; 0: decide at once).
+    hold_wait: float | None = None
     window: Window = field(default=Lifetime(), init=False)
     #: Seconds of recent spend a burn-rate alert projects from (0: no burn-rate alert).
     lookback: float = field(default=0.0, init=False)
@@ -173,6 +200,8 @@ class BudgetSpec:
             )
         fix = "a positive number of tokens (a whole number above 0), e.g. clamp_floor=16"
         object.__setattr__(self, "clamp_floor", check_count("budget clamp_floor", self.clamp_floor, fix))
+        if self.hold_wait is not None:
+            object.__setattr__(self, "hold_wait", check_hold_wait("budget hold_wait", self.hold_wait))
         if not self.name:
             parts = [f"usd={self.usd:g}" if self.usd is not None else ""]
             parts.append(f"tokens={self.tokens}" if self.tokens else "")

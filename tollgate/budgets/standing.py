@@ -77,6 +77,7 @@ def limit_document(
     warn_at: float | Sequence[float] = (),
     burn_rate: timedelta | bool | None = None,
     tz: str | None = None,
+    hold_wait: float | None = None,
 ) -> tuple[str, str]:
     """The id and stored JSON document of a standing limit (validated: ValueError when bad,
     a downgrade to a model the price table does not know included), without touching a store.
@@ -99,6 +100,7 @@ def limit_document(
         burn_rate=burn_rate,
         tz=tz,
         persistent=per is None,
+        hold_wait=hold_wait,
     )  # validates
     if spec.downgrade:
         from tollgate.config import settings
@@ -122,6 +124,8 @@ def limit_document(
         "tz": tz,
     }
     document.update({k: v for k, v in optional.items() if v})
+    if spec.hold_wait is not None:  # 0 is a setting (decide at once), not an absence
+        document["hold_wait"] = spec.hold_wait
     return ident, json.dumps(document, sort_keys=True)
 
 
@@ -286,6 +290,7 @@ def parse(document: str) -> tuple[Mapping[str, str], Frame | None, tuple[Frame, 
             burn_rate=timedelta(seconds=d["burn_rate"]) if d.get("burn_rate") else None,
             tz=d.get("tz"),
             persistent=per is None,
+            hold_wait=d.get("hold_wait"),
         )
         return Frame(spec, "standing", match=match)
 

@@ -11,10 +11,16 @@ Where each step happens:
 - proxy: ``async_pre_call_hook`` pre-flights with the key / team / user as tags, so standing
   limits (``tollgate.set_limit(..., api_key=...)``) apply; a block becomes HTTP 429, a
   downgrade to another model group is routed there;
-- post-flight: ``async_log_success_event`` / ``async_log_failure_event`` (and their sync twins for
-  sync calls) settle the call matched by ``litellm_call_id``: usage from ``response_obj.usage``,
-  cost from tollgate's price table; LiteLLM's ``response_cost`` is noted in the record's
-  decisions when it differs, and used when tollgate has no price for the model.
+- post-flight, as soon as LiteLLM has the response: ``async_post_call_success_deployment_hook``
+  (SDK and Router, before the call returns; on the proxy too, and ``async_post_call_success_hook``
+  there) settles a budgeted call, so the next call, even one made right after by the same code,
+  never sees its hold. Otherwise ``async_log_success_event`` / ``async_log_failure_event`` (and
+  their sync twins for sync calls), run in LiteLLM's logging task, settle the call matched by
+  ``litellm_call_id`` (streams, failures, cache hits, unbudgeted calls, calls tollgate cannot
+  price). A call is settled once: whichever hook comes first takes it from the registry.
+  Usage comes from ``response_obj.usage``, cost from tollgate's price table; LiteLLM's
+  ``response_cost``, known only in the logging task, is noted in the record's decisions when it
+  differs (calls settled there), and used when tollgate has no price for the model.
 
 A sync ``litellm.completion`` cannot be changed or stopped by a LiteLLM hook: the logger records
 it (observe-only, not charged to budgets); :func:`tollgate_litellm.completion` gates it.
@@ -463,6 +469,34 @@ class TollgateLogger(CustomLogger):
         registry.add(call_id, _Pending(call, view))
 
     # -- post-flight ----------------------------------------------------------------------------
+
+    async def async_post_call_success_deployment_hook(
+        self, request_data: dict[str, Any], response: Any, call_type: Any
+    ) -> Any:
+        """Settle a budgeted call as soon as LiteLLM has its response, in the call's own path (SDK,
+        Router, proxy): its hold is gone before the call returns. Returns None (the response as is)."""
+        await self._settle_now(request_data, response)
+        return None
+
+    async def async_post_call_success_hook(
+        self, data: dict[str, Any], user_api_key_dict: Any, response: Any
+    ) -> Any:
+        """Proxy: as :meth:`async_post_call_success_deployment_hook`, for a call it did not settle."""
+        await self._settle_now(data, response)
+        return None
+
+    async def _settle_now(self, kwargs: Mapping[str, Any], response: Any) -> None:
+        pending = registry.get(_call_id(kwargs))
+        # Only a call that holds budget is settled early; one tollgate cannot price waits for
+        # LiteLLM's cost, known in the logging task only.
+        if pending is None or not pending.call.holds or pending.call.price is None:
+            return
+        if _whole(kwargs, response) is None or get_field(response, "usage") is None:
+            return  # a stream (settled when it ends), or nothing to settle on yet
+        pending = registry.take(_call_id(kwargs))
+        if pending is not None:  # else another hook took it meanwhile
+            call = pending.call
+            await call.afinish(outcome_of(call, pending.view, kwargs, response), raise_overrun=False)
 
     async def async_log_success_event(
         self, kwargs: Any, response_obj: Any, start_time: Any, end_time: Any
