@@ -1,6 +1,7 @@
 """Does a cap hold under concurrency? Spend vs cap for many calls in flight at once.
 
-Run: python benchmarks/overspend.py [--quick] [--store URI] [--processes N] [--peers P] [--json PATH]
+Run: python benchmarks/overspend.py [--quick] [--store URI] [--processes N] [--peers P] [--slices]
+     [--json PATH]
 Peers: bash benchmarks/peers/setup.sh, then .venv/bench/bin/python benchmarks/overspend.py
 
 The scenario: a $0.01 cap; every call is gpt-4o-mini with max_tokens=60 and a prompt of 40
@@ -108,10 +109,10 @@ def tollgate_threads(billing: BillingProvider, cap: float, n: int, workers: int)
     return sum(done), n - sum(done)
 
 
-def process_worker(store: str, cap: float, n: int, queue: Any, start: Any) -> None:
+def process_worker(store: str, cap: float, n: int, queue: Any, start: Any, slices: bool = False) -> None:
     import tollgate
 
-    tollgate.configure(store=store)
+    tollgate.configure(store=store, slices=slices)
     billing = provider()
     start.wait()  # every process starts its burst together
     _ok, blocked = asyncio.run(tollgate_async(billing, cap, n))
@@ -143,7 +144,7 @@ def run_tollgate(
 
     rows = []
     tollgate.reset()
-    tollgate.configure(store="memory://")
+    tollgate.configure(store="memory://", slices=args.slices)
     billing = provider()
     t = time.perf_counter()
     _ok, blocked = asyncio.run(tollgate_async(billing, cap, n))
@@ -162,7 +163,7 @@ def run_tollgate(
     )
 
     tollgate.reset()
-    tollgate.configure(store="memory://")
+    tollgate.configure(store="memory://", slices=args.slices)
     billing = provider()
     t = time.perf_counter()
     _ok, blocked = tollgate_threads(billing, cap, n, 32)
@@ -191,7 +192,7 @@ def run_tollgate(
         ctx = multiprocessing.get_context("spawn")
         queue, start = ctx.Queue(), ctx.Event()
         procs = [
-            ctx.Process(target=process_worker, args=(store, cap, per_process, queue, start))
+            ctx.Process(target=process_worker, args=(store, cap, per_process, queue, start, args.slices))
             for _ in range(processes)
         ]
         for p in procs:
@@ -284,6 +285,9 @@ def main() -> None:
     )
     parser.add_argument("--peers", help="all, none or a comma list (default: all; none with --quick)")
     parser.add_argument(
+        "--slices", action="store_true", help="tollgate with escrow slices on (configure(slices=True))"
+    )
+    parser.add_argument(
         "--json", type=Path, help="where to write the results (default benchmarks/results/overspend.json)"
     )
     parser.add_argument("--worker", help=argparse.SUPPRESS)
@@ -343,8 +347,10 @@ def main() -> None:
             "provider_delay_s": DELAY,
             "quick": args.quick,
             "tollgate_estimate": prices,
+            "tollgate_slices": args.slices,
         }
-        write_json(args.json or RESULTS / "overspend.json", metadata("overspend", settings) | {"rows": rows})
+        default = RESULTS / ("overspend-slices.json" if args.slices else "overspend.json")
+        write_json(args.json or default, metadata("overspend", settings) | {"rows": rows})
 
 
 if __name__ == "__main__":

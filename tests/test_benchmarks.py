@@ -298,8 +298,21 @@ def test_utilisation(run_quick: Callable[[str], Run]) -> None:
     assert any(r["waited"] > 0 for r in rows if r["hold_wait"] > 0), rows
 
 
+def test_slices(run_quick: Callable[[str], Run]) -> None:
+    result = ok(run_quick("slices.py"), "per-call cost through the gate")
+    rows = result["overspend"]
+    assert {r["store"] for r in rows} >= {"memory", "sqlite"}, rows
+    for row in rows:
+        assert row["overspend_pct"] == 0.0, row  # slices never take the spend past the cap
+        assert row["granted"] <= row["calls"] and row["on_slices"] > 0, row  # most calls in memory
+        assert row["reserved_after"] < 1e-9, row  # every slice given back
+    for row in result.get("round_trips", []):
+        assert row["round_trips_per_call"] < (0.5 if row["slices"] else 2.5), row
+
+
 SCRIPTS_TESTED = {
     "abandoned_streams.py",
+    "slices.py",
     "utilisation.py",
     "phases.py",
     "postgres_report.py",

@@ -26,6 +26,7 @@ from tollgate.stores.memory import MemoryStore
 if TYPE_CHECKING:
     from tollgate.alerts import Alert
     from tollgate.request import CallRecord
+    from tollgate.stores.sliced import Slices
 
 log = logging.getLogger("tollgate")
 
@@ -53,6 +54,8 @@ class Settings:
     rate_limits: tuple[RateLimit, ...] = ()
     #: Seconds a call that does not fit only because of other calls' holds waits for them.
     hold_wait: float = HOLD_WAIT
+    #: Escrow slices in force (the store is then a SlicedStore over the one configured), or None.
+    slices: Slices | None = None
     # Models already warned about, so UnpricedModelWarning is issued once per model.
     warned_unpriced: set[str] = field(default_factory=set, compare=False)
     warned_unknown: set[tuple[str, str]] = field(default_factory=set, compare=False)
@@ -102,6 +105,7 @@ def configure(
     metric_tags: Sequence[str] = _UNSET,
     on_alert: Callable[[Alert], object] | Sequence[Callable[[Alert], object]] | None = _UNSET,
     hold_wait: float = _UNSET,
+    slices: bool | Mapping[str, float] | Slices | None = _UNSET,
 ) -> Settings:
     """Change tollgate's process-wide settings; arguments not given keep their value.
 
@@ -138,6 +142,10 @@ def configure(
       because of other calls in flight (what is spent leaves it room, their reservations do
       not), before the budget's ``on_exceed`` applies; 0 decides at once. Waiting holds
       nothing. A budget's own ``hold_wait`` takes precedence (:mod:`tollgate.budgets.waiting`).
+    - ``slices``: escrow slices (:mod:`tollgate.stores.sliced`): ``True`` for the defaults, a
+      mapping such as ``{"size": 0.05, "ttl": 30, "low_water": 0.5, "last_stretch": 1}``, or
+      ``False`` / ``None`` (the default: every call reserves in the store). The process then
+      takes slices of hot counters and admits most calls in memory, with no store round trip.
 
     >>> import tollgate
     >>> tollgate.configure(on_unpriced="ignore").on_unpriced
@@ -207,6 +215,15 @@ def configure(
         changes["store"] = open_store(store)
     elif store is not _UNSET:
         changes["store"] = store
+    if slices is not _UNSET:
+        from tollgate.stores.sliced import slices_config
+
+        changes["slices"] = slices_config(slices)
+    if "store" in changes or "slices" in changes:
+        chosen = changes.get("slices", _UNSET)
+        changes["store"], changes["slices"] = _sliced(
+            changes.get("store", current.store), chosen, current.slices
+        )
     try:
         if ledger is not _UNSET:
             changes["ledger"] = open_ledger(ledger) if isinstance(ledger, str) else ledger
@@ -218,13 +235,44 @@ def configure(
     if "ledger" in changes and current.ledger is not new.ledger:
         current.ledger.close()
     if "store" in changes and current.store is not new.store:
-        current.store.close()
+        _close_store(current.store, new.store)
         limits_cache.forget()
         from tollgate.alerts import forget as forget_alerts
 
         forget_alerts()
     _settings = new
     return new
+
+
+def _sliced(store: Store, slices: Slices | None, before: Slices | None) -> tuple[Store, Slices | None]:
+    """``store`` with ``slices`` in force (``_UNSET``: as the store says, for a new store given
+    without ``slices=``: a SlicedStore is kept as it is, any other gets the slices in force
+    ``before``): wrapped in a SlicedStore, or the plain store under it when slices are off."""
+    from tollgate.stores.sliced import SlicedStore
+
+    if slices is _UNSET:
+        if isinstance(store, SlicedStore):
+            return store, store.config
+        slices = before
+    plain = store.inner if isinstance(store, SlicedStore) else store
+    if slices is None:
+        return plain, None
+    if isinstance(store, SlicedStore) and store.config == slices:
+        return store, slices
+    return SlicedStore(plain, slices), slices
+
+
+def _close_store(old: Store, new: Store) -> None:
+    """Close the store configure() replaced; slices only are given back when the plain store
+    under them stays in use (slices turned on, off, or resized)."""
+    from tollgate.stores.sliced import SlicedStore
+
+    plain_old = old.inner if isinstance(old, SlicedStore) else old
+    plain_new = new.inner if isinstance(new, SlicedStore) else new
+    if plain_old is not plain_new:
+        old.close()
+    elif isinstance(old, SlicedStore):
+        old.give_back()
 
 
 def _prices(prices: object) -> Mapping[str, Mapping[str, float]]:

@@ -161,6 +161,23 @@ class Store(abc.ABC):
     def close(self) -> None:  # noqa: B027 - optional hook: only networked stores hold connections
         """Release connections."""
 
+    # Escrow slices (see SliceOp and tollgate/stores/sliced.py). Not abstract: a store without
+    # them (a test double) still works, and SlicedStore is simply not used over it.
+    def take_slices(self, ops: Sequence[SliceOp], ttl: float, now: float) -> list[SliceState]:
+        """Apply each op's report, grant it up to ``want`` more, and keep it until ``now + ttl``,
+        in one atomic step; expired slices of the slots touched are reaped first."""
+        raise NotImplementedError(f"{type(self).__name__} does not support escrow slices")
+
+    def return_slices(self, ops: Sequence[SliceOp], now: float) -> list[SliceState]:
+        """Apply each op's last report and give the rest of its slice back, in one atomic step."""
+        raise NotImplementedError(f"{type(self).__name__} does not support escrow slices")
+
+    def renew_slices(self, ops: Sequence[SliceOp], ttl: float, now: float) -> list[SliceState]:
+        """Report and extend slices, taking nothing more (``take_slices`` with no ``want``)."""
+        for op in ops:
+            op.want = 0.0
+        return self.take_slices(ops, ttl, now)
+
     # Async twins. Backends with real async I/O (Redis) override them; the in-process and
     # SQLite stores answer in microseconds and are called directly.
     async def areserve(self, charges: Sequence[Charge], now: float) -> Reservation:
@@ -182,3 +199,96 @@ class Store(abc.ABC):
 def fits(state: CounterState, amount: float) -> bool:
     """Whether ``amount`` more fits under the counter's limit."""
     return state.limit is None or state.spent + state.reserved + amount <= state.limit * (1 + 1e-12)
+
+
+# -- escrow slices (tollgate/stores/sliced.py) ------------------------------------------------------
+#
+# A slice is a hold a process takes on one counter slot for many calls at once, with its own
+# expiry. In the store it is an amount added to the slot's ``reserved`` like any hold (so the
+# cap stays hard for everybody) plus a record {held, reported, given, expires, done} under the
+# slice's id. The process reports what it spent against the slice and what it gives back as
+# *running totals*: the store applies the difference from what it last saw, so a report sent
+# twice (a retry after a lost reply) counts once. An expired slice is reaped by the next slice
+# operation on its slot (its hold released; a report that arrives afterwards is still spent).
+
+
+@dataclass(slots=True)
+class SliceOp:
+    """One slice to take, refill, renew or return, on the counter slot ``slot``.
+
+    ``spent`` and ``given``: the running totals spent against the slice and given back by the
+    process. ``want``: how much more to hold (0: none); nothing is granted when less than
+    ``least`` would come, or when the slot has less than ``floor`` left outside every hold
+    (the last stretch, left to per-call reservation). ``slice`` "" only reaps the slot.
+    """
+
+    slot: str
+    slice: str
+    limit: float
+    slot_ttl: int
+    spent: float = 0.0
+    given: float = 0.0
+    want: float = 0.0
+    least: float = 0.0
+    floor: float = 0.0
+
+
+@dataclass(slots=True)
+class SliceState:
+    """A slice after one operation: what was added to it, what it holds in the store now, its
+    slot's spent and reserved (every hold and slice), the slot's live slices, and whether it
+    is still live (False: returned, expired and reaped, or never granted)."""
+
+    granted: float
+    held: float
+    spent: float
+    reserved: float
+    holders: int
+    alive: bool
+
+
+#: A slice record's state in the store: never granted, live, expired (reaped), returned.
+NEW, LIVE, EXPIRED, DONE = 0, 1, 2, 3
+
+
+def slice_step(op: SliceOp, take: bool, slot: list[float], record: list[float], holders: int) -> SliceState:
+    """The store-neutral arithmetic of one slice operation (memory and SQLite; slices.lua mirrors
+    it). ``slot`` is ``[spent, reserved]``, ``record`` ``[held, reported, given, state]`` (state:
+    NEW, LIVE, EXPIRED or DONE), both updated in place; ``holders`` counts the slot's live slices,
+    this one included when live. ``take`` False returns the slice for good.
+
+    A report is applied even to an expired slice (the money was spent), never to a returned one
+    (its last report was final); only a new or live slice is granted more, at most ``want`` and
+    a fair share, half of what is left outside every hold split among the holders, so slices
+    shrink as the budget does and a newcomer always finds room.
+    """
+    held, reported, given, state = record
+    if state == DONE:
+        return SliceState(0.0, 0.0, slot[0], slot[1], holders, False)
+    spend = max(0.0, op.spent - reported)
+    back = max(0.0, op.given - given)
+    slot[0] += spend
+    if state == LIVE:
+        out = min(held, spend + back)
+        held -= out
+        slot[1] = max(0.0, slot[1] - out)
+    granted = 0.0
+    if take and op.want > 0 and state in (NEW, LIVE):
+        if state == NEW:
+            holders += 1
+        left = op.limit - slot[0] - slot[1]
+        grant = min(op.want, left / (2 * holders))
+        if left >= op.floor and grant >= op.least and grant > 0:
+            granted = grant
+            held += grant
+            slot[1] += grant
+            state = LIVE
+        elif state == NEW:
+            holders -= 1
+    if not take:
+        if state == LIVE:
+            slot[1] = max(0.0, slot[1] - held)
+            holders -= 1
+        held, state = 0.0, DONE
+    record[:] = [held, max(reported, op.spent), max(given, op.given), state]
+    return SliceState(granted, held, slot[0], slot[1], holders, state == LIVE)

@@ -5,7 +5,20 @@ from __future__ import annotations
 import threading
 from collections.abc import Sequence
 
-from tollgate.stores.base import Charge, CounterState, Hold, Reservation, Store, fits
+from tollgate.stores.base import (
+    DONE,
+    EXPIRED,
+    NEW,
+    Charge,
+    CounterState,
+    Hold,
+    Reservation,
+    SliceOp,
+    SliceState,
+    Store,
+    fits,
+    slice_step,
+)
 
 # Expired slots are swept every this many reserves, so memory stays bounded by live windows.
 _SWEEP_EVERY = 10_000
@@ -33,6 +46,8 @@ class MemoryStore(Store):
         self._leases: dict[str, dict[str, float]] = {}  # key -> lease -> expires_at
         self._version = 0
         self._ops = 0
+        self._slices: dict[str, tuple[str, list[float]]] = {}  # slice -> (slot, record: see slice_step)
+        self._sliced: dict[str, dict[str, float]] = {}  # slot -> live slice -> expires_at
 
     def _sums(self, names: tuple[str, ...], now: float) -> tuple[float, float]:
         """Spent and reserved over the live slots among ``names``."""
@@ -138,6 +153,42 @@ class MemoryStore(Store):
         with self._lock:
             self._leases.get(key, {}).pop(lease, None)
 
+    def take_slices(self, ops: Sequence[SliceOp], ttl: float, now: float) -> list[SliceState]:
+        with self._lock:
+            return [self._slice(op, True, ttl, now) for op in ops]
+
+    def return_slices(self, ops: Sequence[SliceOp], now: float) -> list[SliceState]:
+        with self._lock:
+            return [self._slice(op, False, 0.0, now) for op in ops]
+
+    def _slice(self, op: SliceOp, take: bool, ttl: float, now: float) -> SliceState:
+        """One slice operation (call with the lock held): reap the slot's expired slices, then
+        :func:`slice_step` over the slot's counters and the slice's record."""
+        slot = self._slots.get(op.slot)
+        if slot is None or slot[2] <= now:
+            slot = self._slots[op.slot] = [0.0, 0.0, 0.0]
+        slot[2] = max(slot[2], now + op.slot_ttl)
+        live = self._sliced.setdefault(op.slot, {})
+        for name, expires in list(live.items()):
+            if expires <= now:  # a process that stopped renewing: its slice comes back
+                record = self._slices[name][1]
+                slot[1] = max(0.0, slot[1] - record[0])
+                record[0], record[3] = 0.0, EXPIRED
+                del live[name]
+        if not op.slice:
+            return SliceState(0.0, 0.0, slot[0], slot[1], len(live), False)
+        record = self._slices.setdefault(op.slice, (op.slot, [0.0, 0.0, 0.0, NEW]))[1]
+        pair = [slot[0], slot[1]]
+        state = slice_step(op, take, pair, record, len(live))
+        slot[0], slot[1] = pair
+        if state.alive:
+            live[op.slice] = now + ttl
+        else:
+            live.pop(op.slice, None)
+        if record[3] == DONE and len(self._slices) > _SWEEP_EVERY:
+            self._slices = {k: v for k, v in self._slices.items() if v[0] in self._slots}
+        return state
+
     def swap_limit(self, limit_id: str, expected: str | None, document: str | None) -> bool:
         with self._lock:
             if self._limits.get(limit_id) != expected:
@@ -173,4 +224,6 @@ class MemoryStore(Store):
             self._limits.clear()
             self._flags.clear()
             self._leases.clear()
+            self._slices.clear()
+            self._sliced.clear()
             self._version += 1

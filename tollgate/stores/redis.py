@@ -19,6 +19,10 @@ primary that serves its prefix's slot, and stores with other prefixes spread ove
   store clock; ``{tollgate}:lease:<key>``: a key's concurrency leases, a sorted set of lease ->
   expiry on the store clock. Both keys' TTLs outlive those expiries by :data:`_KEEP_MS`.
 
+- ``{tollgate}:slices:<slot>``: a slot's live escrow slices, a sorted set of slice id -> expiry
+  on the store clock (reaped by every slice operation on the slot, see ``lua/slices.lua``);
+  ``{tollgate}:sliced:<slot>``: their records, a hash of slice id -> ``"held reported given
+  state"``. Both live as long as their slot; a slice's hold is part of the slot's ``reserved``.
 - ``{tollgate}:hold:<token>``: one per reservation in flight, a hash ``{charge index -> amount}``
   (``token`` is random, carried by each :class:`~tollgate.stores.base.Hold` as ``ref``). Settle
   and release delete a field before touching its slot, so each hold is undone at most once;
@@ -111,7 +115,7 @@ from redis.retry import Retry
 
 from tollgate.errors import StoreUnavailable
 from tollgate.ids import random_hex
-from tollgate.stores.base import Charge, CounterState, Hold, Reservation, Store
+from tollgate.stores.base import Charge, CounterState, Hold, Reservation, SliceOp, SliceState, Store
 from tollgate.stores.windows import Slots
 
 T = TypeVar("T")
@@ -356,6 +360,7 @@ _RESERVE, _SETTLE, _RELEASE, _CANCEL, _LIMIT = (
 _RESET, _CLAIM, _ACQUIRE, _RENEW, _SWAP_LIMIT = (
     _Script(n) for n in ("reset", "claim", "acquire", "renew", "swap_limit")
 )
+_SLICES = _Script("slices")
 # Flags and leases expire on the store clock (the caller's `now`); their keys' TTLs, on the
 # server's clock, only free the memory, and last this much longer so clocks a little apart
 # across machines cannot drop a flag or a lease before its time.
@@ -654,6 +659,29 @@ class RedisStore(Store):
             await asyncio.to_thread(self.let_go, key, lease)
         else:
             await self._acall("let_go", lambda client: client.zrem(self._lease_key(key), lease))
+
+    def take_slices(self, ops: Sequence[SliceOp], ttl: float, now: float) -> list[SliceState]:
+        return self._slices("take_slices", "take", ops, ttl, now) if ops else []
+
+    def return_slices(self, ops: Sequence[SliceOp], now: float) -> list[SliceState]:
+        # Not queued for replay when Redis is down: SlicedStore keeps the slice and tries again.
+        return self._slices("return_slices", "return", ops, 0.0, now) if ops else []
+
+    def _slices(
+        self, operation: str, mode: str, ops: Sequence[SliceOp], ttl: float, now: float
+    ) -> list[SliceState]:
+        """slices.lua: one round trip for every op (see the script for KEYS and ARGV)."""
+        keys: list[str] = []
+        args = [mode, repr(float(now)), repr(float(ttl))]
+        for op in ops:
+            keys += [self._key(op.slot), self._keys + "slices:" + op.slot, self._keys + "sliced:" + op.slot]
+            numbers = (op.limit, op.slot_ttl, op.spent, op.given, op.want, op.least, op.floor)
+            args += [op.slice, *(repr(float(n)) for n in numbers)]
+        result = self._eval(operation, _SLICES, keys, args)
+        return [
+            SliceState(float(g), float(h), float(s), float(r), int(n), bool(alive))
+            for g, h, s, r, n, alive in result
+        ]
 
     def swap_limit(self, limit_id: str, expected: str | None, document: str | None) -> bool:
         # Presence travels as its own flag: "" is a document like any other.

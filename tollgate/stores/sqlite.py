@@ -38,7 +38,20 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from tollgate.errors import StoreUnavailable
-from tollgate.stores.base import Charge, CounterState, Hold, Reservation, Store, fits
+from tollgate.stores.base import (
+    EXPIRED,
+    LIVE,
+    NEW,
+    Charge,
+    CounterState,
+    Hold,
+    Reservation,
+    SliceOp,
+    SliceState,
+    Store,
+    fits,
+    slice_step,
+)
 
 # Expired slots, flags and leases are deleted every this many reserves (per process): they cost
 # nothing but space.
@@ -57,6 +70,14 @@ _SCHEMA = (
     "expires_at REAL NOT NULL, PRIMARY KEY (key, lease)) WITHOUT ROWID",
 )
 _TABLES = ("tollgate_slots", "tollgate_limits", "tollgate_meta", "tollgate_flags", "tollgate_leases")
+# Escrow slices (SliceOp in base.py; state NEW, LIVE, EXPIRED or DONE): made by the first slice
+# operation, so a file used without slices keeps the tables above and nothing else.
+_SLICES_SCHEMA = (
+    "CREATE TABLE IF NOT EXISTS tollgate_slices (slice TEXT PRIMARY KEY, slot TEXT NOT NULL, "
+    "held REAL NOT NULL, reported REAL NOT NULL, given REAL NOT NULL, state INTEGER NOT NULL, "
+    "expires_at REAL NOT NULL) WITHOUT ROWID",
+    "CREATE INDEX IF NOT EXISTS tollgate_slices_slot ON tollgate_slices (slot, state)",
+)
 
 # An expired row starts again from zero; SET expressions all see the row as it was.
 _HOLD = """
@@ -120,6 +141,7 @@ class SQLiteStore(Store):
         self._conn: sqlite3.Connection | None = None
         self._pid = os.getpid()
         self._reserves = 0
+        self._slices_made: sqlite3.Connection | None = None  # the connection that made sure of it
         with self._lock:
             self._connection()  # fail now, not at the first budgeted call, if the file is unusable
         _LIVE.add(self)
@@ -203,6 +225,27 @@ class SQLiteStore(Store):
         with self._transaction("let_go") as conn:
             conn.execute("DELETE FROM tollgate_leases WHERE key = ? AND lease = ?", (key, lease))
 
+    def take_slices(self, ops: Sequence[SliceOp], ttl: float, now: float) -> list[SliceState]:
+        if not ops:
+            return []
+        with self._transaction("take_slices") as conn:
+            self._slices_table(conn)
+            return [_slice(conn, op, True, ttl, now) for op in ops]
+
+    def return_slices(self, ops: Sequence[SliceOp], now: float) -> list[SliceState]:
+        if not ops:
+            return []
+        with self._transaction("return_slices") as conn:
+            self._slices_table(conn)
+            return [_slice(conn, op, False, 0.0, now) for op in ops]
+
+    def _slices_table(self, conn: sqlite3.Connection) -> None:
+        """Make the slices' table, once per connection (inside the caller's transaction)."""
+        if self._slices_made is not conn:
+            for statement in _SLICES_SCHEMA:
+                conn.execute(statement)
+            self._slices_made = conn
+
     def swap_limit(self, limit_id: str, expected: str | None, document: str | None) -> bool:
         with self._transaction("swap_limit") as conn:
             row = conn.execute("SELECT document FROM tollgate_limits WHERE id = ?", (limit_id,)).fetchone()
@@ -241,6 +284,8 @@ class SQLiteStore(Store):
             for table in _TABLES:
                 if table != "tollgate_meta":  # the version survives (and moves on), as in Redis
                     conn.execute(f"DELETE FROM {table}")
+            if conn.execute("SELECT 1 FROM sqlite_master WHERE name = 'tollgate_slices'").fetchone():
+                conn.execute("DELETE FROM tollgate_slices")
             conn.execute(_BUMP)
 
     def close(self) -> None:
@@ -335,6 +380,42 @@ def _settle_one(conn: sqlite3.Connection, row: tuple[float, float, str]) -> floa
         conn.execute(_SETTLE, row)
         found = conn.execute(_SPENT, (row[2],)).fetchall()
     return float(found[0][0]) if found else None
+
+
+def _slice(conn: sqlite3.Connection, op: SliceOp, take: bool, ttl: float, now: float) -> SliceState:
+    """One slice operation inside a write transaction: reap the slot's expired slices, then
+    :func:`~tollgate.stores.base.slice_step` over the slot's row and the slice's."""
+    conn.execute(_HOLD, {"slot": op.slot, "amount": 0.0, "expires": now + op.slot_ttl, "now": now})
+    stale = conn.execute(
+        "SELECT total(held) FROM tollgate_slices WHERE slot = ? AND state = ? AND expires_at <= ?",
+        (op.slot, LIVE, now),
+    ).fetchone()[0]
+    if stale:
+        conn.execute(_RELEASE, (stale, op.slot))
+    conn.execute(
+        "UPDATE tollgate_slices SET held = 0.0, state = ? WHERE slot = ? AND state = ? AND expires_at <= ?",
+        (EXPIRED, op.slot, LIVE, now),
+    )
+    spent, reserved = conn.execute(
+        "SELECT spent, reserved FROM tollgate_slots WHERE slot = ?", (op.slot,)
+    ).fetchone()
+    holders = conn.execute(
+        "SELECT count(*) FROM tollgate_slices WHERE slot = ? AND state = ?", (op.slot, LIVE)
+    ).fetchone()[0]
+    if not op.slice:
+        return SliceState(0.0, 0.0, spent, reserved, holders, False)
+    row = conn.execute(
+        "SELECT held, reported, given, state FROM tollgate_slices WHERE slice = ?", (op.slice,)
+    ).fetchone()
+    record = list(row) if row is not None else [0.0, 0.0, 0.0, NEW]
+    pair = [spent, reserved]
+    state = slice_step(op, take, pair, record, holders)
+    conn.execute("UPDATE tollgate_slots SET spent = ?, reserved = ? WHERE slot = ?", (*pair, op.slot))
+    conn.execute(
+        "INSERT OR REPLACE INTO tollgate_slices VALUES (?, ?, ?, ?, ?, ?, ?)",
+        (op.slice, op.slot, *record, now + ttl if state.alive else now + op.slot_ttl),
+    )
+    return state
 
 
 def _after_fork_in_child() -> None:
