@@ -1,7 +1,8 @@
 """How much of a cap concurrent calls get to spend before the first refusal, with and without
 waiting for holds (``configure(hold_wait=...)``).
 
-Run: python benchmarks/utilisation.py [--quick] [--processes N] [--calls N] [--redis URL] [--json PATH]
+Run: python benchmarks/utilisation.py [--quick] [--processes N] [--calls N] [--redis URL] [--slices]
+     [--json PATH]
 
 A hold is a call's worst case (its whole ``max_tokens``); answers are shorter. Refusing every
 call that does not fit beside the holds of the calls in flight refuses calls the budget could
@@ -125,15 +126,19 @@ async def sdk_burst(cap: float, calls: int, seed: int) -> Outcome:
     return outcome
 
 
-def sdk_worker(store: str, hold_wait: float, cap: float, calls: int, seed: int, out: Any, start: Any) -> None:
+def sdk_worker(
+    store: str, hold_wait: float, cap: float, calls: int, seed: int, out: Any, start: Any, slices: bool
+) -> None:
     import tollgate
 
-    tollgate.configure(store=store, hold_wait=hold_wait)
+    tollgate.configure(store=store, hold_wait=hold_wait, slices=slices)
     start.wait()  # every process starts its burst together
     out.put(asyncio.run(sdk_burst(cap, calls, seed)).as_tuple())
 
 
-def run_sdk(store: str, hold_wait: float, cap: float, processes: int, calls: int) -> dict[str, Any]:
+def run_sdk(
+    store: str, hold_wait: float, cap: float, processes: int, calls: int, slices: bool = False
+) -> dict[str, Any]:
     import tollgate
 
     tollgate.reset()
@@ -143,7 +148,7 @@ def run_sdk(store: str, hold_wait: float, cap: float, processes: int, calls: int
     ctx = multiprocessing.get_context("spawn")
     out, start = ctx.Queue(), ctx.Event()
     procs = [
-        ctx.Process(target=sdk_worker, args=(store, hold_wait, cap, calls, seed, out, start))
+        ctx.Process(target=sdk_worker, args=(store, hold_wait, cap, calls, seed, out, start, slices))
         for seed in range(processes)
     ]
     for p in procs:
@@ -247,7 +252,7 @@ def redis(url: str | None) -> Iterator[str | None]:
 def show(label: str, r: dict[str, Any]) -> None:
     first = "no refusal" if r["first_refusal_pct"] is None else f"{r['first_refusal_pct']:.1f}%"
     print(
-        f"  {label:<34} first refusal at {first:>10} of the cap · spent {r['spent_pct']:5.1f}% · "
+        f"  {label:<48} first refusal at {first:>10} of the cap · spent {r['spent_pct']:5.1f}% · "
         f"overspend {r['overspend_pct']:.1f}% · {r['answered']} answered, {r['refused']} refused, "
         f"{r['waited']} waited · {r['seconds']:.1f} s",
         flush=True,
@@ -262,6 +267,7 @@ def main() -> None:
     parser.add_argument("--calls", type=int, help="concurrent calls per process (default 250)")
     parser.add_argument("--redis", help="a Redis URL to use (default: a private redis-server)")
     parser.add_argument("--hold-wait", type=float, default=5.0, help="the 'after' hold_wait in seconds")
+    parser.add_argument("--slices", action="store_true", help="also run with escrow slices on (SDK path)")
     args = parser.parse_args()
     processes = args.processes or (2 if args.quick else 4)
     calls = args.calls or (50 if args.quick else 250)
@@ -283,13 +289,16 @@ def main() -> None:
         else:
             print("  (no redis-server: Redis skipped)")
         for kind, store in stores:
-            for label, wait in (
-                ("before (hold_wait=0)", 0.0),
-                (f"after (hold_wait={args.hold_wait:g})", args.hold_wait),
-            ):
-                result = run_sdk(store, wait, cap, processes, calls)
+            runs = [
+                ("before (hold_wait=0)", 0.0, False),
+                (f"after (hold_wait={args.hold_wait:g})", args.hold_wait, False),
+            ]
+            if args.slices:
+                runs.append((f"after, slices on (hold_wait={args.hold_wait:g})", args.hold_wait, True))
+            for label, wait, slices in runs:
+                result = run_sdk(store, wait, cap, processes, calls, slices)
                 show(f"{kind}, {label}", result)
-                rows.append({"path": kind, "hold_wait": wait, **result})
+                rows.append({"path": kind, "hold_wait": wait, "slices": slices, **result})
     router_calls = 1_000 if not args.quick else 20
     router_cap = round(router_calls * MEAN / 2, 6)
     print(f"LiteLLM Router + TollgateLogger, {router_calls} concurrent calls; cap ${router_cap:g}")

@@ -151,6 +151,7 @@ class _Slice:
         "expires",
         "given",
         "held",
+        "holds",
         "id",
         "in_flight",
         "level",
@@ -171,6 +172,7 @@ class _Slice:
         self.id = random_hex(64)
         self.slot, self.limit, self.slot_ttl, self.size, self.biggest = slot, limit, slot_ttl, size, biggest
         self.held = self.spent = self.sent_spent = self.given = self.sent_given = self.in_flight = 0.0
+        self.holds = 0  # calls' holds in flight: at 0, in_flight is exactly 0 (no float dust)
         self.store_spent = self.level = 0.0
         self.expires = self.synced = 0.0
         self.alive = self.used = self.retired = False
@@ -334,6 +336,7 @@ class SlicedStore(Store):
                 assert charge.limit is not None
                 states.append(CounterState(known, max(0.0, charge.limit - known - s.room()), charge.limit))
                 s.in_flight += charge.amount
+                s.holds += 1
                 s.used = True
                 holds.append(Hold(slot, charge.amount, ttl, REF + s.id))
                 if self._low(s, now):
@@ -377,7 +380,8 @@ class SlicedStore(Store):
                 if s is None:  # returned at close, counting this call at its worst case
                     spent.append(None)
                     continue
-                s.in_flight = max(0.0, s.in_flight - hold.amount)
+                s.holds -= 1
+                s.in_flight = max(0.0, s.in_flight - hold.amount) if s.holds > 0 else 0.0
                 if actuals is not None:
                     s.spent += actuals[i]
                 spent.append(s.known_spent())
@@ -653,10 +657,10 @@ class SlicedStore(Store):
             self._closed = True
             self._wake.notify_all()
             slices = list(self._by_id.values())
-            flying = sum(1 for s in slices if s.in_flight > 0)
+            flying = sum(1 for s in slices if s.holds > 0)
             for s in slices:
                 s.spent += s.in_flight
-                s.in_flight = 0.0
+                s.in_flight, s.holds = 0.0, 0
             self._live.clear()
             self._by_id.clear()
             self._wanted.clear()
