@@ -335,7 +335,7 @@ def main() -> None:
             store = None
             if suite == "tollgate-sqlite":
                 store = f"sqlite:///{os.path.join(folder, 'bench.db')}"
-            elif suite == "tollgate-redis":
+            elif suite in ("tollgate-redis", "tollgate-redis-slices"):
                 if redis is None:
                     reason = (
                         "skipped: no Redis (set TOLLGATE_BENCH_REDIS_URL or put redis-server on the PATH)"

@@ -144,12 +144,12 @@ def _calls(sync: Any, aio: Any) -> tuple[Callable[[], object], Callable[[], Awai
 # --------------------------------------------------------------------------------------------
 
 
-def tollgate_suite(budget: bool) -> Callable[[str | None], Gated]:
+def tollgate_suite(budget: bool, slices: bool = False) -> Callable[[str | None], Gated]:
     def build(store: str | None) -> Gated:
         import tollgate
 
         tollgate.reset()
-        tollgate.configure(store=store or "memory://")
+        tollgate.configure(store=store or "memory://", slices=slices)
         tollgate.config.settings().store.clear()
         if budget:
             # One ambient daily budget, large enough never to refuse: every call reserves,
@@ -265,6 +265,12 @@ SUITES: dict[str, tuple[str, str, Callable[[str | None], Gated], str]] = {
     "tollgate-memory": ("tollgate", "full gate, 1 daily budget, memory store", tollgate_suite(True), ""),
     "tollgate-sqlite": ("tollgate", "full gate, 1 daily budget, sqlite store", tollgate_suite(True), ""),
     "tollgate-redis": ("tollgate", "full gate, 1 daily budget, redis store", tollgate_suite(True), ""),
+    "tollgate-redis-slices": (
+        "tollgate",
+        "full gate, 1 daily budget, redis store, escrow slices on",
+        tollgate_suite(True, slices=True),
+        "",
+    ),
     "tollgate-otel-spans": (
         "tollgate",
         "full gate, 1 daily budget, memory store, OTel SDK spans only (batch, discard)",
