@@ -13,11 +13,15 @@ import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 
 from tollgate.stores.base import Store
 from tollgate.stores.sqlite import SQLiteStore
+
+if TYPE_CHECKING:
+    from tests.redisservers import Cluster, Sentinels
 
 NO_REDIS = "no Redis server: set TOLLGATE_TEST_REDIS_URL or install redis-server"
 
@@ -113,3 +117,24 @@ def redis_store(tmp: pytest.TempPathFactory) -> Store:
     from tollgate.stores.redis import RedisStore
 
     return RedisStore(_redis["url"], prefix=unique_prefix())
+
+
+# -- managed Redis shapes (tests/redisservers.py imports this module: imported when used) ------
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
+    """A 3-primary Redis Cluster of the test module's own (skipped without redis-server)."""
+    from tests.redisservers import redis_cluster
+
+    with redis_cluster(tmp_path_factory.mktemp("cluster")) as nodes:
+        yield nodes
+
+
+@pytest.fixture(scope="module")
+def sentinels(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Sentinels]:
+    """A primary, a replica and 3 Sentinels of the test module's own (skipped without redis-server)."""
+    from tests.redisservers import redis_sentinels
+
+    with redis_sentinels(tmp_path_factory.mktemp("sentinel")) as group:
+        yield group

@@ -32,8 +32,6 @@ from tests.redisservers import (
     Sentinels,
     TLSServer,
     make_certs,
-    redis_cluster,
-    redis_sentinels,
     tls_server,
     wait_for,
 )
@@ -52,18 +50,6 @@ T0 = 1_795_000_000.0
 def tls(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TLSServer]:
     with tls_server(tmp_path_factory.mktemp("tls")) as server:
         yield server
-
-
-@pytest.fixture(scope="module")
-def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
-    with redis_cluster(tmp_path_factory.mktemp("cluster")) as nodes:
-        yield nodes
-
-
-@pytest.fixture(scope="module")
-def sentinels(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Sentinels]:
-    with redis_sentinels(tmp_path_factory.mktemp("sentinel")) as group:
-        yield group
 
 
 @pytest.fixture(autouse=True)
