@@ -49,7 +49,16 @@ from dataclasses import dataclass, fields
 from typing import Any
 
 from tollgate.ids import random_hex
-from tollgate.stores.base import Charge, CounterState, Hold, Reservation, SliceOp, SliceState, Store
+from tollgate.stores.base import (
+    Charge,
+    CounterState,
+    DelegatingStore,
+    Hold,
+    Reservation,
+    SliceOp,
+    SliceState,
+    Store,
+)
 from tollgate.stores.windows import Rolling
 
 log = logging.getLogger("tollgate")
@@ -193,7 +202,7 @@ class _Slice:
 _LIVE: weakref.WeakSet[SlicedStore] = weakref.WeakSet()
 
 
-class SlicedStore(Store):
+class SlicedStore(DelegatingStore):
     """A store that admits calls against escrow slices in memory; everything else it passes to
     ``inner`` (see the module's documentation).
 
@@ -217,7 +226,7 @@ class SlicedStore(Store):
     def __init__(self, inner: Store, config: Slices | None = None) -> None:
         if isinstance(inner, SlicedStore):
             raise ValueError("SlicedStore over a SlicedStore: wrap the plain store once")
-        self.inner = inner
+        super().__init__(inner)
         self.config = config or Slices()
         self.replays = inner.replays
         self.admitted = 0  # calls admitted against slices (for tests and benchmarks)
@@ -571,7 +580,7 @@ class SlicedStore(Store):
             return False
         return True
 
-    # -- delegated ---------------------------------------------------------------------------
+    # -- the rest: delegated (DelegatingStore), but for what slices change -----------------
 
     def forget(self, slots: Sequence[str]) -> None:
         with self._lock:
@@ -592,36 +601,6 @@ class SlicedStore(Store):
             self.inner.take_slices(reap, self.config.ttl, now)
         return self.inner.read(charges, now)
 
-    def reset(self, charges: Sequence[Charge], now: float) -> None:
-        self.inner.reset(charges, now)
-
-    def claim(self, flag: str, ttl: float, now: float) -> bool:
-        return self.inner.claim(flag, ttl, now)
-
-    def acquire(self, key: str, lease: str, most: int, ttl: float, now: float) -> bool:
-        return self.inner.acquire(key, lease, most, ttl, now)
-
-    async def aacquire(self, key: str, lease: str, most: int, ttl: float, now: float) -> bool:
-        return await self.inner.aacquire(key, lease, most, ttl, now)
-
-    def renew(self, leases: Sequence[tuple[str, str]], ttl: float, now: float) -> None:
-        self.inner.renew(leases, ttl, now)
-
-    def let_go(self, key: str, lease: str) -> None:
-        self.inner.let_go(key, lease)
-
-    async def alet_go(self, key: str, lease: str) -> None:
-        await self.inner.alet_go(key, lease)
-
-    def swap_limit(self, limit_id: str, expected: str | None, document: str | None) -> bool:
-        return self.inner.swap_limit(limit_id, expected, document)
-
-    def put_limit(self, limit_id: str, document: str) -> None:
-        self.inner.put_limit(limit_id, document)
-
-    def delete_limit(self, limit_id: str) -> bool:
-        return self.inner.delete_limit(limit_id)
-
     def limits(self) -> tuple[int, dict[str, str]]:
         version, documents = self.inner.limits()
         self._version, self._version_at = version, time.monotonic()
@@ -631,12 +610,6 @@ class SlicedStore(Store):
         version = self.inner.limits_version()
         self._version, self._version_at = version, time.monotonic()
         return version
-
-    def take_slices(self, ops: Sequence[SliceOp], ttl: float, now: float) -> list[SliceState]:
-        return self.inner.take_slices(ops, ttl, now)
-
-    def return_slices(self, ops: Sequence[SliceOp], now: float) -> list[SliceState]:
-        return self.inner.return_slices(ops, now)
 
     def clear(self) -> None:
         with self._lock:
