@@ -108,6 +108,10 @@ def read_line(proc: subprocess.Popen[str], timeout: float = 15) -> str:
     return proc.stdout.readline()
 
 
+def _interruptible() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 @contextmanager
 def dashboard(*args: str, cwd: Path) -> Iterator[Server]:
     proc = subprocess.Popen(
@@ -116,6 +120,9 @@ def dashboard(*args: str, cwd: Path) -> Iterator[Server]:
         stderr=subprocess.PIPE,
         text=True,
         cwd=cwd,
+        # Ctrl-C as a terminal sends it: a shell that started the suite in the background left
+        # SIGINT ignored, and a child inherits that (Python then never raises KeyboardInterrupt).
+        preexec_fn=_interruptible,
     )
     try:
         line = read_line(proc)
