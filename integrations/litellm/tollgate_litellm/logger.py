@@ -30,20 +30,21 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import functools
 import logging
 import threading
 import time
 import weakref
 from collections import OrderedDict
-from collections.abc import Mapping, MutableMapping
-from typing import Any
+from collections.abc import Callable, Coroutine, Mapping, MutableMapping
+from typing import Any, ParamSpec, TypeVar
 
 from litellm.integrations.custom_logger import CustomLogger
 
 from tollgate import gate
 from tollgate.config import settings
 from tollgate.decisions import CacheHit, CostNote
-from tollgate.errors import BudgetExceeded, TollgateError
+from tollgate.errors import BudgetExceeded, RateLimited, TollgateError
 from tollgate.pricing import cost
 from tollgate.pricing.estimate import estimator, lookup_price
 from tollgate.providers.base import field as get_field
@@ -231,6 +232,31 @@ def _handed_over(kwargs: Mapping[str, Any]) -> Any:
     return meta.pop(_HANDOFF, None) if isinstance(meta, MutableMapping) else None
 
 
+P = ParamSpec("P")
+T = TypeVar("T")
+
+
+def _no_retry(exc: BudgetExceeded | RateLimited) -> None:
+    """LiteLLM's Router retries an error a hook raises, and a retried refusal is refused again,
+    leaving one more blocked record (and a backoff) each time: tollgate's refusal is final.
+    The Router reads ``num_retries`` off the error."""
+    exc.num_retries = 0  # type: ignore[union-attr]
+
+
+def _final(hook: Callable[P, Coroutine[Any, Any, T]]) -> Callable[P, Coroutine[Any, Any, T]]:
+    """``hook`` with its refusals final for the Router (see :func:`_no_retry`)."""
+
+    @functools.wraps(hook)
+    async def final(*args: P.args, **kwargs: P.kwargs) -> T:
+        try:
+            return await hook(*args, **kwargs)
+        except (BudgetExceeded, RateLimited) as exc:
+            _no_retry(exc)
+            raise
+
+    return final
+
+
 async def _refuse(call: gate.Call, reason: str) -> BudgetExceeded:
     return await call.arefuse(f"tollgate cannot {call.decision.action} this call: {reason}")
 
@@ -286,6 +312,7 @@ class TollgateLogger(CustomLogger):
 
     # -- pre-flight -----------------------------------------------------------------------------
 
+    @_final
     async def async_pre_call_deployment_hook(
         self, kwargs: dict[str, Any], call_type: Any
     ) -> dict[str, Any] | None:
@@ -319,6 +346,7 @@ class TollgateLogger(CustomLogger):
         registry.watch(kwargs.get("litellm_logging_obj"), call_id)
         return edited
 
+    @_final
     async def async_filter_deployments(
         self,
         model: str,
@@ -404,7 +432,11 @@ class TollgateLogger(CustomLogger):
         )
         if view is None:
             return None
-        gate.probe(view.request)  # raises BudgetExceeded when nothing is left
+        try:
+            gate.probe(view.request)  # raises BudgetExceeded when nothing is left
+        except BudgetExceeded as exc:
+            _no_retry(exc)
+            raise
         return None
 
     async def async_pre_call_hook(

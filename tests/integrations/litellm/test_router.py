@@ -124,3 +124,40 @@ async def test_block_in_a_mixed_group_sends_nothing(router, upstream) -> None:  
         await router.acompletion(model="smart", messages=QUESTION)
     assert upstream.received == []
     assert [r.status for r in await settled()] == ["blocked"]
+
+
+# -- a Router that retries: a refusal is final ---------------------------------------------------
+
+
+@pytest.fixture
+def retrying(upstream):  # type: ignore[no-untyped-def]
+    litellm.callbacks = [TollgateLogger()]
+    deployments = [
+        {
+            "model_name": group,
+            "litellm_params": {"model": model, "api_base": upstream.url, "api_key": "sk-test"},
+        }
+        for group, model in (
+            ("flagship", "openai/gpt-4o"),
+            ("smart", "openai/gpt-4o"),
+            ("smart", "openai/gpt-4o-mini"),
+        )
+    ]
+    # A Router retries what a hook raises (num_retries=2, and no backoff to wait through here).
+    return litellm.Router(model_list=deployments, num_retries=2, retry_after=0)
+
+
+@pytest.mark.parametrize("group", ["flagship", "smart"])  # the deployment hook; the group filter
+async def test_a_retrying_router_takes_a_refusal_as_final(retrying, upstream, group: str) -> None:  # type: ignore[no-untyped-def]
+    with tollgate.budget(usd=1e-9), pytest.raises(tollgate.BudgetExceeded) as refused:
+        await retrying.acompletion(model=group, messages=QUESTION)
+    assert refused.value.num_retries == 0  # type: ignore[attr-defined]  # what the Router reads
+    assert upstream.received == []
+    assert [r.status for r in await settled()] == ["blocked"]  # one refusal, one record (was three)
+
+
+def test_a_retrying_router_takes_a_sync_refusal_as_final(retrying, upstream) -> None:  # type: ignore[no-untyped-def]
+    with tollgate.budget(usd=1e-9), pytest.raises(tollgate.BudgetExceeded):
+        retrying.completion(model="flagship", messages=QUESTION)
+    assert upstream.received == []
+    assert [r.status for r in settled_sync()] == ["blocked"]
