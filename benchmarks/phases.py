@@ -95,7 +95,7 @@ def main() -> None:
         rows.append({"phase": name, "us": best})
         print(f"{best:7.2f} us  {name}")
     tollgate.reset()
-    write_json(args, "phases", {"budget": args.budget, "rows": rows})
+    write_json(args, "phases-budget" if args.budget else "phases", {"budget": args.budget, "rows": rows})
 
 
 if __name__ == "__main__":
