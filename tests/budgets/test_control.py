@@ -15,7 +15,7 @@ import pytest
 import tollgate
 from tests.budgets.helpers import completion_body, per_call_usd
 from tests.conftest import http_module
-from tests.stores.conftest import redis_url, unique_prefix
+from tests.stores.conftest import configure_store, redis_url
 from tollgate import gate
 from tollgate.alerts import Alert
 from tollgate.request import LLMRequest, Usage
@@ -62,13 +62,7 @@ usd = per_call_usd
 
 @pytest.fixture(params=["memory", "sqlite", "redis"])
 def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
-    if request.param == "sqlite":
-        tollgate.configure(store=f"sqlite:///{tmp_path / 'store.db'}")
-    elif request.param == "redis":
-        from tollgate.stores.redis import RedisStore
-
-        tollgate.configure(store=RedisStore(request.getfixturevalue("redis_url"), prefix=unique_prefix()))
-    yield request.param
+    yield configure_store(request, tmp_path)
     tollgate.reset()
 
 

@@ -22,7 +22,7 @@ import pytest
 import tollgate
 from tests.budgets.helpers import completion_body, request
 from tests.conftest import http_module
-from tests.stores.conftest import redis_url, unique_prefix
+from tests.stores.conftest import configure_store, redis_url, unique_prefix
 from tollgate import gate
 from tollgate.budgets import waiting
 from tollgate.request import Usage
@@ -49,13 +49,7 @@ def waited(record: tollgate.CallRecord) -> list[float]:
 @pytest.fixture(params=["memory", "sqlite", "redis"])
 def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
     """The store every test runs on (configured), by name."""
-    if request.param == "sqlite":
-        tollgate.configure(store=f"sqlite:///{tmp_path / 'store.db'}")
-    elif request.param == "redis":
-        from tollgate.stores.redis import RedisStore
-
-        tollgate.configure(store=RedisStore(request.getfixturevalue("redis_url"), prefix=unique_prefix()))
-    yield request.param
+    yield configure_store(request, tmp_path)
     assert not waiting.lines  # nobody left in line
 
 

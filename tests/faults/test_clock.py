@@ -19,7 +19,7 @@ import pytest
 
 import tollgate
 from tests.budgets.helpers import request, run
-from tests.stores.conftest import redis_url, unique_prefix
+from tests.stores.conftest import configure_store, redis_url
 from tollgate.budgets.scope import active_budgets
 from tollgate.stores.base import Charge, CounterState
 
@@ -44,14 +44,7 @@ def clock(monkeypatch: pytest.MonkeyPatch) -> list[float]:
 
 @pytest.fixture(params=["memory", "sqlite", "redis"])
 def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
-    if request.param == "sqlite":
-        tollgate.configure(store=f"sqlite:///{tmp_path / 'store.db'}")
-    elif request.param == "redis":
-        url = request.getfixturevalue("redis_url")
-        from tollgate.stores.redis import RedisStore
-
-        tollgate.configure(store=RedisStore(url, prefix=unique_prefix()))
-    yield request.param
+    yield configure_store(request, tmp_path)
     tollgate.reset()
 
 

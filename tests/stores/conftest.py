@@ -106,6 +106,20 @@ def unique_prefix() -> str:
     return f"tollgate-test-{uuid.uuid4().hex[:12]}"
 
 
+def configure_store(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """``tollgate.configure`` with the store ``request.param`` names (memory, sqlite in
+    ``tmp_path``, or redis with a prefix of its own); that name back, for a fixture to yield."""
+    import tollgate
+
+    if request.param == "sqlite":
+        tollgate.configure(store=f"sqlite:///{tmp_path / 'store.db'}")
+    elif request.param == "redis":
+        from tollgate.stores.redis import RedisStore
+
+        tollgate.configure(store=RedisStore(request.getfixturevalue("redis_url"), prefix=unique_prefix()))
+    return str(request.param)
+
+
 def sqlite_store(tmp: pytest.TempPathFactory) -> Store:
     return SQLiteStore(Path(tmp.mktemp("sqlite-store")) / "store.db")
 
