@@ -326,6 +326,39 @@ def test_a_killed_process_strands_its_slice_for_one_ttl(kind: tuple[str, str]) -
     sliced.close()
 
 
+def test_an_async_call_refused_only_for_dead_slices_gets_their_room(kind: tuple[str, str]) -> None:
+    """Slices of a process that died hold the room until they expire: a call refused for want
+    of it has them reaped (on the async path, off the event loop) and is then let through."""
+    name, where = kind
+    prefix = unique_prefix()
+    plain = open_plain(name, where, prefix)
+    tollgate.configure(store=plain, slices={"ttl": 30})
+    now = time.time()
+    slot = DAY.slots("budget:stranded:usd", now)
+    cap = 3 * usd()
+    dead = 0
+    while True:  # a dead process's slices, fair shares taken until less than a call is left
+        state = plain.take_slices([SliceOp(slot.write, f"dead{dead}", cap, slot.ttl, want=cap)], 1, now)[0]
+        dead += 1
+        if state.granted == 0 or cap - state.reserved < usd():
+            break
+    assert cap - counter(plain, "stranded").reserved < usd()  # no room while they live
+    time.sleep(1.2)  # they expire: nobody renews them
+
+    async def one() -> None:
+        call = await tollgate.gate.apreflight(request("gpt-4o-mini", cap=20))
+        await call.afinish(tollgate.gate.Outcome(tollgate.Usage(call.estimate.input_tokens, 20)))
+
+    with tollgate.budget(usd=cap, per="day", name="stranded"):
+        asyncio.run(one())
+    (record,) = [r for r in tollgate.records() if r.status == "ok"]
+    assert record.usd == pytest.approx(usd())
+    tollgate.reset()
+    assert counter(plain, "stranded").spent == pytest.approx(usd())
+    assert counter(plain, "stranded").reserved == pytest.approx(0.0, abs=1e-9)  # dead slices reaped
+    plain.close()
+
+
 @pytest.fixture
 def own_redis(tmp_path: Path) -> Iterator[tuple[str, Any]]:
     """A redis-server of this test's own (it is killed and restarted), keeping every write."""

@@ -283,8 +283,13 @@ class SlicedStore(DelegatingStore):
         if admitted is not None:
             return admitted
         reservation = await self.inner.areserve(charges, now)
-        if not reservation.ok and self._reap(charges, reservation.refused, now):
-            reservation = await self.inner.areserve(charges, now)
+        if not reservation.ok:
+            import asyncio  # loaded already by any async caller; not at import (it costs ~25 ms)
+
+            # The reap is the inner store's sync call: off the event loop, which it could
+            # otherwise hold for a round trip (a socket timeout while the store is down).
+            if await asyncio.to_thread(self._reap, charges, reservation.refused, now):
+                reservation = await self.inner.areserve(charges, now)
         return reservation
 
     def settle(self, holds: Sequence[Hold], actuals: Sequence[float]) -> Sequence[float | None] | None:
