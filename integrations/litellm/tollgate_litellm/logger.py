@@ -36,7 +36,7 @@ import threading
 import time
 import weakref
 from collections import OrderedDict
-from collections.abc import Callable, Coroutine, Mapping, MutableMapping
+from collections.abc import Callable, Coroutine, Iterator, Mapping, MutableMapping
 from typing import Any, ParamSpec, TypeVar
 
 from litellm.integrations.custom_logger import CustomLogger
@@ -236,23 +236,25 @@ P = ParamSpec("P")
 T = TypeVar("T")
 
 
-def _no_retry(exc: BudgetExceeded | RateLimited) -> None:
+@contextlib.contextmanager
+def _refusals_final() -> Iterator[None]:
     """LiteLLM's Router retries an error a hook raises, and a retried refusal is refused again,
-    leaving one more blocked record (and a backoff) each time: tollgate's refusal is final.
-    The Router reads ``num_retries`` off the error."""
-    exc.num_retries = 0  # type: ignore[union-attr]
+    leaving one more blocked record (and a backoff) each time: tollgate's refusals raised
+    inside are final. The Router reads ``num_retries`` off the error."""
+    try:
+        yield
+    except (BudgetExceeded, RateLimited) as exc:
+        exc.num_retries = 0  # type: ignore[union-attr]
+        raise
 
 
 def _final(hook: Callable[P, Coroutine[Any, Any, T]]) -> Callable[P, Coroutine[Any, Any, T]]:
-    """``hook`` with its refusals final for the Router (see :func:`_no_retry`)."""
+    """``hook`` with its refusals final for the Router (see :func:`_refusals_final`)."""
 
     @functools.wraps(hook)
     async def final(*args: P.args, **kwargs: P.kwargs) -> T:
-        try:
+        with _refusals_final():
             return await hook(*args, **kwargs)
-        except (BudgetExceeded, RateLimited) as exc:
-            _no_retry(exc)
-            raise
 
     return final
 
@@ -432,11 +434,8 @@ class TollgateLogger(CustomLogger):
         )
         if view is None:
             return None
-        try:
+        with _refusals_final():
             gate.probe(view.request)  # raises BudgetExceeded when nothing is left
-        except BudgetExceeded as exc:
-            _no_retry(exc)
-            raise
         return None
 
     async def async_pre_call_hook(
@@ -518,14 +517,15 @@ class TollgateLogger(CustomLogger):
         return None
 
     async def _settle_now(self, kwargs: Mapping[str, Any], response: Any) -> None:
-        pending = registry.get(_call_id(kwargs))
+        call_id = _call_id(kwargs)
+        pending = registry.get(call_id)
         # Only a call that holds budget is settled early; one tollgate cannot price waits for
         # LiteLLM's cost, known in the logging task only.
         if pending is None or not pending.call.holds or pending.call.price is None:
             return
         if _whole(kwargs, response) is None or get_field(response, "usage") is None:
             return  # a stream (settled when it ends), or nothing to settle on yet
-        pending = registry.take(_call_id(kwargs))
+        pending = registry.take(call_id)
         if pending is not None:  # else another hook took it meanwhile
             call = pending.call
             await call.afinish(outcome_of(call, pending.view, kwargs, response), raise_overrun=False)
